@@ -1,0 +1,378 @@
+//! comb's configuration: command-line flags, each with the environment
+//! variable it may come from, parsed once at start and passed down.
+//!
+//! The OpenTelemetry settings use the standard `OTEL_*` variable names, so
+//! the variables that configure any OTel SDK (Honeycomb's
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS`,
+//! `OTEL_SERVICE_NAME`, ...) configure comb the same way.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Where comb listens when `--listen` is not given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The largest request body comb reads into memory for a plugin (1 MiB):
+/// Cruddur's JSON bodies are a few hundred bytes; anything near this is a
+/// mistake or an attack, answered 413 before a plugin runs.
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
+
+/// `service.name` when neither `OTEL_SERVICE_NAME` nor
+/// `OTEL_RESOURCE_ATTRIBUTES` names the service.
+pub const DEFAULT_SERVICE_NAME: &str = "comb";
+
+/// The OTLP export timeout when `OTEL_EXPORTER_OTLP_TIMEOUT` is not set
+/// (the OTel spec's default, 10 s).
+pub const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// comb serves HTTP routes from WebAssembly component plugins and traces
+/// every call with OpenTelemetry.
+#[derive(Debug, Parser)]
+#[command(name = "comb", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// comb's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve every plugin in a folder over HTTP.
+    ///
+    /// Each `*.wasm` file in the folder is a component targeting comb's
+    /// `plugin` world (wit/plugin.wit). comb reads each plugin's manifest,
+    /// routes requests to it, runs every request in a fresh instance and
+    /// wraps it in an OpenTelemetry span. Traces go to the OTLP endpoint in
+    /// OTEL_EXPORTER_OTLP_ENDPOINT; without one, comb exports nothing and
+    /// logs one line per request instead.
+    Serve(ServeConfig),
+}
+
+/// Everything `comb serve` needs, parsed from flags and environment.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// The folder of plugin `.wasm` files to serve.
+    #[arg(long, env = "COMB_PLUGINS", value_name = "DIR")]
+    pub plugins: PathBuf,
+
+    /// The address to serve HTTP on. Port 0 picks a free port; the address
+    /// actually bound is logged as `listening on http://...`.
+    #[arg(long, env = "COMB_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// The largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "COMB_MAX_REQUEST_BODY", default_value_t = DEFAULT_MAX_REQUEST_BODY, value_name = "BYTES")]
+    pub max_request_body: usize,
+
+    /// OpenTelemetry settings.
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// OpenTelemetry settings, from the standard `OTEL_*` environment variables.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "OpenTelemetry (standard OTEL_* variables)")]
+pub struct TelemetryConfig {
+    /// Turn OpenTelemetry off entirely: no spans are recorded or exported.
+    #[arg(long = "otel-sdk-disabled", env = "OTEL_SDK_DISABLED", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub sdk_disabled: bool,
+
+    /// The service name on every span; Honeycomb makes it the dataset.
+    /// Defaults to `service.name` from OTEL_RESOURCE_ATTRIBUTES, else `comb`.
+    #[arg(
+        long = "otel-service-name",
+        env = "OTEL_SERVICE_NAME",
+        value_name = "NAME"
+    )]
+    pub service_name: Option<String>,
+
+    /// Extra resource attributes, `key=value,key2=value2` (percent-encoded).
+    #[arg(
+        long = "otel-resource-attributes",
+        env = "OTEL_RESOURCE_ATTRIBUTES",
+        value_name = "PAIRS"
+    )]
+    pub resource_attributes: Option<String>,
+
+    /// The OTLP base endpoint for all signals, e.g. `https://api.honeycomb.io`.
+    /// With http/protobuf, traces go to `<endpoint>/v1/traces`. Unset (and no
+    /// traces endpoint either): comb exports nothing.
+    #[arg(
+        long = "otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub endpoint: Option<String>,
+
+    /// The OTLP endpoint for traces only, used as given (no path added).
+    #[arg(
+        long = "otlp-traces-endpoint",
+        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub traces_endpoint: Option<String>,
+
+    /// Headers sent with every export, `name=value,name2=value2`, e.g.
+    /// `x-honeycomb-team=YOUR_API_KEY`.
+    #[arg(
+        long = "otlp-headers",
+        env = "OTEL_EXPORTER_OTLP_HEADERS",
+        value_name = "PAIRS"
+    )]
+    pub headers: Option<String>,
+
+    /// Headers for trace exports only; added to (and override) the above.
+    #[arg(
+        long = "otlp-traces-headers",
+        env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        value_name = "PAIRS"
+    )]
+    pub traces_headers: Option<String>,
+
+    /// The OTLP transport.
+    #[arg(
+        long = "otlp-protocol",
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_name = "PROTOCOL"
+    )]
+    pub protocol: Option<OtlpProtocol>,
+
+    /// The OTLP transport for traces only.
+    #[arg(
+        long = "otlp-traces-protocol",
+        env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        value_name = "PROTOCOL"
+    )]
+    pub traces_protocol: Option<OtlpProtocol>,
+
+    /// The export timeout in milliseconds (default 10000).
+    #[arg(
+        long = "otlp-timeout",
+        env = "OTEL_EXPORTER_OTLP_TIMEOUT",
+        value_name = "MS"
+    )]
+    pub timeout_ms: Option<u64>,
+
+    /// The export timeout for traces only, in milliseconds.
+    #[arg(
+        long = "otlp-traces-timeout",
+        env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        value_name = "MS"
+    )]
+    pub traces_timeout_ms: Option<u64>,
+}
+
+/// The OTLP transports comb can export with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP POST (the OTel default; what Honeycomb's docs use).
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    /// gRPC (with TLS for `https://` endpoints).
+    #[value(name = "grpc")]
+    Grpc,
+}
+
+/// Where and how traces are exported: the `OTEL_EXPORTER_OTLP_*` settings
+/// after the per-signal variables are applied over the general ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpTarget {
+    /// The full URL spans are sent to.
+    pub url: String,
+    /// The transport.
+    pub protocol: OtlpProtocol,
+    /// Headers (or gRPC metadata) sent with every export.
+    pub headers: Vec<(String, String)>,
+    /// How long one export may take.
+    pub timeout: Duration,
+}
+
+impl TelemetryConfig {
+    /// Where traces go, or `None` when no endpoint is configured: then comb
+    /// makes no export attempts at all (the OTel default of localhost:4318
+    /// would only produce connection errors on a laptop without a collector).
+    pub fn otlp_target(&self) -> Option<OtlpTarget> {
+        let protocol = self
+            .traces_protocol
+            .or(self.protocol)
+            .unwrap_or(OtlpProtocol::HttpProtobuf);
+        let url = match (&self.traces_endpoint, &self.endpoint) {
+            (Some(url), _) if !url.is_empty() => url.clone(),
+            (_, Some(base)) if !base.is_empty() => match protocol {
+                // The spec: the signal path is appended to the base endpoint
+                // for HTTP; gRPC has no path.
+                OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                OtlpProtocol::Grpc => base.clone(),
+            },
+            _ => return None,
+        };
+        let mut headers = parse_pairs(self.headers.as_deref().unwrap_or_default());
+        for (name, value) in parse_pairs(self.traces_headers.as_deref().unwrap_or_default()) {
+            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
+            headers.push((name, value));
+        }
+        let timeout = self
+            .traces_timeout_ms
+            .or(self.timeout_ms)
+            .map_or(DEFAULT_OTLP_TIMEOUT, Duration::from_millis);
+        Some(OtlpTarget {
+            url,
+            protocol,
+            headers,
+            timeout,
+        })
+    }
+
+    /// The resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, plus
+    /// `service.name` (from `OTEL_SERVICE_NAME`, which wins, else the
+    /// attributes, else [`DEFAULT_SERVICE_NAME`]).
+    pub fn resource_attributes(&self) -> Vec<(String, String)> {
+        let mut attributes = parse_pairs(self.resource_attributes.as_deref().unwrap_or_default());
+        let named = attributes.iter().any(|(key, _)| key == "service.name");
+        match &self.service_name {
+            Some(name) if !name.is_empty() => {
+                attributes.retain(|(key, _)| key != "service.name");
+                attributes.push(("service.name".into(), name.clone()));
+            }
+            _ if !named => attributes.push(("service.name".into(), DEFAULT_SERVICE_NAME.into())),
+            _ => {}
+        }
+        attributes
+    }
+}
+
+/// Parses the W3C-baggage-like `key=value,key2=value2` lists of the OTel
+/// environment variables; values are percent-decoded, blanks are skipped.
+fn parse_pairs(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            let key = key.trim();
+            (!key.is_empty()).then(|| (key.to_owned(), percent_decode(value.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn telemetry(args: &[&str]) -> TelemetryConfig {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            telemetry: TelemetryConfig,
+        }
+        let mut argv = vec!["comb"];
+        argv.extend_from_slice(args);
+        Wrapper::try_parse_from(argv).unwrap().telemetry
+    }
+
+    #[test]
+    fn no_endpoint_means_no_export() {
+        assert_eq!(telemetry(&[]).otlp_target(), None);
+    }
+
+    #[test]
+    fn honeycomb_settings_become_the_traces_url_and_header() {
+        let target = telemetry(&[
+            "--otlp-endpoint=https://api.honeycomb.io",
+            "--otlp-headers=x-honeycomb-team=KEY",
+        ])
+        .otlp_target()
+        .unwrap();
+        assert_eq!(target.url, "https://api.honeycomb.io/v1/traces");
+        assert_eq!(target.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(
+            target.headers,
+            vec![("x-honeycomb-team".into(), "KEY".into())]
+        );
+        assert_eq!(target.timeout, DEFAULT_OTLP_TIMEOUT);
+    }
+
+    #[test]
+    fn per_signal_settings_win() {
+        let target = telemetry(&[
+            "--otlp-endpoint=http://collector:4318/",
+            "--otlp-traces-endpoint=http://other:9999/custom",
+            "--otlp-headers=a=1,b=2",
+            "--otlp-traces-headers=B=3",
+            "--otlp-protocol=grpc",
+            "--otlp-traces-protocol=http/protobuf",
+            "--otlp-timeout=500",
+            "--otlp-traces-timeout=250",
+        ])
+        .otlp_target()
+        .unwrap();
+        assert_eq!(target.url, "http://other:9999/custom");
+        assert_eq!(target.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(
+            target.headers,
+            vec![("a".into(), "1".into()), ("B".into(), "3".into())]
+        );
+        assert_eq!(target.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn grpc_endpoint_gets_no_path() {
+        let target = telemetry(&[
+            "--otlp-endpoint=http://127.0.0.1:4317",
+            "--otlp-protocol=grpc",
+        ])
+        .otlp_target()
+        .unwrap();
+        assert_eq!(target.url, "http://127.0.0.1:4317");
+    }
+
+    #[test]
+    fn service_name_precedence() {
+        let name = |t: TelemetryConfig| {
+            t.resource_attributes()
+                .into_iter()
+                .find(|(k, _)| k == "service.name")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(name(telemetry(&[])), Some("comb".into()));
+        assert_eq!(
+            name(telemetry(&[
+                "--otel-resource-attributes=service.name=from-attrs,deployment.environment=dev%20box"
+            ])),
+            Some("from-attrs".into())
+        );
+        assert_eq!(
+            name(telemetry(&[
+                "--otel-resource-attributes=service.name=from-attrs",
+                "--otel-service-name=backend-flask"
+            ])),
+            Some("backend-flask".into())
+        );
+        let attrs = telemetry(&["--otel-resource-attributes=deployment.environment=dev%20box"])
+            .resource_attributes();
+        assert!(attrs.contains(&("deployment.environment".into(), "dev box".into())));
+    }
+}

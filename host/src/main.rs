@@ -1,0 +1,97 @@
+//! The `comb` binary: parse flags and environment, set up logging and
+//! telemetry, serve until Ctrl-C or SIGTERM, flush spans, exit.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use comb::{
+    config::{Cli, Command, ServeConfig},
+    telemetry::{Destination, Telemetry},
+};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                match cli.command {
+                    Command::Serve(config) => serve(config).await,
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServeConfig) -> Result<()> {
+    // Check what can be checked before binding the socket, so a typo fails
+    // at once instead of after the port is taken.
+    if !config.plugins.is_dir() {
+        bail!(
+            "plugins folder {} does not exist or is not a folder",
+            config.plugins.display()
+        );
+    }
+    let telemetry = Telemetry::init(&config.telemetry).context("setting up OpenTelemetry")?;
+    match telemetry.destination() {
+        Destination::Disabled => tracing::info!("traces: off (OTEL_SDK_DISABLED=true)"),
+        Destination::LogOnly => tracing::info!(
+            "traces: no OTEL_EXPORTER_OTLP_ENDPOINT set, exporting nothing; each request's trace id is logged instead"
+        ),
+        Destination::Otlp(target) => tracing::info!(
+            "traces: OTLP {} to {} ({} header(s))",
+            match target.protocol {
+                comb::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
+                comb::config::OtlpProtocol::Grpc => "grpc",
+            },
+            target.url,
+            target.headers.len()
+        ),
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let served = comb::serve(config, listener, shutdown_signal()).await;
+    // Flush spans even when serving failed: they may say why.
+    let flushed = telemetry.shutdown().await;
+    served.and(flushed)
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM; a second one exits at once,
+/// for when draining takes longer than the user wants to wait.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining requests and flushing spans (again to quit now)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

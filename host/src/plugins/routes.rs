@@ -1,0 +1,428 @@
+//! Route patterns and the immutable route table.
+//!
+//! A pattern is matched segment by segment; a segment is literal text, a
+//! parameter `:name`, or a parameter after a literal prefix (`@:handle`).
+//! When several patterns match a path, the most specific wins, comparing
+//! segment by segment: literal beats prefixed parameter beats bare
+//! parameter. That is Werkzeug's rule, which the ported Flask service relied
+//! on: `/api/activities/home` is not taken as `/api/activities/:uuid`.
+
+use std::{fmt, str::FromStr};
+
+/// A parsed route pattern such as `/api/activities/@:handle`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePattern {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param { prefix: String, name: String },
+}
+
+/// Why a route pattern was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// Patterns are absolute paths.
+    #[error("route pattern {0:?} must start with '/'")]
+    NotAbsolute(String),
+    /// `:` with nothing after it.
+    #[error("route pattern {0:?} has a parameter without a name")]
+    UnnamedParam(String),
+    /// The same parameter name twice.
+    #[error("route pattern {pattern:?} uses parameter {name:?} twice")]
+    DuplicateParam {
+        /// The pattern.
+        pattern: String,
+        /// The repeated name.
+        name: String,
+    },
+}
+
+impl FromStr for RoutePattern {
+    type Err = PatternError;
+
+    fn from_str(text: &str) -> Result<Self, PatternError> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(PatternError::NotAbsolute(text.to_owned()));
+        };
+        let mut segments = Vec::new();
+        for segment in rest.split('/') {
+            let parsed = match segment.split_once(':') {
+                None => Segment::Literal(segment.to_owned()),
+                Some((_, "")) => return Err(PatternError::UnnamedParam(text.to_owned())),
+                Some((prefix, name)) => {
+                    let duplicate = segments
+                        .iter()
+                        .any(|s| matches!(s, Segment::Param { name: other, .. } if other == name));
+                    if duplicate {
+                        return Err(PatternError::DuplicateParam {
+                            pattern: text.to_owned(),
+                            name: name.to_owned(),
+                        });
+                    }
+                    Segment::Param {
+                        prefix: prefix.to_owned(),
+                        name: name.to_owned(),
+                    }
+                }
+            };
+            segments.push(parsed);
+        }
+        Ok(RoutePattern {
+            text: text.to_owned(),
+            segments,
+        })
+    }
+}
+
+impl fmt::Display for RoutePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl RoutePattern {
+    /// The pattern as written, e.g. for `http.route`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parameters bound when `path` matches, else `None`.
+    fn matches(&self, path: &[&str]) -> Option<Vec<(String, String)>> {
+        if path.len() != self.segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (segment, part) in self.segments.iter().zip(path) {
+            match segment {
+                Segment::Literal(literal) if literal == part => {}
+                Segment::Param { prefix, name } => {
+                    let value = part
+                        .strip_prefix(prefix.as_str())
+                        .filter(|value| !value.is_empty())?;
+                    params.push((name.clone(), value.to_owned()));
+                }
+                Segment::Literal(_) => return None,
+            }
+        }
+        Some(params)
+    }
+
+    /// How specific each segment is: higher wins, compared left to right.
+    fn specificity(&self) -> impl Iterator<Item = u8> + '_ {
+        self.segments.iter().map(|segment| match segment {
+            Segment::Literal(_) => 2,
+            Segment::Param { prefix, .. } if !prefix.is_empty() => 1,
+            Segment::Param { .. } => 0,
+        })
+    }
+
+    /// Whether two patterns match exactly the same paths.
+    pub fn same_shape(&self, other: &RoutePattern) -> bool {
+        self.segments.len() == other.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|pair| match pair {
+                    (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                    (Segment::Param { prefix: a, .. }, Segment::Param { prefix: b, .. }) => a == b,
+                    _ => false,
+                })
+    }
+}
+
+/// What serves a route: named so a clash can say who already serves it.
+pub trait RouteOwner {
+    /// The owner's name, e.g. the plugin's.
+    fn owner_name(&self) -> &str;
+}
+
+/// One route and what serves it (a plugin, in comb).
+#[derive(Clone)]
+pub struct Route<P> {
+    /// The upper-case HTTP method.
+    pub method: String,
+    /// The path pattern.
+    pub pattern: RoutePattern,
+    /// What serves it.
+    pub target: P,
+}
+
+/// The routes of every serving plugin. Immutable once built: a reload
+/// builds a new table and swaps it in whole, so every request sees one
+/// consistent version.
+pub struct RouteTable<P> {
+    routes: Vec<Route<P>>,
+}
+
+impl<P> Default for RouteTable<P> {
+    fn default() -> Self {
+        RouteTable { routes: Vec::new() }
+    }
+}
+
+/// What the table says about a request.
+pub enum Lookup<'a, P> {
+    /// A route matched.
+    Found {
+        /// The matching route.
+        route: &'a Route<P>,
+        /// Its parameters, in pattern order.
+        params: Vec<(String, String)>,
+    },
+    /// The path matches routes, none for this method.
+    MethodNotAllowed {
+        /// The most specific matching pattern.
+        pattern: &'a RoutePattern,
+        /// The methods that pattern's path does serve.
+        allowed: Vec<String>,
+    },
+    /// No route matches the path.
+    NotFound,
+}
+
+/// A route that would shadow one already in the table.
+#[derive(Debug, thiserror::Error)]
+#[error("route {method} {pattern} is already served by plugin {owner:?}")]
+pub struct RouteClash {
+    /// The method.
+    pub method: String,
+    /// The clashing pattern.
+    pub pattern: String,
+    /// The plugin that already serves it.
+    pub owner: String,
+}
+
+impl<P: RouteOwner> RouteTable<P> {
+    /// Adds all of `routes`, or none when one clashes with a route already
+    /// in the table (same method, a pattern matching exactly the same
+    /// paths): the plugin already serving keeps its route.
+    pub fn add(&mut self, routes: Vec<Route<P>>) -> Result<(), RouteClash> {
+        for new in &routes {
+            if let Some(existing) = self
+                .routes
+                .iter()
+                .find(|r| r.method == new.method && r.pattern.same_shape(&new.pattern))
+            {
+                return Err(RouteClash {
+                    method: new.method.clone(),
+                    pattern: new.pattern.to_string(),
+                    owner: existing.target.owner_name().to_owned(),
+                });
+            }
+        }
+        self.routes.extend(routes);
+        Ok(())
+    }
+
+    /// Every route, in the order added.
+    pub fn routes(&self) -> &[Route<P>] {
+        &self.routes
+    }
+
+    /// Finds the route for `method` and `path`. `HEAD` falls back to `GET`.
+    pub fn lookup(&self, method: &str, path: &str) -> Lookup<'_, P> {
+        let parts: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+        let matching: Vec<(&Route<P>, Vec<(String, String)>)> = self
+            .routes
+            .iter()
+            .filter_map(|route| route.pattern.matches(&parts).map(|params| (route, params)))
+            .collect();
+        let best = |method: &str| {
+            matching
+                .iter()
+                .filter(|(route, _)| route.method == method)
+                .max_by(|(a, _), (b, _)| a.pattern.specificity().cmp(b.pattern.specificity()))
+        };
+        if let Some((route, params)) =
+            best(method).or_else(|| (method == "HEAD").then(|| best("GET")).flatten())
+        {
+            return Lookup::Found {
+                route,
+                params: params.clone(),
+            };
+        }
+        let Some((most_specific, _)) = matching
+            .iter()
+            .max_by(|(a, _), (b, _)| a.pattern.specificity().cmp(b.pattern.specificity()))
+        else {
+            return Lookup::NotFound;
+        };
+        let mut allowed: Vec<String> = matching
+            .iter()
+            .filter(|(route, _)| route.pattern.same_shape(&most_specific.pattern))
+            .map(|(route, _)| route.method.clone())
+            .collect();
+        allowed.sort();
+        allowed.dedup();
+        Lookup::MethodNotAllowed {
+            pattern: &most_specific.pattern,
+            allowed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(text: &str) -> RoutePattern {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_literal_param_and_prefixed_param() {
+        let p = pattern("/api/activities/@:handle");
+        assert_eq!(
+            p.matches(&["api", "activities", "@andrewbrown"]),
+            Some(vec![("handle".into(), "andrewbrown".into())])
+        );
+        assert_eq!(p.matches(&["api", "activities", "andrewbrown"]), None);
+        assert_eq!(
+            p.matches(&["api", "activities", "@"]),
+            None,
+            "a parameter needs one character"
+        );
+        assert_eq!(p.matches(&["api", "activities", "@x", "extra"]), None);
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        assert_eq!(
+            "api".parse::<RoutePattern>(),
+            Err(PatternError::NotAbsolute("api".into()))
+        );
+        assert!(matches!(
+            "/a/:".parse::<RoutePattern>(),
+            Err(PatternError::UnnamedParam(_))
+        ));
+        assert!(matches!(
+            "/:a/:a".parse::<RoutePattern>(),
+            Err(PatternError::DuplicateParam { .. })
+        ));
+    }
+
+    #[test]
+    fn literal_beats_prefixed_beats_bare_parameter() {
+        let literal = pattern("/api/activities/home");
+        let prefixed = pattern("/api/activities/@:handle");
+        let bare = pattern("/api/activities/:uuid");
+        assert!(literal.specificity().cmp(prefixed.specificity()).is_gt());
+        assert!(prefixed.specificity().cmp(bare.specificity()).is_gt());
+        assert!(bare.matches(&["api", "activities", "home"]).is_some());
+    }
+
+    impl RouteOwner for &'static str {
+        fn owner_name(&self) -> &str {
+            self
+        }
+    }
+
+    fn table(routes: &[(&str, &str, &'static str)]) -> RouteTable<&'static str> {
+        let mut table = RouteTable::default();
+        for (method, text, owner) in routes {
+            table
+                .add(vec![Route {
+                    method: (*method).into(),
+                    pattern: pattern(text),
+                    target: *owner,
+                }])
+                .unwrap();
+        }
+        table
+    }
+
+    fn found(
+        table: &RouteTable<&'static str>,
+        method: &str,
+        path: &str,
+    ) -> Option<(&'static str, Vec<(String, String)>)> {
+        match table.lookup(method, path) {
+            Lookup::Found { route, params } => Some((route.target, params)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn lookup_prefers_the_most_specific_route() {
+        let table = table(&[
+            ("GET", "/api/activities/:uuid", "show"),
+            ("GET", "/api/activities/home", "home"),
+            ("GET", "/api/activities/@:handle", "user"),
+            ("POST", "/api/activities/:uuid/reply", "reply"),
+        ]);
+        assert_eq!(
+            found(&table, "GET", "/api/activities/home"),
+            Some(("home", vec![]))
+        );
+        assert_eq!(
+            found(&table, "GET", "/api/activities/@worf"),
+            Some(("user", vec![("handle".into(), "worf".into())]))
+        );
+        assert_eq!(
+            found(&table, "GET", "/api/activities/@"),
+            Some(("show", vec![("uuid".into(), "@".into())]))
+        );
+        assert_eq!(
+            found(&table, "GET", "/api/activities/123"),
+            Some(("show", vec![("uuid".into(), "123".into())]))
+        );
+        assert_eq!(
+            found(&table, "HEAD", "/api/activities/home"),
+            Some(("home", vec![]))
+        );
+        assert!(matches!(
+            table.lookup("GET", "/api/activities/home/"),
+            Lookup::NotFound
+        ));
+        assert!(matches!(table.lookup("GET", "/nothing"), Lookup::NotFound));
+        match table.lookup("GET", "/api/activities/1/reply") {
+            Lookup::MethodNotAllowed { pattern, allowed } => {
+                assert_eq!(pattern.as_str(), "/api/activities/:uuid/reply");
+                assert_eq!(allowed, vec!["POST".to_owned()]);
+            }
+            _ => panic!("expected 405"),
+        }
+    }
+
+    #[test]
+    fn a_clashing_plugin_adds_nothing_and_the_first_keeps_its_route() {
+        let mut table = table(&[("GET", "/api/activities/:uuid", "first")]);
+        let clash = table
+            .add(vec![
+                Route {
+                    method: "GET".into(),
+                    pattern: pattern("/other"),
+                    target: "second",
+                },
+                Route {
+                    method: "GET".into(),
+                    pattern: pattern("/api/activities/:id"),
+                    target: "second",
+                },
+            ])
+            .unwrap_err();
+        assert_eq!(clash.owner, "first");
+        assert_eq!(table.routes().len(), 1);
+        assert!(
+            table
+                .add(vec![Route {
+                    method: "POST".into(),
+                    pattern: pattern("/api/activities/:id"),
+                    target: "second"
+                }])
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn same_shape_ignores_parameter_names() {
+        assert!(pattern("/a/:x").same_shape(&pattern("/a/:y")));
+        assert!(!pattern("/a/@:x").same_shape(&pattern("/a/:x")));
+        assert!(!pattern("/a/b").same_shape(&pattern("/a/:x")));
+    }
+}

@@ -1,0 +1,210 @@
+//! The request path: match the route, run the plugin, answer — each request
+//! wrapped in a server span, each plugin call in an invocation span.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, State},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode, header, request::Parts};
+use opentelemetry::{Context, global::BoxedTracer};
+
+use crate::{
+    error::ApiError,
+    plugins::{Lookup, Plugin, SharedRoutes},
+    runtime::{self, Runtime},
+    spans::{self, IncomingRequest},
+};
+
+/// What every request handler shares.
+pub struct AppState {
+    /// The current route table; swapped whole when plugins change.
+    pub routes: SharedRoutes,
+    /// The wasmtime engine and linker.
+    pub runtime: Arc<Runtime>,
+    /// The tracer for server and invocation spans.
+    pub tracer: BoxedTracer,
+    /// The largest request body read, in bytes.
+    pub max_request_body: usize,
+}
+
+/// The HTTP app: every path goes through the plugin route table.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new().fallback(serve_request).with_state(state)
+}
+
+async fn serve_request(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    // A full Arc, not a guard: the table must outlive a long plugin call
+    // without pinning arc-swap's fast-path slots.
+    let table = state.routes.load_full();
+    let lookup = table.lookup(parts.method.as_str(), parts.uri.path());
+    let (route, plugin) = match &lookup {
+        Lookup::Found { route, .. } => (
+            Some(route.pattern.as_str()),
+            Some(route.target.name.as_str()),
+        ),
+        Lookup::MethodNotAllowed { pattern, .. } => (Some(pattern.as_str()), None),
+        Lookup::NotFound => (None, None),
+    };
+    let server_cx = spans::start_server_span(
+        &state.tracer,
+        &spans::extract(&parts.headers),
+        &IncomingRequest {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            client_address: client,
+            route,
+            plugin,
+        },
+    );
+    let (route, plugin) = (route.map(str::to_owned), plugin.map(str::to_owned));
+    let (response, error_type) = match lookup {
+        Lookup::NotFound => (
+            ApiError::not_found(&parts.method, parts.uri.path()).into_response(),
+            None,
+        ),
+        Lookup::MethodNotAllowed { allowed, .. } => (
+            ApiError::method_not_allowed(&parts.method, parts.uri.path(), &allowed).into_response(),
+            None,
+        ),
+        Lookup::Found { route, params } => {
+            let plugin = route.target.clone();
+            let pattern = route.pattern.to_string();
+            call_plugin(&state, &server_cx, &plugin, pattern, params, parts, body).await
+        }
+    };
+    spans::end_server_span(&server_cx, response.status(), error_type.as_deref());
+    tracing::info!(
+        trace_id = %spans::trace_id(&server_cx),
+        route = route.as_deref().unwrap_or("-"),
+        plugin = plugin.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        duration_ms = format_args!("{:.2}", millis(started.elapsed())),
+        "request"
+    );
+    response
+}
+
+/// Reads the body, runs the plugin inside its invocation span and turns
+/// the outcome into a response plus, for a failure, its `error.type`.
+async fn call_plugin(
+    state: &AppState,
+    server_cx: &Context,
+    plugin: &Arc<Plugin>,
+    route: String,
+    params: Vec<(String, String)>,
+    parts: Parts,
+    body: Body,
+) -> (Response, Option<String>) {
+    let body = match read_body(&parts, body, state.max_request_body).await {
+        Ok(body) => body,
+        Err(error) => return (error.into_response(), None),
+    };
+    let request = runtime::Request {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        route,
+        params,
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    let invocation_cx = spans::start_invocation_span(
+        &state.tracer,
+        server_cx,
+        &plugin.identity(),
+        plugin.take_coldstart(),
+    );
+    let (result, timings) = plugin
+        .invoke(&state.runtime, request, invocation_cx.clone())
+        .await;
+    spans::end_invocation_span(&invocation_cx, &timings, result.as_ref().err());
+    match result {
+        Ok(response) => match into_http(response) {
+            Ok(response) => (response, None),
+            Err(reason) => (
+                ApiError::invalid_response(&plugin.name, reason).into_response(),
+                Some("plugin.invalid_response".to_owned()),
+            ),
+        },
+        Err(error) => {
+            if !matches!(error, runtime::InvokeError::Guest(_)) {
+                tracing::warn!(plugin = %plugin.name, "plugin call failed: {error:?}");
+            }
+            let error_type = spans::error_type(&error).to_owned();
+            (
+                ApiError::from_invoke(&plugin.name, &error).into_response(),
+                Some(error_type),
+            )
+        }
+    }
+}
+
+async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    // Refuse a declared oversized body before reading a byte of it.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::body_too_large(limit)
+        } else {
+            ApiError::unreadable_body(error)
+        }
+    })
+}
+
+fn into_http(response: runtime::Response) -> Result<Response, String> {
+    let status = StatusCode::from_u16(response.status)
+        .ok()
+        .filter(|status| (200..=599).contains(&status.as_u16()))
+        .ok_or_else(|| format!("status {} is not a final HTTP status", response.status))?;
+    let mut http = Response::new(Body::from(response.body));
+    *http.status_mut() = status;
+    for (name, value) in response.headers {
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| format!("invalid value for header {name}"))?;
+        http.headers_mut().append(name, value);
+    }
+    Ok(http)
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}

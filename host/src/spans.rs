@@ -1,0 +1,302 @@
+//! comb's span model: which spans a request produces, their names, kinds
+//! and attributes. Every request is one trace:
+//!
+//! ```text
+//! GET /api/activities/home          SERVER    http.* semconv, plugin.name
+//! └─ invoke home_activities         INTERNAL  plugin.*, faas.*, timings
+//!    └─ home-activites-mock-data    INTERNAL  the plugin's own (app.now, ...)
+//! ```
+//!
+//! 4xx responses leave the server span's status unset (the client erred);
+//! 5xx set it to Error with `error.type`. A trap sets the invocation span
+//! to Error with a low-cardinality `error.type` and an `exception` event.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use opentelemetry::{
+    Context, KeyValue,
+    global::{self, BoxedTracer},
+    propagation::Extractor,
+    trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _},
+};
+
+use crate::runtime::{CallTimings, HandlerError, InvokeError};
+
+/// Attribute keys: OTel semantic conventions where they exist, comb's own
+/// `plugin.*` keys otherwise.
+pub mod attributes {
+    pub use opentelemetry_semantic_conventions::attribute::{
+        CLIENT_ADDRESS, ERROR_TYPE, EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE, EXCEPTION_TYPE,
+        FAAS_COLDSTART, FAAS_TRIGGER, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE,
+        NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_PATH, URL_QUERY, URL_SCHEME,
+        USER_AGENT_ORIGINAL,
+    };
+
+    /// The plugin's name from its manifest; on every span of a request that
+    /// reached a plugin, so one Honeycomb query groups plugins side by side.
+    pub const PLUGIN_NAME: &str = "plugin.name";
+    /// The plugin's version from its manifest.
+    pub const PLUGIN_VERSION: &str = "plugin.version";
+    /// The sha256 of the plugin's `.wasm` file, hex.
+    pub const PLUGIN_DIGEST: &str = "plugin.digest";
+    /// Milliseconds spent creating the store and instance (f64).
+    pub const PLUGIN_INSTANTIATE_MS: &str = "plugin.instantiate_ms";
+    /// Milliseconds spent in the guest's `handle` call (f64).
+    pub const PLUGIN_CALL_MS: &str = "plugin.call_ms";
+}
+
+/// The instrumentation scope of comb's own spans.
+pub const TRACER_NAME: &str = "comb";
+
+/// The tracer for comb's own (server and invocation) spans.
+pub fn host_tracer() -> BoxedTracer {
+    global::tracer(TRACER_NAME)
+}
+
+/// The tracer for one plugin's spans, scoped to its name and version, as
+/// the seed's `trace.get_tracer("home.activities")` was.
+pub fn plugin_tracer(name: &str, version: &str) -> BoxedTracer {
+    let scope = opentelemetry::InstrumentationScope::builder(name.to_owned())
+        .with_version(version.to_owned())
+        .build();
+    global::tracer_provider().tracer_with_scope(scope)
+}
+
+/// The trace context a request carries (W3C `traceparent`, baggage), per
+/// the global propagator.
+pub fn extract(headers: &http::HeaderMap) -> Context {
+    struct Headers<'a>(&'a http::HeaderMap);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|value| value.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|name| name.as_str()).collect()
+        }
+    }
+    global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)))
+}
+
+/// What the server span records about an incoming request.
+pub struct IncomingRequest<'a> {
+    /// The method as sent.
+    pub method: &'a http::Method,
+    /// The request URI.
+    pub uri: &'a http::Uri,
+    /// The HTTP version.
+    pub version: http::Version,
+    /// The request headers.
+    pub headers: &'a http::HeaderMap,
+    /// The peer's IP address.
+    pub client_address: Option<std::net::IpAddr>,
+    /// The matched route pattern, when one matched.
+    pub route: Option<&'a str>,
+    /// The plugin serving the route, when one matched.
+    pub plugin: Option<&'a str>,
+}
+
+/// Starts the SERVER span for a request, child of the propagated `parent`.
+/// Named `"{METHOD} {route}"`, or `"{METHOD}"` when no route matched (a raw
+/// path would make span names unbounded).
+pub fn start_server_span(
+    tracer: &BoxedTracer,
+    parent: &Context,
+    request: &IncomingRequest<'_>,
+) -> Context {
+    let method = known_method(request.method);
+    let name = match request.route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
+    let mut attributes = vec![
+        KeyValue::new(attributes::HTTP_REQUEST_METHOD, method),
+        KeyValue::new(attributes::URL_PATH, request.uri.path().to_owned()),
+        KeyValue::new(attributes::URL_SCHEME, "http"),
+        KeyValue::new(
+            attributes::NETWORK_PROTOCOL_VERSION,
+            protocol_version(request.version),
+        ),
+    ];
+    if let Some(query) = request.uri.query() {
+        attributes.push(KeyValue::new(attributes::URL_QUERY, query.to_owned()));
+    }
+    if let Some((host, port)) = host_and_port(request.headers) {
+        attributes.push(KeyValue::new(attributes::SERVER_ADDRESS, host));
+        if let Some(port) = port {
+            attributes.push(KeyValue::new(attributes::SERVER_PORT, i64::from(port)));
+        }
+    }
+    if let Some(agent) = request
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        attributes.push(KeyValue::new(
+            attributes::USER_AGENT_ORIGINAL,
+            agent.to_owned(),
+        ));
+    }
+    if let Some(address) = request.client_address {
+        attributes.push(KeyValue::new(
+            attributes::CLIENT_ADDRESS,
+            address.to_string(),
+        ));
+    }
+    if let Some(route) = request.route {
+        attributes.push(KeyValue::new(attributes::HTTP_ROUTE, route.to_owned()));
+    }
+    if let Some(plugin) = request.plugin {
+        attributes.push(KeyValue::new(attributes::PLUGIN_NAME, plugin.to_owned()));
+    }
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
+    parent.with_span(span)
+}
+
+/// Records the response status and ends the server span. `error_type`
+/// names the failure of a 5xx (else the status code does, per semconv).
+pub fn end_server_span(cx: &Context, status: StatusCode, error_type: Option<&str>) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(
+        attributes::HTTP_RESPONSE_STATUS_CODE,
+        i64::from(status.as_u16()),
+    ));
+    if status.is_server_error() {
+        let error_type = error_type.map_or_else(|| status.as_u16().to_string(), str::to_owned);
+        span.set_attribute(KeyValue::new(attributes::ERROR_TYPE, error_type));
+        span.set_status(Status::error(
+            status.canonical_reason().unwrap_or("server error"),
+        ));
+    }
+    span.end();
+}
+
+/// Who a plugin is, as the invocation span reports it.
+pub struct PluginIdentity<'a> {
+    /// `plugin.name`.
+    pub name: &'a str,
+    /// `plugin.version`.
+    pub version: &'a str,
+    /// `plugin.digest`.
+    pub digest: &'a str,
+}
+
+/// Starts the invocation span around instantiating and calling a plugin:
+/// `invoke {plugin.name}`, a stable per-plugin name to group by.
+pub fn start_invocation_span(
+    tracer: &BoxedTracer,
+    parent: &Context,
+    plugin: &PluginIdentity<'_>,
+    coldstart: bool,
+) -> Context {
+    let span = tracer
+        .span_builder(format!("invoke {}", plugin.name))
+        .with_kind(SpanKind::Internal)
+        .with_attributes([
+            KeyValue::new(attributes::PLUGIN_NAME, plugin.name.to_owned()),
+            KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.to_owned()),
+            KeyValue::new(attributes::PLUGIN_DIGEST, plugin.digest.to_owned()),
+            KeyValue::new(attributes::FAAS_TRIGGER, "http"),
+            KeyValue::new(attributes::FAAS_COLDSTART, coldstart),
+        ])
+        .start_with_context(tracer, parent);
+    parent.with_span(span)
+}
+
+/// Records how the call went and ends the invocation span.
+pub fn end_invocation_span(cx: &Context, timings: &CallTimings, failure: Option<&InvokeError>) {
+    let span = cx.span();
+    span.set_attributes([
+        KeyValue::new(
+            attributes::PLUGIN_INSTANTIATE_MS,
+            millis(timings.instantiate),
+        ),
+        KeyValue::new(attributes::PLUGIN_CALL_MS, millis(timings.call)),
+    ]);
+    match failure {
+        None | Some(InvokeError::Guest(HandlerError::BadRequest(_))) => {}
+        Some(InvokeError::Guest(HandlerError::Internal(message))) => {
+            span.set_attribute(KeyValue::new(attributes::ERROR_TYPE, "plugin.error"));
+            span.set_status(Status::error(message.clone()));
+        }
+        Some(InvokeError::Trap {
+            error_type,
+            message,
+            backtrace,
+        }) => {
+            span.set_attribute(KeyValue::new(attributes::ERROR_TYPE, error_type.clone()));
+            span.set_status(Status::error(message.clone()));
+            let mut event = vec![
+                KeyValue::new(attributes::EXCEPTION_TYPE, error_type.clone()),
+                KeyValue::new(attributes::EXCEPTION_MESSAGE, message.clone()),
+            ];
+            if let Some(backtrace) = backtrace {
+                event.push(KeyValue::new(
+                    attributes::EXCEPTION_STACKTRACE,
+                    backtrace.clone(),
+                ));
+            }
+            span.add_event("exception", event);
+        }
+        Some(InvokeError::Instantiate(message)) => {
+            span.set_attribute(KeyValue::new(attributes::ERROR_TYPE, "wasm.instantiate"));
+            span.set_status(Status::error(message.clone()));
+        }
+    }
+    span.end();
+}
+
+/// The `error.type` the server span gets for an invocation failure.
+pub fn error_type(failure: &InvokeError) -> &str {
+    match failure {
+        InvokeError::Guest(_) => "plugin.error",
+        InvokeError::Trap { error_type, .. } => error_type,
+        InvokeError::Instantiate(_) => "wasm.instantiate",
+    }
+}
+
+/// The trace id of the span in `cx`, hex, for log lines.
+pub fn trace_id(cx: &Context) -> String {
+    cx.span().span_context().trace_id().to_string()
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// The method as semconv wants it: one of the known methods, else `_OTHER`
+/// (so a client cannot blow up the attribute's cardinality).
+fn known_method(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+fn host_and_port(headers: &http::HeaderMap) -> Option<(String, Option<u16>)> {
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let authority: http::uri::Authority = host.parse().ok()?;
+    Some((authority.host().to_owned(), authority.port_u16()))
+}

@@ -1,0 +1,114 @@
+//! Write comb plugins in Rust.
+//!
+//! A plugin is a WebAssembly component built for `wasm32-wasip2` that
+//! exports comb's `plugin` world (see `wit/plugin.wit`). This crate wraps
+//! the generated bindings so a plugin reads like the service it ports:
+//!
+//! ```ignore
+//! use comb_sdk::{http, trace::Span, time, Manifest, Plugin, Request, Response, HandlerError};
+//!
+//! struct Hello;
+//!
+//! impl Plugin for Hello {
+//!     fn manifest() -> Manifest {
+//!         Manifest::new("hello", env!("CARGO_PKG_VERSION")).route("GET", "/hello")
+//!     }
+//!
+//!     fn handle(_request: Request) -> Result<Response, HandlerError> {
+//!         let span = Span::start("hello-work");
+//!         span.set("app.now", time::isoformat(&time::now()));
+//!         Ok(http::json(200, &serde_json::json!({"hello": "world"})))
+//!     }
+//! }
+//!
+//! comb_sdk::export!(Hello);
+//! ```
+//!
+//! Build it with `cargo build --target wasm32-wasip2 --release` and copy the
+//! `.wasm` into comb's plugins folder.
+
+pub mod http;
+pub mod time;
+pub mod trace;
+
+/// The raw bindings generated from `wit/plugin.wit`.
+///
+/// Plugins rarely need them directly; the crate root re-exports the types.
+#[allow(missing_docs, unreachable_pub, unsafe_code, reason = "generated code")]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_plugin",
+        default_bindings_module: "comb_sdk::bindings",
+    });
+}
+
+pub use bindings::comb::plugin::types::{HandlerError, Manifest, Request, Response, Route};
+
+/// A comb plugin: its manifest and its request handler.
+///
+/// Implement it on a unit struct and pass that struct to [`export!`].
+pub trait Plugin {
+    /// Who the plugin is and which routes it serves. Called once per load.
+    fn manifest() -> Manifest;
+
+    /// Serves one request, in a fresh instance, inside comb's invocation span.
+    fn handle(request: Request) -> Result<Response, HandlerError>;
+}
+
+impl Manifest {
+    /// A manifest with a name and a version and no routes yet.
+    pub fn new(name: &str, version: &str) -> Self {
+        Manifest {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            description: None,
+            routes: Vec::new(),
+        }
+    }
+
+    /// Adds a route: an upper-case method and a pattern such as
+    /// `/api/activities/@:handle`.
+    pub fn route(mut self, method: &str, pattern: &str) -> Self {
+        self.routes.push(Route {
+            method: method.to_owned(),
+            pattern: pattern.to_owned(),
+        });
+        self
+    }
+
+    /// Sets the one-line description shown in comb's plugin list.
+    pub fn description(mut self, description: &str) -> Self {
+        self.description = Some(description.to_owned());
+        self
+    }
+}
+
+/// Exports a [`Plugin`] implementation as the component's `manifest` and
+/// `handler`.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ident) => {
+        impl $crate::bindings::exports::comb::plugin::manifest::Guest for $plugin {
+            fn describe() -> $crate::Manifest {
+                <$plugin as $crate::Plugin>::manifest()
+            }
+        }
+
+        impl $crate::bindings::exports::comb::plugin::handler::Guest for $plugin {
+            fn handle(
+                request: $crate::Request,
+            ) -> ::core::result::Result<$crate::Response, $crate::HandlerError> {
+                <$plugin as $crate::Plugin>::handle(request)
+            }
+        }
+
+        // The generated export glue is `unsafe` by nature (raw ABI entry points).
+        #[allow(unsafe_code)]
+        const _: () = {
+    $crate::bindings::export_plugin!($plugin with_types_in $crate::bindings);
+        };
+    };
+}

@@ -1,0 +1,117 @@
+//! Spans in the request's trace, through comb's host span API.
+//!
+//! [`Span::start`] is `tracer.start_as_current_span(name)`: the new span is a
+//! child of the current one and becomes current until it is dropped.
+//! [`Span::current`] is `trace.get_current_span()`.
+
+use crate::bindings::comb::plugin::tracing as wit;
+
+pub use wit::{KeyValue, SpanContext, Status, Value};
+
+/// A span in the request's trace. Dropping it ends it.
+pub struct Span(wit::Span);
+
+impl Span {
+    /// Starts a span as a child of the current span and makes it current.
+    pub fn start(name: &str) -> Span {
+        Span(wit::Span::new(name))
+    }
+
+    /// The current span: the innermost span this plugin has open, else comb's
+    /// invocation span. Dropping this handle does not end that span.
+    pub fn current() -> Span {
+        Span(wit::current_span())
+    }
+
+    /// Sets an attribute: `span.set("app.result_length", results.len())`.
+    pub fn set(&self, key: &str, value: impl Into<Value>) {
+        self.0.set_attribute(key, &value.into());
+    }
+
+    /// Adds an event with attributes.
+    pub fn event(&self, name: &str, attributes: Vec<(&str, Value)>) {
+        let attributes: Vec<KeyValue> = attributes
+            .into_iter()
+            .map(|(key, value)| KeyValue {
+                key: key.to_owned(),
+                value,
+            })
+            .collect();
+        self.0.add_event(name, &attributes);
+    }
+
+    /// Sets the span's status.
+    pub fn set_status(&self, status: Status) {
+        self.0.set_status(&status);
+    }
+
+    /// Records an `exception` event; the status is left to [`Span::set_status`].
+    pub fn record_error(&self, error_type: &str, message: &str) {
+        self.0.record_error(error_type, message);
+    }
+
+    /// This span's trace id and span id.
+    pub fn context(&self) -> SpanContext {
+        self.0.context()
+    }
+
+    /// Ends the span now rather than when it is dropped.
+    pub fn end(self) {
+        self.0.end();
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Self {
+        Value::String(value.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Self {
+        Value::String(value)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(value: bool) -> Self {
+        Value::Bool(value)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Self {
+        Value::S64(value)
+    }
+}
+
+impl From<i32> for Value {
+    fn from(value: i32) -> Self {
+        Value::S64(value.into())
+    }
+}
+
+impl From<usize> for Value {
+    fn from(value: usize) -> Self {
+        // A length never exceeds i64::MAX on a 32-bit guest.
+        Value::S64(value as i64)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(value: f64) -> Self {
+        Value::F64(value)
+    }
+}
+
+impl From<Vec<String>> for Value {
+    fn from(value: Vec<String>) -> Self {
+        Value::StringList(value)
+    }
+}
+
+impl From<Vec<i64>> for Value {
+    fn from(value: Vec<i64>) -> Self {
+        Value::S64List(value)
+    }
+}
