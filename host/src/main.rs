@@ -13,11 +13,17 @@ use comb::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// comb's log level when `RUST_LOG` is not set: comb at info; its
+/// libraries (the OTel SDK, wasmtime) only when something goes wrong, such
+/// as a failed export or a full span queue.
+const DEFAULT_LOG_FILTER: &str = "warn,comb=info";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -1,11 +1,7 @@
 //! The request path: match the route, run the plugin, answer — each request
 //! wrapped in a server span, each plugin call in an invocation span.
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -23,6 +19,9 @@ use crate::{
     runtime::{self, Runtime},
     spans::{self, IncomingRequest},
 };
+
+/// The W3C Trace Context Level 2 response header naming the server span.
+const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
 /// What every request handler shares.
 pub struct AppState {
@@ -77,7 +76,7 @@ async fn serve_request(
         },
     );
     let (route, plugin) = (route.map(str::to_owned), plugin.map(str::to_owned));
-    let (response, error_type) = match lookup {
+    let (mut response, error_type) = match lookup {
         Lookup::NotFound => (
             ApiError::not_found(&parts.method, parts.uri.path()).into_response(),
             None,
@@ -93,12 +92,17 @@ async fn serve_request(
         }
     };
     spans::end_server_span(&server_cx, response.status(), error_type.as_deref());
+    // W3C Trace Context's `traceresponse`: the caller learns which trace to
+    // look up, as X-Ray's middleware answers `X-Amzn-Trace-Id`.
+    if let Ok(value) = HeaderValue::from_str(&spans::traceresponse(&server_cx)) {
+        response.headers_mut().insert(TRACERESPONSE, value);
+    }
     tracing::info!(
         trace_id = %spans::trace_id(&server_cx),
         route = route.as_deref().unwrap_or("-"),
         plugin = plugin.as_deref().unwrap_or("-"),
         status = response.status().as_u16(),
-        duration_ms = format_args!("{:.2}", millis(started.elapsed())),
+        duration_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
     );
     response
@@ -157,7 +161,7 @@ async fn call_plugin(
         },
         Err(error) => {
             if !matches!(error, runtime::InvokeError::Guest(_)) {
-                tracing::warn!(plugin = %plugin.name, "plugin call failed: {error:?}");
+                tracing::warn!(plugin = %plugin.name, "plugin call failed: {error}");
             }
             let error_type = spans::error_type(&error).to_owned();
             (
@@ -203,8 +207,4 @@ fn into_http(response: runtime::Response) -> Result<Response, String> {
         http.headers_mut().append(name, value);
     }
     Ok(http)
-}
-
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }

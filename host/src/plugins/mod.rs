@@ -133,7 +133,9 @@ pub async fn load_dir(runtime: &Arc<Runtime>, dir: &Path) -> Result<Loaded> {
                 "plugin loaded"
             ),
             Err(error) => {
-                tracing::error!(file = %file.display(), "plugin rejected: {error:#}");
+                // One line per rejection: wasmtime's messages can span several.
+                let reason = format!("{error:#}").replace('\n', " ");
+                tracing::error!(file = %file.display(), "plugin rejected: {reason}");
                 loaded.failures.push((file, error));
             }
         }
@@ -169,6 +171,7 @@ fn add_to_table(table: &mut RouteTable<Arc<Plugin>>, plugin: Plugin) -> Result<A
 /// Reads, compiles, links and describes one plugin file.
 pub async fn load_file(runtime: &Arc<Runtime>, file: &Path) -> Result<Plugin> {
     let wasm = tokio::fs::read(file).await.context("reading the file")?;
+    check_header(&wasm)?;
     let digest = hex::encode(Sha256::digest(&wasm));
     // Compiling is CPU-bound and can take a while: keep it off the async
     // workers that serve requests.
@@ -195,6 +198,23 @@ pub async fn load_file(runtime: &Arc<Runtime>, file: &Path) -> Result<Plugin> {
         pre,
         warm: AtomicBool::new(false),
     })
+}
+
+/// Says plainly what a file is when it is not a component, before
+/// wasmtime's parser says it in its own terms.
+fn check_header(wasm: &[u8]) -> Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        bail!("not a WebAssembly file (it does not start with the \\0asm header)");
+    }
+    if wasm[4..8] == CORE_MODULE {
+        bail!(
+            "a core WebAssembly module, not a component: build the plugin for wasm32-wasip2 \
+             (or wrap the module with `wasm-tools component new`)"
+        );
+    }
+    Ok(())
 }
 
 fn check_manifest(manifest: &Manifest) -> Result<Vec<(String, RoutePattern)>> {

@@ -59,6 +59,25 @@ pub enum InvokeError {
     Instantiate(String),
 }
 
+impl std::fmt::Display for InvokeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvokeError::Guest(HandlerError::BadRequest(message)) => {
+                write!(f, "bad request: {message}")
+            }
+            InvokeError::Guest(HandlerError::Internal(message)) => {
+                write!(f, "plugin error: {message}")
+            }
+            InvokeError::Trap {
+                error_type,
+                message,
+                ..
+            } => write!(f, "{error_type}: {message}"),
+            InvokeError::Instantiate(message) => write!(f, "instantiation failed: {message}"),
+        }
+    }
+}
+
 /// How long the phases of one call took.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallTimings {

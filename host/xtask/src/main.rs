@@ -1,1 +1,77 @@
-fn main() {}
+//! `cargo xtask`: comb's developer commands.
+//!
+//! - `cargo xtask run [-- COMB SERVE FLAGS]`: build the plugins and serve them
+//!   with comb on 127.0.0.1:8080.
+//! - `cargo xtask test [-- CARGO TEST ARGS]`: build the plugins, run every test.
+//! - `cargo xtask plugins`: build the plugins into `target/plugins`.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<ExitCode> {
+    let (task, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
+    let rest: Vec<&str> = rest
+        .iter()
+        .map(String::as_str)
+        .skip_while(|a| *a == "--")
+        .collect();
+    match task {
+        "plugins" => {
+            let built = xtask::build_plugins()?;
+            eprintln!("xtask: plugins in {}", built.bundled_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        "run" => {
+            let built = xtask::build_plugins()?;
+            let mut command = cargo();
+            command
+                .current_dir(xtask::workspace_root())
+                .args(["run", "--package", "comb", "--", "serve", "--plugins"])
+                .arg(&built.bundled_dir)
+                .args(rest);
+            status(command)
+        }
+        "test" => {
+            xtask::build_plugins()?;
+            let mut command = cargo();
+            command
+                .current_dir(xtask::workspace_root())
+                .arg("test")
+                .args(rest);
+            status(command)
+        }
+        "help" | "--help" | "-h" => {
+            eprintln!("usage: cargo xtask <run|test|plugins> [-- ARGS]");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown task {other:?}; try run, test or plugins"),
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn status(mut command: Command) -> Result<ExitCode> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,153 @@
+//! comb's developer tasks as a library, shared by the `cargo xtask` binary
+//! and the end-to-end tests (which build the plugins once per test run).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+
+/// The target plugins are built for.
+pub const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// The cargo profile plugins are built with (see the workspace Cargo.toml).
+pub const PLUGIN_PROFILE: &str = "plugin";
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("host/xtask sits two levels below the root")
+        .to_owned()
+}
+
+/// The cargo that runs us (so a pinned toolchain stays pinned).
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Installs the `wasm32-wasip2` target with rustup when it is missing.
+pub fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (comb builds plugins with rustup's wasm32-wasip2 target)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|t| t.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the {WASM_TARGET} target with rustup");
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()?;
+    ensure!(status.success(), "rustup target add {WASM_TARGET} failed");
+    Ok(())
+}
+
+/// The plugins a build produced.
+#[derive(Debug, Clone)]
+pub struct BuiltPlugins {
+    /// The folder holding the bundled plugins (`plugins/*`), ready to serve.
+    pub bundled_dir: PathBuf,
+    /// The folder holding the test-only plugins (`tests/plugins/*`).
+    pub test_dir: PathBuf,
+}
+
+impl BuiltPlugins {
+    /// The path of plugin `name`'s `.wasm` file, bundled or test-only.
+    pub fn wasm(&self, name: &str) -> PathBuf {
+        let file = format!("{}.wasm", name.replace('-', "_"));
+        let bundled = self.bundled_dir.join(&file);
+        if bundled.exists() {
+            bundled
+        } else {
+            self.test_dir.join(file)
+        }
+    }
+}
+
+/// Builds every plugin crate (`plugins/*` and `tests/plugins/*` with a
+/// `cdylib` target) for `wasm32-wasip2` with the `plugin` profile, and
+/// copies the `.wasm` files into `target/plugins` and `target/test-plugins`.
+///
+/// Plugins get their own target dir (`target/wasm`): a build started from
+/// inside another cargo command (a test, a build script) must not wait on
+/// that command's lock on the main target dir.
+pub fn build_plugins() -> Result<BuiltPlugins> {
+    ensure_wasm_target()?;
+    let root = workspace_root();
+    let bundled = plugin_crates(&root.join("plugins"))?;
+    let test = plugin_crates(&root.join("tests/plugins"))?;
+    let target_dir = root.join("target/wasm");
+    let mut build = cargo();
+    build
+        .current_dir(&root)
+        .args([
+            "build",
+            "--quiet",
+            "--target",
+            WASM_TARGET,
+            "--profile",
+            PLUGIN_PROFILE,
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    for name in bundled.iter().chain(&test) {
+        build.args(["--package", name]);
+    }
+    let status = build
+        .status()
+        .context("running cargo build for the plugins")?;
+    ensure!(status.success(), "building the plugins failed");
+    let out = target_dir.join(WASM_TARGET).join(PLUGIN_PROFILE);
+    let built = BuiltPlugins {
+        bundled_dir: root.join("target/plugins"),
+        test_dir: root.join("target/test-plugins"),
+    };
+    copy_wasm(&out, &bundled, &built.bundled_dir)?;
+    copy_wasm(&out, &test, &built.test_dir)?;
+    Ok(built)
+}
+
+/// The package names of the plugin crates directly under `dir`: those whose
+/// manifest declares a `cdylib` (the SDK is a plain library).
+fn plugin_crates(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let manifest = entry?.path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        if !text.contains("cdylib") {
+            continue;
+        }
+        let name = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("name = \"")?.strip_suffix('"'))
+            .with_context(|| format!("no package name in {}", manifest.display()))?;
+        names.push(name.to_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Copies the built `.wasm` files in, replacing through a temporary file
+/// and a rename so a running comb never sees a half-written plugin.
+fn copy_wasm(from: &Path, crates: &[String], to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for name in crates {
+        let file = format!("{}.wasm", name.replace('-', "_"));
+        let source = from.join(&file);
+        if !source.exists() {
+            bail!("cargo built {name} but {} is missing", source.display());
+        }
+        let temporary = to.join(format!(".{file}.tmp"));
+        std::fs::copy(&source, &temporary)?;
+        std::fs::rename(&temporary, to.join(&file))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Starts and stops the real `comb` binary for a test.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock, mpsc},
+    time::Duration,
+};
+
+use xtask::BuiltPlugins;
+
+/// How long comb may take to compile its plugins and start listening; a
+/// cold debug build of wasmtime compiles slowly on a loaded 2-core box.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Builds the plugins once per test process (cargo makes it a no-op when
+/// another test process already built them).
+pub fn plugins() -> &'static BuiltPlugins {
+    static BUILT: OnceLock<BuiltPlugins> = OnceLock::new();
+    BUILT.get_or_init(|| xtask::build_plugins().expect("building the plugins for wasm32-wasip2"))
+}
+
+/// A running comb, stopped (SIGTERM, then kill) when dropped. Its log is
+/// printed when the test fails.
+pub struct Comb {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    log: Arc<Mutex<String>>,
+    /// The plugins folder (deleted with the handle).
+    pub dir: tempfile::TempDir,
+}
+
+/// What to start comb with.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Plugin names to copy into the plugins folder.
+    pub plugins: &'a [&'a str],
+    /// Extra files to put in the folder: name and contents.
+    pub files: &'a [(&'a str, &'a [u8])],
+    /// Environment variables (comb starts with no `OTEL_*` of the caller's).
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl Comb {
+    /// Starts comb serving `plugins` on a free loopback port and waits
+    /// until it logs that it is listening.
+    pub fn start(options: Options<'_>) -> Comb {
+        let built = plugins();
+        let dir = tempfile::tempdir().expect("creating a plugins folder");
+        for name in options.plugins {
+            std::fs::copy(built.wasm(name), dir.path().join(format!("{name}.wasm")))
+                .expect("copying a plugin");
+        }
+        for (name, contents) in options.files {
+            std::fs::write(dir.path().join(name), contents).expect("writing a file");
+        }
+        let mut command = Command::new(env!("CARGO_BIN_EXE_comb"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("OTEL_") || key.starts_with("COMB_") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        command.envs(options.env.iter().copied());
+        let mut child = command.spawn().expect("starting comb");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = address_tx.send(url.trim().to_owned());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let url = match address_rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "comb did not start listening; its log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Comb {
+            child,
+            url,
+            log,
+            dir,
+        }
+    }
+
+    /// Everything comb logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The URL of `path` on this comb.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for comb to drain, flush its spans
+    /// and exit. Returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if !status.success() {
+                    eprintln!("comb exited with {status}");
+                }
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        false
+    }
+
+    /// The path of a plugin file inside the served folder.
+    #[allow(dead_code, reason = "used by later lifecycle tests")]
+    pub fn plugin_path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+}
+
+impl Drop for Comb {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- comb's log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A plain HTTP client for talking to comb.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("building an HTTP client")
+}
+
+/// GETs `url` and returns status and body parsed as JSON.
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let response = client().get(url).send().await.expect("GET");
+    let status = response.status().as_u16();
+    let body = response.bytes().await.expect("reading the body");
+    let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!("{url} answered {status} with a body that is not JSON ({e}): {body:?}")
+    });
+    (status, json)
+}

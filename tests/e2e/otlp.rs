@@ -1,0 +1,300 @@
+//! A real OTLP receiver for the tests: http/protobuf on `/v1/traces` and
+//! gRPC `TraceService`, both decoding with the `opentelemetry-proto` types.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::{AnyValue, KeyValue, any_value::Value},
+    trace::v1::span::SpanKind,
+};
+use prost::Message;
+
+/// One export request as it arrived.
+#[derive(Clone, Debug)]
+pub struct Export {
+    /// `http` or `grpc`.
+    pub transport: &'static str,
+    /// Request headers (HTTP) or metadata (gRPC), names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The decoded request.
+    pub request: ExportTraceServiceRequest,
+}
+
+/// A span as received, flattened with its resource and scope.
+#[derive(Clone, Debug)]
+pub struct ReceivedSpan {
+    pub name: String,
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
+    pub kind: SpanKind,
+    pub attributes: Vec<KeyValue>,
+    /// `0` unset, `1` ok, `2` error.
+    pub status_code: i32,
+    pub status_message: String,
+    pub events: Vec<(String, Vec<KeyValue>)>,
+    pub resource: Vec<KeyValue>,
+    pub scope: String,
+}
+
+impl ReceivedSpan {
+    pub fn attribute(&self, key: &str) -> Option<&Value> {
+        find(&self.attributes, key)
+    }
+
+    pub fn string(&self, key: &str) -> &str {
+        match self.attribute(key) {
+            Some(Value::StringValue(s)) => s,
+            other => panic!(
+                "span {:?}: attribute {key} is not a string: {other:?}",
+                self.name
+            ),
+        }
+    }
+
+    pub fn int(&self, key: &str) -> i64 {
+        match self.attribute(key) {
+            Some(Value::IntValue(i)) => *i,
+            other => panic!(
+                "span {:?}: attribute {key} is not an int: {other:?}",
+                self.name
+            ),
+        }
+    }
+
+    pub fn bool(&self, key: &str) -> bool {
+        match self.attribute(key) {
+            Some(Value::BoolValue(b)) => *b,
+            other => panic!(
+                "span {:?}: attribute {key} is not a bool: {other:?}",
+                self.name
+            ),
+        }
+    }
+
+    pub fn double(&self, key: &str) -> f64 {
+        match self.attribute(key) {
+            Some(Value::DoubleValue(d)) => *d,
+            other => panic!(
+                "span {:?}: attribute {key} is not a double: {other:?}",
+                self.name
+            ),
+        }
+    }
+
+    pub fn resource_string(&self, key: &str) -> Option<&str> {
+        match find(&self.resource, key) {
+            Some(Value::StringValue(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The attributes of the first event named `name`.
+    pub fn event(&self, name: &str) -> Option<&[KeyValue]> {
+        self.events
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.as_slice())
+    }
+}
+
+pub fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|AnyValue { value }| value.as_ref())
+}
+
+/// A running receiver; its servers stop with the test's runtime.
+pub struct Receiver {
+    /// Base URL of the http/protobuf endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub http_url: String,
+    /// URL of the gRPC endpoint.
+    pub grpc_url: String,
+    exports: Arc<Mutex<Vec<Export>>>,
+}
+
+#[derive(Clone)]
+struct Grpc(Arc<Mutex<Vec<Export>>>);
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let headers = request
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        self.0.lock().unwrap().push(Export {
+            transport: "grpc",
+            headers,
+            request: request.into_inner(),
+        });
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Receiver {
+    /// Starts both endpoints on free loopback ports.
+    pub async fn start() -> Receiver {
+        Self::start_on("127.0.0.1:0")
+            .await
+            .expect("binding the OTLP receiver")
+    }
+
+    /// Starts the HTTP endpoint on `address` (the gRPC one on a free port).
+    pub async fn start_on(address: &str) -> std::io::Result<Receiver> {
+        let exports = Arc::new(Mutex::new(Vec::new()));
+
+        let http_listener = tokio::net::TcpListener::bind(address).await?;
+        let http_url = format!("http://{}", http_listener.local_addr()?);
+        let sink = exports.clone();
+        let app = Router::new().route(
+            "/v1/traces",
+            post(move |headers: HeaderMap, body: Bytes| async move {
+                let request = ExportTraceServiceRequest::decode(body)
+                    .expect("an OTLP protobuf export request");
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                sink.lock().unwrap().push(Export {
+                    transport: "http",
+                    headers,
+                    request,
+                });
+                (
+                    [("content-type", "application/x-protobuf")],
+                    ExportTraceServiceResponse {
+                        partial_success: None,
+                    }
+                    .encode_to_vec(),
+                )
+            }),
+        );
+        tokio::spawn(async move { axum::serve(http_listener, app).await });
+
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
+        let service = TraceServiceServer::new(Grpc(exports.clone()));
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener))
+                .await
+        });
+
+        Ok(Receiver {
+            http_url,
+            grpc_url,
+            exports,
+        })
+    }
+
+    /// Every export received so far.
+    pub fn exports(&self) -> Vec<Export> {
+        self.exports.lock().unwrap().clone()
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        let mut spans = Vec::new();
+        for export in self.exports() {
+            for resource_spans in export.request.resource_spans {
+                let resource = resource_spans
+                    .resource
+                    .map(|r| r.attributes)
+                    .unwrap_or_default();
+                for scope_spans in resource_spans.scope_spans {
+                    let scope = scope_spans.scope.map(|s| s.name).unwrap_or_default();
+                    for span in scope_spans.spans {
+                        spans.push(ReceivedSpan {
+                            kind: span.kind(),
+                            name: span.name,
+                            trace_id: hex(&span.trace_id),
+                            span_id: hex(&span.span_id),
+                            parent_span_id: hex(&span.parent_span_id),
+                            attributes: span.attributes,
+                            status_code: span.status.as_ref().map_or(0, |s| s.code),
+                            status_message: span.status.map(|s| s.message).unwrap_or_default(),
+                            events: span
+                                .events
+                                .into_iter()
+                                .map(|e| (e.name, e.attributes))
+                                .collect(),
+                            resource: resource.clone(),
+                            scope: scope.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        spans
+    }
+
+    /// Waits (up to 30 s) until the spans of trace `trace_id` number at
+    /// least `count`, and returns them.
+    pub async fn trace(&self, trace_id: &str, count: usize) -> Vec<ReceivedSpan> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let spans: Vec<ReceivedSpan> = self
+                .spans()
+                .into_iter()
+                .filter(|s| s.trace_id == trace_id)
+                .collect();
+            if spans.len() >= count {
+                return spans;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "trace {trace_id}: {} of {count} spans arrived; all spans received: {:#?}",
+                    spans.len(),
+                    self.spans()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The one span named `name` among `spans`.
+pub fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    let matching: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "expected one span named {name:?} in {spans:#?}"
+    );
+    matching[0]
+}

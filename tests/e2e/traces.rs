@@ -1,0 +1,346 @@
+//! What comb exports: the span tree of a request, read back from a real
+//! OTLP receiver over both transports.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::{common::v1::any_value::Value, trace::v1::span::SpanKind};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    harness::{Comb, Options, client, plugins},
+    otlp::{ReceivedSpan, Receiver, find, named},
+};
+
+/// OTel's status codes in OTLP.
+const STATUS_UNSET: i32 = 0;
+const STATUS_ERROR: i32 = 2;
+
+/// Settings every traced test uses: a short batch delay so spans arrive
+/// quickly, and the seed's service name and Honeycomb-style header.
+fn traced_env<'a>(endpoint: &'a str, protocol: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-honeycomb-team=test-key"),
+        ("OTEL_SERVICE_NAME", "backend-flask"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]
+}
+
+/// GETs `path` and returns status and the trace id from `traceresponse`.
+async fn get_traced(comb: &Comb, path: &str, traceparent: Option<&str>) -> (u16, String) {
+    let mut request = client().get(comb.at(path));
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let response = request.send().await.expect("GET");
+    let trace = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    (response.status().as_u16(), trace)
+}
+
+fn digest(plugin: &str) -> String {
+    hex_string(&Sha256::digest(
+        std::fs::read(plugins().wasm(plugin)).unwrap(),
+    ))
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks the three-span tree of a home_activities request and returns
+/// (server, invocation, guest).
+fn assert_home_tree(
+    spans: &[ReceivedSpan],
+    coldstart: bool,
+) -> (ReceivedSpan, ReceivedSpan, ReceivedSpan) {
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let server = named(spans, "GET /api/activities/home").clone();
+    let invocation = named(spans, "invoke home_activities").clone();
+    let guest = named(spans, "home-activites-mock-data").clone();
+
+    assert_eq!(server.kind, SpanKind::Server);
+    assert_eq!(invocation.kind, SpanKind::Internal);
+    assert_eq!(guest.kind, SpanKind::Internal);
+    assert_eq!(invocation.parent_span_id, server.span_id);
+    assert_eq!(guest.parent_span_id, invocation.span_id);
+
+    assert_eq!(server.string("http.request.method"), "GET");
+    assert_eq!(server.string("http.route"), "/api/activities/home");
+    assert_eq!(server.string("url.path"), "/api/activities/home");
+    assert_eq!(server.string("url.scheme"), "http");
+    assert_eq!(server.string("server.address"), "127.0.0.1");
+    assert_eq!(server.string("network.protocol.version"), "1.1");
+    assert_eq!(server.int("http.response.status_code"), 200);
+    assert_eq!(server.status_code, STATUS_UNSET);
+
+    for span in [&server, &invocation, &guest] {
+        assert_eq!(span.string("plugin.name"), "home_activities", "{span:#?}");
+        assert_eq!(span.resource_string("service.name"), Some("backend-flask"));
+    }
+    assert_eq!(invocation.string("plugin.version"), "0.1.0");
+    assert_eq!(
+        invocation.string("plugin.digest"),
+        digest("home_activities")
+    );
+    assert_eq!(invocation.string("faas.trigger"), "http");
+    assert_eq!(invocation.bool("faas.coldstart"), coldstart);
+    assert!(invocation.double("plugin.instantiate_ms") > 0.0);
+    assert!(invocation.double("plugin.call_ms") > 0.0);
+
+    let now = guest.string("app.now");
+    let parsed = chrono::DateTime::parse_from_rfc3339(now)
+        .unwrap_or_else(|e| panic!("app.now {now:?}: {e}"));
+    assert!(
+        (chrono::Utc::now() - parsed.to_utc()).num_seconds().abs() < 120,
+        "app.now {now} is not now"
+    );
+    assert_eq!(guest.int("app.result_length"), 3);
+    assert_eq!(
+        guest.scope, "home_activities",
+        "guest spans carry the plugin's tracer scope"
+    );
+    (server, invocation, guest)
+}
+
+async fn home_request_is_one_trace(protocol: &str) {
+    let receiver = Receiver::start().await;
+    let endpoint = if protocol == "grpc" {
+        receiver.grpc_url.clone()
+    } else {
+        receiver.http_url.clone()
+    };
+    let env = traced_env(&endpoint, protocol);
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+
+    let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
+    assert_eq!(status, 200);
+    let (server, ..) = assert_home_tree(&receiver.trace(&trace, 3).await, true);
+    assert_eq!(
+        server.parent_span_id, "",
+        "without traceparent the server span is the root"
+    );
+
+    let (_, second) = get_traced(&comb, "/api/activities/home", None).await;
+    assert_ne!(second, trace, "each request is its own trace");
+    assert_home_tree(&receiver.trace(&second, 3).await, false);
+
+    let export = receiver.exports().into_iter().next().unwrap();
+    assert_eq!(
+        export.transport,
+        if protocol == "grpc" { "grpc" } else { "http" }
+    );
+    assert!(
+        export
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-honeycomb-team" && v == "test-key"),
+        "OTEL_EXPORTER_OTLP_HEADERS did not reach the receiver: {:?}",
+        export.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_request_is_one_trace_over_http_protobuf() {
+    home_request_is_one_trace("http/protobuf").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_request_is_one_trace_over_grpc() {
+    home_request_is_one_trace("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_traceparent_continues_the_callers_trace() {
+    let receiver = Receiver::start().await;
+    let env = traced_env(&receiver.http_url, "http/protobuf");
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let (status, answered) = get_traced(
+        &comb,
+        "/api/activities/home",
+        Some(&format!("00-{trace}-{parent}-01")),
+    )
+    .await;
+    assert_eq!((status, answered.as_str()), (200, trace));
+    let spans = receiver.trace(trace, 3).await;
+    let (server, ..) = assert_home_tree(&spans, true);
+    assert_eq!(server.parent_span_id, parent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_and_wrong_method_are_traced_without_error_status() {
+    let receiver = Receiver::start().await;
+    let env = traced_env(&receiver.http_url, "http/protobuf");
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+
+    let (status, trace) = get_traced(&comb, "/api/nothing", None).await;
+    assert_eq!(status, 404);
+    let spans = receiver.trace(&trace, 1).await;
+    let server = named(&spans, "GET");
+    assert_eq!(server.kind, SpanKind::Server);
+    assert_eq!(server.int("http.response.status_code"), 404);
+    assert_eq!(server.status_code, STATUS_UNSET);
+    assert!(server.attribute("http.route").is_none(), "no route matched");
+
+    let response = client()
+        .delete(comb.at("/api/activities/home"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let trace = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let spans = receiver.trace(&trace, 1).await;
+    assert_eq!(spans.len(), 1, "no plugin ran: {spans:#?}");
+    let server = named(&spans, "DELETE /api/activities/home");
+    assert_eq!(server.int("http.response.status_code"), 405);
+    assert_eq!(server.status_code, STATUS_UNSET);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_marks_the_spans_as_errors_with_an_exception_event() {
+    let receiver = Receiver::start().await;
+    let env = traced_env(&receiver.http_url, "http/protobuf");
+    let comb = Comb::start(Options {
+        plugins: &["home_activities", "faulty"],
+        env: &env,
+        ..Default::default()
+    });
+
+    for (path, error_type, message) in [
+        (
+            "/faulty/unreachable",
+            "wasm.trap.unreachable_code_reached",
+            "unreachable",
+        ),
+        (
+            "/faulty/panic",
+            "wasm.panic",
+            "faulty plugin panicked on purpose",
+        ),
+    ] {
+        let (status, trace) = get_traced(&comb, path, None).await;
+        assert_eq!(status, 500);
+        let spans = receiver.trace(&trace, 3).await;
+        let server = named(&spans, &format!("GET {path}"));
+        let invocation = named(&spans, "invoke faulty");
+        let guest = named(&spans, "faulty-work");
+        assert_eq!(guest.parent_span_id, invocation.span_id);
+        assert_eq!(guest.string("plugin.name"), "faulty");
+
+        assert_eq!(invocation.status_code, STATUS_ERROR);
+        assert!(
+            invocation.status_message.contains(message),
+            "{}",
+            invocation.status_message
+        );
+        assert_eq!(invocation.string("error.type"), error_type);
+        let exception = invocation.event("exception").expect("an exception event");
+        let Some(Value::StringValue(text)) = find(exception, "exception.message") else {
+            panic!("exception.message missing: {exception:?}")
+        };
+        assert!(text.contains(message), "{text}");
+        let Some(Value::StringValue(stack)) = find(exception, "exception.stacktrace") else {
+            panic!("exception.stacktrace missing: {exception:?}")
+        };
+        assert!(
+            stack.contains("faulty.wasm!"),
+            "a wasm backtrace naming the module: {stack}"
+        );
+
+        assert_eq!(server.status_code, STATUS_ERROR);
+        assert_eq!(server.int("http.response.status_code"), 500);
+        assert_eq!(server.string("error.type"), error_type);
+    }
+
+    // The host is fine: the next calls to both plugins succeed and trace.
+    let (status, trace) = get_traced(&comb, "/faulty/ok", None).await;
+    assert_eq!(status, 200);
+    let spans = receiver.trace(&trace, 3).await;
+    assert_eq!(named(&spans, "invoke faulty").status_code, STATUS_UNSET);
+    let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
+    assert_eq!(status, 200);
+    assert_home_tree(&receiver.trace(&trace, 3).await, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_pending_spans() {
+    let receiver = Receiver::start().await;
+    let mut env = traced_env(&receiver.http_url, "http/protobuf");
+    // A batch delay far longer than the test: only the shutdown flush can
+    // deliver these spans.
+    env.retain(|(key, _)| *key != "OTEL_BSP_SCHEDULE_DELAY");
+    env.push(("OTEL_BSP_SCHEDULE_DELAY", "600000"));
+    let mut comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.spans().is_empty(), "spans arrived before shutdown");
+    assert!(
+        comb.stop(),
+        "comb exits cleanly on SIGTERM:\n{}",
+        comb.log()
+    );
+    assert_home_tree(&receiver.trace(&trace, 3).await, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_endpoint_nothing_is_exported() {
+    // Listen where an OTel SDK exports by default (localhost:4318), when
+    // that port is free, to catch any export attempt.
+    let default_receiver = Receiver::start_on("127.0.0.1:4318").await.ok();
+    let mut comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        ..Default::default()
+    });
+    for _ in 0..3 {
+        assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
+    }
+    assert!(comb.stop(), "comb exits cleanly on SIGTERM");
+    let log = comb.log();
+    assert_eq!(
+        log.matches("exporting nothing").count(),
+        1,
+        "said once at start:\n{log}"
+    );
+    assert!(
+        !log.contains("opentelemetry"),
+        "the SDK logged nothing (no export attempt, no error):\n{log}"
+    );
+    match default_receiver {
+        Some(receiver) => assert!(
+            receiver.exports().is_empty(),
+            "comb exported to the default endpoint"
+        ),
+        None => eprintln!("port 4318 busy; checked the log only"),
+    }
+}
