@@ -9,6 +9,9 @@
 
 use std::{fmt, str::FromStr};
 
+/// A route's parameter names and values, in pattern order.
+pub type Params = Vec<(String, String)>;
+
 /// A parsed route pattern such as `/api/activities/@:handle`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePattern {
@@ -227,7 +230,7 @@ impl<P: RouteOwner> RouteTable<P> {
     /// Finds the route for `method` and `path`. `HEAD` falls back to `GET`.
     pub fn lookup(&self, method: &str, path: &str) -> Lookup<'_, P> {
         let parts: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-        let matching: Vec<(&Route<P>, Vec<(String, String)>)> = self
+        let matching: Vec<(&Route<P>, Params)> = self
             .routes
             .iter()
             .filter_map(|route| route.pattern.matches(&parts).map(|params| (route, params)))
