@@ -66,6 +66,19 @@ pub struct ServeConfig {
     #[arg(long, env = "COMB_MAX_REQUEST_BODY", default_value_t = DEFAULT_MAX_REQUEST_BODY, value_name = "BYTES")]
     pub max_request_body: usize,
 
+    /// Origins allowed to call comb from a browser (CORS), comma-separated,
+    /// e.g. Cruddur's frontend `http://localhost:3000`. Preflights are
+    /// answered for methods OPTIONS, GET, HEAD, POST and request headers
+    /// content-type and if-modified-since; location, link and traceresponse
+    /// are exposed. Empty: no CORS headers, browsers refuse cross-origin calls.
+    #[arg(
+        long,
+        env = "COMB_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    pub cors_allowed_origins: Vec<http::HeaderValue>,
+
     /// OpenTelemetry settings.
     #[command(flatten)]
     pub telemetry: TelemetryConfig,

@@ -56,6 +56,7 @@ pub async fn serve(
         runtime,
         tracer: spans::host_tracer(),
         max_request_body: config.max_request_body,
+        cors_allowed_origins: config.cors_allowed_origins,
     });
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on http://{address}");

@@ -10,8 +10,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode, header, request::Parts};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts};
 use opentelemetry::{Context, global::BoxedTracer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     error::ApiError,
@@ -33,11 +34,36 @@ pub struct AppState {
     pub tracer: BoxedTracer,
     /// The largest request body read, in bytes.
     pub max_request_body: usize,
+    /// Origins allowed by CORS; none means no CORS headers at all.
+    pub cors_allowed_origins: Vec<HeaderValue>,
 }
 
-/// The HTTP app: every path goes through the plugin route table.
+/// The HTTP app: every path goes through the plugin route table, behind
+/// CORS when origins are configured.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new().fallback(serve_request).with_state(state)
+    let cors = cors(&state.cors_allowed_origins);
+    let router = Router::new().fallback(serve_request).with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS as the Cruddur backend configured flask-cors: its methods, allowed
+/// and exposed headers; plus `traceresponse`, so a browser app can show
+/// which trace a request made. Preflights are answered here, before any
+/// plugin runs.
+fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([Method::OPTIONS, Method::GET, Method::HEAD, Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::IF_MODIFIED_SINCE])
+            .expose_headers([header::LOCATION, header::LINK, TRACERESPONSE]),
+    )
 }
 
 async fn serve_request(
