@@ -21,6 +21,20 @@ pub fn plugins() -> &'static BuiltPlugins {
     BUILT.get_or_init(|| xtask::build_plugins().expect("building the plugins for wasm32-wasip2"))
 }
 
+/// The ten bundled Cruddur plugins.
+pub const CRUDDUR: &[&str] = &[
+    "home_activities",
+    "notifications_activities",
+    "user_activities",
+    "search_activities",
+    "show_activity",
+    "create_activity",
+    "create_reply",
+    "message_groups",
+    "messages",
+    "create_message",
+];
+
 /// A running comb, stopped (SIGTERM, then kill) when dropped. Its log is
 /// printed when the test fails.
 pub struct Comb {
@@ -161,7 +175,20 @@ pub fn client() -> reqwest::Client {
 
 /// GETs `url` and returns status and body parsed as JSON.
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
-    let response = client().get(url).send().await.expect("GET");
+    json_of(client().get(url).send().await.expect("GET")).await
+}
+
+/// POSTs `body` (sent as is, typed JSON) and returns status and JSON body.
+pub async fn post_json(url: &str, body: &str) -> (u16, serde_json::Value) {
+    let request = client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    json_of(request.send().await.expect("POST")).await
+}
+
+async fn json_of(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let url = response.url().to_string();
     let status = response.status().as_u16();
     let body = response.bytes().await.expect("reading the body");
     let json = serde_json::from_slice(&body).unwrap_or_else(|e| {

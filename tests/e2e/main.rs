@@ -4,6 +4,7 @@
 
 #![allow(missing_docs, unreachable_pub, reason = "test crate")]
 
+mod cruddur;
 mod harness;
 mod otlp;
 mod serve;

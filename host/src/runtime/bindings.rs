@@ -19,4 +19,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use comb::plugin::types::{HandlerError, Manifest, Request, Response, Route};
+pub use self::comb::plugin::types::{HandlerError, Manifest, Request, Response, Route};
