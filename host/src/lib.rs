@@ -48,9 +48,6 @@ pub async fn serve(
     if serving == 0 {
         tracing::warn!(folder = %config.plugins.display(), "no plugin routes to serve; every request will get 404");
     }
-    for route in loaded.table.routes() {
-        tracing::info!(plugin = %route.target.name, "route {} {}", route.method, route.pattern);
-    }
     let state = Arc::new(AppState {
         routes: Arc::new(ArcSwap::from_pointee(loaded.table)),
         runtime,

@@ -129,8 +129,9 @@ fn span_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::SpanExporter
                 .with_timeout(target.timeout)
                 .with_metadata(metadata);
             // TLS with the system's roots for https endpoints (Honeycomb's
-            // api.honeycomb.io:443); plain h2c otherwise.
-            let builder = if target.url.starts_with("https://") {
+            // api.honeycomb.io:443) and schemeless ones (which the OTLP
+            // exporter treats as https); plain h2c for http://.
+            let builder = if !target.url.starts_with("http://") {
                 builder
                     .with_tls_config(tonic::transport::ClientTlsConfig::new().with_enabled_roots())
             } else {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDateTime};
 use serde_json::{Value, json};
 
 use crate::{
-    harness::{CRUDDUR, Comb, Options, client, get_json, post_json},
+    harness::{CRUDDUR, Comb, Options, client, get_json, post_json, trace_id},
     otlp::{Receiver, named},
 };
 
@@ -512,13 +512,7 @@ async fn every_plugin_traces_under_its_own_name() {
             .body(body.to_owned());
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200, "{method} {path}");
-        let trace = response.headers()["traceresponse"]
-            .to_str()
-            .unwrap()
-            .split('-')
-            .nth(1)
-            .unwrap()
-            .to_owned();
+        let trace = trace_id(&response);
         let spans = receiver.trace(&trace, 3).await;
         for span in &spans {
             assert_eq!(span.string("plugin.name"), plugin, "{span:#?}");
@@ -540,13 +534,7 @@ async fn every_plugin_traces_under_its_own_name() {
         .await
         .unwrap();
     assert_eq!(response.status(), 422);
-    let trace = response.headers()["traceresponse"]
-        .to_str()
-        .unwrap()
-        .split('-')
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let trace = trace_id(&response);
     let spans = receiver.trace(&trace, 3).await;
     let guest = named(&spans, "create-message");
     assert_eq!(guest.status_code, 2);

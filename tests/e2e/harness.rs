@@ -173,6 +173,18 @@ pub fn client() -> reqwest::Client {
         .expect("building an HTTP client")
 }
 
+/// The trace id comb named in a response's `traceresponse` header.
+pub fn trace_id(response: &reqwest::Response) -> String {
+    let header = response.headers()["traceresponse"]
+        .to_str()
+        .expect("an ASCII traceresponse");
+    header
+        .split('-')
+        .nth(1)
+        .expect("00-trace-span-flags")
+        .to_owned()
+}
+
 /// GETs `url` and returns status and body parsed as JSON.
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     json_of(client().get(url).send().await.expect("GET")).await

@@ -170,35 +170,7 @@ impl Receiver {
 
         let http_listener = tokio::net::TcpListener::bind(address).await?;
         let http_url = format!("http://{}", http_listener.local_addr()?);
-        let sink = exports.clone();
-        let app = Router::new().route(
-            "/v1/traces",
-            post(move |headers: HeaderMap, body: Bytes| async move {
-                let request = ExportTraceServiceRequest::decode(body)
-                    .expect("an OTLP protobuf export request");
-                let headers = headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str().to_owned(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect();
-                sink.lock().unwrap().push(Export {
-                    transport: "http",
-                    headers,
-                    request,
-                });
-                (
-                    [("content-type", "application/x-protobuf")],
-                    ExportTraceServiceResponse {
-                        partial_success: None,
-                    }
-                    .encode_to_vec(),
-                )
-            }),
-        );
+        let app = http_app(exports.clone());
         tokio::spawn(async move { axum::serve(http_listener, app).await });
 
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -216,6 +188,68 @@ impl Receiver {
             grpc_url,
             exports,
         })
+    }
+
+    /// Starts both endpoints behind TLS with `identity`, as `https://localhost:PORT`:
+    /// the way Honeycomb is reached.
+    pub async fn start_tls(identity: &TlsIdentity) -> Receiver {
+        let exports = Arc::new(Mutex::new(Vec::new()));
+
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_url = format!(
+            "https://localhost:{}",
+            http_listener.local_addr().unwrap().port()
+        );
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![identity.cert_der.clone()],
+                identity.key_der.clone_key(),
+            )
+            .expect("a valid test certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let app = http_app(exports.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = http_listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_url = format!(
+            "https://localhost:{}",
+            grpc_listener.local_addr().unwrap().port()
+        );
+        let service = TraceServiceServer::new(Grpc(exports.clone()));
+        let tls = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem),
+        );
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tls_config(tls)
+                .expect("gRPC TLS config")
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener))
+                .await
+        });
+
+        Receiver {
+            http_url,
+            grpc_url,
+            exports,
+        }
     }
 
     /// Every export received so far.
@@ -280,6 +314,65 @@ impl Receiver {
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The receiver's `/v1/traces` endpoint.
+fn http_app(exports: Arc<Mutex<Vec<Export>>>) -> Router {
+    Router::new().route(
+        "/v1/traces",
+        post(move |headers: HeaderMap, body: Bytes| async move {
+            let request =
+                ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
+            let headers = headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            exports.lock().unwrap().push(Export {
+                transport: "http",
+                headers,
+                request,
+            });
+            (
+                [("content-type", "application/x-protobuf")],
+                ExportTraceServiceResponse {
+                    partial_success: None,
+                }
+                .encode_to_vec(),
+            )
+        }),
+    )
+}
+
+/// A self-signed certificate for `localhost`, and a PEM file of it that
+/// comb is told to trust (`SSL_CERT_FILE`), standing in for a public CA.
+pub struct TlsIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+    cert_der: rustls::pki_types::CertificateDer<'static>,
+    key_der: rustls::pki_types::PrivateKeyDer<'static>,
+    pub ca_file: tempfile::NamedTempFile,
+}
+
+impl TlsIdentity {
+    pub fn self_signed() -> TlsIdentity {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+                .expect("generating a certificate");
+        let ca_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca_file.path(), cert.pem()).unwrap();
+        TlsIdentity {
+            cert_pem: cert.pem(),
+            key_pem: signing_key.serialize_pem(),
+            cert_der: cert.der().clone(),
+            key_der: rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into()),
+            ca_file,
         }
     }
 }

@@ -7,8 +7,8 @@ use opentelemetry_proto::tonic::{common::v1::any_value::Value, trace::v1::span::
 use sha2::{Digest, Sha256};
 
 use crate::{
-    harness::{Comb, Options, client, plugins},
-    otlp::{ReceivedSpan, Receiver, find, named},
+    harness::{Comb, Options, client, plugins, trace_id},
+    otlp::{ReceivedSpan, Receiver, TlsIdentity, find, named},
 };
 
 /// OTel's status codes in OTLP.
@@ -34,13 +34,7 @@ async fn get_traced(comb: &Comb, path: &str, traceparent: Option<&str>) -> (u16,
         request = request.header("traceparent", traceparent);
     }
     let response = request.send().await.expect("GET");
-    let trace = response.headers()["traceresponse"]
-        .to_str()
-        .unwrap()
-        .split('-')
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let trace = trace_id(&response);
     (response.status().as_u16(), trace)
 }
 
@@ -208,13 +202,7 @@ async fn not_found_and_wrong_method_are_traced_without_error_status() {
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
-    let trace = response.headers()["traceresponse"]
-        .to_str()
-        .unwrap()
-        .split('-')
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let trace = trace_id(&response);
     let spans = receiver.trace(&trace, 1).await;
     assert_eq!(spans.len(), 1, "no plugin ran: {spans:#?}");
     let server = named(&spans, "DELETE /api/activities/home");
@@ -343,4 +331,32 @@ async fn without_an_endpoint_nothing_is_exported() {
         ),
         None => eprintln!("port 4318 busy; checked the log only"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_over_tls_with_the_system_roots_like_honeycomb() {
+    let identity = TlsIdentity::self_signed();
+    let receiver = Receiver::start_tls(&identity).await;
+    let ca_file = identity.ca_file.path().to_str().unwrap().to_owned();
+    for (protocol, endpoint) in [
+        ("http/protobuf", &receiver.http_url),
+        ("grpc", &receiver.grpc_url),
+    ] {
+        let mut env = traced_env(endpoint, protocol);
+        // The test's certificate stands in for the system's CA roots.
+        env.push(("SSL_CERT_FILE", &ca_file));
+        let comb = Comb::start(Options {
+            plugins: &["home_activities"],
+            env: &env,
+            ..Default::default()
+        });
+        let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
+        assert_eq!(status, 200);
+        assert_home_tree(&receiver.trace(&trace, 3).await, true);
+    }
+    let transports: Vec<&str> = receiver.exports().iter().map(|e| e.transport).collect();
+    assert!(
+        transports.contains(&"http") && transports.contains(&"grpc"),
+        "{transports:?}"
+    );
 }
