@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask run [-- COMB SERVE FLAGS]`: build the plugins and serve them
 //!   with comb on 127.0.0.1:8080.
-//! - `cargo xtask test [-- CARGO TEST ARGS]`: build the plugins, run every test.
+//! - `cargo xtask test [-- ARGS]`: build the plugins, run every test (with
+//!   cargo-nextest when installed, else `cargo test`; ARGS go to it).
 //! - `cargo xtask plugins`: build the plugins into `target/plugins`.
 
 use std::process::{Command, ExitCode};
@@ -47,10 +48,15 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         "test" => {
             xtask::build_plugins()?;
             let mut command = cargo();
-            command
-                .current_dir(xtask::workspace_root())
-                .arg("test")
-                .args(rest);
+            command.current_dir(xtask::workspace_root());
+            // nextest runs each test in its own process and ends with one
+            // summary line; plain `cargo test` where it is not installed.
+            if has_nextest() {
+                command.args(["nextest", "run", "--no-fail-fast"]);
+            } else {
+                command.args(["test", "--no-fail-fast"]);
+            }
+            command.args(rest);
             status(command)
         }
         "help" | "--help" | "-h" => {
@@ -63,6 +69,13 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success())
 }
 
 fn status(mut command: Command) -> Result<ExitCode> {
