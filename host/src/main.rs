@@ -76,10 +76,14 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let served = comb::serve(config, listener, shutdown_signal()).await;
-    // Flush spans even when serving failed: they may say why.
-    let flushed = telemetry.shutdown().await;
-    served.and(flushed)
+    let served = comb::run(config, listener, shutdown_signal()).await;
+    // Flush spans even when serving failed: they may say why. A collector
+    // that is down loses these spans, which is worth a warning but does not
+    // make comb's own run a failure.
+    if let Err(error) = telemetry.shutdown().await {
+        tracing::warn!("{error:#}");
+    }
+    served
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM; a second one exits at once,

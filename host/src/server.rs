@@ -1,7 +1,7 @@
 //! The request path: match the route, run the plugin, answer — each request
 //! wrapped in a server span, each plugin call in an invocation span.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -14,12 +14,53 @@ use http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts};
 use opentelemetry::{Context, global::BoxedTracer};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
 use crate::{
+    config::ServeConfig,
     error::ApiError,
-    plugins::{Lookup, Plugin, SharedRoutes},
+    plugins::{self, Lookup, Plugin, SharedRoutes},
     runtime::{self, Runtime},
     spans::{self, IncomingRequest},
 };
+
+/// Loads the plugins in `config.plugins` and serves them on `listener`
+/// until `shutdown` resolves, then drains in-flight requests.
+///
+/// Telemetry must already be initialised ([`crate::telemetry::Telemetry::init`]):
+/// spans go to the global tracer provider.
+pub async fn run(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runtime = Arc::new(Runtime::new().context("creating the wasm engine")?);
+    let loaded = plugins::load_dir(&runtime, &config.plugins).await?;
+    if loaded.table.routes().is_empty() {
+        tracing::warn!(
+            folder = %config.plugins.display(),
+            "no plugin routes to serve; every request will get 404"
+        );
+    }
+    let state = Arc::new(AppState {
+        routes: Arc::new(ArcSwap::from_pointee(loaded.table)),
+        runtime,
+        tracer: spans::host_tracer(),
+        max_request_body: config.max_request_body,
+        cors_allowed_origins: config.cors_allowed_origins,
+    });
+    let address = listener.local_addr().context("reading the bound address")?;
+    tracing::info!("listening on http://{address}");
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP")
+}
 
 /// The W3C Trace Context Level 2 response header naming the server span.
 const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
@@ -120,7 +161,9 @@ async fn serve_request(
     spans::end_server_span(&server_cx, response.status(), error_type.as_deref());
     // W3C Trace Context's `traceresponse`: the caller learns which trace to
     // look up, as X-Ray's middleware answers `X-Amzn-Trace-Id`.
-    if let Ok(value) = HeaderValue::from_str(&spans::traceresponse(&server_cx)) {
+    if let Some(value) =
+        spans::traceresponse(&server_cx).and_then(|v| HeaderValue::from_str(&v).ok())
+    {
         response.headers_mut().insert(TRACERESPONSE, value);
     }
     tracing::info!(
@@ -233,4 +276,60 @@ fn into_http(response: runtime::Response) -> Result<Response, String> {
         http.headers_mut().append(name, value);
     }
     Ok(http)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::plugins::RouteTable;
+
+    fn empty_app(cors_allowed_origins: Vec<HeaderValue>) -> Router {
+        app(Arc::new(AppState {
+            routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            runtime: Arc::new(Runtime::new().unwrap()),
+            tracer: spans::host_tracer(),
+            max_request_body: 16,
+            cors_allowed_origins,
+        }))
+    }
+
+    #[tokio::test]
+    async fn no_route_is_a_json_404() {
+        let request = http::Request::get("/api/activities/home")
+            .body(Body::empty())
+            .unwrap();
+        let response = empty_app(vec![]).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body: serde_json::Value =
+            serde_json::from_slice(&to_bytes(response.into_body(), 1024).await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+
+    #[tokio::test]
+    async fn cors_is_off_unless_origins_are_configured() {
+        let preflight = || {
+            http::Request::options("/api/activities")
+                .header(header::ORIGIN, "http://localhost:3000")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let response = empty_app(vec![]).oneshot(preflight()).await.unwrap();
+        assert!(
+            response
+                .headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none()
+        );
+        let allowed = vec![HeaderValue::from_static("http://localhost:3000")];
+        let response = empty_app(allowed).oneshot(preflight()).await.unwrap();
+        assert_eq!(
+            response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "http://localhost:3000"
+        );
+    }
 }

@@ -264,17 +264,19 @@ pub fn trace_id(cx: &Context) -> String {
     cx.span().span_context().trace_id().to_string()
 }
 
-/// The `traceresponse` header value for the span in `cx`:
-/// `00-{trace id}-{span id}-{flags}`.
-pub fn traceresponse(cx: &Context) -> String {
+/// The `traceresponse` header value for the span in `cx`,
+/// `00-{trace id}-{span id}-{flags}`; `None` when tracing is off.
+pub fn traceresponse(cx: &Context) -> Option<String> {
     let span = cx.span();
     let context = span.span_context();
-    format!(
-        "00-{}-{}-{:02x}",
-        context.trace_id(),
-        context.span_id(),
-        context.trace_flags().to_u8()
-    )
+    context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            context.trace_id(),
+            context.span_id(),
+            context.trace_flags().to_u8()
+        )
+    })
 }
 
 fn millis(duration: Duration) -> f64 {

@@ -23,6 +23,10 @@ fn traced_env<'a>(endpoint: &'a str, protocol: &'a str) -> Vec<(&'a str, &'a str
         ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
         ("OTEL_EXPORTER_OTLP_HEADERS", "x-honeycomb-team=test-key"),
         ("OTEL_SERVICE_NAME", "backend-flask"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=e2e,service.name=overridden",
+        ),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ]
 }
@@ -76,7 +80,12 @@ fn assert_home_tree(
 
     for span in [&server, &invocation, &guest] {
         assert_eq!(span.string("plugin.name"), "home_activities", "{span:#?}");
-        assert_eq!(span.resource_string("service.name"), Some("backend-flask"));
+        assert_eq!(
+            span.resource_string("service.name"),
+            Some("backend-flask"),
+            "OTEL_SERVICE_NAME wins"
+        );
+        assert_eq!(span.resource_string("deployment.environment"), Some("e2e"));
     }
     assert_eq!(invocation.string("plugin.version"), "0.1.0");
     assert_eq!(
@@ -358,5 +367,70 @@ async fn exports_over_tls_with_the_system_roots_like_honeycomb() {
     assert!(
         transports.contains(&"http") && transports.contains(&"grpc"),
         "{transports:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_disabled_records_and_exports_nothing() {
+    let receiver = Receiver::start().await;
+    let mut env = traced_env(&receiver.http_url, "http/protobuf");
+    env.push(("OTEL_SDK_DISABLED", "true"));
+    let mut comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    let response = client()
+        .get(comb.at("/api/activities/home"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("traceresponse").is_none(),
+        "no trace, no traceresponse"
+    );
+    assert!(comb.stop());
+    assert!(receiver.exports().is_empty());
+    assert!(comb.log().contains("traces: off"), "{}", comb.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_costs_requests_nothing_and_is_logged() {
+    // A loopback port nobody listens on: every export is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let env = traced_env(&endpoint, "http/protobuf");
+    let mut comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    for _ in 0..20 {
+        assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !comb.log().contains("opentelemetry") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = comb.log();
+    assert!(
+        log.lines()
+            .any(|l| (l.contains("WARN") || l.contains("ERROR")) && l.contains("opentelemetry")),
+        "the failed export is logged:\n{log}"
+    );
+    assert_eq!(
+        get_traced(&comb, "/api/activities/home", None).await.0,
+        200,
+        "still serving"
+    );
+    assert!(
+        comb.stop(),
+        "shutdown does not hang on a dead collector:\n{}",
+        comb.log()
     );
 }
