@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Where comb listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
+/// Where the admin listener listens when `--admin-listen` is not given.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+
 /// The largest request body comb reads into memory for a plugin (1 MiB):
 /// Cruddur's JSON bodies are a few hundred bytes; anything near this is a
 /// mistake or an attack, answered 413 before a plugin runs.
@@ -48,19 +51,69 @@ pub enum Command {
     /// OTEL_EXPORTER_OTLP_ENDPOINT; without one, comb exports nothing and
     /// logs one line per request instead.
     Serve(ServeConfig),
+    /// Check every plugin in a folder without serving, and print a table.
+    ///
+    /// Loads each `*.wasm` exactly as `comb serve` would (compile, link,
+    /// manifest, sidecar, route clashes) and exits non-zero when any file
+    /// fails: useful in a plugin's CI.
+    Plugins(PluginsConfig),
+}
+
+/// Where the plugins are and how their compiled code is cached.
+#[derive(Debug, Clone, Args)]
+pub struct PluginsConfig {
+    /// The folder of plugin `.wasm` files (and optional `NAME.toml` sidecars).
+    #[arg(long, env = "COMB_PLUGINS", value_name = "DIR")]
+    pub plugins: PathBuf,
+
+    /// Where compiled plugins are cached, keyed by content and engine.
+    /// Default: $XDG_CACHE_HOME/comb, else ~/.cache/comb.
+    #[arg(long, env = "COMB_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every plugin at every start; cache nothing.
+    #[arg(long, env = "COMB_NO_CACHE")]
+    pub no_cache: bool,
+}
+
+impl PluginsConfig {
+    /// The cache folder to use, or `None` when caching is off (or no home
+    /// folder is known).
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"))
+                })?;
+            Some(base.join("comb"))
+        })
+    }
 }
 
 /// Everything `comb serve` needs, parsed from flags and environment.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// The folder of plugin `.wasm` files to serve.
-    #[arg(long, env = "COMB_PLUGINS", value_name = "DIR")]
-    pub plugins: PathBuf,
+    /// The plugins folder and the compile cache.
+    #[command(flatten)]
+    pub plugins: PluginsConfig,
 
     /// The address to serve HTTP on. Port 0 picks a free port; the address
     /// actually bound is logged as `listening on http://...`.
     #[arg(long, env = "COMB_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
+
+    /// The address of the admin listener (`/_comb/plugins`): loopback by
+    /// default, because it shows what is deployed.
+    #[arg(long, env = "COMB_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
+    pub admin_listen: SocketAddr,
+
+    /// Serve no admin listener at all.
+    #[arg(long, env = "COMB_NO_ADMIN")]
+    pub no_admin: bool,
 
     /// The largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "COMB_MAX_REQUEST_BODY", default_value_t = DEFAULT_MAX_REQUEST_BODY, value_name = "BYTES")]

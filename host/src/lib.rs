@@ -10,12 +10,14 @@
 //!   the WIT (the span API).
 //! - [`spans`]: the span model: names, kinds, attributes.
 //! - [`telemetry`]: the OTel SDK, OTLP exporter and propagators.
+//! - [`admin`]: the admin listener's routes (the plugin list).
 //!
 //! [`config`] parses flags and `OTEL_*` environment once; [`run`] serves.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod plugins;

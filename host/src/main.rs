@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use comb::{
-    config::{Cli, Command, ServeConfig},
+    config::{Cli, Command, PluginsConfig, ServeConfig},
     telemetry::{Destination, Telemetry},
 };
 use tracing_subscriber::EnvFilter;
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 match cli.command {
                     Command::Serve(config) => serve(config).await,
+                    Command::Plugins(config) => check_plugins(config).await,
                 }
             })
         });
@@ -51,12 +52,7 @@ fn main() -> ExitCode {
 async fn serve(config: ServeConfig) -> Result<()> {
     // Check what can be checked before binding the socket, so a typo fails
     // at once instead of after the port is taken.
-    if !config.plugins.is_dir() {
-        bail!(
-            "plugins folder {} does not exist or is not a folder",
-            config.plugins.display()
-        );
-    }
+    check_folder(&config.plugins)?;
     let telemetry = Telemetry::init(&config.telemetry).context("setting up OpenTelemetry")?;
     match telemetry.destination() {
         Destination::Disabled => tracing::info!("traces: off (OTEL_SDK_DISABLED=true)"),
@@ -76,7 +72,15 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let served = comb::run(config, listener, shutdown_signal()).await;
+    let admin = match config.no_admin {
+        true => None,
+        false => Some(
+            tokio::net::TcpListener::bind(config.admin_listen)
+                .await
+                .with_context(|| format!("binding the admin listener {}", config.admin_listen))?,
+        ),
+    };
+    let served = comb::run(config, listener, admin, shutdown_signal()).await;
     // Flush spans even when serving failed: they may say why. A collector
     // that is down loses these spans, which is worth a warning but does not
     // make comb's own run a failure.
@@ -84,6 +88,54 @@ async fn serve(config: ServeConfig) -> Result<()> {
         tracing::warn!("{error:#}");
     }
     served
+}
+
+fn check_folder(config: &PluginsConfig) -> Result<()> {
+    if !config.plugins.is_dir() {
+        bail!(
+            "plugins folder {} does not exist or is not a folder",
+            config.plugins.display()
+        );
+    }
+    Ok(())
+}
+
+/// `comb plugins`: load every file as `serve` would, print a table, fail
+/// when any file fails.
+async fn check_plugins(config: PluginsConfig) -> Result<()> {
+    check_folder(&config)?;
+    let runtime = std::sync::Arc::new(comb::runtime::Runtime::new(config.cache_dir().as_deref())?);
+    let mut plugins = comb::plugins::Plugins::new(runtime, config.plugins.clone());
+    comb::plugins::watch::reload_until_settled(&mut plugins).await?;
+    let reports = plugins.reports().load_full();
+    println!(
+        "{:<28} {:<8} {:<26} {:<10} {:<13} ROUTES / REASON",
+        "FILE", "STATE", "NAME", "VERSION", "DIGEST"
+    );
+    for report in reports.iter() {
+        let (name, version, digest, routes) = match &report.plugin {
+            Some(p) => (
+                p.name.as_str(),
+                p.version.as_str(),
+                &p.digest[..12],
+                p.routes.join(", "),
+            ),
+            None => ("-", "-", "-", String::new()),
+        };
+        let detail = report.reason.clone().unwrap_or(routes);
+        println!(
+            "{:<28} {:<8} {name:<26} {version:<10} {digest:<13} {detail}",
+            report.file, report.state
+        );
+    }
+    let failed = reports.iter().filter(|r| r.state == "failed").count();
+    if failed > 0 {
+        bail!(
+            "{failed} of {} plugin file(s) failed to load",
+            reports.len()
+        );
+    }
+    Ok(())
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM; a second one exits at once,

@@ -15,49 +15,77 @@ use opentelemetry::{Context, global::BoxedTracer};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
 use crate::{
+    admin,
     config::ServeConfig,
     error::ApiError,
-    plugins::{self, Lookup, Plugin, SharedRoutes},
+    plugins::{self, Lookup, Plugin, Plugins, SharedRoutes},
     runtime::{self, Runtime},
     spans::{self, IncomingRequest},
 };
 
-/// Loads the plugins in `config.plugins` and serves them on `listener`
-/// until `shutdown` resolves, then drains in-flight requests.
+/// Loads the plugins in the configured folder, watches it, and serves
+/// them on `listener` (and the admin list on `admin`) until `shutdown`
+/// resolves, then drains in-flight requests.
 ///
 /// Telemetry must already be initialised ([`crate::telemetry::Telemetry::init`]):
 /// spans go to the global tracer provider.
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let runtime = Arc::new(Runtime::new().context("creating the wasm engine")?);
-    let loaded = plugins::load_dir(&runtime, &config.plugins).await?;
-    if loaded.table.routes().is_empty() {
+    let runtime = Arc::new(
+        Runtime::new(config.plugins.cache_dir().as_deref()).context("creating the wasm engine")?,
+    );
+    let plugins = Plugins::new(runtime.clone(), config.plugins.plugins.clone());
+    let (routes, reports) = (plugins.routes(), plugins.reports());
+    plugins::watch::load_and_watch(plugins).await?;
+    if routes.load().routes().is_empty() {
         tracing::warn!(
-            folder = %config.plugins.display(),
-            "no plugin routes to serve; every request will get 404"
+            folder = %config.plugins.plugins.display(),
+            "no plugin routes to serve yet; every request gets 404 until a plugin is added"
         );
     }
     let state = Arc::new(AppState {
-        routes: Arc::new(ArcSwap::from_pointee(loaded.table)),
+        routes,
         runtime,
         tracer: spans::host_tracer(),
         max_request_body: config.max_request_body,
         cors_allowed_origins: config.cors_allowed_origins,
     });
+    // One shutdown signal for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    if let Some(admin) = admin {
+        let address = admin.local_addr().context("reading the admin address")?;
+        tracing::info!("admin listening on http://{address}/_comb/plugins");
+        let serve_admin = axum::serve(admin, admin::app(reports)).with_graceful_shutdown(stopped());
+        tokio::spawn(async move {
+            if let Err(error) = serve_admin.await {
+                tracing::error!("admin listener: {error}");
+            }
+        });
+    }
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on http://{address}");
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(stopped())
     .await
     .context("serving HTTP")
 }
@@ -283,13 +311,15 @@ mod tests {
     use axum::body::to_bytes;
     use tower::ServiceExt as _;
 
+    use arc_swap::ArcSwap;
+
     use super::*;
     use crate::plugins::RouteTable;
 
     fn empty_app(cors_allowed_origins: Vec<HeaderValue>) -> Router {
         app(Arc::new(AppState {
             routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
-            runtime: Arc::new(Runtime::new().unwrap()),
+            runtime: Arc::new(Runtime::new(None).unwrap()),
             tracer: spans::host_tracer(),
             max_request_body: 16,
             cors_allowed_origins,

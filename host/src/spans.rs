@@ -44,6 +44,14 @@ pub mod attributes {
     pub const PLUGIN_INSTANTIATE_MS: &str = "plugin.instantiate_ms";
     /// Milliseconds spent in the guest's `handle` call (f64).
     pub const PLUGIN_CALL_MS: &str = "plugin.call_ms";
+    /// On `plugin.load`: the plugin file's path.
+    pub const PLUGIN_FILE: &str = "plugin.file";
+    /// On `plugin.load`: milliseconds spent compiling, or reading the cache.
+    pub const PLUGIN_COMPILE_MS: &str = "plugin.compile_ms";
+    /// On `plugin.load`: whether the compiled code came from the cache.
+    pub const PLUGIN_CACHE_HIT: &str = "plugin.cache_hit";
+    /// On `plugin.load`: `loaded` or `rejected`.
+    pub const PLUGIN_LOAD_OUTCOME: &str = "plugin.load.outcome";
 }
 
 /// The instrumentation scope of comb's own spans.
@@ -257,6 +265,11 @@ pub fn error_type(failure: &InvokeError) -> &str {
         InvokeError::Trap { error_type, .. } => error_type,
         InvokeError::Instantiate(_) => "wasm.instantiate",
     }
+}
+
+/// A time as RFC 3339 in UTC, for reports.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The trace id of the span in `cx`, hex, for log lines.

@@ -41,9 +41,12 @@ pub struct Comb {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The admin listener, `http://127.0.0.1:PORT`.
+    pub admin_url: String,
     log: Arc<Mutex<String>>,
     /// The plugins folder (deleted with the handle).
     pub dir: tempfile::TempDir,
+    _cache: tempfile::TempDir,
 }
 
 /// What to start comb with.
@@ -55,6 +58,10 @@ pub struct Options<'a> {
     pub files: &'a [(&'a str, &'a [u8])],
     /// Environment variables (comb starts with no `OTEL_*` of the caller's).
     pub env: &'a [(&'a str, &'a str)],
+    /// Serve this folder instead of a fresh one (a restart, say).
+    pub dir: Option<tempfile::TempDir>,
+    /// The compile cache folder; a fresh one (cold) when not given.
+    pub cache_dir: Option<&'a std::path::Path>,
 }
 
 impl Comb {
@@ -62,7 +69,11 @@ impl Comb {
     /// until it logs that it is listening.
     pub fn start(options: Options<'_>) -> Comb {
         let built = plugins();
-        let dir = tempfile::tempdir().expect("creating a plugins folder");
+        let dir = options
+            .dir
+            .unwrap_or_else(|| tempfile::tempdir().expect("creating a plugins folder"));
+        let cache = tempfile::tempdir().expect("creating a cache folder");
+        let cache_dir = options.cache_dir.unwrap_or(cache.path()).to_owned();
         for name in options.plugins {
             std::fs::copy(built.wasm(name), dir.path().join(format!("{name}.wasm")))
                 .expect("copying a plugin");
@@ -72,8 +83,17 @@ impl Comb {
         }
         let mut command = Command::new(env!("CARGO_BIN_EXE_comb"));
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--plugins",
+            ])
             .arg(dir.path())
+            .arg("--cache-dir")
+            .arg(&cache_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -91,29 +111,40 @@ impl Comb {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(url) = line.split("listening on ").nth(1) {
-                    let _ = address_tx.send(url.trim().to_owned());
+                if let Some(url) = line.split("admin listening on ").nth(1) {
+                    let _ = address_tx.send((
+                        "admin",
+                        url.trim().trim_end_matches("/_comb/plugins").to_owned(),
+                    ));
+                } else if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = address_tx.send(("main", url.trim().to_owned()));
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        let url = match address_rx.recv_timeout(START_TIMEOUT) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "comb did not start listening; its log:\n{}",
-                    log.lock().unwrap()
-                );
+        let (mut url, mut admin_url) = (String::new(), String::new());
+        while url.is_empty() || admin_url.is_empty() {
+            match address_rx.recv_timeout(START_TIMEOUT) {
+                Ok(("admin", address)) => admin_url = address,
+                Ok((_, address)) => url = address,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "comb did not start listening; its log:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
             }
-        };
+        }
         Comb {
             child,
             url,
+            admin_url,
             log,
             dir,
+            _cache: cache,
         }
     }
 

@@ -1,34 +1,65 @@
 //! The plugin lifecycle: find the `.wasm` files in the plugins folder,
-//! compile and link each, read and check its manifest, and build the route
-//! table that the server reads.
+//! compile and link each (off the request path, through the compile cache),
+//! read and check its manifest and sidecar, and publish a new route table.
 //!
-//! The table is immutable and shared through an [`ArcSwap`]: loading
-//! builds a whole new table and swaps it in, so the request path never
-//! takes a lock and a request finishes on the version it started with.
+//! One task owns a [`Plugins`] and is the only writer. Readers see two
+//! immutable snapshots behind [`ArcSwap`]s: the route table (the request
+//! path loads it without a lock; a request finishes on the version it
+//! started with) and the per-file reports (the admin list).
+//!
+//! The rules, in the order they apply on every reload:
+//! - Only `*.wasm` files that are not hidden are plugins: editors' and copy
+//!   tools' temporary files are dotfiles or have other extensions.
+//! - A file modified in the last [`SETTLE_TIME`] is still being written:
+//!   it is left for the next round, so a slow copy is never loaded half.
+//! - A file whose bytes (and sidecar) did not change is not reloaded.
+//! - A file that fails to load is reported with the reason, and its
+//!   previous version, if any, keeps serving.
+//! - A route clash is won by the plugin already serving the route; at
+//!   start, when none is, by the file whose name sorts first.
 
 pub mod routes;
+pub mod sidecar;
+pub mod watch;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result, bail};
 use arc_swap::ArcSwap;
-use opentelemetry::{Context, global::BoxedTracer};
+use opentelemetry::{
+    Context, KeyValue,
+    global::BoxedTracer,
+    trace::{Status, TraceContextExt, Tracer},
+};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    runtime::{CallTimings, InvokeError, Manifest, PreparedPlugin, Request, Response, Runtime},
-    spans::{self, PluginIdentity},
+    runtime::{
+        CallTimings, Compiled, InvokeError, Manifest, PreparedPlugin, Request, Response, Runtime,
+    },
+    spans::{self, PluginIdentity, attributes},
 };
 pub use routes::{Lookup, Route, RouteOwner, RoutePattern, RouteTable};
+use sidecar::Sidecar;
+
+/// How long a file must stay unmodified before it is loaded: a copy in
+/// progress keeps touching it.
+pub const SETTLE_TIME: Duration = Duration::from_millis(300);
 
 /// The route table the server reads, swapped whole on reload.
 pub type SharedRoutes = Arc<ArcSwap<RouteTable<Arc<Plugin>>>>;
+
+/// The per-file reports the admin list shows, swapped whole on reload.
+pub type SharedReports = Arc<ArcSwap<Vec<FileReport>>>;
 
 /// The HTTP methods a manifest may route.
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
@@ -45,8 +76,12 @@ pub struct Plugin {
     pub digest: String,
     /// The file it was loaded from.
     pub file: PathBuf,
-    /// The routes it serves: method and pattern.
+    /// The routes it serves (the sidecar's, else the manifest's).
     pub routes: Vec<(String, RoutePattern)>,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// How it was compiled.
+    pub compiled: Compiled,
     pre: PreparedPlugin,
     /// The tracer its spans are started with, scoped to name and version.
     tracer: Arc<BoxedTracer>,
@@ -94,68 +129,229 @@ impl Plugin {
     }
 }
 
-/// The outcome of loading a folder.
-pub struct Loaded {
-    /// The routes of every plugin that loaded.
-    pub table: RouteTable<Arc<Plugin>>,
-    /// The files that did not load, each with its reason.
-    pub failures: Vec<(PathBuf, anyhow::Error)>,
+/// One plugin file as the plugin list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// The file name in the plugins folder.
+    pub file: String,
+    /// `serving`, or `failed` (with the previous version, if any, serving).
+    pub state: &'static str,
+    /// Why the latest version of the file failed to load.
+    pub reason: Option<String>,
+    /// The plugin serving from this file, if any.
+    pub plugin: Option<PluginReport>,
 }
 
-/// Loads every `*.wasm` file in `dir` (in file-name order, so which plugin
-/// wins a route clash is deterministic: the first one loaded keeps it).
-///
-/// A file that fails is reported in [`Loaded::failures`] and skipped; only
-/// an unreadable folder is an error.
-pub async fn load_dir(runtime: &Arc<Runtime>, dir: &Path) -> Result<Loaded> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading plugins folder {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| is_plugin_file(path))
-        .collect();
-    files.sort();
-    let mut loaded = Loaded {
-        table: RouteTable::default(),
-        failures: Vec::new(),
-    };
-    for file in files {
-        let result = match load_file(runtime, &file).await {
-            Ok(plugin) => add_to_table(&mut loaded.table, plugin),
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(plugin) => tracing::info!(
-                plugin = %plugin.name,
-                version = %plugin.version,
-                file = %file.display(),
-                digest = %&plugin.digest[..12],
-                routes = %plugin.routes.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>().join(", "),
-                "plugin loaded"
-            ),
-            Err(error) => {
-                // One line per rejection: wasmtime's messages can span several.
-                let reason = format!("{error:#}").replace('\n', " ");
-                tracing::error!(file = %file.display(), "plugin rejected: {reason}");
-                loaded.failures.push((file, error));
-            }
+/// A serving plugin, as the plugin list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginReport {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// sha256 of its `.wasm`.
+    pub digest: String,
+    /// `METHOD pattern` for each route.
+    pub routes: Vec<String>,
+    /// When it was loaded, RFC 3339.
+    pub loaded_at: String,
+    /// Whether its compiled code came from the cache.
+    pub cache_hit: Option<bool>,
+    /// How long compiling (or reading it from the cache) took, in ms.
+    pub compile_ms: f64,
+}
+
+/// The plugins of one folder and the published snapshots of them.
+pub struct Plugins {
+    runtime: Arc<Runtime>,
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileEntry>,
+    routes: SharedRoutes,
+    reports: SharedReports,
+    tracer: BoxedTracer,
+}
+
+/// What the lifecycle knows about one file.
+struct FileEntry {
+    /// sha256 of the `.wasm` and sidecar bytes last tried.
+    key: String,
+    /// The version serving from this file.
+    serving: Option<Arc<Plugin>>,
+    /// Why the last version tried failed, if it did.
+    failure: Option<String>,
+}
+
+/// What a reload did.
+#[derive(Debug, Default)]
+pub struct ReloadOutcome {
+    /// Files still being written, left for a later round.
+    pub settling: usize,
+}
+
+impl Plugins {
+    /// The plugins of `dir`, none loaded yet.
+    pub fn new(runtime: Arc<Runtime>, dir: PathBuf) -> Self {
+        Plugins {
+            runtime,
+            dir,
+            files: BTreeMap::new(),
+            routes: Arc::default(),
+            reports: Arc::default(),
+            tracer: spans::host_tracer(),
         }
     }
-    Ok(loaded)
+
+    /// The route table, for the server.
+    pub fn routes(&self) -> SharedRoutes {
+        self.routes.clone()
+    }
+
+    /// The per-file reports, for the admin list.
+    pub fn reports(&self) -> SharedReports {
+        self.reports.clone()
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Brings the published route table in line with the folder: loads new
+    /// and changed files, drops removed ones, then swaps table and reports.
+    pub async fn reload(&mut self) -> Result<ReloadOutcome> {
+        let mut outcome = ReloadOutcome::default();
+        let files = plugin_files(&self.dir)?;
+        self.files.retain(|file, entry| {
+            let kept = files.contains(file);
+            if !kept && entry.serving.is_some() {
+                tracing::info!(file = %file.display(), "plugin removed: its routes are gone");
+            }
+            kept
+        });
+        let mut candidates = BTreeMap::new();
+        for file in &files {
+            let Some((key, wasm, sidecar)) = read_settled(file)? else {
+                outcome.settling += 1;
+                continue;
+            };
+            if self.files.get(file).is_some_and(|entry| entry.key == key) {
+                continue;
+            }
+            let loaded = self.load(file, wasm, sidecar).await;
+            let entry = self.files.entry(file.clone()).or_insert_with(|| FileEntry {
+                key: String::new(),
+                serving: None,
+                failure: None,
+            });
+            entry.key = key;
+            match loaded {
+                Ok(plugin) => {
+                    candidates.insert(file.clone(), plugin);
+                }
+                Err(error) => entry.failure = Some(one_line(&error)),
+            }
+        }
+        self.publish(candidates);
+        Ok(outcome)
+    }
+
+    /// Builds the new table: plugins already serving keep their routes;
+    /// candidates join unless they clash, in which case the file's previous
+    /// version, if any, stays.
+    fn publish(&mut self, mut candidates: BTreeMap<PathBuf, Arc<Plugin>>) {
+        let mut table = RouteTable::default();
+        for (file, entry) in &self.files {
+            if let (Some(serving), false) = (&entry.serving, candidates.contains_key(file)) {
+                // These coexisted in the previous table, so they cannot clash.
+                let _ = table.add(routes_of(serving));
+            }
+        }
+        for (file, entry) in &mut self.files {
+            let Some(candidate) = candidates.remove(file) else {
+                continue;
+            };
+            match table.add(routes_of(&candidate)) {
+                Ok(()) => {
+                    tracing::info!(
+                        plugin = %candidate.name,
+                        version = %candidate.version,
+                        file = %file.display(),
+                        digest = %&candidate.digest[..12],
+                        cache_hit = ?candidate.compiled.cache_hit,
+                        routes = %candidate.routes.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>().join(", "),
+                        "plugin loaded"
+                    );
+                    entry.serving = Some(candidate);
+                    entry.failure = None;
+                }
+                Err(clash) => {
+                    let reason = format!("{clash}; the plugin already serving keeps it");
+                    tracing::error!(file = %file.display(), "plugin rejected: {reason}");
+                    entry.failure = Some(reason);
+                    if let Some(previous) = &entry.serving {
+                        let _ = table.add(routes_of(previous));
+                    }
+                }
+            }
+        }
+        let reports = self
+            .files
+            .iter()
+            .map(|(file, entry)| report(file, entry))
+            .collect();
+        self.routes.store(Arc::new(table));
+        self.reports.store(Arc::new(reports));
+    }
+
+    /// Loads one file inside a `plugin.load` span, logging a rejection.
+    async fn load(
+        &self,
+        file: &Path,
+        wasm: Vec<u8>,
+        sidecar: Option<(PathBuf, String)>,
+    ) -> Result<Arc<Plugin>> {
+        let span = self
+            .tracer
+            .span_builder("plugin.load")
+            .with_attributes([KeyValue::new(
+                attributes::PLUGIN_FILE,
+                file.display().to_string(),
+            )])
+            .start(&self.tracer);
+        let cx = Context::new().with_span(span);
+        let result = load_file(&self.runtime, file, wasm, sidecar).await;
+        let span = cx.span();
+        match &result {
+            Ok(plugin) => {
+                span.set_attributes([
+                    KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()),
+                    KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.clone()),
+                    KeyValue::new(attributes::PLUGIN_DIGEST, plugin.digest.clone()),
+                    KeyValue::new(
+                        attributes::PLUGIN_COMPILE_MS,
+                        plugin.compiled.duration.as_secs_f64() * 1000.0,
+                    ),
+                    KeyValue::new(attributes::PLUGIN_LOAD_OUTCOME, "loaded"),
+                ]);
+                if let Some(hit) = plugin.compiled.cache_hit {
+                    span.set_attribute(KeyValue::new(attributes::PLUGIN_CACHE_HIT, hit));
+                }
+            }
+            Err(error) => {
+                let reason = one_line(error);
+                tracing::error!(file = %file.display(), "plugin rejected: {reason}");
+                span.set_attribute(KeyValue::new(attributes::PLUGIN_LOAD_OUTCOME, "rejected"));
+                span.set_status(Status::error(reason));
+            }
+        }
+        span.end();
+        result.map(Arc::new)
+    }
 }
 
-/// `*.wasm`, not hidden: editors' and copy tools' temporary files are
-/// dotfiles or have other extensions.
-fn is_plugin_file(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    path.is_file() && !name.starts_with('.') && path.extension().is_some_and(|ext| ext == "wasm")
-}
-
-fn add_to_table(table: &mut RouteTable<Arc<Plugin>>, plugin: Plugin) -> Result<Arc<Plugin>> {
-    let plugin = Arc::new(plugin);
-    let routes = plugin
+/// The routes of a plugin as table entries.
+fn routes_of(plugin: &Arc<Plugin>) -> Vec<Route<Arc<Plugin>>> {
+    plugin
         .routes
         .iter()
         .map(|(method, pattern)| Route {
@@ -163,30 +359,118 @@ fn add_to_table(table: &mut RouteTable<Arc<Plugin>>, plugin: Plugin) -> Result<A
             pattern: pattern.clone(),
             target: plugin.clone(),
         })
-        .collect();
-    table.add(routes)?;
-    Ok(plugin)
+        .collect()
 }
 
-/// Reads, compiles, links and describes one plugin file.
-pub async fn load_file(runtime: &Arc<Runtime>, file: &Path) -> Result<Plugin> {
-    let wasm = tokio::fs::read(file).await.context("reading the file")?;
+fn report(file: &Path, entry: &FileEntry) -> FileReport {
+    FileReport {
+        file: file
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        state: if entry.failure.is_some() {
+            "failed"
+        } else {
+            "serving"
+        },
+        reason: entry.failure.clone(),
+        plugin: entry.serving.as_ref().map(|plugin| PluginReport {
+            name: plugin.name.clone(),
+            version: plugin.version.clone(),
+            digest: plugin.digest.clone(),
+            routes: plugin
+                .routes
+                .iter()
+                .map(|(m, p)| format!("{m} {p}"))
+                .collect(),
+            loaded_at: spans::rfc3339(plugin.loaded_at),
+            cache_hit: plugin.compiled.cache_hit,
+            compile_ms: plugin.compiled.duration.as_secs_f64() * 1000.0,
+        }),
+    }
+}
+
+/// An error on one line: wasmtime's messages can span several.
+fn one_line(error: &anyhow::Error) -> String {
+    format!("{error:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The plugin files in `dir`, sorted by name.
+fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading plugins folder {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            path.is_file() && !name.starts_with('.') && name.ends_with(".wasm")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A file's key (sha256 of its bytes and its sidecar's), bytes and sidecar,
+/// or `None` while it (or its sidecar) was modified too recently.
+#[allow(clippy::type_complexity, reason = "a private helper's tuple")]
+fn read_settled(file: &Path) -> Result<Option<(String, Vec<u8>, Option<(PathBuf, String)>)>> {
+    let sidecar_path = sidecar::path_for(file);
+    for path in [file, sidecar_path.as_path()] {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified());
+        if let Ok(modified) = modified
+            && modified.elapsed().is_ok_and(|age| age < SETTLE_TIME)
+        {
+            return Ok(None);
+        }
+    }
+    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let sidecar = std::fs::read_to_string(&sidecar_path)
+        .ok()
+        .map(|text| (sidecar_path, text));
+    let mut hasher = Sha256::new();
+    hasher.update(&wasm);
+    if let Some((_, text)) = &sidecar {
+        hasher.update(b"\0sidecar\0");
+        hasher.update(text.as_bytes());
+    }
+    Ok(Some((hex::encode(hasher.finalize()), wasm, sidecar)))
+}
+
+/// Compiles, links and describes one plugin file.
+async fn load_file(
+    runtime: &Arc<Runtime>,
+    file: &Path,
+    wasm: Vec<u8>,
+    sidecar: Option<(PathBuf, String)>,
+) -> Result<Plugin> {
     check_header(&wasm)?;
+    let sidecar = match &sidecar {
+        Some((path, text)) => sidecar::parse(text, path)?,
+        None => Sidecar::default(),
+    };
     let digest = hex::encode(Sha256::digest(&wasm));
     // Compiling is CPU-bound and can take a while: keep it off the async
     // workers that serve requests.
     let compiler = runtime.clone();
-    let pre = tokio::task::spawn_blocking(move || compiler.prepare(&wasm))
+    let started = Instant::now();
+    let (pre, compiled) = tokio::task::spawn_blocking(move || compiler.prepare(&wasm))
         .await
         .context("the compile task panicked")?
         .context("not a loadable comb plugin component")?;
+    tracing::debug!(file = %file.display(), elapsed = ?started.elapsed(), "compiled");
     // The manifest call gets a throwaway tracer: its spans, if any, belong
     // to no request.
     let manifest = runtime
         .describe(&pre, Arc::new(spans::plugin_tracer("comb.manifest", "")))
         .await
         .context("calling the plugin's manifest")?;
-    let routes = check_manifest(&manifest)?;
+    let routes = check_manifest(&manifest, &sidecar)?;
     Ok(Plugin {
         tracer: Arc::new(spans::plugin_tracer(&manifest.name, &manifest.version)),
         name: manifest.name,
@@ -195,6 +479,8 @@ pub async fn load_file(runtime: &Arc<Runtime>, file: &Path) -> Result<Plugin> {
         digest,
         file: file.to_owned(),
         routes,
+        loaded_at: SystemTime::now(),
+        compiled,
         pre,
         warm: AtomicBool::new(false),
     })
@@ -217,7 +503,9 @@ fn check_header(wasm: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn check_manifest(manifest: &Manifest) -> Result<Vec<(String, RoutePattern)>> {
+/// The plugin's routes: the sidecar's when it has some, else the
+/// manifest's; each method known and each pattern valid.
+fn check_manifest(manifest: &Manifest, sidecar: &Sidecar) -> Result<Vec<(String, RoutePattern)>> {
     let name_ok = !manifest.name.is_empty()
         && manifest
             .name
@@ -232,21 +520,30 @@ fn check_manifest(manifest: &Manifest) -> Result<Vec<(String, RoutePattern)>> {
     if manifest.version.is_empty() {
         bail!("manifest of {:?} has an empty version", manifest.name);
     }
-    if manifest.routes.is_empty() {
-        bail!("manifest of {:?} declares no routes", manifest.name);
+    let routes: Vec<(&str, &str)> = match &sidecar.routes {
+        Some(routes) => routes
+            .iter()
+            .map(|r| (r.method.as_str(), r.pattern.as_str()))
+            .collect(),
+        None => manifest
+            .routes
+            .iter()
+            .map(|r| (r.method.as_str(), r.pattern.as_str()))
+            .collect(),
+    };
+    if routes.is_empty() {
+        bail!("plugin {:?} declares no routes", manifest.name);
     }
-    manifest
-        .routes
-        .iter()
-        .map(|route| {
-            if !METHODS.contains(&route.method.as_str()) {
+    routes
+        .into_iter()
+        .map(|(method, pattern)| {
+            if !METHODS.contains(&method) {
                 bail!(
-                    "route method {:?} is not one of {}",
-                    route.method,
+                    "route method {method:?} is not one of {}",
                     METHODS.join(", ")
                 );
             }
-            Ok((route.method.clone(), route.pattern.parse()?))
+            Ok((method.to_owned(), pattern.parse()?))
         })
         .collect()
 }

@@ -12,13 +12,14 @@ pub mod span_api;
 mod state;
 
 use std::{
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use opentelemetry::{Context, global::BoxedTracer};
 use wasmtime::{
-    Config, Engine, Store, Trap, WasmBacktrace,
+    Cache, CacheConfig, Config, Engine, Store, Trap, WasmBacktrace,
     component::{Component, Linker},
 };
 
@@ -38,6 +39,18 @@ pub type PreparedPlugin = PluginPre<InvocationState>;
 pub struct Runtime {
     engine: Engine,
     linker: Linker<InvocationState>,
+    /// The compile cache, when on: its hit counters tell a load whether it
+    /// compiled or read compiled code back.
+    cache: Option<Cache>,
+}
+
+/// How a plugin's code was compiled.
+#[derive(Debug, Clone, Copy)]
+pub struct Compiled {
+    /// How long compiling (or reading from the cache) took.
+    pub duration: Duration,
+    /// Whether the compiled code came from the cache; `None` without one.
+    pub cache_hit: Option<bool>,
 }
 
 /// Why a call into a plugin did not produce a response.
@@ -89,14 +102,32 @@ pub struct CallTimings {
 
 impl Runtime {
     /// Creates the engine and links comb's host interfaces (WASI, tracing).
-    pub fn new() -> anyhow::Result<Self> {
-        // wasmtime's defaults fit: async support is always on in 48, and
-        // wasm backtraces (on by default) make trap reports name functions.
-        let config = Config::new();
+    ///
+    /// With `cache_dir`, compiled code is cached there, keyed by the
+    /// component's bytes and the engine's settings and version, so a restart
+    /// skips compiling; wasmtime checks each entry and recompiles a corrupt
+    /// or stale one.
+    pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+        // wasmtime's defaults fit otherwise: async support is always on in
+        // 48, and wasm backtraces (on by default) make traps name functions.
+        let mut config = Config::new();
+        let cache = match cache_dir {
+            Some(dir) => {
+                let mut cache_config = CacheConfig::new();
+                cache_config.with_directory(dir);
+                Some(Cache::new(cache_config)?)
+            }
+            None => None,
+        };
+        config.cache(cache.clone());
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         state::add_to_linker(&mut linker)?;
-        Ok(Runtime { engine, linker })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+        })
     }
 
     /// Compiles a component and links it against comb's imports.
@@ -104,10 +135,21 @@ impl Runtime {
     /// Fails with a readable reason when the bytes are not a component, or
     /// the component imports something comb does not provide or lacks an
     /// export of the `plugin` world.
-    pub fn prepare(&self, wasm: &[u8]) -> anyhow::Result<PreparedPlugin> {
+    ///
+    /// Call it from one thread at a time: the cache hit is read from the
+    /// cache's counters around the compile.
+    pub fn prepare(&self, wasm: &[u8]) -> anyhow::Result<(PreparedPlugin, Compiled)> {
+        let hits_before = self.cache.as_ref().map(Cache::cache_hits);
+        let started = Instant::now();
         let component = Component::from_binary(&self.engine, wasm)?;
+        let compiled = Compiled {
+            duration: started.elapsed(),
+            cache_hit: hits_before
+                .zip(self.cache.as_ref())
+                .map(|(before, cache)| cache.cache_hits() > before),
+        };
         let pre = self.linker.instantiate_pre(&component)?;
-        Ok(PluginPre::new(pre)?)
+        Ok((PluginPre::new(pre)?, compiled))
     }
 
     /// Calls the plugin's `manifest.describe` in a throwaway instance.

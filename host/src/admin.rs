@@ -1,0 +1,18 @@
+//! The admin listener: what is deployed, for people and scripts. Served
+//! apart from the plugins' routes, on loopback by default.
+
+use axum::{Json, Router, extract::State, routing::get};
+
+use crate::plugins::{FileReport, SharedReports};
+
+/// The admin app: `GET /_comb/plugins` lists every plugin file with its
+/// state (serving, or failed with the reason) and what serves from it.
+pub fn app(reports: SharedReports) -> Router {
+    Router::new()
+        .route("/_comb/plugins", get(list_plugins))
+        .with_state(reports)
+}
+
+async fn list_plugins(State(reports): State<SharedReports>) -> Json<Vec<FileReport>> {
+    Json(reports.load().as_ref().clone())
+}
