@@ -50,7 +50,7 @@ pub enum Command {
     /// wraps it in an OpenTelemetry span. Traces go to the OTLP endpoint in
     /// OTEL_EXPORTER_OTLP_ENDPOINT; without one, comb exports nothing and
     /// logs one line per request instead.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Check every plugin in a folder without serving, and print a table.
     ///
     /// Loads each `*.wasm` exactly as `comb serve` would (compile, link,

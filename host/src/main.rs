@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         .and_then(|runtime| {
             runtime.block_on(async {
                 match cli.command {
-                    Command::Serve(config) => serve(config).await,
+                    Command::Serve(config) => serve(*config).await,
                     Command::Plugins(config) => check_plugins(config).await,
                 }
             })

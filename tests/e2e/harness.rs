@@ -178,7 +178,6 @@ impl Comb {
     }
 
     /// The path of a plugin file inside the served folder.
-    #[allow(dead_code, reason = "used by later lifecycle tests")]
     pub fn plugin_path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
     }

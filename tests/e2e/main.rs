@@ -6,6 +6,7 @@
 
 mod cruddur;
 mod harness;
+mod lifecycle;
 mod otlp;
 mod serve;
 mod traces;

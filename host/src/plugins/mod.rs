@@ -462,7 +462,9 @@ async fn load_file(
     let (pre, compiled) = tokio::task::spawn_blocking(move || compiler.prepare(&wasm))
         .await
         .context("the compile task panicked")?
-        .context("not a loadable comb plugin component")?;
+        .context(
+            "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit)",
+        )?;
     tracing::debug!(file = %file.display(), elapsed = ?started.elapsed(), "compiled");
     // The manifest call gets a throwaway tracer: its spans, if any, belong
     // to no request.

@@ -1,0 +1,358 @@
+//! The plugin lifecycle against the real binary: files added, replaced,
+//! removed and broken while comb serves.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::harness::{Comb, Options, client, get_json, plugins};
+
+/// How long a change may take to show; generous for a loaded 2-core box
+/// compiling in a debug build. (The goal of about 1 s is measured by the
+/// benchmark, not asserted here.)
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it holds or [`CHANGE_TIMEOUT`] passes.
+async fn eventually<F, Fut>(what: &str, comb: &Comb, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; comb's log:\n{}",
+            comb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn reports(comb: &Comb) -> Vec<Value> {
+    let (status, list) = get_json(&format!("{}/_comb/plugins", comb.admin_url)).await;
+    assert_eq!(status, 200);
+    list.as_array().unwrap().clone()
+}
+
+async fn report(comb: &Comb, file: &str) -> Option<Value> {
+    reports(comb).await.into_iter().find(|r| r["file"] == file)
+}
+
+/// Copies a built plugin into the folder the way `cp` does: in place.
+fn copy_in(comb: &Comb, plugin: &str, as_file: &str) {
+    std::fs::copy(plugins().wasm(plugin), comb.plugin_path(as_file)).unwrap();
+}
+
+fn is_v2(body: &Value) -> bool {
+    body.get("version").and_then(Value::as_i64) == Some(2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_copied_in_serves_and_a_deleted_one_is_gone() {
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        ..Default::default()
+    });
+    assert_eq!(get_json(&comb.at("/faulty/ok")).await.0, 404);
+    copy_in(&comb, "faulty", "faulty.wasm");
+    eventually("the new plugin serves", &comb, || async {
+        get_json(&comb.at("/faulty/ok")).await.0 == 200
+    })
+    .await;
+    let listed = report(&comb, "faulty.wasm").await.expect("listed");
+    assert_eq!(listed["state"], "serving");
+    assert_eq!(listed["plugin"]["name"], "faulty");
+    assert_eq!(listed["plugin"]["routes"][0], "GET /faulty/ok");
+
+    std::fs::remove_file(comb.plugin_path("faulty.wasm")).unwrap();
+    eventually("the deleted plugin's routes are gone", &comb, || async {
+        get_json(&comb.at("/faulty/ok")).await.0 == 404
+    })
+    .await;
+    assert!(report(&comb, "faulty.wasm").await.is_none());
+    assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_plugin_under_load_drops_no_request() {
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        ..Default::default()
+    });
+    let url = comb.at("/api/activities/home");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Two clients hammer the route over loopback while the file is swapped.
+    let hammers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = client();
+                let (mut old, mut new) = (0, 0);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
+                {
+                    let response = client.get(&url).send().await.expect("a response");
+                    let status = response.status().as_u16();
+                    let body: Value =
+                        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+                    assert_eq!(status, 200, "{body}");
+                    if is_v2(&body) {
+                        new += 1;
+                    } else {
+                        assert_eq!(
+                            body.as_array().map(Vec::len),
+                            Some(3),
+                            "the old body or the new: {body}"
+                        );
+                        old += 1;
+                    }
+                }
+                (old, new)
+            })
+        })
+        .collect();
+    for round in 0..3 {
+        for (plugin, v2) in [("home_activities_v2", true), ("home_activities", false)] {
+            copy_in(&comb, plugin, "home_activities.wasm");
+            eventually(
+                &format!("round {round}: {plugin} serves"),
+                &comb,
+                || async { is_v2(&get_json(&url).await.1) == v2 },
+            )
+            .await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut old, mut new) = (0, 0);
+    for hammer in hammers {
+        let (o, n) = hammer.await.expect("no client saw an error");
+        old += o;
+        new += n;
+    }
+    assert!(
+        old > 0 && new > 0,
+        "both versions answered: {old} old, {new} new"
+    );
+    eprintln!("{old} responses from the old build, {new} from the new, none failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_files_are_rejected_with_their_reason_and_the_old_version_keeps_serving() {
+    let comb = Comb::start(Options {
+        plugins: &["home_activities", "faulty"],
+        ..Default::default()
+    });
+    let cases: [(&str, &dyn Fn(&Path), &str); 6] = [
+        (
+            "garbage",
+            &|path| std::fs::write(path, b"not wasm at all").unwrap(),
+            "not a WebAssembly file",
+        ),
+        (
+            "truncated",
+            &|path| {
+                let bytes = std::fs::read(plugins().wasm("home_activities")).unwrap();
+                std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap()
+            },
+            "targeting comb:plugin@0.1.0",
+        ),
+        (
+            "core module",
+            &|path| std::fs::write(path, b"\0asm\x01\0\0\0").unwrap(),
+            "a core WebAssembly module, not a component",
+        ),
+        (
+            "wrong world",
+            &|path| {
+                std::fs::copy(plugins().wasm("wrong_world"), path).unwrap();
+            },
+            "no exported instance named `comb:plugin/manifest@0.1.0`",
+        ),
+        (
+            "invalid routes",
+            &|path| {
+                std::fs::copy(plugins().wasm("bad_manifest"), path).unwrap();
+            },
+            "must start with '/'",
+        ),
+        (
+            "route clash",
+            &|path| {
+                std::fs::copy(plugins().wasm("home_activities_v2"), path).unwrap();
+            },
+            "already served by plugin \"home_activities\"",
+        ),
+    ];
+    for (what, write, reason) in cases {
+        // Break the serving faulty.wasm in place, and add a new broken file.
+        write(&comb.plugin_path("faulty.wasm"));
+        write(&comb.plugin_path("zz_new.wasm"));
+        eventually(&format!("{what} is reported"), &comb, || async {
+            let faulty = report(&comb, "faulty.wasm").await.unwrap();
+            let new = report(&comb, "zz_new.wasm").await;
+            faulty["state"] == "failed" && new.is_some_and(|n| n["state"] == "failed")
+        })
+        .await;
+        let faulty = report(&comb, "faulty.wasm").await.unwrap();
+        let text = faulty["reason"].as_str().unwrap();
+        assert!(text.contains(reason), "{what}: {text}");
+        if what != "route clash" {
+            // The previous build is still listed and still serving.
+            assert_eq!(faulty["plugin"]["name"], "faulty", "{what}");
+            assert_eq!(
+                get_json(&comb.at("/faulty/ok")).await.0,
+                200,
+                "{what}: the old faulty still serves"
+            );
+        }
+        assert!(report(&comb, "zz_new.wasm").await.unwrap()["plugin"].is_null());
+        assert!(
+            comb.log().lines().any(|l| l.contains("plugin rejected")
+                && l.contains("zz_new.wasm")
+                && l.contains(reason)),
+            "{what}: one log line names the file and the reason"
+        );
+        assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
+        // Put the good build back before the next case.
+        copy_in(&comb, "faulty", "faulty.wasm");
+        std::fs::remove_file(comb.plugin_path("zz_new.wasm")).unwrap();
+        eventually("faulty serves again", &comb, || async {
+            report(&comb, "faulty.wasm").await.unwrap()["state"] == "serving"
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_copied_file_is_never_served() {
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        ..Default::default()
+    });
+    let url = comb.at("/api/activities/home");
+    let bytes = std::fs::read(plugins().wasm("home_activities_v2")).unwrap();
+    let path = comb.plugin_path("home_activities.wasm");
+    // A slow copy: half now, the rest a good while later.
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let pause = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < pause {
+        let (status, body) = get_json(&url).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!is_v2(&body), "the half file is not loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    eventually("the complete file serves", &comb, || async {
+        is_v2(&get_json(&url).await.1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_overrides_routes_and_a_bad_one_names_line_and_column() {
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        ..Default::default()
+    });
+    std::fs::write(
+        comb.plugin_path("home_activities.toml"),
+        "routes = [{ method = \"GET\", pattern = \"/v2/home\" }]\n",
+    )
+    .unwrap();
+    eventually("the sidecar's route serves", &comb, || async {
+        get_json(&comb.at("/v2/home")).await.0 == 200
+    })
+    .await;
+    assert_eq!(
+        get_json(&comb.at("/api/activities/home")).await.0,
+        404,
+        "the sidecar replaces the manifest's routes"
+    );
+
+    std::fs::write(
+        comb.plugin_path("home_activities.toml"),
+        "routes = [\n  { method = \"GET\", patern = \"/x\" },\n]\n",
+    )
+    .unwrap();
+    eventually("the bad sidecar is reported", &comb, || async {
+        report(&comb, "home_activities.wasm").await.unwrap()["state"] == "failed"
+    })
+    .await;
+    let reason = report(&comb, "home_activities.wasm").await.unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("line 2, column") && reason.contains("patern"),
+        "{reason}"
+    );
+    assert_eq!(
+        get_json(&comb.at("/v2/home")).await.0,
+        200,
+        "the previous configuration keeps serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_warm_cache_compiles_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = Comb::start(Options {
+        plugins: &["home_activities", "faulty"],
+        cache_dir: Some(cache.path()),
+        ..Default::default()
+    });
+    for report in reports(&first).await {
+        assert_eq!(report["plugin"]["cache_hit"], false, "cold: {report}");
+    }
+    let dir = {
+        let mut first = first;
+        assert!(first.stop());
+        std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap())
+    };
+    let second = Comb::start(Options {
+        dir: Some(dir),
+        cache_dir: Some(cache.path()),
+        ..Default::default()
+    });
+    let reports = reports(&second).await;
+    assert_eq!(reports.len(), 2);
+    for report in reports {
+        assert_eq!(report["plugin"]["cache_hit"], true, "warm: {report}");
+    }
+    assert_eq!(get_json(&second.at("/faulty/ok")).await.0, 200);
+
+    // A corrupt cache is detected and rebuilt, never loaded blindly.
+    for entry in walk(cache.path()) {
+        std::fs::write(entry, b"corrupt").unwrap();
+    }
+    let dir = {
+        let mut second = second;
+        assert!(second.stop());
+        std::mem::replace(&mut second.dir, tempfile::tempdir().unwrap())
+    };
+    let third = Comb::start(Options {
+        dir: Some(dir),
+        cache_dir: Some(cache.path()),
+        ..Default::default()
+    });
+    assert_eq!(get_json(&third.at("/faulty/ok")).await.0, 200);
+    assert_eq!(get_json(&third.at("/api/activities/home")).await.0, 200);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
