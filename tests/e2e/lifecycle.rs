@@ -140,13 +140,16 @@ async fn replacing_a_plugin_under_load_drops_no_request() {
     eprintln!("{old} responses from the old build, {new} from the new, none failed");
 }
 
+/// Writes one kind of broken plugin file at a path.
+type BreakFile = dyn Fn(&Path);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_files_are_rejected_with_their_reason_and_the_old_version_keeps_serving() {
     let comb = Comb::start(Options {
         plugins: &["home_activities", "faulty"],
         ..Default::default()
     });
-    let cases: [(&str, &dyn Fn(&Path), &str); 6] = [
+    let cases: [(&str, &BreakFile, &str); 6] = [
         (
             "garbage",
             &|path| std::fs::write(path, b"not wasm at all").unwrap(),
