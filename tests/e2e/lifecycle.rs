@@ -8,7 +8,10 @@ use std::{
 
 use serde_json::Value;
 
-use crate::harness::{Comb, Options, client, get_json, plugins};
+use crate::{
+    harness::{Comb, Options, client, get_json, plugins},
+    otlp::Receiver,
+};
 
 /// How long a change may take to show; generous for a loaded 2-core box
 /// compiling in a debug build. (The goal of about 1 s is measured by the
@@ -358,4 +361,105 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_load_is_a_plugin_load_span() {
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        files: &[("garbage.wasm", b"nope")],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Default::default()
+    });
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    let loads = loop {
+        let loads: Vec<_> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s.name == "plugin.load")
+            .collect();
+        if loads.len() >= 2 || Instant::now() > deadline {
+            break loads;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        loads.len(),
+        2,
+        "one span per file: {loads:#?}\n{}",
+        comb.log()
+    );
+    let loaded = loads
+        .iter()
+        .find(|s| s.string("plugin.file").ends_with("home_activities.wasm"))
+        .unwrap();
+    assert_eq!(loaded.parent_span_id, "", "a load is its own trace");
+    assert_eq!(loaded.string("plugin.name"), "home_activities");
+    assert_eq!(loaded.string("plugin.load.outcome"), "loaded");
+    assert_eq!(loaded.string("plugin.digest").len(), 64);
+    assert!(!loaded.bool("plugin.cache_hit"));
+    assert!(loaded.double("plugin.compile_ms") > 0.0);
+    let rejected = loads
+        .iter()
+        .find(|s| s.string("plugin.file").ends_with("garbage.wasm"))
+        .unwrap();
+    assert_eq!(rejected.string("plugin.load.outcome"), "rejected");
+    assert_eq!(rejected.status_code, 2);
+    assert!(
+        rejected.status_message.contains("not a WebAssembly file"),
+        "{}",
+        rejected.status_message
+    );
+}
+
+#[test]
+fn comb_plugins_checks_a_folder_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        plugins().wasm("home_activities"),
+        dir.path().join("home_activities.wasm"),
+    )
+    .unwrap();
+    let check = |dir: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
+            .args(["plugins", "--no-cache", "--plugins"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let output = check(dir.path());
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("home_activities.wasm")
+            && l.contains("serving")
+            && l.contains("GET /api/activities/home")),
+        "{table}"
+    );
+
+    std::fs::copy(
+        plugins().wasm("wrong_world"),
+        dir.path().join("wrong_world.wasm"),
+    )
+    .unwrap();
+    let output = check(dir.path());
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !output.status.success(),
+        "a failing file fails the check:\n{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("wrong_world.wasm"))
+        .expect("a row per file");
+    assert!(
+        row.contains("failed")
+            && row.contains("comb:plugin/manifest@0.1.0")
+            && row.contains("the component exports nothing"),
+        "{row}"
+    );
 }

@@ -149,7 +149,22 @@ impl Runtime {
                 .map(|(before, cache)| cache.cache_hits() > before),
         };
         let pre = self.linker.instantiate_pre(&component)?;
-        Ok((PluginPre::new(pre)?, compiled))
+        let pre = PluginPre::new(pre).map_err(|error| {
+            // Say what the component does export: typically the same
+            // interfaces at another version of the WIT package.
+            let exports: Vec<String> = component
+                .component_type()
+                .exports(&self.engine)
+                .map(|(name, _)| name.to_owned())
+                .collect();
+            let exports = if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            };
+            anyhow::Error::from(error).context(format!("the component exports {exports}"))
+        })?;
+        Ok((pre, compiled))
     }
 
     /// Calls the plugin's `manifest.describe` in a throwaway instance.
