@@ -10,16 +10,13 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::limits::{self, Limits};
+
 /// Where comb listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Where the admin listener listens when `--admin-listen` is not given.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
-
-/// The largest request body comb reads into memory for a plugin (1 MiB):
-/// Cruddur's JSON bodies are a few hundred bytes; anything near this is a
-/// mistake or an attack, answered 413 before a plugin runs.
-pub const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
 
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor
 /// `OTEL_RESOURCE_ATTRIBUTES` names the service.
@@ -56,7 +53,19 @@ pub enum Command {
     /// Loads each `*.wasm` exactly as `comb serve` would (compile, link,
     /// manifest, sidecar, route clashes) and exits non-zero when any file
     /// fails: useful in a plugin's CI.
-    Plugins(PluginsConfig),
+    Plugins(CheckConfig),
+}
+
+/// What `comb plugins` needs: the folder and the limits (a sidecar may be
+/// invalid against them).
+#[derive(Debug, Clone, Args)]
+pub struct CheckConfig {
+    /// The plugins folder and the compile cache.
+    #[command(flatten)]
+    pub plugins: PluginsConfig,
+    /// Per-plugin limits.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
 }
 
 /// Where the plugins are and how their compiled code is cached.
@@ -77,6 +86,16 @@ pub struct PluginsConfig {
 }
 
 impl PluginsConfig {
+    /// The engine settings for these plugins under `limits`.
+    pub fn engine(&self, limits: &LimitsConfig) -> crate::runtime::EngineConfig {
+        crate::runtime::EngineConfig {
+            cache_dir: self.cache_dir(),
+            max_memory_bytes: limits.memory_bytes,
+            fuel: limits.fuel.is_some(),
+            pooling: !limits.no_pooling,
+        }
+    }
+
     /// The cache folder to use, or `None` when caching is off (or no home
     /// folder is known).
     pub fn cache_dir(&self) -> Option<PathBuf> {
@@ -115,9 +134,9 @@ pub struct ServeConfig {
     #[arg(long, env = "COMB_NO_ADMIN")]
     pub no_admin: bool,
 
-    /// The largest request body accepted, in bytes; larger bodies get 413.
-    #[arg(long, env = "COMB_MAX_REQUEST_BODY", default_value_t = DEFAULT_MAX_REQUEST_BODY, value_name = "BYTES")]
-    pub max_request_body: usize,
+    /// Per-plugin limits.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
 
     /// Origins allowed to call comb from a browser (CORS), comma-separated,
     /// e.g. Cruddur's frontend `http://localhost:3000`. Preflights are
@@ -135,6 +154,56 @@ pub struct ServeConfig {
     /// OpenTelemetry settings.
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+}
+
+/// Limits for every plugin's calls; a sidecar's `[limits]` may change them
+/// per plugin.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits (per plugin; a sidecar [limits] table overrides)")]
+pub struct LimitsConfig {
+    /// Wall-clock deadline of one call, in milliseconds; past it: 504.
+    #[arg(long = "deadline-ms", env = "COMB_DEADLINE_MS", default_value_t = limits::DEFAULT_DEADLINE.as_millis() as u64, value_name = "MS")]
+    pub deadline_ms: u64,
+
+    /// Linear memory of one instance, in bytes; past it the call traps (500).
+    /// Also sizes the pooling allocator's slots: sidecars may only lower it.
+    #[arg(long = "memory-limit", env = "COMB_MEMORY_LIMIT", default_value_t = limits::DEFAULT_MEMORY_BYTES, value_name = "BYTES")]
+    pub memory_bytes: usize,
+
+    /// Meter calls with fuel, this many units per call; exhausted: 500.
+    /// Off by default: metering slows every call.
+    #[arg(long = "fuel", env = "COMB_FUEL", value_name = "UNITS")]
+    pub fuel: Option<u64>,
+
+    /// Calls one plugin may run at once; more get 503 with Retry-After.
+    #[arg(long = "max-concurrency", env = "COMB_MAX_CONCURRENCY", default_value_t = limits::DEFAULT_MAX_CONCURRENCY, value_name = "N")]
+    pub max_concurrency: usize,
+
+    /// The largest request body, in bytes; larger ones get 413.
+    #[arg(long = "max-request-body", env = "COMB_MAX_REQUEST_BODY", default_value_t = limits::DEFAULT_MAX_REQUEST_BODY, value_name = "BYTES")]
+    pub max_request_body: usize,
+
+    /// The largest response body a plugin may return, in bytes; larger: 500.
+    #[arg(long = "max-response-body", env = "COMB_MAX_RESPONSE_BODY", default_value_t = limits::DEFAULT_MAX_RESPONSE_BODY, value_name = "BYTES")]
+    pub max_response_body: usize,
+
+    /// Allocate instances on demand instead of from the pooling allocator.
+    #[arg(long = "no-pooling", env = "COMB_NO_POOLING")]
+    pub no_pooling: bool,
+}
+
+impl LimitsConfig {
+    /// The default limits every plugin starts from.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            deadline: Duration::from_millis(self.deadline_ms),
+            memory_bytes: self.memory_bytes,
+            fuel: self.fuel,
+            max_concurrency: self.max_concurrency.max(1),
+            max_request_body: self.max_request_body,
+            max_response_body: self.max_response_body,
+        }
+    }
 }
 
 /// OpenTelemetry settings, from the standard `OTEL_*` environment variables.

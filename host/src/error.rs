@@ -11,13 +11,18 @@ use serde_json::json;
 
 use crate::runtime::{HandlerError, InvokeError};
 
+/// How long a client should wait after a 503, in seconds: calls finish in
+/// milliseconds, so a slot is free again almost at once.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
 /// An error response: status, a stable machine-readable code, a message.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    allow: Option<String>,
+    /// Extra headers: `Allow` for 405, `Retry-After` for 503.
+    headers: Vec<(header::HeaderName, String)>,
 }
 
 impl ApiError {
@@ -26,8 +31,13 @@ impl ApiError {
             status,
             code,
             message,
-            allow: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     /// 404: no plugin serves this path.
@@ -43,7 +53,7 @@ impl ApiError {
     pub fn method_not_allowed(method: &http::Method, path: &str, allowed: &[String]) -> Self {
         let allow = allowed.join(", ");
         ApiError {
-            allow: Some(allow.clone()),
+            headers: vec![(header::ALLOW, allow.clone())],
             ..Self::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -79,6 +89,27 @@ impl ApiError {
         )
     }
 
+    /// 503 with `Retry-After`: the plugin runs as many calls as it may.
+    pub fn overloaded(plugin: &str) -> Self {
+        ApiError {
+            headers: vec![(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                format!("plugin {plugin} is running as many calls as it may; retry shortly"),
+            )
+        }
+    }
+
+    /// 500: the plugin's response is larger than its limit.
+    pub fn response_too_large(plugin: &str, limit: usize) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response_too_large",
+            format!("plugin {plugin} returned a body larger than {limit} bytes"),
+        )
+    }
+
     /// The answer for a call that produced no response.
     pub fn from_invoke(plugin: &str, error: &InvokeError) -> Self {
         match error {
@@ -90,11 +121,33 @@ impl ApiError {
                 "plugin_error",
                 format!("plugin {plugin} failed: {message}"),
             ),
-            InvokeError::Trap { message, .. } => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "plugin_trapped",
-                format!("plugin {plugin} trapped: {message}"),
-            ),
+            InvokeError::Trap {
+                error_type,
+                message,
+                ..
+            } => match error_type.as_str() {
+                "wasm.trap.deadline" => Self::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "deadline_exceeded",
+                    format!("plugin {plugin} did not answer within its deadline"),
+                ),
+                "wasm.trap.fuel" => Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "fuel_exhausted",
+                    format!("plugin {plugin} ran out of fuel"),
+                ),
+                "wasm.memory_limit" => Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "memory_limit",
+                    format!("plugin {plugin} exceeded its memory: {message}"),
+                ),
+                _ => Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "plugin_trapped",
+                    format!("plugin {plugin} trapped: {message}"),
+                ),
+            },
+            InvokeError::Overloaded => Self::overloaded(plugin),
             InvokeError::Instantiate(message) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "instantiate_failed",
@@ -108,11 +161,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
-        if let Some(allow) = self
-            .allow
-            .and_then(|allow| HeaderValue::from_str(&allow).ok())
-        {
-            response.headers_mut().insert(header::ALLOW, allow);
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
         }
         response
     }

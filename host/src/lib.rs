@@ -11,6 +11,7 @@
 //! - [`spans`]: the span model: names, kinds, attributes.
 //! - [`telemetry`]: the OTel SDK, OTLP exporter and propagators.
 //! - [`admin`]: the admin listener's routes (the plugin list).
+//! - [`limits`]: per-plugin limits and their enforcement.
 //!
 //! [`config`] parses flags and `OTEL_*` environment once; [`run`] serves.
 
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod plugins;
 pub mod runtime;
 pub mod server;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use comb::{
-    config::{Cli, Command, PluginsConfig, ServeConfig},
+    config::{CheckConfig, Cli, Command, PluginsConfig, ServeConfig},
     telemetry::{Destination, Telemetry},
 };
 use tracing_subscriber::EnvFilter;
@@ -102,10 +102,16 @@ fn check_folder(config: &PluginsConfig) -> Result<()> {
 
 /// `comb plugins`: load every file as `serve` would, print a table, fail
 /// when any file fails.
-async fn check_plugins(config: PluginsConfig) -> Result<()> {
-    check_folder(&config)?;
-    let runtime = std::sync::Arc::new(comb::runtime::Runtime::new(config.cache_dir().as_deref())?);
-    let mut plugins = comb::plugins::Plugins::new(runtime, config.plugins.clone());
+async fn check_plugins(config: CheckConfig) -> Result<()> {
+    check_folder(&config.plugins)?;
+    let runtime = std::sync::Arc::new(comb::runtime::Runtime::new(
+        &config.plugins.engine(&config.limits),
+    )?);
+    let mut plugins = comb::plugins::Plugins::new(
+        runtime,
+        config.plugins.plugins.clone(),
+        config.limits.limits(),
+    );
     comb::plugins::watch::reload_until_settled(&mut plugins).await?;
     let reports = plugins.reports().load_full();
     println!(

@@ -39,9 +39,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let runtime = Arc::new(
-        Runtime::new(config.plugins.cache_dir().as_deref()).context("creating the wasm engine")?,
+        Runtime::new(&config.plugins.engine(&config.limits)).context("creating the wasm engine")?,
     );
-    let plugins = Plugins::new(runtime.clone(), config.plugins.plugins.clone());
+    tracing::info!(
+        pooling = runtime.pooled(),
+        fuel = runtime.fuel(),
+        "wasm engine ready; default limits: {:?}",
+        config.limits.limits()
+    );
+    let plugins = Plugins::new(
+        runtime.clone(),
+        config.plugins.plugins.clone(),
+        config.limits.limits(),
+    );
     let (routes, reports) = (plugins.routes(), plugins.reports());
     plugins::watch::load_and_watch(plugins).await?;
     if routes.load().routes().is_empty() {
@@ -54,7 +64,6 @@ pub async fn run(
         routes,
         runtime,
         tracer: spans::host_tracer(),
-        max_request_body: config.max_request_body,
         cors_allowed_origins: config.cors_allowed_origins,
     });
     // One shutdown signal for both listeners.
@@ -101,8 +110,6 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     /// The tracer for server and invocation spans.
     pub tracer: BoxedTracer,
-    /// The largest request body read, in bytes.
-    pub max_request_body: usize,
     /// Origins allowed by CORS; none means no CORS headers at all.
     pub cors_allowed_origins: Vec<HeaderValue>,
 }
@@ -216,9 +223,24 @@ async fn call_plugin(
     parts: Parts,
     body: Body,
 ) -> (Response, Option<String>) {
-    let body = match read_body(&parts, body, state.max_request_body).await {
+    let limits = &plugin.limits;
+    let body = match read_body(&parts, body, limits.max_request_body).await {
         Ok(body) => body,
-        Err(error) => return (error.into_response(), None),
+        Err(error) => {
+            if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                spans::record_limit_hit(server_cx, "request_body");
+            }
+            return (error.into_response(), None);
+        }
+    };
+    // Refuse rather than queue: a queue without bound is how one slow
+    // plugin takes the host's memory down.
+    let Some(_slot) = plugin.try_slot() else {
+        spans::record_limit_hit(server_cx, "concurrency");
+        return (
+            ApiError::overloaded(&plugin.name).into_response(),
+            Some("plugin.overloaded".to_owned()),
+        );
     };
     let request = runtime::Request {
         method: parts.method.as_str().to_owned(),
@@ -242,6 +264,7 @@ async fn call_plugin(
         &state.tracer,
         server_cx,
         &plugin.identity(),
+        limits,
         plugin.take_coldstart(),
     );
     let (result, timings) = plugin
@@ -249,6 +272,14 @@ async fn call_plugin(
         .await;
     spans::end_invocation_span(&invocation_cx, &timings, result.as_ref().err());
     match result {
+        Ok(response) if response.body.len() > limits.max_response_body => {
+            spans::record_limit_hit(server_cx, "response_body");
+            (
+                ApiError::response_too_large(&plugin.name, limits.max_response_body)
+                    .into_response(),
+                Some("plugin.response_too_large".to_owned()),
+            )
+        }
         Ok(response) => match into_http(response) {
             Ok(response) => (response, None),
             Err(reason) => (
@@ -316,12 +347,20 @@ mod tests {
     use super::*;
     use crate::plugins::RouteTable;
 
+    fn test_engine() -> crate::runtime::EngineConfig {
+        crate::runtime::EngineConfig {
+            cache_dir: None,
+            max_memory_bytes: crate::limits::DEFAULT_MEMORY_BYTES,
+            fuel: false,
+            pooling: false,
+        }
+    }
+
     fn empty_app(cors_allowed_origins: Vec<HeaderValue>) -> Router {
         app(Arc::new(AppState {
             routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
-            runtime: Arc::new(Runtime::new(None).unwrap()),
+            runtime: Arc::new(Runtime::new(&test_engine()).unwrap()),
             tracer: spans::host_tracer(),
-            max_request_body: 16,
             cors_allowed_origins,
         }))
     }

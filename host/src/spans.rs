@@ -21,7 +21,10 @@ use opentelemetry::{
     trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _},
 };
 
-use crate::runtime::{CallTimings, HandlerError, InvokeError};
+use crate::{
+    limits::Limits,
+    runtime::{CallStats, HandlerError, InvokeError},
+};
 
 /// Attribute keys: OTel semantic conventions where they exist, comb's own
 /// `plugin.*` keys otherwise.
@@ -52,6 +55,23 @@ pub mod attributes {
     pub const PLUGIN_CACHE_HIT: &str = "plugin.cache_hit";
     /// On `plugin.load`: `loaded` or `rejected`.
     pub const PLUGIN_LOAD_OUTCOME: &str = "plugin.load.outcome";
+    /// The call's wall-clock deadline, ms (i64).
+    pub const PLUGIN_LIMIT_DEADLINE_MS: &str = "plugin.limit.deadline_ms";
+    /// The call's linear-memory cap, bytes (i64).
+    pub const PLUGIN_LIMIT_MEMORY_BYTES: &str = "plugin.limit.memory_bytes";
+    /// The call's fuel, when metering is on (i64).
+    pub const PLUGIN_LIMIT_FUEL: &str = "plugin.limit.fuel";
+    /// How many calls of the plugin may run at once (i64).
+    pub const PLUGIN_LIMIT_MAX_CONCURRENCY: &str = "plugin.limit.max_concurrency";
+    /// Which limit ended the call: `deadline`, `memory`, `fuel`,
+    /// `concurrency`, `request_body` or `response_body`.
+    pub const PLUGIN_LIMIT_HIT: &str = "plugin.limit.hit";
+    /// Milliseconds executing guest code, host calls excluded (f64).
+    pub const PLUGIN_GUEST_CPU_MS: &str = "plugin.guest_cpu_ms";
+    /// The most linear memory the instance held, bytes (i64).
+    pub const PLUGIN_MEMORY_PEAK_BYTES: &str = "plugin.memory.peak_bytes";
+    /// Fuel consumed, when metering is on (i64).
+    pub const PLUGIN_FUEL_CONSUMED: &str = "plugin.fuel.consumed";
 }
 
 /// The instrumentation scope of comb's own spans.
@@ -199,43 +219,83 @@ pub fn start_invocation_span(
     tracer: &BoxedTracer,
     parent: &Context,
     plugin: &PluginIdentity<'_>,
+    limits: &Limits,
     coldstart: bool,
 ) -> Context {
+    let mut attributes = vec![
+        KeyValue::new(attributes::PLUGIN_NAME, plugin.name.to_owned()),
+        KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.to_owned()),
+        KeyValue::new(attributes::PLUGIN_DIGEST, plugin.digest.to_owned()),
+        KeyValue::new(attributes::FAAS_TRIGGER, "http"),
+        KeyValue::new(attributes::FAAS_COLDSTART, coldstart),
+        KeyValue::new(
+            attributes::PLUGIN_LIMIT_DEADLINE_MS,
+            limits.deadline.as_millis() as i64,
+        ),
+        KeyValue::new(
+            attributes::PLUGIN_LIMIT_MEMORY_BYTES,
+            limits.memory_bytes as i64,
+        ),
+        KeyValue::new(
+            attributes::PLUGIN_LIMIT_MAX_CONCURRENCY,
+            limits.max_concurrency as i64,
+        ),
+    ];
+    if let Some(fuel) = limits.fuel {
+        attributes.push(KeyValue::new(attributes::PLUGIN_LIMIT_FUEL, fuel as i64));
+    }
     let span = tracer
         .span_builder(format!("invoke {}", plugin.name))
         .with_kind(SpanKind::Internal)
-        .with_attributes([
-            KeyValue::new(attributes::PLUGIN_NAME, plugin.name.to_owned()),
-            KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.to_owned()),
-            KeyValue::new(attributes::PLUGIN_DIGEST, plugin.digest.to_owned()),
-            KeyValue::new(attributes::FAAS_TRIGGER, "http"),
-            KeyValue::new(attributes::FAAS_COLDSTART, coldstart),
-        ])
+        .with_attributes(attributes)
         .start_with_context(tracer, parent);
     parent.with_span(span)
 }
 
-/// Records how the call went and ends the invocation span.
-pub fn end_invocation_span(cx: &Context, timings: &CallTimings, failure: Option<&InvokeError>) {
+/// Records what the call took and used, how it failed if it did, and ends
+/// the invocation span.
+pub fn end_invocation_span(cx: &Context, stats: &CallStats, failure: Option<&InvokeError>) {
     let span = cx.span();
     span.set_attributes([
+        KeyValue::new(attributes::PLUGIN_INSTANTIATE_MS, millis(stats.instantiate)),
+        KeyValue::new(attributes::PLUGIN_CALL_MS, millis(stats.call)),
+        KeyValue::new(attributes::PLUGIN_GUEST_CPU_MS, millis(stats.guest_cpu)),
         KeyValue::new(
-            attributes::PLUGIN_INSTANTIATE_MS,
-            millis(timings.instantiate),
+            attributes::PLUGIN_MEMORY_PEAK_BYTES,
+            stats.memory_peak as i64,
         ),
-        KeyValue::new(attributes::PLUGIN_CALL_MS, millis(timings.call)),
     ]);
+    if let Some(fuel) = stats.fuel_consumed {
+        span.set_attribute(KeyValue::new(attributes::PLUGIN_FUEL_CONSUMED, fuel as i64));
+    }
+    let Some(failure) = failure else {
+        span.end();
+        return;
+    };
+    if let Some(limit) = limit_hit(failure) {
+        span.set_attribute(KeyValue::new(attributes::PLUGIN_LIMIT_HIT, limit));
+    }
     match failure {
-        None | Some(InvokeError::Guest(HandlerError::BadRequest(_))) => {}
-        Some(InvokeError::Guest(HandlerError::Internal(message))) => {
-            span.set_attribute(KeyValue::new(attributes::ERROR_TYPE, "plugin.error"));
+        InvokeError::Guest(HandlerError::BadRequest(_)) => {}
+        InvokeError::Guest(HandlerError::Internal(message)) | InvokeError::Instantiate(message) => {
+            span.set_attribute(KeyValue::new(
+                attributes::ERROR_TYPE,
+                error_type(failure).to_owned(),
+            ));
             span.set_status(Status::error(message.clone()));
         }
-        Some(InvokeError::Trap {
+        InvokeError::Overloaded => {
+            span.set_attribute(KeyValue::new(
+                attributes::ERROR_TYPE,
+                error_type(failure).to_owned(),
+            ));
+            span.set_status(Status::error(failure.to_string()));
+        }
+        InvokeError::Trap {
             error_type,
             message,
             backtrace,
-        }) => {
+        } => {
             span.set_attribute(KeyValue::new(attributes::ERROR_TYPE, error_type.clone()));
             span.set_status(Status::error(message.clone()));
             let mut event = vec![
@@ -250,12 +310,30 @@ pub fn end_invocation_span(cx: &Context, timings: &CallTimings, failure: Option<
             }
             span.add_event("exception", event);
         }
-        Some(InvokeError::Instantiate(message)) => {
-            span.set_attribute(KeyValue::new(attributes::ERROR_TYPE, "wasm.instantiate"));
-            span.set_status(Status::error(message.clone()));
-        }
     }
     span.end();
+}
+
+/// Which limit a failure hit, if it was one.
+fn limit_hit(failure: &InvokeError) -> Option<&'static str> {
+    match failure {
+        InvokeError::Trap { error_type, .. } => match error_type.as_str() {
+            "wasm.trap.deadline" => Some("deadline"),
+            "wasm.trap.fuel" => Some("fuel"),
+            "wasm.memory_limit" => Some("memory"),
+            _ => None,
+        },
+        InvokeError::Overloaded => Some("concurrency"),
+        _ => None,
+    }
+}
+
+/// Records on the server span that a limit comb checks itself (request or
+/// response body size, concurrency) ended the request before or after the
+/// plugin ran.
+pub fn record_limit_hit(cx: &Context, limit: &'static str) {
+    cx.span()
+        .set_attribute(KeyValue::new(attributes::PLUGIN_LIMIT_HIT, limit));
 }
 
 /// The `error.type` the server span gets for an invocation failure.
@@ -264,6 +342,7 @@ pub fn error_type(failure: &InvokeError) -> &str {
         InvokeError::Guest(_) => "plugin.error",
         InvokeError::Trap { error_type, .. } => error_type,
         InvokeError::Instantiate(_) => "wasm.instantiate",
+        InvokeError::Overloaded => "plugin.overloaded",
     }
 }
 

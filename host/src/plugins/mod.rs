@@ -42,9 +42,13 @@ use opentelemetry::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::{
+    limits::Limits,
     runtime::{
-        CallTimings, Compiled, InvokeError, Manifest, PreparedPlugin, Request, Response, Runtime,
+        CallStats, Compiled, InvokeError, Manifest, PreparedPlugin, Request, Response, Runtime,
+        sandbox::Sandbox,
     },
     spans::{self, PluginIdentity, attributes},
 };
@@ -82,6 +86,12 @@ pub struct Plugin {
     pub loaded_at: SystemTime,
     /// How it was compiled.
     pub compiled: Compiled,
+    /// The limits its calls run under.
+    pub limits: Limits,
+    /// What it may reach beyond its memory.
+    sandbox: Sandbox,
+    /// One permit per call that may run at once.
+    slots: Arc<Semaphore>,
     pre: PreparedPlugin,
     /// The tracer its spans are started with, scoped to name and version.
     tracer: Arc<BoxedTracer>,
@@ -105,6 +115,12 @@ impl Plugin {
         }
     }
 
+    /// A slot for one call, or `None` when `max_concurrency` calls run
+    /// already: the caller answers 503 rather than queue without bound.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
     /// Whether this is the first call since the plugin was loaded.
     pub fn take_coldstart(&self) -> bool {
         !self.warm.swap(true, Ordering::Relaxed)
@@ -116,7 +132,7 @@ impl Plugin {
         runtime: &Runtime,
         request: Request,
         invocation: Context,
-    ) -> (Result<Response, InvokeError>, CallTimings) {
+    ) -> (Result<Response, InvokeError>, CallStats) {
         runtime
             .invoke(
                 &self.pre,
@@ -124,6 +140,8 @@ impl Plugin {
                 self.tracer.clone(),
                 invocation,
                 &self.name,
+                &self.limits,
+                &self.sandbox,
             )
             .await
     }
@@ -165,6 +183,8 @@ pub struct PluginReport {
 pub struct Plugins {
     runtime: Arc<Runtime>,
     dir: PathBuf,
+    /// The limits a plugin gets unless its sidecar says otherwise.
+    limits: Limits,
     files: BTreeMap<PathBuf, FileEntry>,
     routes: SharedRoutes,
     reports: SharedReports,
@@ -190,10 +210,11 @@ pub struct ReloadOutcome {
 
 impl Plugins {
     /// The plugins of `dir`, none loaded yet.
-    pub fn new(runtime: Arc<Runtime>, dir: PathBuf) -> Self {
+    pub fn new(runtime: Arc<Runtime>, dir: PathBuf, limits: Limits) -> Self {
         Plugins {
             runtime,
             dir,
+            limits,
             files: BTreeMap::new(),
             routes: Arc::default(),
             reports: Arc::default(),
@@ -319,7 +340,7 @@ impl Plugins {
             )])
             .start(&self.tracer);
         let cx = Context::new().with_span(span);
-        let result = load_file(&self.runtime, file, wasm, sidecar).await;
+        let result = load_file(&self.runtime, file, wasm, sidecar, &self.limits).await;
         let span = cx.span();
         match &result {
             Ok(plugin) => {
@@ -448,12 +469,15 @@ async fn load_file(
     file: &Path,
     wasm: Vec<u8>,
     sidecar: Option<(PathBuf, String)>,
+    defaults: &Limits,
 ) -> Result<Plugin> {
     check_header(&wasm)?;
     let sidecar = match &sidecar {
         Some((path, text)) => sidecar::parse(text, path)?,
         None => Sidecar::default(),
     };
+    let limits = defaults.with(&sidecar.limits).map_err(anyhow::Error::msg)?;
+    let sandbox = sidecar.sandbox.resolve().map_err(anyhow::Error::msg)?;
     let digest = hex::encode(Sha256::digest(&wasm));
     // Compiling is CPU-bound and can take a while: keep it off the async
     // workers that serve requests.
@@ -469,7 +493,11 @@ async fn load_file(
     // The manifest call gets a throwaway tracer: its spans, if any, belong
     // to no request.
     let manifest = runtime
-        .describe(&pre, Arc::new(spans::plugin_tracer("comb.manifest", "")))
+        .describe(
+            &pre,
+            Arc::new(spans::plugin_tracer("comb.manifest", "")),
+            &limits,
+        )
         .await
         .context("calling the plugin's manifest")?;
     let routes = check_manifest(&manifest, &sidecar)?;
@@ -483,6 +511,9 @@ async fn load_file(
         routes,
         loaded_at: SystemTime::now(),
         compiled,
+        slots: Arc::new(Semaphore::new(limits.max_concurrency)),
+        limits,
+        sandbox,
         pre,
         warm: AtomicBool::new(false),
     })

@@ -6,6 +6,12 @@
 //! routes = [
 //!     { method = "GET", pattern = "/v2/activities/home" },
 //! ]
+//!
+//! [limits]            # see crate::limits
+//! deadline_ms = 500
+//!
+//! [sandbox]           # see crate::runtime::sandbox
+//! env = ["AWS_REGION"]
 //! ```
 //!
 //! Unknown keys are errors, so a typo is reported (with its line and
@@ -16,12 +22,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Deserialize;
 
+use crate::{limits::LimitsOverride, runtime::sandbox::SandboxGrants};
+
 /// The sidecar's settings.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sidecar {
     /// Routes that replace the manifest's, when present.
     pub routes: Option<Vec<SidecarRoute>>,
+    /// Limits that replace comb's defaults for this plugin.
+    #[serde(default)]
+    pub limits: LimitsOverride,
+    /// What this plugin may reach beyond its memory.
+    #[serde(default)]
+    pub sandbox: SandboxGrants,
 }
 
 /// One route in a sidecar.

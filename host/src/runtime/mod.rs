@@ -8,23 +8,56 @@
 //! request is comb's isolation promise: nothing leaks between requests.
 
 pub mod bindings;
+pub mod sandbox;
 pub mod span_api;
 mod state;
 
 use std::{
-    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use opentelemetry::{Context, global::BoxedTracer};
 use wasmtime::{
-    Cache, CacheConfig, Config, Engine, Store, Trap, WasmBacktrace,
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    Trap, UpdateDeadline, WasmBacktrace,
     component::{Component, Linker},
 };
 
 pub use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
+use sandbox::Sandbox;
 use state::InvocationState;
+
+use crate::limits::{Limits, MemoryLimitExceeded};
+
+/// How often the engine's epoch advances (10 ms): the granularity of
+/// deadlines, and how often a long-running guest yields its worker thread.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How long a plugin's `manifest.describe` may run at load.
+pub const MANIFEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Instances the pooling allocator keeps slots for (all plugins together).
+/// More concurrent calls than this get 503, so the host's memory stays
+/// bounded at about slots × the memory limit.
+pub const POOL_INSTANCES: u32 = 256;
+
+/// Core instances per component instance a Rust `wasm32-wasip2` plugin
+/// needs (its module plus WASI adapter shims), with room to spare.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where compiled code is cached; `None` for no cache.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// The largest memory any instance may have (sizes pooling slots).
+    pub max_memory_bytes: usize,
+    /// Whether calls are metered with fuel.
+    pub fuel: bool,
+    /// Whether to try the pooling instance allocator.
+    pub pooling: bool,
+}
 
 /// How much of a guest's stderr comb keeps per call (64 KiB): enough for a
 /// panic message and its context, small enough that a chatty guest costs
@@ -39,6 +72,12 @@ pub type PreparedPlugin = PluginPre<InvocationState>;
 pub struct Runtime {
     engine: Engine,
     linker: Linker<InvocationState>,
+    /// Advances the epoch that deadlines are counted in; stops on drop.
+    _ticker: EpochTicker,
+    /// Whether instances come from the pooling allocator.
+    pooled: bool,
+    /// Whether fuel metering is on.
+    fuel: bool,
     /// The compile cache, when on: its hit counters tell a load whether it
     /// compiled or read compiled code back.
     cache: Option<Cache>,
@@ -68,8 +107,10 @@ pub enum InvokeError {
         /// The wasm backtrace, when wasmtime captured one.
         backtrace: Option<String>,
     },
-    /// Instantiation failed (the host ran out of a resource, say).
+    /// Instantiation failed.
     Instantiate(String),
+    /// Every instance slot is busy: try again shortly.
+    Overloaded,
 }
 
 impl std::fmt::Display for InvokeError {
@@ -87,31 +128,44 @@ impl std::fmt::Display for InvokeError {
                 ..
             } => write!(f, "{error_type}: {message}"),
             InvokeError::Instantiate(message) => write!(f, "instantiation failed: {message}"),
+            InvokeError::Overloaded => f.write_str("every instance slot is busy"),
         }
     }
 }
 
-/// How long the phases of one call took.
+/// What one call took and used.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CallTimings {
+pub struct CallStats {
     /// Creating the store and instantiating the component.
     pub instantiate: Duration,
-    /// The guest's `handle` call itself.
+    /// The guest's `handle` call itself, wall-clock.
     pub call: Duration,
+    /// Time executing guest code (instantiation included), without the
+    /// time spent in host calls.
+    pub guest_cpu: Duration,
+    /// The most linear memory the instance held.
+    pub memory_peak: usize,
+    /// Fuel consumed, when metering is on.
+    pub fuel_consumed: Option<u64>,
 }
 
 impl Runtime {
     /// Creates the engine and links comb's host interfaces (WASI, tracing).
     ///
-    /// With `cache_dir`, compiled code is cached there, keyed by the
+    /// With a cache dir, compiled code is cached there, keyed by the
     /// component's bytes and the engine's settings and version, so a restart
     /// skips compiling; wasmtime checks each entry and recompiles a corrupt
     /// or stale one.
-    pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Self> {
-        // wasmtime's defaults fit otherwise: async support is always on in
-        // 48, and wasm backtraces (on by default) make traps name functions.
+    pub fn new(settings: &EngineConfig) -> anyhow::Result<Self> {
         let mut config = Config::new();
-        let cache = match cache_dir {
+        // Deadlines: the epoch advances every EPOCH_TICK; each store's
+        // callback decides to yield or to interrupt. Cheaper than fuel, and
+        // it bounds wall-clock time, which is what callers wait on.
+        config.epoch_interruption(true);
+        // Fuel counts instructions: deterministic, but it costs on every
+        // call, so it is on only when asked for.
+        config.consume_fuel(settings.fuel);
+        let cache = match &settings.cache_dir {
             Some(dir) => {
                 let mut cache_config = CacheConfig::new();
                 cache_config.with_directory(dir);
@@ -120,14 +174,27 @@ impl Runtime {
             None => None,
         };
         config.cache(cache.clone());
-        let engine = Engine::new(&config)?;
+        let (engine, pooled) = engine(config, settings)?;
         let mut linker = Linker::new(&engine);
         state::add_to_linker(&mut linker)?;
         Ok(Runtime {
+            _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
+            pooled,
+            fuel: settings.fuel,
             cache,
         })
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// Whether fuel metering is on.
+    pub fn fuel(&self) -> bool {
+        self.fuel
     }
 
     /// Compiles a component and links it against comb's imports.
@@ -172,8 +239,20 @@ impl Runtime {
         &self,
         pre: &PreparedPlugin,
         tracer: Arc<BoxedTracer>,
+        limits: &Limits,
     ) -> anyhow::Result<Manifest> {
-        let mut store = self.store(InvocationState::new(tracer, Context::new(), ""));
+        let limits = Limits {
+            deadline: MANIFEST_DEADLINE,
+            ..*limits
+        };
+        let state = InvocationState::new(
+            tracer,
+            Context::new(),
+            "",
+            &Sandbox::default(),
+            limits.memory_bytes,
+        );
+        let mut store = self.store(state, &limits)?;
         let plugin = pre.instantiate_async(&mut store).await?;
         Ok(plugin
             .comb_plugin_manifest()
@@ -190,31 +269,83 @@ impl Runtime {
         tracer: Arc<BoxedTracer>,
         invocation: Context,
         plugin_name: &str,
-    ) -> (Result<Response, InvokeError>, CallTimings) {
-        let mut timings = CallTimings::default();
+        limits: &Limits,
+        sandbox: &Sandbox,
+    ) -> (Result<Response, InvokeError>, CallStats) {
+        let mut stats = CallStats::default();
         let started = Instant::now();
-        let mut store = self.store(InvocationState::new(tracer, invocation, plugin_name));
-        let plugin = match pre.instantiate_async(&mut store).await {
-            Ok(plugin) => plugin,
-            Err(error) => return (Err(InvokeError::Instantiate(format!("{error:#}"))), timings),
+        let state = InvocationState::new(
+            tracer,
+            invocation,
+            plugin_name,
+            sandbox,
+            limits.memory_bytes,
+        );
+        let mut store = match self.store(state, limits) {
+            Ok(store) => store,
+            Err(error) => return (Err(InvokeError::Instantiate(format!("{error:#}"))), stats),
         };
-        timings.instantiate = started.elapsed();
-        let called = Instant::now();
-        let result = plugin
-            .comb_plugin_handler()
-            .call_handle(&mut store, &request)
-            .await;
-        timings.call = called.elapsed();
-        let outcome = match result {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(InvokeError::Guest(error)),
-            Err(error) => Err(trap(error, &store.data().stderr())),
+        let instantiated = pre.instantiate_async(&mut store).await;
+        stats.instantiate = started.elapsed();
+        let result = match instantiated {
+            Ok(plugin) => {
+                let called = Instant::now();
+                let result = plugin
+                    .comb_plugin_handler()
+                    .call_handle(&mut store, &request)
+                    .await;
+                stats.call = called.elapsed();
+                match result {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(error)) => Err(InvokeError::Guest(error)),
+                    Err(error) => Err(trap(error, &store.data().stderr())),
+                }
+            }
+            Err(error) if is_pool_exhausted(&error) => Err(InvokeError::Overloaded),
+            Err(error)
+                if error.downcast_ref::<Trap>().is_some() || error.is::<MemoryLimitExceeded>() =>
+            {
+                Err(trap(error, &store.data().stderr()))
+            }
+            Err(error) => Err(InvokeError::Instantiate(format!("{error:#}"))),
         };
-        (outcome, timings)
+        stats.guest_cpu = store.data().guest_clock.total();
+        stats.memory_peak = store.data().limiter.peak();
+        stats.fuel_consumed = limits
+            .fuel
+            .filter(|_| self.fuel)
+            .zip(store.get_fuel().ok())
+            .map(|(given, left)| given.saturating_sub(left));
+        (result, stats)
     }
 
-    fn store(&self, state: InvocationState) -> Store<InvocationState> {
-        Store::new(&self.engine, state)
+    /// A store for one call under `limits`.
+    fn store(
+        &self,
+        state: InvocationState,
+        limits: &Limits,
+    ) -> wasmtime::Result<Store<InvocationState>> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.call_hook(|mut context, hook| {
+            context.data_mut().guest_clock.on(hook);
+            Ok(())
+        });
+        // Check the deadline at every epoch tick; in between, yield the
+        // worker thread so one busy guest cannot starve other requests.
+        let deadline = Instant::now() + limits.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        if let Some(fuel) = limits.fuel.filter(|_| self.fuel) {
+            store.set_fuel(fuel)?;
+        }
+        Ok(store)
     }
 }
 
@@ -235,15 +366,95 @@ fn trap(error: wasmtime::Error, stderr: &str) -> InvokeError {
                 .collect::<Vec<_>>()
                 .join("\n")
         });
-    let (error_type, message) = match (panic, error.downcast_ref::<Trap>()) {
-        (Some(panic), _) => ("wasm.panic".to_owned(), panic),
-        (None, Some(trap)) => (trap_type(*trap), trap.to_string()),
-        (None, None) => ("wasm.host_error".to_owned(), format!("{error:#}")),
+    let (error_type, message) = if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
+        ("wasm.memory_limit".to_owned(), limit.to_string())
+    } else {
+        match (panic, error.downcast_ref::<Trap>()) {
+            (_, Some(Trap::Interrupt)) => (
+                "wasm.trap.deadline".to_owned(),
+                "deadline exceeded".to_owned(),
+            ),
+            (_, Some(Trap::OutOfFuel)) => {
+                ("wasm.trap.fuel".to_owned(), "fuel exhausted".to_owned())
+            }
+            (Some(panic), _) => ("wasm.panic".to_owned(), panic),
+            (None, Some(trap)) => (trap_type(*trap), trap.to_string()),
+            (None, None) => ("wasm.host_error".to_owned(), format!("{error:#}")),
+        }
     };
     InvokeError::Trap {
         error_type,
         message,
         backtrace,
+    }
+}
+
+/// Whether instantiation failed because every pooling slot is in use.
+fn is_pool_exhausted(error: &wasmtime::Error) -> bool {
+    error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+}
+
+/// The engine, with the pooling allocator when this machine allows it:
+/// slots are reserved up front, so instantiating is a few copies instead
+/// of mmap calls, and the host's memory has a hard bound. Where virtual
+/// memory is too tight (a container with a low ulimit), fall back to
+/// allocating on demand, with one log line.
+fn engine(mut config: Config, settings: &EngineConfig) -> anyhow::Result<(Engine, bool)> {
+    if settings.pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(settings.max_memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(error) => tracing::warn!(
+                "pooling allocator unavailable ({error}); allocating instances on demand"
+            ),
+        }
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    }
+    Ok((Engine::new(&config)?, false))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread,
+/// which it joins when dropped.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("comb-epoch".into())
+            .spawn(move || {
+                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -1,21 +1,29 @@
 //! The data each per-request store carries: one context per host
 //! capability, each reached through its own view.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use opentelemetry::{Context, global::BoxedTracer};
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{
+    CallHook,
+    component::{Linker, ResourceTable},
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
 
 use super::{
     STDERR_CAPTURE_LIMIT,
+    sandbox::Sandbox,
     span_api::{self, SpanApiCtx, SpanApiView},
 };
+use crate::limits::MemoryLimiter;
 
 /// Store data for one invocation.
 pub struct InvocationState {
-    /// WASI: no files, no environment, no arguments, no sockets; stderr is
-    /// captured so a panic message can be reported.
+    /// WASI, as the plugin's sandbox allows; stderr is captured so a panic
+    /// message can be reported.
     wasi: WasiCtx,
     /// Handles the guest holds: WASI streams and comb spans.
     table: ResourceTable,
@@ -23,18 +31,29 @@ pub struct InvocationState {
     spans: SpanApiCtx,
     /// The guest's stderr, bounded by [`STDERR_CAPTURE_LIMIT`].
     stderr: MemoryOutputPipe,
+    /// The memory cap and high-water mark.
+    pub(super) limiter: MemoryLimiter,
+    /// Time spent executing guest code, as opposed to host calls.
+    pub(super) guest_clock: GuestClock,
 }
 
 impl InvocationState {
     /// State for one call whose invocation span is in `invocation`.
-    pub fn new(tracer: Arc<BoxedTracer>, invocation: Context, plugin_name: &str) -> Self {
+    pub fn new(
+        tracer: Arc<BoxedTracer>,
+        invocation: Context,
+        plugin_name: &str,
+        sandbox: &Sandbox,
+        memory_limit: usize,
+    ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_LIMIT);
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         InvocationState {
-            wasi,
+            wasi: sandbox.wasi(stderr.clone(), invocation.clone()),
             table: ResourceTable::new(),
             spans: SpanApiCtx::new(tracer, invocation, plugin_name),
             stderr,
+            limiter: MemoryLimiter::new(memory_limit),
+            guest_clock: GuestClock::default(),
         }
     }
 
@@ -57,6 +76,36 @@ impl WasiView for InvocationState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// Measures time inside guest code from wasmtime's call hooks, the way
+/// Spin does: the clock runs from entering wasm (or returning to it from
+/// the host) until leaving it (or calling the host).
+#[derive(Debug, Default)]
+pub(super) struct GuestClock {
+    entered: Option<Instant>,
+    total: Duration,
+}
+
+impl GuestClock {
+    /// Records one transition.
+    pub(super) fn on(&mut self, hook: CallHook) {
+        match hook {
+            CallHook::CallingWasm | CallHook::ReturningFromHost => {
+                self.entered = Some(Instant::now())
+            }
+            CallHook::CallingHost | CallHook::ReturningFromWasm => {
+                if let Some(entered) = self.entered.take() {
+                    self.total += entered.elapsed();
+                }
+            }
+        }
+    }
+
+    /// Time spent in guest code so far.
+    pub(super) fn total(&self) -> Duration {
+        self.total
     }
 }
 

@@ -1,0 +1,223 @@
+//! Per-plugin limits: what one call may use before comb ends it.
+//!
+//! Defaults come from comb's flags; a plugin's sidecar `[limits]` table may
+//! change them for that plugin (memory only downwards: the pooling
+//! allocator's slots are sized from the flag). Breaching a limit ends that
+//! call only, with a status that says which limit: 504 for the deadline,
+//! 503 (with `Retry-After`) for concurrency, 413 for the request body, 500
+//! for memory, fuel and the response body.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default wall-clock deadline of one call (10 s): far above any sane
+/// request handler, low enough that a stuck one frees its slot.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The default linear-memory cap per instance (64 MiB): the bundled plugins
+/// use about 1 MiB; a cap bounds the host's memory at slots × cap.
+pub const DEFAULT_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The default number of calls one plugin may run at once; more get 503.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+
+/// The default largest request body (1 MiB): Cruddur's bodies are a few
+/// hundred bytes; anything near this is a mistake or an attack.
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
+
+/// The default largest response body (8 MiB).
+pub const DEFAULT_MAX_RESPONSE_BODY: usize = 8 * 1024 * 1024;
+
+/// Table elements an instance may grow to: generous for Rust guests'
+/// indirect-call tables, small enough to bound the host.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The limits one plugin's calls run under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time for instantiation plus the call.
+    pub deadline: Duration,
+    /// Linear memory, all memories of the instance together.
+    pub memory_bytes: usize,
+    /// Fuel per call, when fuel metering is on.
+    pub fuel: Option<u64>,
+    /// Calls running at once.
+    pub max_concurrency: usize,
+    /// Request body size.
+    pub max_request_body: usize,
+    /// Response body size.
+    pub max_response_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: DEFAULT_DEADLINE,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            fuel: None,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+        }
+    }
+}
+
+/// A sidecar's `[limits]` table: each key overrides comb's default.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverride {
+    /// Milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Bytes; at most comb's `--memory-limit`.
+    pub memory_bytes: Option<usize>,
+    /// Fuel units per call; needs comb started with `--fuel`.
+    pub fuel: Option<u64>,
+    /// Calls at once.
+    pub max_concurrency: Option<usize>,
+    /// Bytes.
+    pub max_request_body: Option<usize>,
+    /// Bytes.
+    pub max_response_body: Option<usize>,
+}
+
+impl Limits {
+    /// These limits with a sidecar's overrides applied, or why they cannot be.
+    pub fn with(self, overrides: &LimitsOverride) -> Result<Limits, String> {
+        if let Some(memory) = overrides.memory_bytes
+            && memory > self.memory_bytes
+        {
+            return Err(format!(
+                "limits.memory_bytes = {memory} is above comb's --memory-limit of {} bytes",
+                self.memory_bytes
+            ));
+        }
+        if overrides.fuel.is_some() && self.fuel.is_none() {
+            return Err(
+                "limits.fuel is set but fuel metering is off: start comb with --fuel".to_owned(),
+            );
+        }
+        if overrides.max_concurrency == Some(0) {
+            return Err("limits.max_concurrency must be at least 1".to_owned());
+        }
+        Ok(Limits {
+            deadline: overrides
+                .deadline_ms
+                .map_or(self.deadline, Duration::from_millis),
+            memory_bytes: overrides.memory_bytes.unwrap_or(self.memory_bytes),
+            fuel: overrides.fuel.or(self.fuel),
+            max_concurrency: overrides.max_concurrency.unwrap_or(self.max_concurrency),
+            max_request_body: overrides.max_request_body.unwrap_or(self.max_request_body),
+            max_response_body: overrides
+                .max_response_body
+                .unwrap_or(self.max_response_body),
+        })
+    }
+}
+
+/// The memory an instance tried to grow past its cap: the trap's cause.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (the guest asked for {desired} bytes)")]
+pub struct MemoryLimitExceeded {
+    /// The cap.
+    pub limit: usize,
+    /// What the guest's memories would have totalled.
+    pub desired: usize,
+}
+
+/// Enforces the memory cap on one store and remembers the high-water mark.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    limit: usize,
+    total: usize,
+    peak: usize,
+}
+
+impl MemoryLimiter {
+    /// A limiter for `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        MemoryLimiter {
+            limit,
+            total: 0,
+            peak: 0,
+        }
+    }
+
+    /// The most linear memory the instance held at once.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.total - current.min(self.total) + desired;
+        if total > self.limit {
+            // An error, not `Ok(false)`: a trap that names the limit beats
+            // a guest allocator aborting with a vaguer message.
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                limit: self.limit,
+                desired: total,
+            }));
+        }
+        self.total = total;
+        self.peak = self.peak.max(total);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::ResourceLimiter as _;
+
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_are_checked() {
+        let base = Limits::default();
+        let lower = LimitsOverride {
+            deadline_ms: Some(250),
+            memory_bytes: Some(1 << 20),
+            ..Default::default()
+        };
+        let limits = base.with(&lower).unwrap();
+        assert_eq!(
+            (limits.deadline, limits.memory_bytes),
+            (Duration::from_millis(250), 1 << 20)
+        );
+        let higher = LimitsOverride {
+            memory_bytes: Some(base.memory_bytes + 1),
+            ..Default::default()
+        };
+        assert!(base.with(&higher).unwrap_err().contains("--memory-limit"));
+        let fuel = LimitsOverride {
+            fuel: Some(5),
+            ..Default::default()
+        };
+        assert!(base.with(&fuel).unwrap_err().contains("--fuel"));
+    }
+
+    #[test]
+    fn the_limiter_caps_all_memories_together_and_tracks_the_peak() {
+        let mut limiter = MemoryLimiter::new(100);
+        assert!(limiter.memory_growing(0, 60, None).unwrap());
+        assert!(limiter.memory_growing(60, 80, None).unwrap());
+        let error = limiter.memory_growing(0, 30, None).unwrap_err();
+        assert!(error.downcast_ref::<MemoryLimitExceeded>().is_some());
+        assert_eq!(limiter.peak(), 80);
+    }
+}

@@ -1,0 +1,152 @@
+//! What a plugin may touch outside its own memory: by default nothing but
+//! the clocks, randomness and the stderr comb captures. A sidecar's
+//! `[sandbox]` table grants more, per plugin:
+//!
+//! ```toml
+//! [sandbox]
+//! dirs = [{ host = "/srv/cruddur", guest = "/data" }]  # read-only
+//! env = ["AWS_REGION"]                # host variables, by name
+//! config = { FRONTEND_URL = "http://localhost:3000" }  # as variables too
+//! connect = ["127.0.0.1:4567"]         # TCP destinations, `host:port`, port may be `*`
+//! ```
+//!
+//! A denied access fails inside the guest with WASI's ordinary error; a
+//! denied connection is also recorded on the invocation span.
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, pin::Pin, sync::Arc};
+
+use opentelemetry::{Context, KeyValue, trace::TraceContextExt};
+use serde::Deserialize;
+use wasmtime_wasi::{
+    FsPerms, WasiCtx, WasiCtxBuilder, p2::pipe::MemoryOutputPipe, sockets::SocketAddrUse,
+};
+
+/// What wasmtime-wasi's socket check returns.
+type SocketCheck = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
+
+/// A sidecar's `[sandbox]` table.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxGrants {
+    /// Host directories mounted read-only in the guest.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Names of host environment variables passed to the guest.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Fixed values passed to the guest as environment variables.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
+    /// TCP destinations the guest may connect to, `ip:port` or `ip:*`.
+    #[serde(default)]
+    pub connect: Vec<String>,
+}
+
+/// One read-only directory grant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+}
+
+/// A plugin's sandbox, resolved once at load: environment values read,
+/// destinations parsed.
+#[derive(Debug, Default, Clone)]
+pub struct Sandbox {
+    dirs: Vec<DirGrant>,
+    env: Vec<(String, String)>,
+    connect: Arc<Vec<(std::net::IpAddr, Option<u16>)>>,
+}
+
+impl SandboxGrants {
+    /// Resolves the grants: reads the named host variables (a missing one
+    /// is simply not passed) and checks directories and destinations.
+    pub fn resolve(&self) -> Result<Sandbox, String> {
+        for dir in &self.dirs {
+            if !dir.host.is_dir() {
+                return Err(format!(
+                    "sandbox.dirs: {} is not a directory",
+                    dir.host.display()
+                ));
+            }
+        }
+        let mut env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
+            .collect();
+        env.extend(self.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let connect = self
+            .connect
+            .iter()
+            .map(|grant| {
+                let (host, port) = grant
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("sandbox.connect: {grant:?} is not ip:port"))?;
+                let ip = host
+                    .trim_matches(['[', ']'])
+                    .parse()
+                    .map_err(|_| format!("sandbox.connect: {host:?} is not an IP address"))?;
+                let port = match port {
+                    "*" => None,
+                    port => Some(
+                        port.parse()
+                            .map_err(|_| format!("sandbox.connect: bad port {port:?}"))?,
+                    ),
+                };
+                Ok((ip, port))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Sandbox {
+            dirs: self.dirs.clone(),
+            env,
+            connect: Arc::new(connect),
+        })
+    }
+}
+
+impl Sandbox {
+    /// The WASI context for one call. `invocation` is where denied
+    /// connections are recorded.
+    pub fn wasi(&self, stderr: MemoryOutputPipe, invocation: Context) -> WasiCtx {
+        let mut builder = WasiCtxBuilder::new();
+        builder.stderr(stderr);
+        for (name, value) in &self.env {
+            builder.env(name, value);
+        }
+        for dir in &self.dirs {
+            // Checked at load; a directory removed since is skipped, and the
+            // guest gets WASI's not-found error.
+            if let Err(error) = builder.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly) {
+                tracing::warn!("sandbox: cannot mount {}: {error}", dir.host.display());
+            }
+        }
+        let allowed = self.connect.clone();
+        builder
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .allow_tcp(!allowed.is_empty())
+            .socket_addr_check(
+                move |address: SocketAddr, usage: SocketAddrUse| -> SocketCheck {
+                    let granted = matches!(usage, SocketAddrUse::TcpConnect)
+                        && allowed.iter().any(|(ip, port)| {
+                            *ip == address.ip() && port.is_none_or(|p| p == address.port())
+                        });
+                    if !granted {
+                        invocation.span().add_event(
+                            "sandbox.denied",
+                            vec![
+                                KeyValue::new("sandbox.resource", "socket"),
+                                KeyValue::new("network.peer.address", address.to_string()),
+                            ],
+                        );
+                    }
+                    Box::pin(async move { granted })
+                },
+            );
+        builder.build()
+    }
+}

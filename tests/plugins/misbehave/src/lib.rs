@@ -1,0 +1,73 @@
+//! Test plugin that misbehaves on request, one way per route, so the tests
+//! can check that comb's limits and sandbox end only the bad call.
+
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, http, trace::Span};
+use serde_json::json;
+
+struct Misbehave;
+
+impl Plugin for Misbehave {
+    fn manifest() -> Manifest {
+        [
+            "/misbehave/loop",
+            "/misbehave/alloc",
+            "/misbehave/sleep",
+            "/misbehave/respond",
+            "/misbehave/read-file",
+            "/misbehave/env",
+            "/misbehave/connect",
+        ]
+        .into_iter()
+        .fold(Manifest::new("misbehave", "0.0.1"), |m, path| {
+            m.route("GET", path).route("POST", path)
+        })
+    }
+
+    fn handle(request: Request) -> Result<Response, HandlerError> {
+        let span = Span::start("misbehave");
+        let arg = |name: &str| request.query_param(name).unwrap_or_default();
+        let number = |name: &str| arg(name).parse::<u64>().unwrap_or(0);
+        match request.path.as_str() {
+            "/misbehave/loop" => {
+                let mut counter = 0u64;
+                loop {
+                    counter = std::hint::black_box(counter.wrapping_add(1));
+                }
+            }
+            "/misbehave/alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1024 * 1024]);
+                    span.set("app.hoarded_mib", hoard.len());
+                }
+            }
+            "/misbehave/sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(number("ms")));
+                Ok(http::json(200, &json!({"slept_ms": number("ms")})))
+            }
+            "/misbehave/respond" => Ok(Response {
+                status: 200,
+                headers: vec![],
+                body: vec![b'x'; number("bytes") as usize],
+            }),
+            "/misbehave/read-file" => Ok(outcome(std::fs::read_to_string(arg("path")))),
+            "/misbehave/env" => Ok(outcome(
+                std::env::var(arg("name")).map_err(|e| e.to_string()),
+            )),
+            "/misbehave/connect" => Ok(outcome(
+                std::net::TcpStream::connect(arg("addr")).map(|_| "connected".to_owned()),
+            )),
+            _ => Err(HandlerError::BadRequest("no such misbehaviour".into())),
+        }
+    }
+}
+
+/// 200 with the value, or 403 with the error the guest got from WASI.
+fn outcome<E: ToString>(result: Result<String, E>) -> Response {
+    match result {
+        Ok(value) => http::json(200, &json!({ "ok": value })),
+        Err(error) => http::json(403, &json!({ "denied": error.to_string() })),
+    }
+}
+
+comb_sdk::export!(Misbehave);
