@@ -177,6 +177,16 @@ impl Comb {
         false
     }
 
+    /// comb's resident memory, in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// The path of a plugin file inside the served folder.
     pub fn plugin_path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)

@@ -7,6 +7,7 @@
 mod cruddur;
 mod harness;
 mod lifecycle;
+mod limits;
 mod otlp;
 mod serve;
 mod traces;

@@ -47,8 +47,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::{
     limits::Limits,
     runtime::{
-        CallStats, Compiled, InvokeError, Manifest, PreparedPlugin, Request, Response, Runtime,
-        sandbox::Sandbox,
+        CallStats, Compiled, Guest, InvokeError, Manifest, PreparedPlugin, Request, Response,
+        Runtime, sandbox::Sandbox,
     },
     spans::{self, PluginIdentity, attributes},
 };
@@ -135,13 +135,15 @@ impl Plugin {
     ) -> (Result<Response, InvokeError>, CallStats) {
         runtime
             .invoke(
-                &self.pre,
+                Guest {
+                    pre: &self.pre,
+                    tracer: self.tracer.clone(),
+                    name: &self.name,
+                    limits: &self.limits,
+                    sandbox: &self.sandbox,
+                },
                 request,
-                self.tracer.clone(),
                 invocation,
-                &self.name,
-                &self.limits,
-                &self.sandbox,
             )
             .await
     }

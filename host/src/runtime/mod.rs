@@ -133,6 +133,20 @@ impl std::fmt::Display for InvokeError {
     }
 }
 
+/// Which plugin a call runs, and under what rules.
+pub struct Guest<'a> {
+    /// The pre-linked component.
+    pub pre: &'a PreparedPlugin,
+    /// The tracer its spans start with.
+    pub tracer: Arc<BoxedTracer>,
+    /// Its name, for `plugin.name` on its spans.
+    pub name: &'a str,
+    /// The limits the call runs under.
+    pub limits: &'a Limits,
+    /// What the call may reach.
+    pub sandbox: &'a Sandbox,
+}
+
 /// What one call took and used.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallStats {
@@ -264,14 +278,17 @@ impl Runtime {
     /// the span in `invocation`.
     pub async fn invoke(
         &self,
-        pre: &PreparedPlugin,
+        guest: Guest<'_>,
         request: Request,
-        tracer: Arc<BoxedTracer>,
         invocation: Context,
-        plugin_name: &str,
-        limits: &Limits,
-        sandbox: &Sandbox,
     ) -> (Result<Response, InvokeError>, CallStats) {
+        let Guest {
+            pre,
+            tracer,
+            name: plugin_name,
+            limits,
+            sandbox,
+        } = guest;
         let mut stats = CallStats::default();
         let started = Instant::now();
         let state = InvocationState::new(

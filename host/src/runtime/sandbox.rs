@@ -125,21 +125,34 @@ impl Sandbox {
             }
         }
         let allowed = self.connect.clone();
+        // TCP stays on so every attempt reaches the address check below,
+        // which denies all but the granted destinations and records each
+        // denial; UDP and name lookups have no grants and stay off.
         builder
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .allow_tcp(!allowed.is_empty())
+            .allow_tcp(true)
             .socket_addr_check(
                 move |address: SocketAddr, usage: SocketAddrUse| -> SocketCheck {
-                    let granted = matches!(usage, SocketAddrUse::TcpConnect)
-                        && allowed.iter().any(|(ip, port)| {
+                    let granted = match usage {
+                        SocketAddrUse::TcpConnect => allowed.iter().any(|(ip, port)| {
                             *ip == address.ip() && port.is_none_or(|p| p == address.port())
-                        });
+                        }),
+                        // The implicit bind to an ephemeral port that precedes
+                        // a connect; only for plugins that may connect at all.
+                        SocketAddrUse::TcpBind => {
+                            !allowed.is_empty()
+                                && address.ip().is_unspecified()
+                                && address.port() == 0
+                        }
+                        _ => false,
+                    };
                     if !granted {
                         invocation.span().add_event(
                             "sandbox.denied",
                             vec![
                                 KeyValue::new("sandbox.resource", "socket"),
+                                KeyValue::new("sandbox.use", format!("{usage:?}")),
                                 KeyValue::new("network.peer.address", address.to_string()),
                             ],
                         );
