@@ -18,12 +18,22 @@ use tracing_subscriber::EnvFilter;
 /// as a failed export or a full span queue.
 const DEFAULT_LOG_FILTER: &str = "warn,comb=info";
 
+/// The same when traces are exported: the per-request access log
+/// (`comb::access`) is off, the traces carry it.
+const EXPORTING_LOG_FILTER: &str = "warn,comb=info,comb::access=off";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let exporting = matches!(&cli.command, Command::Serve(config)
+        if !config.telemetry.sdk_disabled && config.telemetry.otlp_target().is_some());
+    let default_filter = if exporting {
+        EXPORTING_LOG_FILTER
+    } else {
+        DEFAULT_LOG_FILTER
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -99,6 +99,9 @@ pub async fn run(
     .context("serving HTTP")
 }
 
+/// The log target of the one-line-per-request access log.
+pub const ACCESS_LOG: &str = "comb::access";
+
 /// The W3C Trace Context Level 2 response header naming the server span.
 const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
@@ -201,7 +204,11 @@ async fn serve_request(
     {
         response.headers_mut().insert(TRACERESPONSE, value);
     }
+    // The access log, on its own target so it can be turned on or off:
+    // on by default only when traces are not exported (then it is where a
+    // first run shows something).
     tracing::info!(
+        target: ACCESS_LOG,
         trace_id = %spans::trace_id(&server_cx),
         route = route.as_deref().unwrap_or("-"),
         plugin = plugin.as_deref().unwrap_or("-"),
