@@ -194,6 +194,7 @@ pub struct Plugins {
 }
 
 /// What the lifecycle knows about one file.
+#[derive(Default)]
 struct FileEntry {
     /// sha256 of the `.wasm` and sidecar bytes last tried.
     key: String,
@@ -253,19 +254,28 @@ impl Plugins {
         });
         let mut candidates = BTreeMap::new();
         for file in &files {
-            let Some((key, wasm, sidecar)) = read_settled(file)? else {
-                outcome.settling += 1;
-                continue;
+            let (key, wasm, sidecar) = match read_settled(file) {
+                Ok(Some(read)) => read,
+                Ok(None) => {
+                    outcome.settling += 1;
+                    continue;
+                }
+                // Removed since the listing: its deletion is the next event.
+                Err(_) if !file.exists() => continue,
+                Err(error) => {
+                    let reason = one_line(&error);
+                    tracing::error!(file = %file.display(), "plugin rejected: {reason}");
+                    let entry = self.files.entry(file.clone()).or_default();
+                    entry.key.clear();
+                    entry.failure = Some(reason);
+                    continue;
+                }
             };
             if self.files.get(file).is_some_and(|entry| entry.key == key) {
                 continue;
             }
             let loaded = self.load(file, wasm, sidecar).await;
-            let entry = self.files.entry(file.clone()).or_insert_with(|| FileEntry {
-                key: String::new(),
-                serving: None,
-                failure: None,
-            });
+            let entry = self.files.entry(file.clone()).or_default();
             entry.key = key;
             match loaded {
                 Ok(plugin) => {

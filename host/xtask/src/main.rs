@@ -5,6 +5,8 @@
 //! - `cargo xtask test [-- ARGS]`: build the plugins, run every test (with
 //!   cargo-nextest when installed, else `cargo test`; ARGS go to it).
 //! - `cargo xtask plugins`: build the plugins into `target/plugins`.
+//! - `cargo xtask bench`: release builds, then comb against native axum under
+//!   wrk (tests/bench/throughput.py).
 
 use std::process::{Command, ExitCode};
 
@@ -59,8 +61,30 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             command.args(rest);
             status(command)
         }
+        "bench" => {
+            // Release builds of comb and the native baseline, the plugins,
+            // and wrk (Debian's) when it is missing; then the harness.
+            let root = xtask::workspace_root();
+            let mut build = cargo();
+            build.current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "comb",
+                "-p",
+                "native-home",
+            ]);
+            if status(build)? != ExitCode::SUCCESS {
+                bail!("building release binaries failed");
+            }
+            xtask::build_plugins()?;
+            ensure_wrk()?;
+            let mut harness = Command::new("python3");
+            harness.current_dir(&root).arg("tests/bench/throughput.py");
+            status(harness)
+        }
         "help" | "--help" | "-h" => {
-            eprintln!("usage: cargo xtask <run|test|plugins> [-- ARGS]");
+            eprintln!("usage: cargo xtask <run|test|plugins|bench> [-- ARGS]");
             Ok(ExitCode::SUCCESS)
         }
         other => bail!("unknown task {other:?}; try run, test or plugins"),
@@ -69,6 +93,24 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Installs wrk from Debian's packages when it is not on the PATH.
+fn ensure_wrk() -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing wrk (apt-get)");
+    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "wrk"][..]] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("apt-get {} failed; install wrk by hand", args.join(" "));
+        }
+    }
+    Ok(())
 }
 
 fn has_nextest() -> bool {

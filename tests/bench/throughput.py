@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""comb's throughput and overhead against native axum, in one run.
+
+Variants, same machine, same load (wrk), interleaved over ROUNDS rounds:
+  1. native axum building the same home_activities JSON (the physical limit);
+  2. comb serving home_activities with tracing off (OTEL_SDK_DISABLED);
+  3. comb traced, exporting to a local OTLP sink that accepts and discards;
+  4. comb traced, the collector dead (connection refused);
+  5. comb traced, the collector black-holing (accepts, never answers).
+Prints a markdown table (req/s, p50, p99, ratio to native) and writes the
+raw numbers to target/bench/throughput.json. Loopback only; each run is a
+few seconds. Run it with `cargo xtask bench`.
+"""
+
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COMB = os.path.join(ROOT, "target", "release", "comb")
+NATIVE = os.path.join(ROOT, "target", "release", "native-home")
+PLUGIN = os.path.join(ROOT, "target", "plugins", "home_activities.wasm")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+DURATION = os.environ.get("BENCH_DURATION", "5s")
+CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "32")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink(http.server.BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP exports and discards them."""
+    received = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        Sink.received += 1
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def start_sink():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def start_black_hole():
+    """Accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held = []
+    threading.Thread(target=lambda: [held.append(listener.accept()) for _ in iter(int, 1)], daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def dead_endpoint():
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def wait_for(url):
+    deadline = time.monotonic() + 60
+    while subprocess.run(["curl", "-sf", "-o", "/dev/null", url]).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} never answered")
+        time.sleep(0.1)
+
+
+def load(url):
+    subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True)  # warm up
+    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", url],
+                         capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    latency = {p: to_ms(v) for p, v in re.findall(r"\s+(50|99)%\s+([\d.]+\w+)", out)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"],
+            "errors": int(errors.group(1)) if errors else 0}
+
+
+def to_ms(text):
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_native():
+    port = free_port()
+    process = subprocess.Popen([NATIVE, f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/api/activities/home"
+        wait_for(url)
+        return load(url)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def run_comb(folder, env_extra):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(env_extra)
+    env["RUST_LOG"] = "warn"
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(
+        [COMB, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin", "--no-cache"],
+        stdout=subprocess.DEVNULL, stderr=log, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/api/activities/home"
+        wait_for(url)
+        result = load(url)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    log.seek(0)
+    text = log.read()
+    result["export_warnings"] = sum(1 for line in text.splitlines() if "opentelemetry" in line)
+    result["dropped_logged"] = "Dropped" in text or "dropped" in text
+    return result
+
+
+def main():
+    folder = tempfile.mkdtemp(prefix="comb-bench-")
+    shutil.copy(PLUGIN, folder)
+    sink, black_hole = start_sink(), start_black_hole()
+    variants = {
+        "1 native axum": lambda: run_native(),
+        "2 comb, tracing off": lambda: run_comb(folder, {"OTEL_SDK_DISABLED": "true"}),
+        "3 comb, traced to a sink": lambda: run_comb(folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink}),
+        "4 comb, collector dead": lambda: run_comb(folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": dead_endpoint()}),
+        "5 comb, collector black-holing": lambda: run_comb(
+            folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": black_hole, "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}),
+    }
+    try:
+        raw = {name: [] for name in variants}
+        for _ in range(ROUNDS):
+            for name, run in variants.items():
+                raw[name].append(run())
+        native = statistics.median(r["rps"] for r in raw["1 native axum"])
+        off = statistics.median(r["rps"] for r in raw["2 comb, tracing off"])
+        print(f"wrk -t2 -c{CONNECTIONS} -d{DURATION} on GET /api/activities/home, {ROUNDS} interleaved rounds\n")
+        print("| variant | req/s (median) | req/s (rounds) | p50 ms | p99 ms | vs native | vs tracing off | non-2xx |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, runs in raw.items():
+            rps = statistics.median(r["rps"] for r in runs)
+            p50 = statistics.median(r["p50_ms"] for r in runs)
+            p99 = statistics.median(r["p99_ms"] for r in runs)
+            rounds = ", ".join(f"{r['rps']:.0f}" for r in runs)
+            print(f"| {name} | {rps:.0f} | {rounds} | {p50:.2f} | {p99:.2f} | "
+                  f"{rps / native:.2f} | {rps / off:.2f} | {sum(r['errors'] for r in runs)} |")
+        print(f"\nsink received {Sink.received} export requests")
+        os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
+        with open(os.path.join(ROOT, "target", "bench", "throughput.json"), "w") as f:
+            json.dump({"rounds": ROUNDS, "duration": DURATION, "connections": CONNECTIONS, "raw": raw}, f, indent=2)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
