@@ -145,7 +145,8 @@ fn copy_wasm(from: &Path, crates: &[String], to: &Path) -> Result<()> {
         if !source.exists() {
             bail!("cargo built {name} but {} is missing", source.display());
         }
-        let temporary = to.join(format!(".{file}.tmp"));
+        // Per process: test processes run side by side and copy too.
+        let temporary = to.join(format!(".{file}.{}.tmp", std::process::id()));
         std::fs::copy(&source, &temporary)?;
         std::fs::rename(&temporary, to.join(&file))?;
     }
