@@ -4,15 +4,17 @@
 Variants, same machine, same load (wrk), interleaved over ROUNDS rounds:
   1. native axum building the same home_activities JSON (the physical limit);
   2. comb serving home_activities with tracing off (OTEL_SDK_DISABLED);
-  3. comb traced, exporting to a local OTLP sink that accepts and discards;
+  3. comb traced, exporting to a local OTLP sink that accepts and discards
+     (target/release/otlp-sink, native, so it takes little of the CPU);
+     and the same with 10 % of traces sampled (OTEL_TRACES_SAMPLER);
   4. comb traced, the collector dead (connection refused);
   5. comb traced, the collector black-holing (accepts, never answers).
-Prints a markdown table (req/s, p50, p99, ratio to native) and writes the
-raw numbers to target/bench/throughput.json. Loopback only; each run is a
+Prints a markdown table (req/s, p50, p99, ratio to native, and the
+server's CPU time per request, which shifts less than req/s on a busy
+machine) and writes the raw numbers to target/bench/throughput.json. Loopback only; each run is a
 few seconds. Run it with `cargo xtask bench`.
 """
 
-import http.server
 import json
 import os
 import re
@@ -26,8 +28,10 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMB = os.path.join(ROOT, "target", "release", "comb")
+# BENCH_COMB: another comb build to measure (say, one from before a change).
+COMB = os.environ.get("BENCH_COMB", os.path.join(ROOT, "target", "release", "comb"))
 NATIVE = os.path.join(ROOT, "target", "release", "native-home")
+SINK = os.path.join(ROOT, "target", "release", "otlp-sink")
 PLUGIN = os.path.join(ROOT, "target", "plugins", "home_activities.wasm")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 DURATION = os.environ.get("BENCH_DURATION", "5s")
@@ -40,26 +44,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Sink(http.server.BaseHTTPRequestHandler):
-    """Accepts OTLP/HTTP exports and discards them."""
-    received = 0
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        Sink.received += 1
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def start_sink():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
+    """The native OTLP sink; returns its process and endpoint."""
+    port = free_port()
+    process = subprocess.Popen([SINK, f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_for(f"{endpoint}/count")
+    return process, endpoint
+
+
+def sink_count(endpoint):
+    out = subprocess.run(["curl", "-sf", f"{endpoint}/count"], capture_output=True, text=True).stdout
+    return json.loads(out)
 
 
 def start_black_hole():
@@ -84,14 +80,24 @@ def wait_for(url):
         time.sleep(0.1)
 
 
-def load(url):
+def cpu_seconds(pid):
+    """User + system CPU time of process `pid` so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url, pid):
     subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True)  # warm up
+    cpu = cpu_seconds(pid)
     out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", url],
                          capture_output=True, text=True).stdout
+    cpu = cpu_seconds(pid) - cpu
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     latency = {p: to_ms(v) for p, v in re.findall(r"\s+(50|99)%\s+([\d.]+\w+)", out)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"],
+            "cpu_us_per_request": cpu / max(requests, 1) * 1e6,
             "errors": int(errors.group(1)) if errors else 0}
 
 
@@ -106,7 +112,7 @@ def run_native():
     try:
         url = f"http://127.0.0.1:{port}/api/activities/home"
         wait_for(url)
-        return load(url)
+        return load(url, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -124,7 +130,7 @@ def run_comb(folder, env_extra):
     try:
         url = f"http://127.0.0.1:{port}/api/activities/home"
         wait_for(url)
-        result = load(url)
+        result = load(url, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -141,11 +147,14 @@ def run_comb(folder, env_extra):
 def main():
     folder = tempfile.mkdtemp(prefix="comb-bench-")
     shutil.copy(PLUGIN, folder)
-    sink, black_hole = start_sink(), start_black_hole()
+    (sink_process, sink), black_hole = start_sink(), start_black_hole()
     variants = {
         "1 native axum": lambda: run_native(),
         "2 comb, tracing off": lambda: run_comb(folder, {"OTEL_SDK_DISABLED": "true"}),
         "3 comb, traced to a sink": lambda: run_comb(folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink}),
+        "3b comb, traced to a sink, 10 % sampled": lambda: run_comb(folder, {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
         "4 comb, collector dead": lambda: run_comb(folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": dead_endpoint()}),
         "5 comb, collector black-holing": lambda: run_comb(
             folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": black_hole, "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}),
@@ -158,20 +167,26 @@ def main():
         native = statistics.median(r["rps"] for r in raw["1 native axum"])
         off = statistics.median(r["rps"] for r in raw["2 comb, tracing off"])
         print(f"wrk -t2 -c{CONNECTIONS} -d{DURATION} on GET /api/activities/home, {ROUNDS} interleaved rounds\n")
-        print("| variant | req/s (median) | req/s (rounds) | p50 ms | p99 ms | vs native | vs tracing off | non-2xx |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| variant | req/s (median) | req/s (rounds) | p50 ms | p99 ms | vs native | vs tracing off | CPU µs/req | non-2xx |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, runs in raw.items():
             rps = statistics.median(r["rps"] for r in runs)
             p50 = statistics.median(r["p50_ms"] for r in runs)
             p99 = statistics.median(r["p99_ms"] for r in runs)
             rounds = ", ".join(f"{r['rps']:.0f}" for r in runs)
+            cpu = statistics.median(r["cpu_us_per_request"] for r in runs)
             print(f"| {name} | {rps:.0f} | {rounds} | {p50:.2f} | {p99:.2f} | "
-                  f"{rps / native:.2f} | {rps / off:.2f} | {sum(r['errors'] for r in runs)} |")
-        print(f"\nsink received {Sink.received} export requests")
+                  f"{rps / native:.2f} | {rps / off:.2f} | {cpu:.1f} | {sum(r['errors'] for r in runs)} |")
+        received = sink_count(sink)
+        print(f"\nsink received {received['requests']} export requests, {received['bytes'] / 1e6:.1f} MB")
+        for name, runs in raw.items():
+            if any(r.get("dropped_logged") for r in runs):
+                print(f"{name}: comb logged dropped spans")
         os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
         with open(os.path.join(ROOT, "target", "bench", "throughput.json"), "w") as f:
             json.dump({"rounds": ROUNDS, "duration": DURATION, "connections": CONNECTIONS, "raw": raw}, f, indent=2)
     finally:
+        sink_process.terminate()
         shutil.rmtree(folder, ignore_errors=True)
 
 

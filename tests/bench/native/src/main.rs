@@ -8,13 +8,9 @@ use axum::{Json, Router, routing::get};
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 
-fn isoformat(time: chrono::DateTime<Utc>) -> String {
-    time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
-}
-
 async fn home() -> Json<Value> {
     let now = Utc::now();
-    let at = |offset: Duration| isoformat(now + offset);
+    let at = |offset: Duration| comb_sdk::time::isoformat(&(now + offset));
     Json(json!([
         {
             "uuid": "68f126b0-1ceb-4a33-88be-d90fa7109eee",
