@@ -107,6 +107,7 @@ fn bench(c: &mut Criterion) {
         runtime: runtime.clone(),
         tracer: spans::host_tracer(),
         cors_allowed_origins: vec![],
+        metrics: comb::metrics::Metrics::new(),
     }));
     c.bench_function(
         "whole app without a socket (server span, invoke, response)",

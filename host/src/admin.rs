@@ -3,14 +3,20 @@
 
 use axum::{Json, Router, extract::State, routing::get};
 
-use crate::plugins::{FileReport, SharedReports};
+use crate::{
+    dashboard::Recorder,
+    plugins::{FileReport, SharedReports},
+};
 
-/// The admin app: `GET /_comb/plugins` lists every plugin file with its
-/// state (serving, or failed with the reason) and what serves from it.
-pub fn app(reports: SharedReports) -> Router {
+/// The admin app: comb's page at `/_comb/` with its JSON under
+/// `/_comb/api/`, and `GET /_comb/plugins`, which lists every plugin file
+/// with its state (serving, or failed with the reason) and what serves
+/// from it.
+pub fn app(reports: SharedReports, recorder: Recorder) -> Router {
     Router::new()
         .route("/_comb/plugins", get(list_plugins))
         .with_state(reports)
+        .merge(recorder.routes())
 }
 
 async fn list_plugins(State(reports): State<SharedReports>) -> Json<Vec<FileReport>> {

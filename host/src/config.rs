@@ -125,14 +125,33 @@ pub struct ServeConfig {
     #[arg(long, env = "COMB_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
 
-    /// The address of the admin listener (`/_comb/plugins`): loopback by
-    /// default, because it shows what is deployed.
+    /// The address of the admin listener (comb's page at `/_comb/`, the
+    /// plugin list at `/_comb/plugins`): loopback by default, because it
+    /// shows what is deployed and recent requests.
     #[arg(long, env = "COMB_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
     pub admin_listen: SocketAddr,
 
     /// Serve no admin listener at all.
     #[arg(long, env = "COMB_NO_ADMIN")]
     pub no_admin: bool,
+
+    /// Recent traces comb's page keeps in memory.
+    #[arg(
+        long,
+        env = "COMB_RECENT_TRACES",
+        default_value_t = 200,
+        value_name = "N"
+    )]
+    pub recent_traces: usize,
+
+    /// Slow and failed traces comb's page keeps on top of the recent ones.
+    #[arg(
+        long,
+        env = "COMB_KEPT_TRACES",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub kept_traces: usize,
 
     /// Per-plugin limits.
     #[command(flatten)]
@@ -297,6 +316,57 @@ pub struct TelemetryConfig {
         value_name = "MS"
     )]
     pub traces_timeout_ms: Option<u64>,
+
+    /// The OTLP endpoint for metrics only, used as given (no path added).
+    #[arg(
+        long = "otlp-metrics-endpoint",
+        env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub metrics_endpoint: Option<String>,
+
+    /// Headers for metric exports only; added to (and override) the general ones.
+    #[arg(
+        long = "otlp-metrics-headers",
+        env = "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        value_name = "PAIRS"
+    )]
+    pub metrics_headers: Option<String>,
+
+    /// The OTLP transport for metrics only.
+    #[arg(
+        long = "otlp-metrics-protocol",
+        env = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        value_name = "PROTOCOL"
+    )]
+    pub metrics_protocol: Option<OtlpProtocol>,
+
+    /// The export timeout for metrics only, in milliseconds.
+    #[arg(
+        long = "otlp-metrics-timeout",
+        env = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+        value_name = "MS"
+    )]
+    pub metrics_timeout_ms: Option<u64>,
+
+    /// How often metrics are exported, in milliseconds.
+    #[arg(
+        long = "metric-export-interval",
+        env = "OTEL_METRIC_EXPORT_INTERVAL",
+        default_value_t = 60_000,
+        value_name = "MS"
+    )]
+    pub metric_export_interval_ms: u64,
+}
+
+/// An OTLP signal: each has its own `OTEL_EXPORTER_OTLP_<SIGNAL>_*`
+/// variables and URL path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Spans, to `/v1/traces`.
+    Traces,
+    /// Metrics, to `/v1/metrics`.
+    Metrics,
 }
 
 /// The OTLP transports comb can export with.
@@ -325,37 +395,52 @@ pub struct OtlpTarget {
 }
 
 impl TelemetryConfig {
-    /// Where traces go, or `None` when no endpoint is configured: then comb
-    /// makes no export attempts at all (the OTel default of localhost:4318
-    /// would only produce connection errors on a laptop without a collector).
-    pub fn otlp_target(&self) -> Option<OtlpTarget> {
-        let protocol = self
-            .traces_protocol
+    /// Where `signal` goes, or `None` when no endpoint is configured: then
+    /// comb makes no export attempts at all (the OTel default of
+    /// localhost:4318 would only produce connection errors on a laptop
+    /// without a collector).
+    pub fn otlp_target(&self, signal: Signal) -> Option<OtlpTarget> {
+        let (endpoint, headers, protocol, timeout_ms, path) = match signal {
+            Signal::Traces => (
+                &self.traces_endpoint,
+                &self.traces_headers,
+                self.traces_protocol,
+                self.traces_timeout_ms,
+                "/v1/traces",
+            ),
+            Signal::Metrics => (
+                &self.metrics_endpoint,
+                &self.metrics_headers,
+                self.metrics_protocol,
+                self.metrics_timeout_ms,
+                "/v1/metrics",
+            ),
+        };
+        let protocol = protocol
             .or(self.protocol)
             .unwrap_or(OtlpProtocol::HttpProtobuf);
-        let url = match (&self.traces_endpoint, &self.endpoint) {
+        let url = match (endpoint, &self.endpoint) {
             (Some(url), _) if !url.is_empty() => url.clone(),
             (_, Some(base)) if !base.is_empty() => match protocol {
                 // The spec: the signal path is appended to the base endpoint
                 // for HTTP; gRPC has no path.
-                OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                OtlpProtocol::HttpProtobuf => format!("{}{path}", base.trim_end_matches('/')),
                 OtlpProtocol::Grpc => base.clone(),
             },
             _ => return None,
         };
-        let mut headers = parse_pairs(self.headers.as_deref().unwrap_or_default());
-        for (name, value) in parse_pairs(self.traces_headers.as_deref().unwrap_or_default()) {
-            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
-            headers.push((name, value));
+        let mut pairs = parse_pairs(self.headers.as_deref().unwrap_or_default());
+        for (name, value) in parse_pairs(headers.as_deref().unwrap_or_default()) {
+            pairs.retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
+            pairs.push((name, value));
         }
-        let timeout = self
-            .traces_timeout_ms
+        let timeout = timeout_ms
             .or(self.timeout_ms)
             .map_or(DEFAULT_OTLP_TIMEOUT, Duration::from_millis);
         Some(OtlpTarget {
             url,
             protocol,
-            headers,
+            headers: pairs,
             timeout,
         })
     }
@@ -430,7 +515,7 @@ mod tests {
 
     #[test]
     fn no_endpoint_means_no_export() {
-        assert_eq!(telemetry(&[]).otlp_target(), None);
+        assert_eq!(telemetry(&[]).otlp_target(Signal::Traces), None);
     }
 
     #[test]
@@ -439,7 +524,7 @@ mod tests {
             "--otlp-endpoint=https://api.honeycomb.io",
             "--otlp-headers=x-honeycomb-team=KEY",
         ])
-        .otlp_target()
+        .otlp_target(Signal::Traces)
         .unwrap();
         assert_eq!(target.url, "https://api.honeycomb.io/v1/traces");
         assert_eq!(target.protocol, OtlpProtocol::HttpProtobuf);
@@ -462,7 +547,7 @@ mod tests {
             "--otlp-timeout=500",
             "--otlp-traces-timeout=250",
         ])
-        .otlp_target()
+        .otlp_target(Signal::Traces)
         .unwrap();
         assert_eq!(target.url, "http://other:9999/custom");
         assert_eq!(target.protocol, OtlpProtocol::HttpProtobuf);
@@ -474,12 +559,28 @@ mod tests {
     }
 
     #[test]
+    fn metrics_have_their_own_path_and_settings() {
+        let config = telemetry(&[
+            "--otlp-endpoint=http://collector:4318",
+            "--otlp-traces-headers=t=1",
+            "--otlp-metrics-headers=m=2",
+            "--otlp-metrics-timeout=750",
+        ]);
+        let metrics = config.otlp_target(Signal::Metrics).unwrap();
+        assert_eq!(metrics.url, "http://collector:4318/v1/metrics");
+        assert_eq!(metrics.headers, vec![("m".into(), "2".into())]);
+        assert_eq!(metrics.timeout, Duration::from_millis(750));
+        let only_traces = telemetry(&["--otlp-traces-endpoint=http://collector:4318/v1/traces"]);
+        assert_eq!(only_traces.otlp_target(Signal::Metrics), None);
+    }
+
+    #[test]
     fn grpc_endpoint_gets_no_path() {
         let target = telemetry(&[
             "--otlp-endpoint=http://127.0.0.1:4317",
             "--otlp-protocol=grpc",
         ])
-        .otlp_target()
+        .otlp_target(Signal::Traces)
         .unwrap();
         assert_eq!(target.url, "http://127.0.0.1:4317");
     }

@@ -9,8 +9,11 @@
 //! - [`runtime`]: wasmtime; a fresh instance per call and the host side of
 //!   the WIT (the span API).
 //! - [`spans`]: the span model: names, kinds, attributes.
-//! - [`telemetry`]: the OTel SDK, OTLP exporter and propagators.
-//! - [`admin`]: the admin listener's routes (the plugin list).
+//! - [`metrics`]: the metric model: instruments, units, attributes.
+//! - [`telemetry`]: the OTel SDK, OTLP exporters and propagators.
+//! - [`dashboard`]: comb's own page: recent traces and per-plugin latency
+//!   recorded from ended spans.
+//! - [`admin`]: the admin listener's routes (the page, the plugin list).
 //! - [`limits`]: per-plugin limits and their enforcement.
 //!
 //! [`config`] parses flags and `OTEL_*` environment once; [`run`] serves.
@@ -20,8 +23,10 @@
 
 pub mod admin;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod plugins;
 pub mod runtime;
 pub mod server;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use comb::{
-    config::{CheckConfig, Cli, Command, PluginsConfig, ServeConfig},
+    config::{CheckConfig, Cli, Command, PluginsConfig, ServeConfig, Signal},
     telemetry::{Destination, Telemetry},
 };
 use tracing_subscriber::EnvFilter;
@@ -25,7 +25,7 @@ const EXPORTING_LOG_FILTER: &str = "warn,comb=info,comb::access=off";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let exporting = matches!(&cli.command, Command::Serve(config)
-        if !config.telemetry.sdk_disabled && config.telemetry.otlp_target().is_some());
+        if !config.telemetry.sdk_disabled && config.telemetry.otlp_target(Signal::Traces).is_some());
     let default_filter = if exporting {
         EXPORTING_LOG_FILTER
     } else {
@@ -63,7 +63,12 @@ async fn serve(config: ServeConfig) -> Result<()> {
     // Check what can be checked before binding the socket, so a typo fails
     // at once instead of after the port is taken.
     check_folder(&config.plugins)?;
-    let telemetry = Telemetry::init(&config.telemetry).context("setting up OpenTelemetry")?;
+    let recorder = comb::dashboard::Recorder::start(comb::dashboard::store::Capacity {
+        recent: config.recent_traces,
+        kept: config.kept_traces,
+    });
+    let telemetry =
+        Telemetry::init(&config.telemetry, recorder.clone()).context("setting up OpenTelemetry")?;
     match telemetry.destination() {
         Destination::Disabled => tracing::info!("traces: off (OTEL_SDK_DISABLED=true)"),
         Destination::LogOnly => tracing::info!(
@@ -90,7 +95,14 @@ async fn serve(config: ServeConfig) -> Result<()> {
                 .with_context(|| format!("binding the admin listener {}", config.admin_listen))?,
         ),
     };
-    let served = comb::run(config, listener, admin, shutdown_signal()).await;
+    if let Some(target) = telemetry.metrics_destination() {
+        tracing::info!(
+            "metrics: OTLP to {} every {} ms",
+            target.url,
+            config.telemetry.metric_export_interval_ms
+        );
+    }
+    let served = comb::run(config, listener, admin, recorder, shutdown_signal()).await;
     // Flush spans even when serving failed: they may say why. A collector
     // that is down loses these spans, which is worth a warning but does not
     // make comb's own run a failure.

@@ -20,22 +20,25 @@ use tokio::net::TcpListener;
 use crate::{
     admin,
     config::ServeConfig,
+    dashboard::Recorder,
     error::ApiError,
+    metrics::{AnsweredRequest, Metrics},
     plugins::{self, Lookup, Plugin, Plugins, SharedRoutes},
     runtime::{self, Runtime},
     spans::{self, IncomingRequest},
 };
 
 /// Loads the plugins in the configured folder, watches it, and serves
-/// them on `listener` (and the admin list on `admin`) until `shutdown`
-/// resolves, then drains in-flight requests.
+/// them on `listener` (and comb's page and plugin list on `admin`) until
+/// `shutdown` resolves, then drains in-flight requests.
 ///
-/// Telemetry must already be initialised ([`crate::telemetry::Telemetry::init`]):
-/// spans go to the global tracer provider.
+/// Telemetry must already be initialised ([`crate::telemetry::Telemetry::init`],
+/// with `recorder`): spans and metrics go to the global providers.
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
     admin: Option<TcpListener>,
+    recorder: Recorder,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let runtime = Arc::new(
@@ -65,6 +68,7 @@ pub async fn run(
         runtime,
         tracer: spans::host_tracer(),
         cors_allowed_origins: config.cors_allowed_origins,
+        metrics: Metrics::new(),
     });
     // One shutdown signal for both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -80,8 +84,11 @@ pub async fn run(
     };
     if let Some(admin) = admin {
         let address = admin.local_addr().context("reading the admin address")?;
-        tracing::info!("admin listening on http://{address}/_comb/plugins");
-        let serve_admin = axum::serve(admin, admin::app(reports)).with_graceful_shutdown(stopped());
+        tracing::info!(
+            "admin listening on http://{address} (comb's page: /_comb/, plugin list: /_comb/plugins)"
+        );
+        let serve_admin =
+            axum::serve(admin, admin::app(reports, recorder)).with_graceful_shutdown(stopped());
         tokio::spawn(async move {
             if let Err(error) = serve_admin.await {
                 tracing::error!("admin listener: {error}");
@@ -115,6 +122,8 @@ pub struct AppState {
     pub tracer: BoxedTracer,
     /// Origins allowed by CORS; none means no CORS headers at all.
     pub cors_allowed_origins: Vec<HeaderValue>,
+    /// comb's instruments.
+    pub metrics: Metrics,
 }
 
 /// The HTTP app: every path goes through the plugin route table, behind
@@ -181,6 +190,7 @@ async fn serve_request(
         },
     );
     let (route, plugin) = (route.map(str::to_owned), plugin.map(str::to_owned));
+    let method = parts.method.clone();
     let (mut response, error_type) = match lookup {
         Lookup::NotFound => (
             ApiError::not_found(&parts.method, parts.uri.path()).into_response(),
@@ -197,6 +207,14 @@ async fn serve_request(
         }
     };
     spans::end_server_span(&server_cx, response.status(), error_type.as_deref());
+    state.metrics.record_request(&AnsweredRequest {
+        method: &method,
+        route: route.as_deref(),
+        plugin: plugin.as_deref(),
+        status: response.status(),
+        error_type: error_type.as_deref(),
+        duration: started.elapsed(),
+    });
     // W3C Trace Context's `traceresponse`: the caller learns which trace to
     // look up, as X-Ray's middleware answers `X-Amzn-Trace-Id`.
     if let Some(value) =
@@ -267,17 +285,25 @@ async fn call_plugin(
             .collect(),
         body: body.to_vec(),
     };
+    let coldstart = plugin.take_coldstart();
     let invocation_cx = spans::start_invocation_span(
         &state.tracer,
         server_cx,
         &plugin.identity(),
         limits,
-        plugin.take_coldstart(),
+        coldstart,
     );
     let (result, timings) = plugin
         .invoke(&state.runtime, request, invocation_cx.clone())
         .await;
     spans::end_invocation_span(&invocation_cx, &timings, result.as_ref().err());
+    state.metrics.record_invocation(
+        &plugin.identity(),
+        coldstart,
+        timings.instantiate,
+        timings.instantiate + timings.call,
+        result.as_ref().err().map(spans::error_type),
+    );
     match result {
         Ok(response) if response.body.len() > limits.max_response_body => {
             spans::record_limit_hit(server_cx, "response_body");
@@ -369,6 +395,7 @@ mod tests {
             runtime: Arc::new(Runtime::new(&test_engine()).unwrap()),
             tracer: spans::host_tracer(),
             cors_allowed_origins,
+            metrics: Metrics::new(),
         }))
     }
 

@@ -377,7 +377,7 @@ fn millis(duration: Duration) -> f64 {
 
 /// The method as semconv wants it: one of the known methods, else `_OTHER`
 /// (so a client cannot blow up the attribute's cardinality).
-fn known_method(method: &http::Method) -> &'static str {
+pub fn known_method(method: &http::Method) -> &'static str {
     match *method {
         http::Method::GET => "GET",
         http::Method::POST => "POST",

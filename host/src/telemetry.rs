@@ -1,20 +1,28 @@
-//! OpenTelemetry setup: the tracer provider, its OTLP exporter, the
-//! propagator and the resource. Nothing else in comb touches the SDK; the
-//! rest of the code uses the OTel API through [`crate::spans`].
+//! OpenTelemetry setup: the tracer and meter providers, their OTLP
+//! exporters, the propagator, the resource, and the in-memory recorder
+//! behind comb's own page. Nothing else in comb touches the SDK; the rest of
+//! the code uses the OTel API through [`crate::spans`] and [`crate::metrics`].
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, time::Duration};
 
 use anyhow::{Context as _, Result};
 use opentelemetry::{KeyValue, global, propagation::TextMapCompositePropagator};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
-    error::{OTelSdkError, OTelSdkResult},
+    error::OTelSdkResult,
+    metrics::{
+        PeriodicReader, SdkMeterProvider, Temporality, data::ResourceMetrics,
+        exporter::PushMetricExporter,
+    },
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter},
 };
 
-use crate::config::{OtlpProtocol, OtlpTarget, TelemetryConfig};
+use crate::{
+    config::{OtlpProtocol, OtlpTarget, Signal, TelemetryConfig},
+    dashboard::Recorder,
+};
 
 /// Where comb's spans go, for the start-up log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,24 +39,32 @@ pub enum Destination {
 /// The installed tracer provider. Keep it alive for the life of the server
 /// and call [`Telemetry::shutdown`] at the end: that flushes pending spans.
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
     destination: Destination,
+    metrics_target: Option<OtlpTarget>,
+    recorder: Option<Recorder>,
 }
 
 impl Telemetry {
-    /// Installs the global tracer provider and propagator from `config`.
+    /// Installs the global tracer and meter providers and the propagator
+    /// from `config`. Unless the SDK is disabled, `recorder` gets every
+    /// ended span too (comb's own page), exported or not.
     ///
     /// Must run inside the Tokio runtime: both OTLP transports (async
-    /// reqwest, tonic) run their exports on it, see [`OnTokio`].
-    pub fn init(config: &TelemetryConfig) -> Result<Telemetry> {
+    /// reqwest, tonic) run their exports on it, see [`OnRuntime`].
+    pub fn init(config: &TelemetryConfig, recorder: Recorder) -> Result<Telemetry> {
         global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
             Box::new(BaggagePropagator::new()),
         ]));
         if config.sdk_disabled {
             return Ok(Telemetry {
-                provider: None,
+                tracer_provider: None,
+                meter_provider: None,
                 destination: Destination::Disabled,
+                metrics_target: None,
+                recorder: None,
             });
         }
         let resource = Resource::builder_empty()
@@ -59,23 +75,53 @@ impl Telemetry {
                     .map(|(key, value)| KeyValue::new(key, value)),
             )
             .build();
-        let builder = SdkTracerProvider::builder().with_resource(resource);
-        let target = config.otlp_target();
-        let builder = match &target {
+
+        let mut tracing = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_span_processor(recorder.processor());
+        let target = config.otlp_target(Signal::Traces);
+        if let Some(target) = &target {
+            let exporter = span_exporter(target)?;
+            tracing = tracing
+                .with_span_processor(BatchSpanProcessor::builder(OnRuntime::new(exporter)).build());
+        }
+        let tracer_provider = tracing.build();
+        global::set_tracer_provider(tracer_provider.clone());
+
+        // Metrics only go out over OTLP; with no endpoint the global meter
+        // stays the no-op one and instruments cost nothing.
+        let metrics_target = config.otlp_target(Signal::Metrics);
+        let meter_provider = match &metrics_target {
             Some(target) => {
-                let exporter = span_exporter(target)?;
-                builder.with_span_processor(
-                    BatchSpanProcessor::builder(OnTokio::new(exporter)).build(),
-                )
+                let reader = PeriodicReader::builder(OnRuntime::new(metric_exporter(target)?))
+                    .with_interval(Duration::from_millis(config.metric_export_interval_ms))
+                    .build();
+                let provider = SdkMeterProvider::builder()
+                    .with_resource(resource)
+                    .with_reader(reader)
+                    .build();
+                global::set_meter_provider(provider.clone());
+                Some(provider)
             }
-            None => builder,
+            None => None,
         };
-        let provider = builder.build();
-        global::set_tracer_provider(provider.clone());
         Ok(Telemetry {
-            provider: Some(provider),
+            tracer_provider: Some(tracer_provider),
+            meter_provider,
             destination: target.map_or(Destination::LogOnly, Destination::Otlp),
+            metrics_target,
+            recorder: Some(recorder),
         })
+    }
+
+    /// Where metrics go, when they are exported.
+    pub fn metrics_destination(&self) -> Option<&OtlpTarget> {
+        self.metrics_target.as_ref()
+    }
+
+    /// The recorder of recent spans, unless the SDK is disabled.
+    pub fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.as_ref()
     }
 
     /// Where spans go.
@@ -83,112 +129,157 @@ impl Telemetry {
         &self.destination
     }
 
-    /// Flushes pending spans and shuts the exporter down.
+    /// Flushes pending spans and metrics and shuts the exporters down.
     ///
-    /// The SDK's shutdown blocks its thread until the batch processor has
-    /// exported what it holds, which takes a Tokio worker (see [`OnTokio`]);
-    /// so it runs on a blocking thread, never on a runtime worker.
+    /// The SDK's shutdown blocks its thread until the batch processor and
+    /// the metric reader have exported what they hold, which takes a Tokio
+    /// worker (see [`OnRuntime`]); so it runs on a blocking thread, never on
+    /// a runtime worker.
     pub async fn shutdown(self) -> Result<()> {
-        let Some(provider) = self.provider else {
-            return Ok(());
-        };
-        tokio::task::spawn_blocking(move || provider.shutdown())
-            .await
-            .context("telemetry shutdown task panicked")?
-            .context("flushing spans at shutdown")
+        let (tracer_provider, meter_provider) = (self.tracer_provider, self.meter_provider);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let traces = tracer_provider.map(|provider| provider.shutdown());
+            let metrics = meter_provider.map(|provider| provider.shutdown());
+            traces.transpose().context("flushing spans at shutdown")?;
+            metrics
+                .transpose()
+                .context("flushing metrics at shutdown")?;
+            Ok(())
+        })
+        .await
+        .context("telemetry shutdown task panicked")?
     }
 }
 
-/// An async exporter run on comb's Tokio runtime for the SDK's batch span
-/// processor, which queues ended spans for its own thread and calls the
-/// exporter from there.
+/// An async OTLP exporter, polled with comb's Tokio runtime entered.
 ///
-/// Why not the SDK's Tokio-task processor: it sends every ended span to
-/// its task through a channel, a task wake per span on the request path
-/// (measured: tracing cost ~25 % of throughput). The thread processor only
-/// pushes onto a bounded queue and wakes its thread once per batch. Its
-/// thread has no Tokio reactor, where reqwest and tonic panic, hence the
-/// hop back onto the runtime for each export.
+/// The SDK's batch span processor and periodic metric reader call their
+/// exporter from threads of their own, where reqwest and tonic find no
+/// reactor and panic (every span silently lost). Entering the runtime for
+/// each poll lets their sockets and timers register with it, while the
+/// runtime's workers drive them.
+///
+/// Why not the SDK's Tokio-task span processor: it sends every ended span
+/// to its task through a channel, a task wake per span on the request path.
+/// The thread processor pushes onto a bounded queue and wakes its thread
+/// once per batch; with a healthy local sink it also stopped dropping
+/// spans under load.
 #[derive(Debug)]
-struct OnTokio<E> {
-    exporter: Arc<E>,
+struct OnRuntime<E> {
+    exporter: E,
     runtime: tokio::runtime::Handle,
 }
 
-impl<E> OnTokio<E> {
+impl<E> OnRuntime<E> {
     /// Wraps `exporter`; must be called on the runtime.
     fn new(exporter: E) -> Self {
-        OnTokio {
-            exporter: Arc::new(exporter),
+        OnRuntime {
+            exporter,
             runtime: tokio::runtime::Handle::current(),
         }
     }
+
+    /// Polls `future` with the runtime entered. The guard lives only
+    /// inside each poll, so the future stays `Send`.
+    async fn entered<F: Future>(&self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            let _entered = self.runtime.enter();
+            future.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
-impl<E: SpanExporter + 'static> SpanExporter for OnTokio<E> {
+impl<E: SpanExporter> SpanExporter for OnRuntime<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let exporter = self.exporter.clone();
-        self.runtime
-            .spawn(async move { exporter.export(batch).await })
-            .await
-            .unwrap_or_else(|error| Err(OTelSdkError::InternalFailure(error.to_string())))
+        self.entered(self.exporter.export(batch)).await
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let _entered = self.runtime.enter();
         self.exporter.shutdown_with_timeout(timeout)
     }
 
     fn force_flush(&self) -> OTelSdkResult {
+        let _entered = self.runtime.enter();
         self.exporter.force_flush()
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        // The processor sets the resource once, before the first export
-        // could have cloned the exporter.
-        if let Some(exporter) = Arc::get_mut(&mut self.exporter) {
-            exporter.set_resource(resource);
-        }
+        self.exporter.set_resource(resource);
+    }
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        self.entered(self.exporter.export(metrics)).await
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        let _entered = self.runtime.enter();
+        self.exporter.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let _entered = self.runtime.enter();
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.exporter.temporality()
     }
 }
 
 fn span_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::SpanExporter> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = match target.protocol {
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(&target.url)
-            .with_timeout(target.timeout)
-            .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
-            .build(),
-        OtlpProtocol::Grpc => {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (name, value) in &target.headers {
-                let name =
-                    tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-                        .with_context(|| {
-                            format!("OTLP header name {name:?} is not valid gRPC metadata")
-                        })?;
-                let value = value.parse().with_context(|| {
-                    format!("OTLP header {name:?} has a value that is not valid gRPC metadata")
-                })?;
-                metadata.insert(name, value);
-            }
-            let builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(&target.url)
-                .with_timeout(target.timeout)
-                .with_metadata(metadata);
-            // TLS with the system's roots for https endpoints (Honeycomb's
-            // api.honeycomb.io:443) and schemeless ones (which the OTLP
-            // exporter treats as https); plain h2c for http://.
-            let builder = if !target.url.starts_with("http://") {
-                builder
-                    .with_tls_config(tonic::transport::ClientTlsConfig::new().with_enabled_roots())
-            } else {
-                builder
-            };
-            builder.build()
-        }
+        OtlpProtocol::HttpProtobuf => http(builder.with_http(), target).build(),
+        OtlpProtocol::Grpc => grpc(builder.with_tonic(), target)?.build(),
     };
-    exporter.with_context(|| format!("building the OTLP exporter for {}", target.url))
+    exporter.with_context(|| format!("building the OTLP span exporter for {}", target.url))
+}
+
+fn metric_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::MetricExporter> {
+    let builder = opentelemetry_otlp::MetricExporter::builder();
+    let exporter = match target.protocol {
+        OtlpProtocol::HttpProtobuf => http(builder.with_http(), target).build(),
+        OtlpProtocol::Grpc => grpc(builder.with_tonic(), target)?.build(),
+    };
+    exporter.with_context(|| format!("building the OTLP metric exporter for {}", target.url))
+}
+
+/// An http/protobuf exporter builder (either signal) set up for `target`.
+fn http<B: WithExportConfig + WithHttpConfig>(builder: B, target: &OtlpTarget) -> B {
+    builder
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(&target.url)
+        .with_timeout(target.timeout)
+        .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
+}
+
+/// A gRPC exporter builder (either signal) set up for `target`: headers
+/// become metadata; TLS with the system's roots for https endpoints
+/// (Honeycomb's api.honeycomb.io:443) and schemeless ones (which the OTLP
+/// exporter treats as https); plain h2c for http://.
+fn grpc<B: WithExportConfig + WithTonicConfig>(builder: B, target: &OtlpTarget) -> Result<B> {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (name, value) in &target.headers {
+        let name =
+            tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .with_context(|| format!("OTLP header name {name:?} is not valid gRPC metadata"))?;
+        let value = value.parse().with_context(|| {
+            format!("OTLP header {name:?} has a value that is not valid gRPC metadata")
+        })?;
+        metadata.insert(name, value);
+    }
+    let builder = builder
+        .with_endpoint(&target.url)
+        .with_timeout(target.timeout)
+        .with_metadata(metadata);
+    Ok(if target.url.starts_with("http://") {
+        builder
+    } else {
+        builder.with_tls_config(tonic::transport::ClientTlsConfig::new().with_enabled_roots())
+    })
 }

@@ -112,10 +112,8 @@ impl Comb {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(url) = line.split("admin listening on ").nth(1) {
-                    let _ = address_tx.send((
-                        "admin",
-                        url.trim().trim_end_matches("/_comb/plugins").to_owned(),
-                    ));
+                    let url = url.split_whitespace().next().unwrap_or_default();
+                    let _ = address_tx.send(("admin", url.to_owned()));
                 } else if let Some(url) = line.split("listening on ").nth(1) {
                     let _ = address_tx.send(("main", url.trim().to_owned()));
                 }

@@ -8,6 +8,8 @@ mod cruddur;
 mod harness;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod otlp;
+mod page;
 mod serve;
 mod traces;

@@ -1,5 +1,6 @@
 //! A real OTLP receiver for the tests: http/protobuf on `/v1/traces` and
-//! gRPC `TraceService`, both decoding with the `opentelemetry-proto` types.
+//! `/v1/metrics`, gRPC `TraceService` and `MetricsService`, all decoding
+//! with the `opentelemetry-proto` types.
 
 use std::{
     sync::{Arc, Mutex},
@@ -8,11 +9,18 @@ use std::{
 
 use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
+    collector::{
+        metrics::v1::{
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+            metrics_service_server::{MetricsService, MetricsServiceServer},
+        },
+        trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_server::{TraceService, TraceServiceServer},
+        },
     },
     common::v1::{AnyValue, KeyValue, any_value::Value},
+    metrics::v1::Metric,
     trace::v1::span::SpanKind,
 };
 use prost::Message;
@@ -122,10 +130,30 @@ pub struct Receiver {
     /// URL of the gRPC endpoint.
     pub grpc_url: String,
     exports: Arc<Mutex<Vec<Export>>>,
+    metric_exports: MetricExports,
 }
+
+/// Metric export requests as they arrived, with their transport.
+type MetricExports = Arc<Mutex<Vec<(&'static str, ExportMetricsServiceRequest)>>>;
 
 #[derive(Clone)]
 struct Grpc(Arc<Mutex<Vec<Export>>>);
+
+#[derive(Clone)]
+struct GrpcMetrics(MetricExports);
+
+#[tonic::async_trait]
+impl MetricsService for GrpcMetrics {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().push(("grpc", request.into_inner()));
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Grpc {
@@ -167,18 +195,21 @@ impl Receiver {
     /// Starts the HTTP endpoint on `address` (the gRPC one on a free port).
     pub async fn start_on(address: &str) -> std::io::Result<Receiver> {
         let exports = Arc::new(Mutex::new(Vec::new()));
+        let metric_exports = MetricExports::default();
 
         let http_listener = tokio::net::TcpListener::bind(address).await?;
         let http_url = format!("http://{}", http_listener.local_addr()?);
-        let app = http_app(exports.clone());
+        let app = http_app(exports.clone(), metric_exports.clone());
         tokio::spawn(async move { axum::serve(http_listener, app).await });
 
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
         let service = TraceServiceServer::new(Grpc(exports.clone()));
+        let metrics_service = MetricsServiceServer::new(GrpcMetrics(metric_exports.clone()));
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics_service)
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener))
                 .await
         });
@@ -187,6 +218,7 @@ impl Receiver {
             http_url,
             grpc_url,
             exports,
+            metric_exports,
         })
     }
 
@@ -194,6 +226,7 @@ impl Receiver {
     /// the way Honeycomb is reached.
     pub async fn start_tls(identity: &TlsIdentity) -> Receiver {
         let exports = Arc::new(Mutex::new(Vec::new()));
+        let metric_exports = MetricExports::default();
 
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_url = format!(
@@ -209,7 +242,7 @@ impl Receiver {
             .expect("a valid test certificate");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let app = http_app(exports.clone());
+        let app = http_app(exports.clone(), metric_exports.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = http_listener.accept().await {
                 let (acceptor, app) = (acceptor.clone(), app.clone());
@@ -249,6 +282,41 @@ impl Receiver {
             http_url,
             grpc_url,
             exports,
+            metric_exports,
+        }
+    }
+
+    /// The newest received state of metric `name` (comb's metrics are
+    /// cumulative, so the newest export holds the totals) and the transport
+    /// it came over.
+    pub fn metric(&self, name: &str) -> Option<(&'static str, Metric)> {
+        let exports = self.metric_exports.lock().unwrap();
+        exports.iter().rev().find_map(|(transport, request)| {
+            request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .find(|m| m.name == name)
+                .map(|m| (*transport, m.clone()))
+        })
+    }
+
+    /// Waits (up to 30 s) until metric `name` is exported and `ready`
+    /// holds for it; returns it.
+    pub async fn wait_for_metric(&self, name: &str, ready: impl Fn(&Metric) -> bool) -> Metric {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((_, metric)) = self.metric(name).filter(|(_, m)| ready(m)) {
+                return metric;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "metric {name} never got there; last seen: {:#?}",
+                    self.metric(name)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -318,9 +386,21 @@ impl Receiver {
     }
 }
 
-/// The receiver's `/v1/traces` endpoint.
-fn http_app(exports: Arc<Mutex<Vec<Export>>>) -> Router {
-    Router::new().route(
+/// The receiver's `/v1/traces` and `/v1/metrics` endpoints.
+fn http_app(exports: Arc<Mutex<Vec<Export>>>, metric_exports: MetricExports) -> Router {
+    let metrics = post(move |body: Bytes| async move {
+        let request =
+            ExportMetricsServiceRequest::decode(body).expect("an OTLP protobuf metrics request");
+        metric_exports.lock().unwrap().push(("http", request));
+        (
+            [("content-type", "application/x-protobuf")],
+            ExportMetricsServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec(),
+        )
+    });
+    Router::new().route("/v1/metrics", metrics).route(
         "/v1/traces",
         post(move |headers: HeaderMap, body: Bytes| async move {
             let request =

@@ -46,6 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     limits::Limits,
+    metrics::Metrics,
     runtime::{
         CallStats, Compiled, Guest, InvokeError, Manifest, PreparedPlugin, Request, Response,
         Runtime, sandbox::Sandbox,
@@ -191,6 +192,7 @@ pub struct Plugins {
     routes: SharedRoutes,
     reports: SharedReports,
     tracer: BoxedTracer,
+    metrics: Metrics,
 }
 
 /// What the lifecycle knows about one file.
@@ -222,6 +224,7 @@ impl Plugins {
             routes: Arc::default(),
             reports: Arc::default(),
             tracer: spans::host_tracer(),
+            metrics: Metrics::new(),
         }
     }
 
@@ -378,6 +381,7 @@ impl Plugins {
             }
         }
         span.end();
+        self.metrics.record_load(result.is_ok());
         result.map(Arc::new)
     }
 }

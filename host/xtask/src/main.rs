@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask run [-- COMB SERVE FLAGS]`: build the plugins and serve them
 //!   with comb on 127.0.0.1:8080.
-//! - `cargo xtask test [-- ARGS]`: build the plugins, run every test (with
+//! - `cargo xtask test [-- ARGS]`: build the plugins, install Debian's
+//!   Chromium if missing (the page test), run every test (with
 //!   cargo-nextest when installed, else `cargo test`; ARGS go to it).
 //! - `cargo xtask plugins`: build the plugins into `target/plugins`.
 //! - `cargo xtask bench`: release builds, then comb against native axum under
@@ -49,6 +50,8 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         }
         "test" => {
             xtask::build_plugins()?;
+            // The page test drives a real headless browser.
+            ensure_debian_package("chromium", "chromium")?;
             let mut command = cargo();
             command.current_dir(xtask::workspace_root());
             // nextest runs each test in its own process and ends with one
@@ -78,7 +81,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
                 bail!("building release binaries failed");
             }
             xtask::build_plugins()?;
-            ensure_wrk()?;
+            ensure_debian_package("wrk", "wrk")?;
             let mut harness = Command::new("python3");
             harness.current_dir(&root).arg("tests/bench/throughput.py");
             status(harness)
@@ -95,19 +98,24 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Installs wrk from Debian's packages when it is not on the PATH.
-fn ensure_wrk() -> Result<()> {
-    if Command::new("wrk").arg("--version").output().is_ok() {
+/// Installs Debian's `package` when `program` is not on the machine.
+fn ensure_debian_package(program: &str, package: &str) -> Result<()> {
+    if Command::new(program).arg("--version").output().is_ok() {
         return Ok(());
     }
-    eprintln!("xtask: installing wrk (apt-get)");
-    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "wrk"][..]] {
+    eprintln!("xtask: installing {package} (apt-get)");
+    let install = ["install", "-y", "-qq", "--no-install-recommends", package];
+    for args in [&["update", "-qq"][..], &install[..]] {
         let status = Command::new("apt-get")
             .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .context("running apt-get")?;
         if !status.success() {
-            bail!("apt-get {} failed; install wrk by hand", args.join(" "));
+            bail!(
+                "apt-get {} failed; install {package} by hand",
+                args.join(" ")
+            );
         }
     }
     Ok(())

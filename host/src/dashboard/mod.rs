@@ -1,0 +1,240 @@
+//! comb's own page: per-plugin latency side by side and recent traces,
+//! from memory, with no account anywhere — the embedded default a first
+//! run lands on.
+//!
+//! The [`Recorder`] is one more span processor on the SDK's provider (see
+//! [`crate::telemetry`]). On the request path it only hands the ended span
+//! to a bounded queue (a full queue drops and counts); a thread of its own
+//! builds the traces and latency buckets in [`store`]. The admin listener
+//! serves the page at `/_comb/` and its JSON at `/_comb/api/…`.
+
+pub mod store;
+
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, SyncSender, sync_channel},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::get,
+};
+use http::StatusCode;
+use opentelemetry::Context;
+use opentelemetry_sdk::{
+    error::OTelSdkResult,
+    trace::{Span, SpanData, SpanProcessor},
+};
+use serde::{Deserialize, Serialize};
+
+use self::store::{Capacity, PluginStats, Store, TraceView};
+
+/// Ended spans waiting for the recorder's thread; beyond this, dropped.
+const QUEUE: usize = 8192;
+
+/// The windows the page offers, in seconds.
+pub const WINDOWS: [u64; 3] = [60, 300, 900];
+
+/// Records ended spans for the page. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    store: Arc<Mutex<Store>>,
+    sender: SyncSender<SpanData>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    /// Starts the recorder's thread, keeping `capacity` traces.
+    pub fn start(capacity: Capacity) -> Recorder {
+        let store = Arc::new(Mutex::new(Store::new(capacity)));
+        let (sender, receiver) = sync_channel(QUEUE);
+        let aggregating = store.clone();
+        std::thread::Builder::new()
+            .name("comb-dashboard".into())
+            .spawn(move || aggregate(receiver, &aggregating))
+            .expect("spawning the dashboard thread");
+        Recorder {
+            store,
+            sender,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// The span processor to add to the tracer provider.
+    pub fn processor(&self) -> RecordingProcessor {
+        RecordingProcessor {
+            sender: self.sender.clone(),
+            dropped: self.dropped.clone(),
+        }
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        // The store stays consistent even if a reader panicked.
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The page and its JSON API, for the admin listener.
+    pub fn routes(self) -> Router {
+        Router::new()
+            .route("/_comb", get(|| async { Redirect::permanent("/_comb/") }))
+            .route("/_comb/", get(page))
+            .route("/_comb/api/stats", get(stats))
+            .route("/_comb/api/traces", get(traces))
+            .route("/_comb/api/traces/{trace_id}", get(trace))
+            .with_state(self)
+    }
+}
+
+/// Ends the thread when every sender is gone (the provider shut down).
+fn aggregate(receiver: Receiver<SpanData>, store: &Mutex<Store>) {
+    while let Ok(span) = receiver.recv() {
+        let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+        store.add(span);
+        // Drain what queued up meanwhile under the same lock.
+        while let Ok(span) = receiver.try_recv() {
+            store.add(span);
+        }
+    }
+}
+
+/// The [`Recorder`]'s side of the SDK: a non-blocking hand-off.
+#[derive(Debug)]
+pub struct RecordingProcessor {
+    sender: SyncSender<SpanData>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl SpanProcessor for RecordingProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.sender.try_send(span).is_err() && self.dropped.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            tracing::warn!(
+                "comb's page cannot keep up; dropping spans from it (export is unaffected)"
+            );
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// `?window=SECONDS` (one of [`WINDOWS`], default 300).
+#[derive(Deserialize)]
+struct WindowQuery {
+    window: Option<u64>,
+}
+
+/// `GET /_comb/api/stats` answer.
+#[derive(Serialize)]
+struct StatsAnswer {
+    window_s: u64,
+    bucket_s: u64,
+    windows: &'static [u64],
+    dropped_spans: u64,
+    plugins: Vec<PluginStats>,
+}
+
+async fn stats(State(recorder): State<Recorder>, Query(query): Query<WindowQuery>) -> Response {
+    let window = query.window.unwrap_or(300);
+    if !WINDOWS.contains(&window) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                serde_json::json!({"error": format!("window must be one of {WINDOWS:?} seconds")}),
+            ),
+        )
+            .into_response();
+    }
+    let plugins = recorder.store().stats(Duration::from_secs(window));
+    Json(StatsAnswer {
+        window_s: window,
+        bucket_s: store::BUCKET.as_secs(),
+        windows: &WINDOWS,
+        dropped_spans: recorder.dropped.load(Ordering::Relaxed),
+        plugins,
+    })
+    .into_response()
+}
+
+/// `?plugin=NAME&route=PATTERN&limit=N`.
+#[derive(Deserialize)]
+struct TracesQuery {
+    plugin: Option<String>,
+    route: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A trace in the list: everything but its spans.
+#[derive(Serialize)]
+struct TraceSummary<'a> {
+    trace_id: &'a str,
+    start_ms: f64,
+    duration_ms: f64,
+    plugin: &'a str,
+    route: &'a str,
+    method: &'a str,
+    status: i64,
+    failed: bool,
+    kept: Option<&'static str>,
+    spans: usize,
+}
+
+async fn traces(
+    State(recorder): State<Recorder>,
+    Query(query): Query<TracesQuery>,
+) -> Json<serde_json::Value> {
+    let blank = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+    let (plugin, route) = (blank(&query.plugin), blank(&query.route));
+    let store = recorder.store();
+    let list: Vec<TraceSummary<'_>> = store
+        .traces(plugin.as_deref(), route.as_deref())
+        .into_iter()
+        .take(query.limit.unwrap_or(100))
+        .map(|t| TraceSummary {
+            trace_id: &t.trace_id,
+            start_ms: t.start_ms,
+            duration_ms: t.duration_ms,
+            plugin: &t.plugin,
+            route: &t.route,
+            method: &t.method,
+            status: t.status,
+            failed: t.failed,
+            kept: t.kept,
+            spans: t.spans.len(),
+        })
+        .collect();
+    Json(serde_json::json!({ "traces": list }))
+}
+
+async fn trace(State(recorder): State<Recorder>, Path(trace_id): Path<String>) -> Response {
+    let found: Option<TraceView> = recorder.store().trace(&trace_id).cloned();
+    match found {
+        Some(trace) => Json(trace).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": format!("no trace {trace_id} in memory")})),
+        )
+            .into_response(),
+    }
+}
+
+/// The page: one self-contained file, no CDN, works offline.
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}

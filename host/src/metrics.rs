@@ -1,0 +1,182 @@
+//! comb's metric model: which instruments exist, their names, units and
+//! attributes. Semantic-convention names where they exist (HTTP server,
+//! FaaS), `comb.*` otherwise:
+//!
+//! ```text
+//! http.server.request.duration  histogram s  method, route, status, plugin.name, error.type
+//! faas.invoke_duration          histogram s  plugin.name, plugin.version, faas.trigger, error.type
+//! faas.init_duration            histogram s  plugin.name, plugin.version (instantiation)
+//! faas.coldstarts               counter      plugin.name, plugin.version (first call after a load)
+//! faas.errors                   counter      plugin.name, plugin.version, error.type
+//! comb.plugin.loads             counter      plugin.load.outcome (loaded / rejected)
+//! ```
+//!
+//! Attributes stay low-cardinality — route patterns, never paths; plugin
+//! name and version, never instance, request or trace ids — so one
+//! Honeycomb query groups plugins side by side.
+
+use std::time::Duration;
+
+use opentelemetry::{
+    KeyValue, global,
+    metrics::{Counter, Histogram},
+};
+use opentelemetry_semantic_conventions::metric::{
+    FAAS_COLDSTARTS, FAAS_ERRORS, FAAS_INIT_DURATION, FAAS_INVOKE_DURATION,
+    HTTP_SERVER_REQUEST_DURATION,
+};
+
+use crate::spans::{PluginIdentity, attributes};
+
+/// The instrumentation scope of comb's instruments.
+pub const METER_NAME: &str = "comb";
+
+/// The name of the plugin-load counter.
+pub const PLUGIN_LOADS: &str = "comb.plugin.loads";
+
+/// The bucket boundaries semantic conventions advise for durations in
+/// seconds (`http.server.request.duration`).
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// comb's instruments, from the global meter provider (a no-op one unless
+/// metrics are exported). Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    request_duration: Histogram<f64>,
+    invoke_duration: Histogram<f64>,
+    init_duration: Histogram<f64>,
+    coldstarts: Counter<u64>,
+    errors: Counter<u64>,
+    loads: Counter<u64>,
+}
+
+/// One answered request, as [`Metrics::record_request`] records it.
+pub struct AnsweredRequest<'a> {
+    /// The request method.
+    pub method: &'a http::Method,
+    /// The matched route pattern, if any.
+    pub route: Option<&'a str>,
+    /// The plugin that served it, if any.
+    pub plugin: Option<&'a str>,
+    /// The response status.
+    pub status: http::StatusCode,
+    /// The failure's `error.type`, if it failed.
+    pub error_type: Option<&'a str>,
+    /// From the request's arrival to its response.
+    pub duration: Duration,
+}
+
+impl Metrics {
+    /// Creates the instruments on the current global meter provider.
+    pub fn new() -> Self {
+        let meter = global::meter(METER_NAME);
+        let seconds = |name: &'static str, description: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build()
+        };
+        Metrics {
+            request_duration: seconds(
+                HTTP_SERVER_REQUEST_DURATION,
+                "Duration of HTTP server requests.",
+            ),
+            invoke_duration: seconds(
+                FAAS_INVOKE_DURATION,
+                "Duration of plugin calls: instantiation and the guest's handler.",
+            ),
+            init_duration: seconds(
+                FAAS_INIT_DURATION,
+                "Time to instantiate a plugin for a call.",
+            ),
+            coldstarts: meter
+                .u64_counter(FAAS_COLDSTARTS)
+                .with_unit("{coldstart}")
+                .with_description("First calls to a plugin after it was loaded.")
+                .build(),
+            errors: meter
+                .u64_counter(FAAS_ERRORS)
+                .with_unit("{error}")
+                .with_description("Plugin calls that failed, by error.type.")
+                .build(),
+            loads: meter
+                .u64_counter(PLUGIN_LOADS)
+                .with_unit("{load}")
+                .with_description("Plugin files loaded or rejected.")
+                .build(),
+        }
+    }
+
+    /// Records one answered request.
+    pub fn record_request(&self, request: &AnsweredRequest<'_>) {
+        let mut attributes = vec![
+            KeyValue::new(
+                attributes::HTTP_REQUEST_METHOD,
+                crate::spans::known_method(request.method),
+            ),
+            KeyValue::new(
+                attributes::HTTP_RESPONSE_STATUS_CODE,
+                i64::from(request.status.as_u16()),
+            ),
+            KeyValue::new(attributes::URL_SCHEME, "http"),
+        ];
+        if let Some(route) = request.route {
+            attributes.push(KeyValue::new(attributes::HTTP_ROUTE, route.to_owned()));
+        }
+        if let Some(plugin) = request.plugin {
+            attributes.push(KeyValue::new(attributes::PLUGIN_NAME, plugin.to_owned()));
+        }
+        if let Some(error_type) = request.error_type {
+            attributes.push(KeyValue::new(attributes::ERROR_TYPE, error_type.to_owned()));
+        }
+        self.request_duration
+            .record(request.duration.as_secs_f64(), &attributes);
+    }
+
+    /// Records one plugin call: its duration, instantiation time, a cold
+    /// start and a failure's `error.type`.
+    pub fn record_invocation(
+        &self,
+        plugin: &PluginIdentity<'_>,
+        coldstart: bool,
+        instantiate: Duration,
+        total: Duration,
+        error_type: Option<&str>,
+    ) {
+        let mut attributes = vec![
+            KeyValue::new(attributes::PLUGIN_NAME, plugin.name.to_owned()),
+            KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.to_owned()),
+        ];
+        self.init_duration
+            .record(instantiate.as_secs_f64(), &attributes);
+        if coldstart {
+            self.coldstarts.add(1, &attributes);
+        }
+        attributes.push(KeyValue::new(attributes::FAAS_TRIGGER, "http"));
+        if let Some(error_type) = error_type {
+            attributes.push(KeyValue::new(attributes::ERROR_TYPE, error_type.to_owned()));
+            self.errors.add(1, &attributes);
+        }
+        self.invoke_duration
+            .record(total.as_secs_f64(), &attributes);
+    }
+
+    /// Records one plugin file loaded (`true`) or rejected.
+    pub fn record_load(&self, loaded: bool) {
+        let outcome = if loaded { "loaded" } else { "rejected" };
+        self.loads.add(
+            1,
+            &[KeyValue::new(attributes::PLUGIN_LOAD_OUTCOME, outcome)],
+        );
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
