@@ -3,7 +3,8 @@
 
 Variants, same machine, same load (wrk), interleaved over ROUNDS rounds:
   1. native axum building the same home_activities JSON (the physical limit);
-  2. comb serving home_activities with tracing off (OTEL_SDK_DISABLED);
+  2. comb serving home_activities with tracing off (OTEL_SDK_DISABLED),
+     and with no endpoint (spans recorded for comb's own page only);
   3. comb traced, exporting to a local OTLP sink that accepts and discards
      (target/release/otlp-sink, native, so it takes little of the CPU);
      and the same with 10 % of traces sampled (OTEL_TRACES_SAMPLER);
@@ -151,6 +152,7 @@ def main():
     variants = {
         "1 native axum": lambda: run_native(),
         "2 comb, tracing off": lambda: run_comb(folder, {"OTEL_SDK_DISABLED": "true"}),
+        "2b comb, no endpoint (spans kept for comb's page only)": lambda: run_comb(folder, {}),
         "3 comb, traced to a sink": lambda: run_comb(folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink}),
         "3b comb, traced to a sink, 10 % sampled": lambda: run_comb(folder, {
             "OTEL_EXPORTER_OTLP_ENDPOINT": sink, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",

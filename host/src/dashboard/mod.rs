@@ -14,7 +14,7 @@ use std::{
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
-        mpsc::{Receiver, SyncSender, sync_channel},
+        mpsc::{Receiver, SyncSender, TryRecvError, sync_channel},
     },
     time::Duration,
 };
@@ -33,10 +33,14 @@ use opentelemetry_sdk::{
 };
 use serde::{Deserialize, Serialize};
 
-use self::store::{Capacity, PluginStats, Store, TraceView};
+use self::store::{Capacity, PluginStats, Store};
 
 /// Ended spans waiting for the recorder's thread; beyond this, dropped.
-const QUEUE: usize = 8192;
+/// Room for well over one [`POLL`] of spans at full load.
+const QUEUE: usize = 16_384;
+
+/// How often the recorder's thread takes the queued spans.
+const POLL: Duration = Duration::from_millis(25);
 
 /// The windows the page offers, in seconds.
 pub const WINDOWS: [u64; 3] = [60, 300, 900];
@@ -91,14 +95,31 @@ impl Recorder {
     }
 }
 
-/// Ends the thread when every sender is gone (the provider shut down).
+/// Takes what queued up every [`POLL`]; ends when every sender is gone
+/// (the provider shut down).
+///
+/// Polling, not a blocking `recv`: with the receiver blocked, every span's
+/// send would wake this thread — a futex call and a context switch per
+/// span, on the request path. Polled, a send is a push onto the queue.
 fn aggregate(receiver: Receiver<SpanData>, store: &Mutex<Store>) {
-    while let Ok(span) = receiver.recv() {
-        let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-        store.add(span);
-        // Drain what queued up meanwhile under the same lock.
-        while let Ok(span) = receiver.try_recv() {
-            store.add(span);
+    let mut batch = Vec::new();
+    loop {
+        std::thread::sleep(POLL);
+        let disconnected = loop {
+            match receiver.try_recv() {
+                Ok(span) => batch.push(span),
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
+            }
+        };
+        if !batch.is_empty() {
+            let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+            for span in batch.drain(..) {
+                store.add(span);
+            }
+        }
+        if disconnected {
+            return;
         }
     }
 }
@@ -180,52 +201,22 @@ struct TracesQuery {
     limit: Option<usize>,
 }
 
-/// A trace in the list: everything but its spans.
-#[derive(Serialize)]
-struct TraceSummary<'a> {
-    trace_id: &'a str,
-    start_ms: f64,
-    duration_ms: f64,
-    plugin: &'a str,
-    route: &'a str,
-    method: &'a str,
-    status: i64,
-    failed: bool,
-    kept: Option<&'static str>,
-    spans: usize,
-}
-
 async fn traces(
     State(recorder): State<Recorder>,
     Query(query): Query<TracesQuery>,
 ) -> Json<serde_json::Value> {
     let blank = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
     let (plugin, route) = (blank(&query.plugin), blank(&query.route));
-    let store = recorder.store();
-    let list: Vec<TraceSummary<'_>> = store
-        .traces(plugin.as_deref(), route.as_deref())
-        .into_iter()
-        .take(query.limit.unwrap_or(100))
-        .map(|t| TraceSummary {
-            trace_id: &t.trace_id,
-            start_ms: t.start_ms,
-            duration_ms: t.duration_ms,
-            plugin: &t.plugin,
-            route: &t.route,
-            method: &t.method,
-            status: t.status,
-            failed: t.failed,
-            kept: t.kept,
-            spans: t.spans.len(),
-        })
-        .collect();
+    let mut list = recorder.store().traces(plugin.as_deref(), route.as_deref());
+    list.truncate(query.limit.unwrap_or(100));
     Json(serde_json::json!({ "traces": list }))
 }
 
 async fn trace(State(recorder): State<Recorder>, Path(trace_id): Path<String>) -> Response {
-    let found: Option<TraceView> = recorder.store().trace(&trace_id).cloned();
+    // Clone the handle under the lock; build the JSON outside it.
+    let found = recorder.store().trace(&trace_id);
     match found {
-        Some(trace) => Json(trace).into_response(),
+        Some(trace) => Json(trace.view()).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({"error": format!("no trace {trace_id} in memory")})),

@@ -4,6 +4,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -50,10 +51,28 @@ pub struct Store {
     pending: HashMap<TraceId, Vec<SpanData>>,
     /// Arrival order of `pending`, to evict the oldest when full.
     pending_order: VecDeque<TraceId>,
-    recent: VecDeque<TraceView>,
-    kept: VecDeque<TraceView>,
-    /// (plugin, route) → buckets, oldest first.
-    series: BTreeMap<(String, String), VecDeque<Bucket>>,
+    recent: VecDeque<Arc<Trace>>,
+    kept: VecDeque<Arc<Trace>>,
+    /// (plugin, route) → its latency over time.
+    series: BTreeMap<(String, String), Series>,
+}
+
+/// A finished request's trace as recorded: the spans as the SDK ended
+/// them. Turned into a [`TraceView`] only when someone asks for it.
+pub struct Trace {
+    /// The numbers shown in the list.
+    pub summary: TraceSummary,
+    spans: Vec<SpanData>,
+}
+
+/// One route's buckets, oldest first, and when a trace counts as slow.
+#[derive(Default)]
+struct Series {
+    buckets: VecDeque<Bucket>,
+    /// The route's p95 over the last minute, and the second it was
+    /// computed at: recomputed at most once a second, not per request.
+    slow_over_ms: Option<f64>,
+    slow_computed_at: u64,
 }
 
 struct Bucket {
@@ -167,9 +186,9 @@ pub struct Point {
     pub p95_ms: Option<f64>,
 }
 
-/// A finished request's trace, ready to serve as JSON.
+/// A trace in the list: everything but its spans.
 #[derive(Debug, Clone, Serialize)]
-pub struct TraceView {
+pub struct TraceSummary {
     /// Hex trace id.
     pub trace_id: String,
     /// Start, milliseconds since the epoch.
@@ -188,7 +207,17 @@ pub struct TraceView {
     pub failed: bool,
     /// Why it is kept beyond the recent ones: `failed` or `slow`.
     pub kept: Option<&'static str>,
-    /// Every span, parents before children, by start time.
+    /// How many spans it has.
+    pub span_count: usize,
+}
+
+/// A finished request's trace, ready to serve as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceView {
+    /// The list's numbers.
+    #[serde(flatten)]
+    pub summary: TraceSummary,
+    /// Every span, by start time.
     pub spans: Vec<SpanView>,
 }
 
@@ -270,8 +299,8 @@ impl Store {
         }
     }
 
-    /// Records a complete trace's numbers and builds its view.
-    fn finish(&mut self, spans: Vec<SpanData>) -> Option<TraceView> {
+    /// Records a complete trace's numbers; returns it to keep.
+    fn finish(&mut self, spans: Vec<SpanData>) -> Option<Trace> {
         let root = spans.last()?;
         let plugin = string_attribute(root, attributes::PLUGIN_NAME)?;
         let route = string_attribute(root, attributes::HTTP_ROUTE).unwrap_or_default();
@@ -287,73 +316,74 @@ impl Store {
         });
         let start = root.start_time;
         let duration = root.end_time.duration_since(start).unwrap_or_default();
-        let at = epoch_secs(root.end_time);
-
-        let mut stats = Stats::new();
-        stats.requests = 1;
-        stats.errors = u64::from(failed);
-        stats.coldstarts = u64::from(coldstart);
-        stats
-            .latency
-            .saturating_record((duration.as_micros() as u64 / LATENCY_UNIT_MICROS).max(1));
-        let slow_threshold = self.p95(&plugin, &route);
-        self.record(&plugin, &route, at, &stats);
-
-        let kept = if failed {
-            Some("failed")
-        } else if slow_threshold.is_some_and(|p95| millis(duration) > p95) {
-            Some("slow")
-        } else {
-            None
-        };
-        let mut views: Vec<SpanView> = spans.iter().map(|span| span_view(span, start)).collect();
-        views.sort_by(|a, b| a.offset_ms.total_cmp(&b.offset_ms));
-        Some(TraceView {
+        let summary = TraceSummary {
             trace_id: root.span_context.trace_id().to_string(),
             start_ms: epoch_millis(start),
             duration_ms: millis(duration),
             method: string_attribute(root, attributes::HTTP_REQUEST_METHOD).unwrap_or_default(),
-            plugin,
-            route,
             status,
             failed,
-            kept,
-            spans: views,
+            kept: None,
+            span_count: spans.len(),
+            plugin,
+            route,
+        };
+        let slow = self.record(&summary, epoch_secs(root.end_time), coldstart);
+        Some(Trace {
+            summary: TraceSummary {
+                kept: if failed {
+                    Some("failed")
+                } else if slow {
+                    Some("slow")
+                } else {
+                    None
+                },
+                ..summary
+            },
+            spans,
         })
     }
 
-    /// The route's p95 over the last minute, once there are enough
-    /// requests for it to mean something.
-    fn p95(&self, plugin: &str, route: &str) -> Option<f64> {
-        let buckets = self.series.get(&(plugin.to_owned(), route.to_owned()))?;
-        let since = epoch_secs(SystemTime::now()).saturating_sub(60);
-        let stats = merged(buckets.iter().filter(|b| b.start >= since));
-        (stats.requests >= 20)
-            .then(|| stats.summary().p95_ms)
-            .flatten()
-    }
-
-    fn record(&mut self, plugin: &str, route: &str, at: u64, stats: &Stats) {
-        let start = at - at % BUCKET.as_secs();
-        let buckets = self
+    /// Adds one request to its route's bucket; returns whether it was
+    /// slower than the route's recent p95.
+    fn record(&mut self, trace: &TraceSummary, at: u64, coldstart: bool) -> bool {
+        let series = self
             .series
-            .entry((plugin.to_owned(), route.to_owned()))
+            .entry((trace.plugin.clone(), trace.route.clone()))
             .or_default();
-        match buckets.back_mut() {
-            Some(last) if last.start == start => last.stats.add(stats),
-            _ => buckets.push_back(Bucket {
+        if series.slow_computed_at != at {
+            let since = at.saturating_sub(60);
+            let recent = merged(series.buckets.iter().filter(|b| b.start >= since));
+            series.slow_over_ms = (recent.requests >= 20)
+                .then(|| recent.summary().p95_ms)
+                .flatten();
+            series.slow_computed_at = at;
+        }
+        let start = at - at % BUCKET.as_secs();
+        if series.buckets.back().is_none_or(|last| last.start != start) {
+            series.buckets.push_back(Bucket {
                 start,
-                stats: stats.clone(),
-            }),
+                stats: Stats::new(),
+            });
         }
         let oldest = start.saturating_sub(RETENTION.as_secs());
-        while buckets.front().is_some_and(|b| b.start < oldest) {
-            buckets.pop_front();
+        while series.buckets.front().is_some_and(|b| b.start < oldest) {
+            series.buckets.pop_front();
         }
+        let stats = &mut series.buckets.back_mut().expect("pushed above").stats;
+        stats.requests += 1;
+        stats.errors += u64::from(trace.failed);
+        stats.coldstarts += u64::from(coldstart);
+        let units = (trace.duration_ms * 1000.0) as u64 / LATENCY_UNIT_MICROS;
+        stats.latency.saturating_record(units.max(1));
+        series
+            .slow_over_ms
+            .is_some_and(|p95| trace.duration_ms > p95)
     }
 
-    fn keep(&mut self, trace: TraceView) {
-        if trace.kept.is_some() {
+    fn keep(&mut self, trace: Trace) {
+        let trace = Arc::new(trace);
+        if trace.summary.kept.is_some() {
             push_bounded(&mut self.kept, trace.clone(), self.capacity.kept);
         }
         push_bounded(&mut self.recent, trace, self.capacity.recent);
@@ -372,9 +402,10 @@ impl Store {
             points: BTreeMap<u64, Stats>,
         }
         let mut plugins: BTreeMap<&str, Sums> = BTreeMap::new();
-        for ((plugin, route), buckets) in &self.series {
+        for ((plugin, route), series) in &self.series {
             let in_window = || {
-                buckets
+                series
+                    .buckets
                     .iter()
                     .filter(|b| b.start + BUCKET.as_secs() > since)
             };
@@ -420,25 +451,41 @@ impl Store {
 
     /// Traces, newest first: the kept (slow, failed) and the recent ones,
     /// each once, optionally only one plugin's or one route's.
-    pub fn traces(&self, plugin: Option<&str>, route: Option<&str>) -> Vec<&TraceView> {
-        let mut traces: Vec<&TraceView> = self
+    pub fn traces(&self, plugin: Option<&str>, route: Option<&str>) -> Vec<TraceSummary> {
+        let mut traces: Vec<&TraceSummary> = self
             .recent
             .iter()
             .chain(&self.kept)
+            .map(|t| &t.summary)
             .filter(|t| plugin.is_none_or(|p| t.plugin == p))
             .filter(|t| route.is_none_or(|r| t.route == r))
             .collect();
         traces.sort_by(|a, b| b.start_ms.total_cmp(&a.start_ms));
         traces.dedup_by(|a, b| a.trace_id == b.trace_id);
-        traces
+        traces.into_iter().cloned().collect()
     }
 
-    /// One trace by its hex id.
-    pub fn trace(&self, trace_id: &str) -> Option<&TraceView> {
+    /// One trace by its hex id, with every span.
+    pub fn trace(&self, trace_id: &str) -> Option<Arc<Trace>> {
         self.recent
             .iter()
             .chain(&self.kept)
-            .find(|t| t.trace_id == trace_id)
+            .find(|t| t.summary.trace_id == trace_id)
+            .cloned()
+    }
+}
+
+impl Trace {
+    /// The trace as JSON-ready views, spans by start time. Built on
+    /// request, outside the store's lock.
+    pub fn view(&self) -> TraceView {
+        let start = self.spans.last().map_or(UNIX_EPOCH, |root| root.start_time);
+        let mut spans: Vec<SpanView> = self.spans.iter().map(|s| span_view(s, start)).collect();
+        spans.sort_by(|a, b| a.offset_ms.total_cmp(&b.offset_ms));
+        TraceView {
+            summary: self.summary.clone(),
+            spans,
+        }
     }
 }
 
