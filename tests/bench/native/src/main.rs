@@ -55,16 +55,6 @@ async fn home() -> Json<Value> {
 
 #[tokio::main]
 async fn main() {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8090".to_owned());
-    let listener = tokio::net::TcpListener::bind(&address)
-        .await
-        .expect("binding");
-    eprintln!(
-        "listening on http://{}",
-        listener.local_addr().expect("bound")
-    );
     let app = Router::new().route("/api/activities/home", get(home));
-    axum::serve(listener, app).await.expect("serving");
+    native_home::serve("127.0.0.1:8090", app).await;
 }

@@ -40,19 +40,9 @@ async fn count(State(received): State<Arc<Received>>) -> Json<Value> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:4318".to_owned());
-    let listener = tokio::net::TcpListener::bind(&address)
-        .await
-        .expect("binding");
-    eprintln!(
-        "listening on http://{}",
-        listener.local_addr().expect("bound")
-    );
     let app = Router::new()
         .route("/count", get(count))
         .fallback(export)
         .with_state(Arc::<Received>::default());
-    axum::serve(listener, app).await.expect("serving");
+    native_home::serve("127.0.0.1:4318", app).await;
 }
