@@ -233,6 +233,24 @@ pub struct TelemetryConfig {
     #[arg(long = "otel-sdk-disabled", env = "OTEL_SDK_DISABLED", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub sdk_disabled: bool,
 
+    /// How trace context is read from requests: a comma-separated list of
+    /// `tracecontext` (W3C), `baggage`, `xray` (AWS `X-Amzn-Trace-Id`) or
+    /// `none`.
+    #[arg(
+        long = "otel-propagators",
+        env = "OTEL_PROPAGATORS",
+        value_delimiter = ',',
+        default_value = "tracecontext,baggage",
+        value_name = "LIST"
+    )]
+    pub propagators: Vec<Propagator>,
+
+    /// Generate trace ids that AWS X-Ray accepts (the first 32 bits are the
+    /// start time in epoch seconds), for traces sent to X-Ray through the
+    /// AWS Distro for OpenTelemetry collector.
+    #[arg(long = "xray-trace-ids", env = "COMB_XRAY_TRACE_IDS", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub xray_trace_ids: bool,
+
     /// The service name on every span; Honeycomb makes it the dataset.
     /// Defaults to `service.name` from OTEL_RESOURCE_ATTRIBUTES, else `comb`.
     #[arg(
@@ -367,6 +385,20 @@ pub enum Signal {
     Traces,
     /// Metrics, to `/v1/metrics`.
     Metrics,
+}
+
+/// The trace-context formats comb can read (`OTEL_PROPAGATORS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Propagator {
+    /// W3C Trace Context: `traceparent`, `tracestate`.
+    #[value(name = "tracecontext")]
+    TraceContext,
+    /// W3C Baggage.
+    Baggage,
+    /// AWS X-Ray: `X-Amzn-Trace-Id`.
+    Xray,
+    /// None at all: every request starts a new trace.
+    None,
 }
 
 /// The OTLP transports comb can export with.
@@ -572,6 +604,21 @@ mod tests {
         assert_eq!(metrics.timeout, Duration::from_millis(750));
         let only_traces = telemetry(&["--otlp-traces-endpoint=http://collector:4318/v1/traces"]);
         assert_eq!(only_traces.otlp_target(Signal::Metrics), None);
+    }
+
+    #[test]
+    fn propagators_come_from_otel_propagators() {
+        use Propagator::*;
+        assert_eq!(telemetry(&[]).propagators, vec![TraceContext, Baggage]);
+        assert_eq!(
+            telemetry(&["--otel-propagators=xray,tracecontext"]).propagators,
+            vec![Xray, TraceContext]
+        );
+        assert!(
+            TelemetryConfig::augment_args(clap::Command::new("comb"))
+                .try_get_matches_from(["comb", "--otel-propagators=b3"])
+                .is_err()
+        );
     }
 
     #[test]

@@ -6,7 +6,11 @@
 use std::{collections::HashMap, future::Future, time::Duration};
 
 use anyhow::{Context as _, Result};
-use opentelemetry::{KeyValue, global, propagation::TextMapCompositePropagator};
+use opentelemetry::{
+    KeyValue, global,
+    propagation::{TextMapCompositePropagator, TextMapPropagator},
+};
+use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
@@ -20,7 +24,7 @@ use opentelemetry_sdk::{
 };
 
 use crate::{
-    config::{OtlpProtocol, OtlpTarget, Signal, TelemetryConfig},
+    config::{OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig},
     dashboard::Recorder,
 };
 
@@ -54,10 +58,7 @@ impl Telemetry {
     /// Must run inside the Tokio runtime: both OTLP transports (async
     /// reqwest, tonic) run their exports on it, see [`OnRuntime`].
     pub fn init(config: &TelemetryConfig, recorder: Recorder) -> Result<Telemetry> {
-        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ]));
+        global::set_text_map_propagator(propagator(&config.propagators));
         if config.sdk_disabled {
             return Ok(Telemetry {
                 tracer_provider: None,
@@ -79,6 +80,9 @@ impl Telemetry {
         let mut tracing = SdkTracerProvider::builder()
             .with_resource(resource.clone())
             .with_span_processor(recorder.processor());
+        if config.xray_trace_ids {
+            tracing = tracing.with_id_generator(XrayIdGenerator::default());
+        }
         let target = config.otlp_target(Signal::Traces);
         if let Some(target) = &target {
             let exporter = span_exporter(target)?;
@@ -149,6 +153,24 @@ impl Telemetry {
         .await
         .context("telemetry shutdown task panicked")?
     }
+}
+
+/// The propagator for `OTEL_PROPAGATORS`: each one named, in order (a
+/// later one wins where two find a context); `none` or an empty list
+/// reads nothing.
+fn propagator(names: &[Propagator]) -> TextMapCompositePropagator {
+    let propagators = names
+        .iter()
+        .filter_map(|name| -> Option<Box<dyn TextMapPropagator + Send + Sync>> {
+            match name {
+                Propagator::TraceContext => Some(Box::new(TraceContextPropagator::new())),
+                Propagator::Baggage => Some(Box::new(BaggagePropagator::new())),
+                Propagator::Xray => Some(Box::new(XrayPropagator::new())),
+                Propagator::None => None,
+            }
+        })
+        .collect();
+    TextMapCompositePropagator::new(propagators)
 }
 
 /// An async OTLP exporter, polled with comb's Tokio runtime entered.

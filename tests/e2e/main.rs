@@ -11,5 +11,6 @@ mod limits;
 mod metrics;
 mod otlp;
 mod page;
+mod propagation;
 mod serve;
 mod traces;
