@@ -72,6 +72,8 @@ pub mod attributes {
     pub const PLUGIN_MEMORY_PEAK_BYTES: &str = "plugin.memory.peak_bytes";
     /// Fuel consumed, when metering is on (i64).
     pub const PLUGIN_FUEL_CONSUMED: &str = "plugin.fuel.consumed";
+    /// Log lines past the per-call limits, counted instead of kept.
+    pub const PLUGIN_LOG_DROPPED: &str = "plugin.log.dropped";
 }
 
 /// The instrumentation scope of comb's own spans.
@@ -267,6 +269,12 @@ pub fn end_invocation_span(cx: &Context, stats: &CallStats, failure: Option<&Inv
     ]);
     if let Some(fuel) = stats.fuel_consumed {
         span.set_attribute(KeyValue::new(attributes::PLUGIN_FUEL_CONSUMED, fuel as i64));
+    }
+    if stats.log_dropped > 0 {
+        span.set_attribute(KeyValue::new(
+            attributes::PLUGIN_LOG_DROPPED,
+            stats.log_dropped as i64,
+        ));
     }
     let Some(failure) = failure else {
         span.end();

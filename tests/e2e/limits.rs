@@ -4,11 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
 use serde_json::Value;
 
 use crate::{
     harness::{Comb, Options, client, get_json, trace_id},
-    otlp::{Receiver, named},
+    otlp::{Receiver, find, named},
 };
 
 /// The traced settings these tests share.
@@ -353,4 +354,56 @@ async fn many_calls_in_a_row_do_not_grow_the_host() {
         after < warm + 16 * 1024,
         "no growth per call: {warm} → {after} KiB"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_log_lines_become_span_events_and_log_lines_within_bounds() {
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["misbehave"],
+        env: &traced(&receiver),
+        ..Options::default()
+    });
+    let (status, _, trace) = call(&comb, "/misbehave/log?lines=2").await;
+    assert_eq!(status, 200);
+    let spans = receiver.trace(&trace, 3).await;
+    let guest = named(&spans, "misbehave");
+    let logs: Vec<_> = guest
+        .events
+        .iter()
+        .filter(|(name, _)| name == "log")
+        .collect();
+    assert_eq!(logs.len(), 3, "{guest:#?}");
+    let first = &logs[0].1;
+    assert_eq!(
+        find(first, "log.severity"),
+        Some(&OtlpValue::StringValue("INFO".into()))
+    );
+    assert_eq!(
+        find(first, "log.message"),
+        Some(&OtlpValue::StringValue("line 0".into()))
+    );
+    assert_eq!(find(first, "app.line"), Some(&OtlpValue::IntValue(0)));
+    assert_eq!(
+        find(&logs[2].1, "log.severity"),
+        Some(&OtlpValue::StringValue("WARN".into()))
+    );
+    // And comb's own log, with the trace it belongs to.
+    let log = comb.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("comb::guest") && line.contains("line 1"))
+        .unwrap_or_else(|| panic!("no guest line in:\n{log}"));
+    assert!(
+        line.contains(&trace) && line.contains("plugin=misbehave"),
+        "{line}"
+    );
+    assert!(line.contains("app.line=1"), "{line}");
+
+    // A flood is bounded per call: the excess is counted on the span.
+    let (status, _, trace) = call(&comb, "/misbehave/log?lines=400").await;
+    assert_eq!(status, 200);
+    let spans = receiver.trace(&trace, 3).await;
+    let invocation = named(&spans, "invoke misbehave");
+    assert_eq!(invocation.int("plugin.log.dropped"), 401 - 256);
 }

@@ -8,6 +8,7 @@
 //! request is comb's isolation promise: nothing leaks between requests.
 
 pub mod bindings;
+pub mod log_api;
 pub mod sandbox;
 pub mod span_api;
 mod state;
@@ -169,6 +170,8 @@ pub struct CallStats {
     pub memory_peak: usize,
     /// Fuel consumed, when metering is on.
     pub fuel_consumed: Option<u64>,
+    /// Log lines past the per-call limits, counted instead of kept.
+    pub log_dropped: u64,
 }
 
 impl Runtime {
@@ -336,6 +339,7 @@ impl Runtime {
         };
         stats.guest_cpu = store.data().guest_clock.total();
         stats.memory_peak = store.data().limiter.peak();
+        stats.log_dropped = store.data().log_dropped();
         stats.fuel_consumed = limits
             .fuel
             .filter(|_| self.fuel)

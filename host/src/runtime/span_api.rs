@@ -51,7 +51,9 @@ impl SpanApiCtx {
         }
     }
 
-    fn current(&self) -> &Context {
+    /// The guest's current span: the innermost it has open, else the
+    /// invocation span.
+    pub fn current(&self) -> &Context {
         self.open.last().unwrap_or(&self.invocation)
     }
 
@@ -210,7 +212,8 @@ impl wit::HostSpan for SpanApiView<'_> {
     }
 }
 
-fn key_values(attributes: Vec<wit::KeyValue>) -> impl Iterator<Item = KeyValue> {
+/// WIT attributes as OTel ones.
+pub(super) fn key_values(attributes: Vec<wit::KeyValue>) -> impl Iterator<Item = KeyValue> {
     attributes
         .into_iter()
         .map(|wit::KeyValue { key, value }| KeyValue::new(key, otel_value(value)))

@@ -15,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
 
 use super::{
     STDERR_CAPTURE_LIMIT,
+    log_api::{self, GuestLog, LogApiView},
     sandbox::Sandbox,
     span_api::{self, SpanApiCtx, SpanApiView},
 };
@@ -29,6 +30,8 @@ pub struct InvocationState {
     table: ResourceTable,
     /// The span API's state for this call.
     spans: SpanApiCtx,
+    /// The log API's state for this call.
+    log: GuestLog,
     /// The guest's stderr, bounded by [`STDERR_CAPTURE_LIMIT`].
     stderr: MemoryOutputPipe,
     /// The memory cap and high-water mark.
@@ -51,6 +54,7 @@ impl InvocationState {
             wasi: sandbox.wasi(stderr.clone(), invocation.clone()),
             table: ResourceTable::new(),
             spans: SpanApiCtx::new(tracer, invocation, plugin_name),
+            log: GuestLog::new(plugin_name),
             stderr,
             limiter: MemoryLimiter::new(memory_limit),
             guest_clock: GuestClock::default(),
@@ -60,6 +64,18 @@ impl InvocationState {
     /// What the guest wrote to stderr so far, lossily decoded.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.contents()).into_owned()
+    }
+
+    /// Log lines the guest logged past the per-call limits.
+    pub fn log_dropped(&self) -> u64 {
+        self.log.dropped()
+    }
+
+    fn log_api(&mut self) -> LogApiView<'_> {
+        LogApiView {
+            log: &mut self.log,
+            spans: &self.spans,
+        }
     }
 
     fn span_api(&mut self) -> SpanApiView<'_> {
@@ -112,5 +128,6 @@ impl GuestClock {
 /// Links every host capability a plugin may import.
 pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    span_api::add_to_linker(linker, InvocationState::span_api)
+    span_api::add_to_linker(linker, InvocationState::span_api)?;
+    log_api::add_to_linker(linker, InvocationState::log_api)
 }

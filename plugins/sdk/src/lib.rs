@@ -28,6 +28,7 @@
 //! `.wasm` into comb's plugins folder.
 
 pub mod http;
+pub mod log;
 pub mod time;
 pub mod trace;
 

@@ -30,14 +30,7 @@ impl Span {
 
     /// Adds an event with attributes.
     pub fn event(&self, name: &str, attributes: Vec<(&str, Value)>) {
-        let attributes: Vec<KeyValue> = attributes
-            .into_iter()
-            .map(|(key, value)| KeyValue {
-                key: key.to_owned(),
-                value,
-            })
-            .collect();
-        self.0.add_event(name, &attributes);
+        self.0.add_event(name, &key_values(attributes));
     }
 
     /// Sets the span's status.
@@ -59,6 +52,17 @@ impl Span {
     pub fn end(self) {
         self.0.end();
     }
+}
+
+/// `(key, value)` pairs as WIT key-values.
+pub(crate) fn key_values(pairs: Vec<(&str, Value)>) -> Vec<KeyValue> {
+    pairs
+        .into_iter()
+        .map(|(key, value)| KeyValue {
+            key: key.to_owned(),
+            value,
+        })
+        .collect()
 }
 
 impl From<&str> for Value {

@@ -16,6 +16,7 @@ impl Plugin for Misbehave {
             "/misbehave/read-file",
             "/misbehave/env",
             "/misbehave/connect",
+            "/misbehave/log",
         ]
         .into_iter()
         .fold(Manifest::new("misbehave", "0.0.1"), |m, path| {
@@ -57,6 +58,16 @@ impl Plugin for Misbehave {
             "/misbehave/connect" => Ok(outcome(
                 std::net::TcpStream::connect(arg("addr")).map(|_| "connected".to_owned()),
             )),
+            "/misbehave/log" => {
+                for line in 0..number("lines") {
+                    comb_sdk::log::info(
+                        &format!("line {line}"),
+                        vec![("app.line", (line as usize).into())],
+                    );
+                }
+                comb_sdk::log::warn("done logging", vec![]);
+                Ok(http::json(200, &json!({"logged": number("lines") + 1})))
+            }
             _ => Err(HandlerError::BadRequest("no such misbehaviour".into())),
         }
     }
