@@ -24,6 +24,11 @@ const EXPORTING_LOG_FILTER: &str = "warn,comb=info,comb::access=off";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Two TLS stacks link rustls with different crypto providers (the OTLP
+    // exporters with aws-lc-rs, wasi:http's client with ring), so rustls
+    // cannot pick one by itself; every TLS connection comb makes uses
+    // aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let exporting = matches!(&cli.command, Command::Serve(config)
         if !config.telemetry.sdk_disabled && config.telemetry.otlp_target(Signal::Traces).is_some());
     let default_filter = if exporting {

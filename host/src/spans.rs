@@ -5,6 +5,7 @@
 //! GET /api/activities/home          SERVER    http.* semconv, plugin.name
 //! └─ invoke home_activities         INTERNAL  plugin.*, faas.*, timings
 //!    └─ home-activites-mock-data    INTERNAL  the plugin's own (app.now, ...)
+//!       └─ GET                      CLIENT    an outgoing call: http.*, url.full, server.*
 //! ```
 //!
 //! 4xx responses leave the server span's status unset (the client erred);
@@ -32,8 +33,8 @@ pub mod attributes {
     pub use opentelemetry_semantic_conventions::attribute::{
         CLIENT_ADDRESS, ERROR_TYPE, EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE, EXCEPTION_TYPE,
         FAAS_COLDSTART, FAAS_TRIGGER, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE,
-        NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_PATH, URL_QUERY, URL_SCHEME,
-        USER_AGENT_ORIGINAL,
+        NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_FULL, URL_PATH, URL_QUERY,
+        URL_SCHEME, USER_AGENT_ORIGINAL,
     };
 
     /// The plugin's name from its manifest; on every span of a request that
@@ -381,6 +382,63 @@ pub fn traceresponse(cx: &Context) -> Option<String> {
 
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+/// Starts the CLIENT span of a plugin's outgoing HTTP call, under the
+/// guest's current span `parent`: `{METHOD}` with HTTP client semantic
+/// conventions.
+pub fn start_client_span(parent: &Context, method: &http::Method, uri: &http::Uri) -> Context {
+    let port = port_of(uri);
+    let method = known_method(method);
+    let tracer = host_tracer();
+    let span = tracer
+        .span_builder(method)
+        .with_kind(SpanKind::Client)
+        .with_attributes([
+            KeyValue::new(attributes::HTTP_REQUEST_METHOD, method),
+            KeyValue::new(attributes::URL_FULL, uri.to_string()),
+            KeyValue::new(
+                attributes::SERVER_ADDRESS,
+                uri.host().unwrap_or_default().to_owned(),
+            ),
+            KeyValue::new(attributes::SERVER_PORT, i64::from(port)),
+        ])
+        .start_with_context(&tracer, parent);
+    parent.with_span(span)
+}
+
+/// The port `uri` reaches: its own, else its scheme's.
+pub fn port_of(uri: &http::Uri) -> u16 {
+    uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    })
+}
+
+/// Ends a CLIENT span: with the response's status (4xx and 5xx are errors
+/// for a client), or with a failure's `error.type` and description.
+pub fn end_client_span(cx: &Context, outcome: Result<StatusCode, (String, String)>) {
+    let span = cx.span();
+    match outcome {
+        Ok(status) => {
+            span.set_attribute(KeyValue::new(
+                attributes::HTTP_RESPONSE_STATUS_CODE,
+                i64::from(status.as_u16()),
+            ));
+            if status.is_client_error() || status.is_server_error() {
+                span.set_attribute(KeyValue::new(
+                    attributes::ERROR_TYPE,
+                    status.as_str().to_owned(),
+                ));
+                span.set_status(Status::error(""));
+            }
+        }
+        Err((error_type, description)) => {
+            span.set_attribute(KeyValue::new(attributes::ERROR_TYPE, error_type));
+            span.set_status(Status::error(description));
+        }
+    }
+    span.end();
 }
 
 /// The method as semconv wants it: one of the known methods, else `_OTHER`

@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod otlp;
+mod outgoing;
 mod page;
 mod propagation;
 mod serve;

@@ -233,6 +233,8 @@ impl Receiver {
             "https://localhost:{}",
             http_listener.local_addr().unwrap().port()
         );
+        // rustls links two crypto providers here (see comb's main); pick one.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(

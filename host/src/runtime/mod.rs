@@ -8,6 +8,7 @@
 //! request is comb's isolation promise: nothing leaks between requests.
 
 pub mod bindings;
+pub mod http_client;
 pub mod log_api;
 pub mod sandbox;
 pub mod span_api;

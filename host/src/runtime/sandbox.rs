@@ -8,6 +8,7 @@
 //! env = ["AWS_REGION"]                # host variables, by name
 //! config = { FRONTEND_URL = "http://localhost:3000" }  # as variables too
 //! connect = ["127.0.0.1:4567"]         # TCP destinations, `host:port`, port may be `*`
+//! http = ["api.example.com", "127.0.0.1:4567"]  # outgoing HTTP (wasi:http), `host` or `host:port`
 //! ```
 //!
 //! A denied access fails inside the guest with WASI's ordinary error; a
@@ -40,6 +41,10 @@ pub struct SandboxGrants {
     /// TCP destinations the guest may connect to, `ip:port` or `ip:*`.
     #[serde(default)]
     pub connect: Vec<String>,
+    /// Hosts the guest may send HTTP requests to through wasi:http,
+    /// `host` (any port) or `host:port`.
+    #[serde(default)]
+    pub http: Vec<String>,
 }
 
 /// One read-only directory grant.
@@ -59,6 +64,7 @@ pub struct Sandbox {
     dirs: Vec<DirGrant>,
     env: Vec<(String, String)>,
     connect: Arc<Vec<(std::net::IpAddr, Option<u16>)>>,
+    http: Arc<Vec<(String, Option<u16>)>>,
 }
 
 impl SandboxGrants {
@@ -100,15 +106,40 @@ impl SandboxGrants {
                 Ok((ip, port))
             })
             .collect::<Result<_, String>>()?;
+        let http = self
+            .http
+            .iter()
+            .map(|grant| match grant.rsplit_once(':') {
+                Some((host, port)) if !host.ends_with(']') || grant.starts_with('[') => port
+                    .parse()
+                    .map(|port| {
+                        (
+                            host.trim_matches(['[', ']']).to_ascii_lowercase(),
+                            Some(port),
+                        )
+                    })
+                    .map_err(|_| format!("sandbox.http: bad port in {grant:?}")),
+                _ => Ok((grant.trim_matches(['[', ']']).to_ascii_lowercase(), None)),
+            })
+            .collect::<Result<_, String>>()?;
         Ok(Sandbox {
             dirs: self.dirs.clone(),
             env,
             connect: Arc::new(connect),
+            http: Arc::new(http),
         })
     }
 }
 
 impl Sandbox {
+    /// Whether the guest may send HTTP requests to `host:port`.
+    pub fn allows_http(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_matches(['[', ']']);
+        self.http.iter().any(|(granted, granted_port)| {
+            granted.eq_ignore_ascii_case(host) && granted_port.is_none_or(|p| p == port)
+        })
+    }
+
     /// The WASI context for one call. `invocation` is where denied
     /// connections are recorded.
     pub fn wasi(&self, stderr: MemoryOutputPipe, invocation: Context) -> WasiCtx {

@@ -12,9 +12,11 @@ use wasmtime::{
     component::{Linker, ResourceTable},
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::{
     STDERR_CAPTURE_LIMIT,
+    http_client::ClientHooks,
     log_api::{self, GuestLog, LogApiView},
     sandbox::Sandbox,
     span_api::{self, SpanApiCtx, SpanApiView},
@@ -32,6 +34,9 @@ pub struct InvocationState {
     spans: SpanApiCtx,
     /// The log API's state for this call.
     log: GuestLog,
+    /// wasi:http's state, and comb's hooks for outgoing calls.
+    http: WasiHttpCtx,
+    client: ClientHooks,
     /// The guest's stderr, bounded by [`STDERR_CAPTURE_LIMIT`].
     stderr: MemoryOutputPipe,
     /// The memory cap and high-water mark.
@@ -53,8 +58,10 @@ impl InvocationState {
         InvocationState {
             wasi: sandbox.wasi(stderr.clone(), invocation.clone()),
             table: ResourceTable::new(),
+            client: ClientHooks::new(invocation.clone(), sandbox),
             spans: SpanApiCtx::new(tracer, invocation, plugin_name),
             log: GuestLog::new(plugin_name),
+            http: WasiHttpCtx::new(),
             stderr,
             limiter: MemoryLimiter::new(memory_limit),
             guest_clock: GuestClock::default(),
@@ -82,6 +89,19 @@ impl InvocationState {
         SpanApiView {
             ctx: &mut self.spans,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // An outgoing call's span goes under whatever span the guest has
+        // open when it makes the call.
+        self.client.current = self.spans.current().clone();
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.client,
         }
     }
 }
@@ -128,6 +148,7 @@ impl GuestClock {
 /// Links every host capability a plugin may import.
 pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     span_api::add_to_linker(linker, InvocationState::span_api)?;
     log_api::add_to_linker(linker, InvocationState::log_api)
 }

@@ -27,6 +27,7 @@
 //! Build it with `cargo build --target wasm32-wasip2 --release` and copy the
 //! `.wasm` into comb's plugins folder.
 
+pub mod client;
 pub mod http;
 pub mod log;
 pub mod time;
