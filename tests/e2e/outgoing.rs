@@ -173,3 +173,35 @@ async fn a_destination_the_sidecar_does_not_grant_is_denied() {
     assert_eq!(client.string("error.type"), "http.request_denied");
     assert_eq!(client.status_code, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baggage_reaches_the_guest_and_travels_on() {
+    let receiver = Receiver::start().await;
+    let upstream = Upstream::start().await;
+    let comb = start(&receiver, "tracecontext,baggage");
+    let baggage = "user.id=alice,tier=gold";
+    let response = crate::harness::client()
+        .get(comb.at("/caller/baggage"))
+        .header("baggage", baggage)
+        .send()
+        .await
+        .unwrap();
+    let seen: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({"user.id": "alice", "tier": "gold"})
+    );
+
+    let response = crate::harness::client()
+        .get(fetch(&comb, &format!("{}/hello", upstream.url)))
+        .header("baggage", baggage)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let forwarded = upstream.header("baggage");
+    assert!(
+        forwarded.contains("user.id=alice") && forwarded.contains("tier=gold"),
+        "{forwarded}"
+    );
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use opentelemetry::{
     Array, Context, KeyValue, StringValue, Value as OtelValue,
+    baggage::BaggageExt as _,
     global::BoxedTracer,
     trace::{SpanId, Status as OtelStatus, TraceContextExt, Tracer},
 };
@@ -95,6 +96,16 @@ impl wit::Host for SpanApiView<'_> {
     fn current_span(&mut self) -> wasmtime::Result<Resource<GuestSpan>> {
         let cx = self.ctx.current().clone();
         Ok(self.table.push(GuestSpan { cx, owned: false })?)
+    }
+
+    fn baggage(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self
+            .ctx
+            .invocation
+            .baggage()
+            .iter()
+            .map(|(name, (value, _metadata))| (name.to_string(), value.to_string()))
+            .collect())
     }
 }
 

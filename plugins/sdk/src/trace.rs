@@ -54,6 +54,12 @@ impl Span {
     }
 }
 
+/// The W3C baggage the request came with, as name-value pairs; it
+/// travels on with the plugin's outgoing calls.
+pub fn baggage() -> Vec<(String, String)> {
+    wit::baggage()
+}
+
 /// `(key, value)` pairs as WIT key-values.
 pub(crate) fn key_values(pairs: Vec<(&str, Value)>) -> Vec<KeyValue> {
     pairs

@@ -8,12 +8,23 @@ struct Caller;
 
 impl Plugin for Caller {
     fn manifest() -> Manifest {
-        Manifest::new("caller", "0.0.1").route("GET", "/caller/fetch")
+        Manifest::new("caller", "0.0.1")
+            .route("GET", "/caller/fetch")
+            .route("GET", "/caller/baggage")
     }
 
+    /// `GET /caller/baggage`: the request's baggage as a JSON object.
+    ///
     /// `GET /caller/fetch?url=URL`: fetches URL inside a span
     /// `fetch-upstream`; 200 with what came back, 502 with the error.
     fn handle(request: Request) -> Result<Response, HandlerError> {
+        if request.path == "/caller/baggage" {
+            let baggage: serde_json::Map<String, serde_json::Value> = comb_sdk::trace::baggage()
+                .into_iter()
+                .map(|(name, value)| (name, value.into()))
+                .collect();
+            return Ok(http::json(200, &baggage));
+        }
         let url = request.query_param("url").unwrap_or_default();
         let span = Span::start("fetch-upstream");
         span.set("app.upstream", url.as_str());
