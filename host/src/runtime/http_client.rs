@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use opentelemetry::{Context, global, propagation::Injector};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::sandbox::Sandbox;
+use super::sandbox::HttpGrants;
 use crate::spans;
 
 /// How long to wait for a connection.
@@ -32,15 +32,15 @@ pub struct ClientHooks {
     /// The guest's current span when it made the call; set by the store
     /// before every wasi:http host call.
     pub(super) current: Context,
-    sandbox: Sandbox,
+    grants: HttpGrants,
 }
 
 impl ClientHooks {
-    /// Hooks for one call under `invocation`, allowed what `sandbox` grants.
-    pub fn new(invocation: Context, sandbox: &Sandbox) -> Self {
+    /// Hooks for one call under `invocation`, allowed what `grants` grant.
+    pub fn new(invocation: Context, grants: HttpGrants) -> Self {
         ClientHooks {
             current: invocation,
-            sandbox: sandbox.clone(),
+            grants,
         }
     }
 }
@@ -68,7 +68,7 @@ impl WasiHttpHooks for ClientHooks {
         let uri = request.uri().clone();
         let cx = spans::start_client_span(&self.current, request.method(), &uri);
         let (host, port) = (uri.host().unwrap_or_default(), spans::port_of(&uri));
-        if !self.sandbox.allows_http(host, port) {
+        if !self.grants.allows(host, port) {
             spans::end_client_span(
                 &cx,
                 Err((

@@ -57,6 +57,20 @@ pub struct DirGrant {
     pub guest: String,
 }
 
+/// Hosts a plugin may send HTTP requests to; cheap to clone.
+#[derive(Debug, Default, Clone)]
+pub struct HttpGrants(Arc<Vec<(String, Option<u16>)>>);
+
+impl HttpGrants {
+    /// Whether the guest may send HTTP requests to `host:port`.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_matches(['[', ']']);
+        self.0.iter().any(|(granted, granted_port)| {
+            granted.eq_ignore_ascii_case(host) && granted_port.is_none_or(|p| p == port)
+        })
+    }
+}
+
 /// A plugin's sandbox, resolved once at load: environment values read,
 /// destinations parsed.
 #[derive(Debug, Default, Clone)]
@@ -132,12 +146,9 @@ impl SandboxGrants {
 }
 
 impl Sandbox {
-    /// Whether the guest may send HTTP requests to `host:port`.
-    pub fn allows_http(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_matches(['[', ']']);
-        self.http.iter().any(|(granted, granted_port)| {
-            granted.eq_ignore_ascii_case(host) && granted_port.is_none_or(|p| p == port)
-        })
+    /// The HTTP destinations granted, shared with each call's hooks.
+    pub fn http_grants(&self) -> HttpGrants {
+        HttpGrants(self.http.clone())
     }
 
     /// The WASI context for one call. `invocation` is where denied

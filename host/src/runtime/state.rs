@@ -58,7 +58,7 @@ impl InvocationState {
         InvocationState {
             wasi: sandbox.wasi(stderr.clone(), invocation.clone()),
             table: ResourceTable::new(),
-            client: ClientHooks::new(invocation.clone(), sandbox),
+            client: ClientHooks::new(invocation.clone(), sandbox.http_grants()),
             spans: SpanApiCtx::new(tracer, invocation, plugin_name),
             log: GuestLog::new(plugin_name),
             http: WasiHttpCtx::new(),
