@@ -77,7 +77,12 @@ impl wit::Host for LogApiView<'_> {
         message: String,
         fields: Vec<WitKeyValue>,
     ) -> wasmtime::Result<()> {
-        let size = message.len() + fields.iter().map(|kv| kv.key.len() + 16).sum::<usize>();
+        let fields: Vec<KeyValue> = span_api::key_values(fields).collect();
+        let size = message.len()
+            + fields
+                .iter()
+                .map(|kv| kv.key.as_str().len() + kv.value.as_str().len())
+                .sum::<usize>();
         if self.log.lines >= MAX_LINES || self.log.bytes + size > MAX_BYTES {
             self.log.dropped += 1;
             return Ok(());
@@ -86,7 +91,6 @@ impl wit::Host for LogApiView<'_> {
         self.log.bytes += size;
 
         let severity = severity(level);
-        let fields: Vec<KeyValue> = span_api::key_values(fields).collect();
         let span = self.spans.current().span();
         let context = span.span_context().clone();
         let rendered = fields
@@ -132,5 +136,46 @@ fn severity(level: Level) -> &'static str {
         Level::Info => "INFO",
         Level::Warn => "WARN",
         Level::Error => "ERROR",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use opentelemetry::{Context, global};
+
+    use super::*;
+    use crate::runtime::bindings::comb::plugin::tracing::Value;
+
+    fn log(view: &mut LogApiView<'_>, message: &str, value: &str) {
+        wit::Host::log(
+            view,
+            Level::Info,
+            message.to_owned(),
+            vec![WitKeyValue {
+                key: "app.value".into(),
+                value: Value::String(value.to_owned()),
+            }],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn lines_and_bytes_are_bounded_per_call_counting_field_values() {
+        let spans = SpanApiCtx::new(Arc::new(global::tracer("test")), Context::new(), "p");
+        let mut state = GuestLog::new("p");
+        let mut view = LogApiView {
+            log: &mut state,
+            spans: &spans,
+        };
+        // A short message with a huge field value is over the byte bound.
+        log(&mut view, "big", &"x".repeat(MAX_BYTES));
+        assert_eq!(view.log.dropped(), 1);
+        for _ in 0..MAX_LINES + 10 {
+            log(&mut view, "line", "v");
+        }
+        assert_eq!(view.log.lines, MAX_LINES);
+        assert_eq!(view.log.dropped(), 11);
     }
 }

@@ -57,6 +57,33 @@ pub struct DirGrant {
     pub guest: String,
 }
 
+/// Parses one `[sandbox] http` grant: `host`, `host:port`, `[v6]` or
+/// `[v6]:port`; host names compare case-insensitively.
+fn http_grant(grant: &str) -> Result<(String, Option<u16>), String> {
+    let bad = || format!("sandbox.http: {grant:?} is not host, host:port or [ipv6]:port");
+    let (host, port) = match grant.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, rest) = bracketed.split_once(']').ok_or_else(bad)?;
+            match rest {
+                "" => (host, None),
+                _ => (host, Some(rest.strip_prefix(':').ok_or_else(bad)?)),
+            }
+        }
+        None => match grant.split_once(':') {
+            Some((host, port)) if !port.contains(':') => (host, Some(port)),
+            Some(_) => return Err(bad()),
+            None => (grant, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let port = port
+        .map(|port| port.parse::<u16>().map_err(|_| bad()))
+        .transpose()?;
+    Ok((host.to_ascii_lowercase(), port))
+}
+
 /// Hosts a plugin may send HTTP requests to; cheap to clone.
 #[derive(Debug, Default, Clone)]
 pub struct HttpGrants(Arc<Vec<(String, Option<u16>)>>);
@@ -123,18 +150,7 @@ impl SandboxGrants {
         let http = self
             .http
             .iter()
-            .map(|grant| match grant.rsplit_once(':') {
-                Some((host, port)) if !host.ends_with(']') || grant.starts_with('[') => port
-                    .parse()
-                    .map(|port| {
-                        (
-                            host.trim_matches(['[', ']']).to_ascii_lowercase(),
-                            Some(port),
-                        )
-                    })
-                    .map_err(|_| format!("sandbox.http: bad port in {grant:?}")),
-                _ => Ok((grant.trim_matches(['[', ']']).to_ascii_lowercase(), None)),
-            })
+            .map(|grant| http_grant(grant))
             .collect::<Result<_, String>>()?;
         Ok(Sandbox {
             dirs: self.dirs.clone(),
@@ -203,5 +219,35 @@ impl Sandbox {
                 },
             );
         builder.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_grants_parse_hosts_ports_and_ipv6() {
+        assert_eq!(
+            http_grant("API.example.com"),
+            Ok(("api.example.com".into(), None))
+        );
+        assert_eq!(
+            http_grant("127.0.0.1:4567"),
+            Ok(("127.0.0.1".into(), Some(4567)))
+        );
+        assert_eq!(http_grant("[::1]"), Ok(("::1".into(), None)));
+        assert_eq!(http_grant("[::1]:8080"), Ok(("::1".into(), Some(8080))));
+        for bad in ["::1", "host:port", "[::1", "[::1]8080", ":80", "host:99999"] {
+            assert!(http_grant(bad).is_err(), "{bad} accepted");
+        }
+        let grants = HttpGrants(Arc::new(vec![
+            http_grant("api.example.com").unwrap(),
+            http_grant("[::1]:8080").unwrap(),
+        ]));
+        assert!(grants.allows("API.example.com", 443));
+        assert!(grants.allows("[::1]", 8080));
+        assert!(!grants.allows("::1", 8081));
+        assert!(!grants.allows("example.com", 443));
     }
 }
