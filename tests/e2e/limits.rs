@@ -407,3 +407,52 @@ async fn guest_log_lines_become_span_events_and_log_lines_within_bounds() {
     let invocation = named(&spans, "invoke misbehave");
     assert_eq!(invocation.int("plugin.log.dropped"), 401 - 256);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_stdout_and_stderr_lines_become_span_events_and_log_lines() {
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["misbehave"],
+        env: &traced(&receiver),
+        ..Options::default()
+    });
+    let (status, _, trace) = call(&comb, "/misbehave/print").await;
+    assert_eq!(status, 200);
+    let spans = receiver.trace(&trace, 4).await;
+    // Each line goes on the span the guest had open when it wrote it.
+    let line = |span: &str, message: &str| {
+        let span = named(&spans, span);
+        span.events
+            .iter()
+            .find(|(name, attributes)| {
+                name == "log"
+                    && find(attributes, "log.message")
+                        == Some(&OtlpValue::StringValue(message.into()))
+            })
+            .map(|(_, attributes)| attributes.clone())
+            .unwrap_or_else(|| panic!("no {message:?} on {span:#?}"))
+    };
+    let string = |value: &str| Some(OtlpValue::StringValue(value.into()));
+    let stdout = line("inner", "to stdout in inner");
+    assert_eq!(find(&stdout, "log.iostream").cloned(), string("stdout"));
+    assert_eq!(find(&stdout, "log.severity").cloned(), string("INFO"));
+    let stderr = line("misbehave", "to stderr");
+    assert_eq!(find(&stderr, "log.iostream").cloned(), string("stderr"));
+    assert_eq!(find(&stderr, "log.severity").cloned(), string("WARN"));
+    // An unfinished last line is logged when the call ends, on the
+    // invocation span: the guest's own spans have ended by then.
+    let unfinished = line("invoke misbehave", "unfinished");
+    assert_eq!(find(&unfinished, "log.iostream").cloned(), string("stdout"));
+
+    let log = comb.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("comb::guest") && line.contains("to stderr"))
+        .unwrap_or_else(|| panic!("no guest stderr line in:\n{log}"));
+    assert!(
+        line.contains(&trace)
+            && line.contains("plugin=misbehave")
+            && line.contains("log.iostream=stderr"),
+        "{line}"
+    );
+}

@@ -8,8 +8,8 @@
 //! request is comb's isolation promise: nothing leaks between requests.
 
 pub mod bindings;
+pub mod guest_log;
 pub mod http_client;
-pub mod log_api;
 pub mod sandbox;
 pub mod span_api;
 mod state;
@@ -68,11 +68,6 @@ pub struct EngineConfig {
     /// Whether to try the pooling instance allocator.
     pub pooling: bool,
 }
-
-/// How much of a guest's stderr comb keeps per call (64 KiB): enough for a
-/// panic message and its context, small enough that a chatty guest costs
-/// nothing. Excess output is dropped.
-pub const STDERR_CAPTURE_LIMIT: usize = 64 * 1024;
 
 /// A plugin compiled and linked against comb's imports, ready to
 /// instantiate.
@@ -327,20 +322,21 @@ impl Runtime {
                 match result {
                     Ok(Ok(response)) => Ok(response),
                     Ok(Err(error)) => Err(InvokeError::Guest(error)),
-                    Err(error) => Err(trap(error, &store.data().stderr())),
+                    Err(error) => Err(trap(error, &store.data().log().stderr())),
                 }
             }
             Err(error) if is_pool_exhausted(&error) => Err(InvokeError::Overloaded),
             Err(error)
                 if error.downcast_ref::<Trap>().is_some() || error.is::<MemoryLimitExceeded>() =>
             {
-                Err(trap(error, &store.data().stderr()))
+                Err(trap(error, &store.data().log().stderr()))
             }
             Err(error) => Err(InvokeError::Instantiate(format!("{error:#}"))),
         };
         stats.guest_cpu = store.data().guest_clock.total();
         stats.memory_peak = store.data().limiter.peak();
-        stats.log_dropped = store.data().log_dropped();
+        store.data().log().finish();
+        stats.log_dropped = store.data().log().dropped();
         stats.fuel_consumed = limits
             .fuel
             .filter(|_| self.fuel)

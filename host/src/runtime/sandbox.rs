@@ -1,5 +1,5 @@
 //! What a plugin may touch outside its own memory: by default nothing but
-//! the clocks, randomness and the stderr comb captures. A sidecar's
+//! the clocks, randomness and stdout and stderr, which go to its log. A sidecar's
 //! `[sandbox]` table grants more, per plugin:
 //!
 //! ```toml
@@ -18,9 +18,9 @@ use std::{future::Future, net::SocketAddr, path::PathBuf, pin::Pin, sync::Arc};
 
 use opentelemetry::{Context, KeyValue, trace::TraceContextExt};
 use serde::Deserialize;
-use wasmtime_wasi::{
-    FsPerms, WasiCtx, WasiCtxBuilder, p2::pipe::MemoryOutputPipe, sockets::SocketAddrUse,
-};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, sockets::SocketAddrUse};
+
+use super::guest_log::{GuestLog, Stdio};
 
 /// What wasmtime-wasi's socket check returns.
 type SocketCheck = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
@@ -167,11 +167,13 @@ impl Sandbox {
         HttpGrants(self.http.clone())
     }
 
-    /// The WASI context for one call. `invocation` is where denied
-    /// connections are recorded.
-    pub fn wasi(&self, stderr: MemoryOutputPipe, invocation: Context) -> WasiCtx {
+    /// The WASI context for one call: stdout and stderr go to `log`;
+    /// `invocation` is where denied connections are recorded.
+    pub fn wasi(&self, log: &GuestLog, invocation: Context) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();
-        builder.stderr(stderr);
+        builder
+            .stdout(log.stream(Stdio::Stdout))
+            .stderr(log.stream(Stdio::Stderr));
         for (name, value) in &self.env {
             builder.env(name, value);
         }

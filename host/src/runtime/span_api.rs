@@ -6,7 +6,7 @@
 //! `tracer.start_as_current_span(...)` in the OTel Python API; ending or
 //! dropping it takes it off again.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use opentelemetry::{
     Array, Context, KeyValue, StringValue, Value as OtelValue,
@@ -28,6 +28,23 @@ pub struct GuestSpan {
     owned: bool,
 }
 
+/// The guest's current span, shared with what runs outside the span API's
+/// host calls: the guest's stdout and stderr are written through WASI
+/// streams that cannot reach the store, yet their lines belong on it.
+#[derive(Clone)]
+pub struct CurrentSpan(Arc<Mutex<Context>>);
+
+impl CurrentSpan {
+    /// The guest's current span now.
+    pub fn get(&self) -> Context {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, cx: &Context) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = cx.clone();
+    }
+}
+
 /// Per-invocation state of the span API.
 pub struct SpanApiCtx {
     /// The tracer guest spans are started with: one per plugin, scoped to
@@ -39,6 +56,8 @@ pub struct SpanApiCtx {
     open: Vec<Context>,
     /// `plugin.name`, added to every guest span so one query groups plugins.
     plugin_name: KeyValue,
+    /// The top of `open` (else `invocation`), for the guest's stdio.
+    shared: CurrentSpan,
 }
 
 impl SpanApiCtx {
@@ -46,10 +65,16 @@ impl SpanApiCtx {
     pub fn new(tracer: Arc<BoxedTracer>, invocation: Context, plugin_name: &str) -> Self {
         SpanApiCtx {
             tracer,
+            shared: CurrentSpan(Arc::new(Mutex::new(invocation.clone()))),
             invocation,
             open: Vec::new(),
             plugin_name: KeyValue::new(attributes::PLUGIN_NAME, plugin_name.to_owned()),
         }
+    }
+
+    /// A handle that follows the guest's current span.
+    pub fn current_span(&self) -> CurrentSpan {
+        self.shared.clone()
     }
 
     /// The guest's current span: the innermost it has open, else the
@@ -65,7 +90,13 @@ impl SpanApiCtx {
             .rposition(|cx| cx.span().span_context().span_id() == span_id)
         {
             self.open.remove(index);
+            self.shared.set(self.current());
         }
+    }
+
+    fn open(&mut self, cx: Context) {
+        self.shared.set(&cx);
+        self.open.push(cx);
     }
 }
 
@@ -119,7 +150,7 @@ impl wit::HostSpan for SpanApiView<'_> {
             .with_attributes([self.ctx.plugin_name.clone()])
             .start_with_context(&*self.ctx.tracer, parent);
         let cx = parent.with_span(span);
-        self.ctx.open.push(cx.clone());
+        self.ctx.open(cx.clone());
         Ok(self.table.push(GuestSpan { cx, owned: true })?)
     }
 

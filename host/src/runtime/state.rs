@@ -11,13 +11,12 @@ use wasmtime::{
     CallHook,
     component::{Linker, ResourceTable},
 };
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::{
-    STDERR_CAPTURE_LIMIT,
+    guest_log::{self, GuestLog},
     http_client::ClientHooks,
-    log_api::{self, GuestLog, LogApiView},
     sandbox::Sandbox,
     span_api::{self, SpanApiCtx, SpanApiView},
 };
@@ -25,20 +24,17 @@ use crate::limits::MemoryLimiter;
 
 /// Store data for one invocation.
 pub struct InvocationState {
-    /// WASI, as the plugin's sandbox allows; stderr is captured so a panic
-    /// message can be reported.
+    /// WASI, as the plugin's sandbox allows; stdout and stderr go to `log`.
     wasi: WasiCtx,
     /// Handles the guest holds: WASI streams and comb spans.
     table: ResourceTable,
     /// The span API's state for this call.
     spans: SpanApiCtx,
-    /// The log API's state for this call.
+    /// The plugin's log lines for this call, from the log API and stdio.
     log: GuestLog,
     /// wasi:http's state, and comb's hooks for outgoing calls.
     http: WasiHttpCtx,
     client: ClientHooks,
-    /// The guest's stderr, bounded by [`STDERR_CAPTURE_LIMIT`].
-    stderr: MemoryOutputPipe,
     /// The memory cap and high-water mark.
     pub(super) limiter: MemoryLimiter,
     /// Time spent executing guest code, as opposed to host calls.
@@ -54,35 +50,27 @@ impl InvocationState {
         sandbox: &Sandbox,
         memory_limit: usize,
     ) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_LIMIT);
+        let spans = SpanApiCtx::new(tracer, invocation.clone(), plugin_name);
+        let log = GuestLog::new(plugin_name, spans.current_span());
         InvocationState {
-            wasi: sandbox.wasi(stderr.clone(), invocation.clone()),
+            wasi: sandbox.wasi(&log, invocation.clone()),
             table: ResourceTable::new(),
-            client: ClientHooks::new(invocation.clone(), sandbox.http_grants()),
-            spans: SpanApiCtx::new(tracer, invocation, plugin_name),
-            log: GuestLog::new(plugin_name),
+            client: ClientHooks::new(invocation, sandbox.http_grants()),
+            spans,
+            log,
             http: WasiHttpCtx::new(),
-            stderr,
             limiter: MemoryLimiter::new(memory_limit),
             guest_clock: GuestClock::default(),
         }
     }
 
-    /// What the guest wrote to stderr so far, lossily decoded.
-    pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).into_owned()
+    /// The call's log: what the guest wrote to stderr, lines dropped.
+    pub fn log(&self) -> &GuestLog {
+        &self.log
     }
 
-    /// Log lines the guest logged past the per-call limits.
-    pub fn log_dropped(&self) -> u64 {
-        self.log.dropped()
-    }
-
-    fn log_api(&mut self) -> LogApiView<'_> {
-        LogApiView {
-            log: &mut self.log,
-            spans: &self.spans,
-        }
+    fn log_api(&mut self) -> &mut GuestLog {
+        &mut self.log
     }
 
     fn span_api(&mut self) -> SpanApiView<'_> {
@@ -150,5 +138,5 @@ pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::R
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     span_api::add_to_linker(linker, InvocationState::span_api)?;
-    log_api::add_to_linker(linker, InvocationState::log_api)
+    guest_log::add_to_linker(linker, InvocationState::log_api)
 }

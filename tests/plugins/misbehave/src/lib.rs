@@ -17,6 +17,7 @@ impl Plugin for Misbehave {
             "/misbehave/env",
             "/misbehave/connect",
             "/misbehave/log",
+            "/misbehave/print",
         ]
         .into_iter()
         .fold(Manifest::new("misbehave", "0.0.1"), |m, path| {
@@ -67,6 +68,18 @@ impl Plugin for Misbehave {
                 }
                 comb_sdk::log::warn("done logging", vec![]);
                 Ok(http::json(200, &json!({"logged": number("lines") + 1})))
+            }
+            "/misbehave/print" => {
+                use std::io::Write;
+                {
+                    let _inner = Span::start("inner");
+                    println!("to stdout in inner");
+                }
+                eprintln!("to stderr");
+                // No newline: comb logs it when the call ends.
+                print!("unfinished");
+                let _ = std::io::stdout().flush();
+                Ok(http::json(200, &json!({"printed": 3})))
             }
             _ => Err(HandlerError::BadRequest("no such misbehaviour".into())),
         }
