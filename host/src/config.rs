@@ -10,7 +10,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::limits::{self, Limits};
+use crate::limits::{self, HttpTimeouts, Limits};
 
 /// Where comb listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -206,6 +206,19 @@ pub struct LimitsConfig {
     #[arg(long = "max-response-body", env = "COMB_MAX_RESPONSE_BODY", default_value_t = limits::DEFAULT_MAX_RESPONSE_BODY, value_name = "BYTES")]
     pub max_response_body: usize,
 
+    /// Time a plugin's outgoing HTTP call may take to connect, in ms.
+    #[arg(long = "http-connect-timeout-ms", env = "COMB_HTTP_CONNECT_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_CONNECT_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    pub http_connect_timeout_ms: u64,
+
+    /// Time an outgoing HTTP call waits for the response's first byte, and
+    /// then between body chunks, in ms.
+    #[arg(long = "http-first-byte-timeout-ms", env = "COMB_HTTP_FIRST_BYTE_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_FIRST_BYTE_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    pub http_first_byte_timeout_ms: u64,
+
+    /// Time an outgoing HTTP call may take in all, body included, in ms.
+    #[arg(long = "http-timeout-ms", env = "COMB_HTTP_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    pub http_timeout_ms: u64,
+
     /// Allocate instances on demand instead of from the pooling allocator.
     #[arg(long = "no-pooling", env = "COMB_NO_POOLING")]
     pub no_pooling: bool,
@@ -221,6 +234,11 @@ impl LimitsConfig {
             max_concurrency: self.max_concurrency.max(1),
             max_request_body: self.max_request_body,
             max_response_body: self.max_response_body,
+            http: HttpTimeouts {
+                connect: Duration::from_millis(self.http_connect_timeout_ms),
+                first_byte: Duration::from_millis(self.http_first_byte_timeout_ms),
+                total: Duration::from_millis(self.http_timeout_ms),
+            },
         }
     }
 }

@@ -29,6 +29,16 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
 /// The default largest response body (8 MiB).
 pub const DEFAULT_MAX_RESPONSE_BODY: usize = 8 * 1024 * 1024;
 
+/// The default time to connect for a plugin's outgoing HTTP call (5 s).
+pub const DEFAULT_HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default time an outgoing call waits for the response to start, and
+/// then between chunks of its body (30 s).
+pub const DEFAULT_HTTP_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time an outgoing call may take in all, body included (60 s).
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Table elements an instance may grow to: generous for Rust guests'
 /// indirect-call tables, small enough to bound the host.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -48,6 +58,30 @@ pub struct Limits {
     pub max_request_body: usize,
     /// Response body size.
     pub max_response_body: usize,
+    /// Outgoing HTTP calls.
+    pub http: HttpTimeouts,
+}
+
+/// Timeouts of a plugin's outgoing HTTP calls. A guest may ask for shorter
+/// ones through wasi:http's request options, never for longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// Establishing the connection (and TLS).
+    pub connect: Duration,
+    /// From sending to the response's first byte, and then between chunks.
+    pub first_byte: Duration,
+    /// From sending to the body's last byte.
+    pub total: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        HttpTimeouts {
+            connect: DEFAULT_HTTP_CONNECT_TIMEOUT,
+            first_byte: DEFAULT_HTTP_FIRST_BYTE_TIMEOUT,
+            total: DEFAULT_HTTP_TIMEOUT,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -59,6 +93,7 @@ impl Default for Limits {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            http: HttpTimeouts::default(),
         }
     }
 }
@@ -79,6 +114,12 @@ pub struct LimitsOverride {
     pub max_request_body: Option<usize>,
     /// Bytes.
     pub max_response_body: Option<usize>,
+    /// Milliseconds to connect, for outgoing HTTP calls.
+    pub http_connect_timeout_ms: Option<u64>,
+    /// Milliseconds to an outgoing call's first response byte.
+    pub http_first_byte_timeout_ms: Option<u64>,
+    /// Milliseconds for a whole outgoing call.
+    pub http_timeout_ms: Option<u64>,
 }
 
 impl Limits {
@@ -111,6 +152,17 @@ impl Limits {
             max_response_body: overrides
                 .max_response_body
                 .unwrap_or(self.max_response_body),
+            http: HttpTimeouts {
+                connect: overrides
+                    .http_connect_timeout_ms
+                    .map_or(self.http.connect, Duration::from_millis),
+                first_byte: overrides
+                    .http_first_byte_timeout_ms
+                    .map_or(self.http.first_byte, Duration::from_millis),
+                total: overrides
+                    .http_timeout_ms
+                    .map_or(self.http.total, Duration::from_millis),
+            },
         })
     }
 }

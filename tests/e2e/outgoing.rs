@@ -2,13 +2,17 @@
 //! request's trace, the trace context in its headers, destinations only as
 //! the sidecar grants them.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use axum::{Router, http::HeaderMap, routing::get};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    harness::{Comb, Options, get_json},
+    harness::{Comb, Options, client, get_json, trace_id},
     otlp::{Receiver, named},
 };
 
@@ -204,4 +208,102 @@ async fn baggage_reaches_the_guest_and_travels_on() {
         forwarded.contains("user.id=alice") && forwarded.contains("tier=gold"),
         "{forwarded}"
     );
+}
+
+/// A loopback server too slow for comb's timeouts: it reads the request,
+/// writes `head` (nothing when empty), then, when `trickle`, one chunked
+/// body byte every 100 ms; each connection ends by itself after 10 s.
+async fn slow_server(head: &'static str, trickle: bool) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_secs(10);
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(head.as_bytes()).await;
+                while trickle && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if socket.write_all(b"1\r\nx\r\n").await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep_until(until.into()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_slow_calls_end_at_the_plugins_timeouts_as_failed_client_spans() {
+    let receiver = Receiver::start().await;
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let stalled = slow_server("", false).await;
+    let trickling = slow_server(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        true,
+    )
+    .await;
+    let comb = Comb::start(Options {
+        plugins: &["caller"],
+        files: &[(
+            "caller.toml",
+            b"[sandbox]\nhttp = [\"127.0.0.1\"]\n\n[limits]\n\
+              http_first_byte_timeout_ms = 300\nhttp_timeout_ms = 1000\n",
+        )],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    });
+
+    // (server, the guest's error, the CLIENT span's error.type, the least
+    // time the call may take): the trickling server answers in time, so
+    // its span has a status code; its body outlasts the total timeout.
+    let cases = [
+        (refused, "ConnectionRefused", Some("ConnectionRefused"), 0),
+        (
+            stalled,
+            "ConnectionReadTimeout",
+            Some("ConnectionReadTimeout"),
+            300,
+        ),
+        (trickling, "HTTP response timeout", None, 1000),
+    ];
+    for (server, guest_error, error_type, at_least_ms) in cases {
+        let started = Instant::now();
+        let response = client()
+            .get(fetch(&comb, &format!("{server}/slow")))
+            .send()
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        let trace = trace_id(&response);
+        assert_eq!(response.status(), 502, "{server}");
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(guest_error), "{server}: {error}");
+        // Ended by comb's timeout, not by the server giving up after 10 s.
+        assert!(
+            elapsed >= Duration::from_millis(at_least_ms) && elapsed < Duration::from_secs(8),
+            "{server}: {elapsed:?}"
+        );
+
+        let spans = receiver.trace(&trace, 4).await;
+        let span = named(&spans, "GET");
+        match error_type {
+            Some(error_type) => {
+                assert_eq!(span.string("error.type"), error_type, "{span:#?}");
+                assert_eq!(span.status_code, 2, "{span:#?}");
+            }
+            None => assert_eq!(span.int("http.response.status_code"), 200),
+        }
+    }
 }

@@ -112,3 +112,42 @@ async fn xray_trace_ids_begin_with_the_start_time() {
         "{trace}: {seconds} not in {before}..={after}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_xray_header_is_respected() {
+    let receiver = Receiver::start().await;
+    let comb = start(&[
+        ("OTEL_PROPAGATORS", "xray"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]);
+    let unsampled = "Root=1-5759e988-bd862e3fe1be46a994272794;Parent=53995c3f42cd8ad8;Sampled=0";
+    let response = client()
+        .get(comb.at("/api/activities/home"))
+        .header("X-Amzn-Trace-Id", unsampled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let traceresponse = response.headers()["traceresponse"].to_str().unwrap();
+    assert_eq!(
+        traceresponse.split('-').collect::<Vec<_>>()[1..],
+        [
+            "5759e988bd862e3fe1be46a994272794",
+            &traceresponse[36..52],
+            "00"
+        ],
+        "same trace, not sampled: {traceresponse}"
+    );
+    // A sampled request after it is exported; the unsampled one is not.
+    assert_eq!(
+        joined_trace(&comb, ("X-Amzn-Trace-Id", XRAY_HEADER)).await,
+        XRAY_TRACE
+    );
+    receiver.trace(XRAY_TRACE, 3).await;
+    let exported: Vec<String> = receiver.spans().into_iter().map(|s| s.trace_id).collect();
+    assert!(
+        !exported.contains(&"5759e988bd862e3fe1be46a994272794".to_owned()),
+        "{exported:?}"
+    );
+}

@@ -9,22 +9,25 @@
 //!   propagator (`traceparent`, and `X-Amzn-Trace-Id` when X-Ray is on);
 //! - refuses destinations the sidecar does not grant (`[sandbox] http`),
 //!   with wasi:http's `HTTP-request-denied` in the guest and on the span;
-//! - applies connect, first-byte and between-bytes timeouts.
+//! - applies the plugin's connect, first-byte and total timeouts
+//!   ([`HttpTimeouts`]); a guest may ask for shorter ones.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use opentelemetry::{Context, global, propagation::Injector};
+use tokio::time::{Instant, Sleep};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::sandbox::HttpGrants;
-use crate::spans;
-
-/// How long to wait for a connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long to wait for the response to start, and between its frames.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::{limits::HttpTimeouts, spans};
 
 /// What the `send_request` hook needs: where the call's span goes and what
 /// the sandbox allows.
@@ -33,14 +36,17 @@ pub struct ClientHooks {
     /// before every wasi:http host call.
     pub(super) current: Context,
     grants: HttpGrants,
+    timeouts: HttpTimeouts,
 }
 
 impl ClientHooks {
-    /// Hooks for one call under `invocation`, allowed what `grants` grant.
-    pub fn new(invocation: Context, grants: HttpGrants) -> Self {
+    /// Hooks for one call under `invocation`, allowed what `grants` grant,
+    /// within `timeouts`.
+    pub fn new(invocation: Context, grants: HttpGrants, timeouts: HttpTimeouts) -> Self {
         ClientHooks {
             current: invocation,
             grants,
+            timeouts,
         }
     }
 }
@@ -82,34 +88,93 @@ impl WasiHttpHooks for ClientHooks {
         global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&cx, &mut Headers(request.headers_mut()))
         });
-        let options = options.unwrap_or_default();
+        let limits = self.timeouts;
+        let asked = options.unwrap_or_default();
+        let within =
+            |asked: Option<Duration>, limit: Duration| Some(asked.map_or(limit, |a| a.min(limit)));
         let options = RequestOptions {
-            connect_timeout: options.connect_timeout.or(Some(CONNECT_TIMEOUT)),
-            first_byte_timeout: options.first_byte_timeout.or(Some(RESPONSE_TIMEOUT)),
-            between_bytes_timeout: options.between_bytes_timeout.or(Some(RESPONSE_TIMEOUT)),
+            connect_timeout: within(asked.connect_timeout, limits.connect),
+            first_byte_timeout: within(asked.first_byte_timeout, limits.first_byte),
+            between_bytes_timeout: within(asked.between_bytes_timeout, limits.first_byte),
         };
+        let deadline = Instant::now() + limits.total;
         Box::new(async move {
-            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            let send = wasmtime_wasi_http::default_send_request(request, Some(options));
+            let sent = tokio::time::timeout_at(deadline, send)
+                .await
+                .unwrap_or(Err(Error::HttpResponseTimeout));
             // The span covers the request and the response head; the body
             // streams to the guest afterwards.
             spans::end_client_span(
                 &cx,
                 match &sent {
                     Ok((response, _)) => Ok(response.status()),
-                    Err(error) => Err((error_type(error), format!("{error:?}"))),
+                    Err(error) => Err((error_type(error), error.to_string())),
                 },
             );
             let (response, io) = sent?;
+            // Past the deadline the body fails and the connection is
+            // dropped, whatever the server does.
+            let io = async move {
+                tokio::time::timeout_at(deadline, io)
+                    .await
+                    .unwrap_or(Err(Error::HttpResponseTimeout))
+            };
             Ok((
-                response.map(BodyExt::boxed_unsync),
+                response
+                    .map(|body| DeadlineBody::new(body.boxed_unsync(), deadline).boxed_unsync()),
                 Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
             ))
         })
     }
 }
 
-/// The error's variant name, a low-cardinality `error.type`.
+/// A response body that fails with `HttpResponseTimeout` once the call's
+/// total deadline has passed.
+struct DeadlineBody {
+    body: WasiBody,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(body: WasiBody, deadline: Instant) -> Self {
+        DeadlineBody {
+            body,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Error::HttpResponseTimeout)));
+        }
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A low-cardinality `error.type`: the wasi:http error code's name.
 fn error_type(error: &Error) -> String {
+    if let Error::Connect(io) = error
+        && io.kind() == std::io::ErrorKind::ConnectionRefused
+    {
+        return "ConnectionRefused".to_owned();
+    }
     let debug = format!("{error:?}");
     debug
         .split(['(', ' ', '{'])

@@ -266,13 +266,7 @@ impl Runtime {
             deadline: MANIFEST_DEADLINE,
             ..*limits
         };
-        let state = InvocationState::new(
-            tracer,
-            Context::new(),
-            "",
-            &Sandbox::default(),
-            limits.memory_bytes,
-        );
+        let state = InvocationState::new(tracer, Context::new(), "", &Sandbox::default(), &limits);
         let mut store = self.store(state, &limits)?;
         let plugin = pre.instantiate_async(&mut store).await?;
         Ok(plugin
@@ -298,13 +292,7 @@ impl Runtime {
         } = guest;
         let mut stats = CallStats::default();
         let started = Instant::now();
-        let state = InvocationState::new(
-            tracer,
-            invocation,
-            plugin_name,
-            sandbox,
-            limits.memory_bytes,
-        );
+        let state = InvocationState::new(tracer, invocation, plugin_name, sandbox, limits);
         let mut store = match self.store(state, limits) {
             Ok(store) => store,
             Err(error) => return (Err(InvokeError::Instantiate(format!("{error:#}"))), stats),

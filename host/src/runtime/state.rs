@@ -20,7 +20,7 @@ use super::{
     sandbox::Sandbox,
     span_api::{self, SpanApiCtx, SpanApiView},
 };
-use crate::limits::MemoryLimiter;
+use crate::limits::{Limits, MemoryLimiter};
 
 /// Store data for one invocation.
 pub struct InvocationState {
@@ -48,18 +48,18 @@ impl InvocationState {
         invocation: Context,
         plugin_name: &str,
         sandbox: &Sandbox,
-        memory_limit: usize,
+        limits: &Limits,
     ) -> Self {
         let spans = SpanApiCtx::new(tracer, invocation.clone(), plugin_name);
         let log = GuestLog::new(plugin_name, spans.current_span());
         InvocationState {
             wasi: sandbox.wasi(&log, invocation.clone()),
             table: ResourceTable::new(),
-            client: ClientHooks::new(invocation, sandbox.http_grants()),
+            client: ClientHooks::new(invocation, sandbox.http_grants(), limits.http),
             spans,
             log,
             http: WasiHttpCtx::new(),
-            limiter: MemoryLimiter::new(memory_limit),
+            limiter: MemoryLimiter::new(limits.memory_bytes),
             guest_clock: GuestClock::default(),
         }
     }

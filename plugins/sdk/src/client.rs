@@ -12,7 +12,9 @@
 use wasip2::{
     http::{
         outgoing_handler,
-        types::{Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme},
+        types::{
+            Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme, http_error_code,
+        },
     },
     io::streams::StreamError,
 };
@@ -33,8 +35,9 @@ pub fn get(url: &str) -> Result<FetchedResponse, String> {
     send("GET", url, &[], &[])
 }
 
-/// Sends `method url` with `headers` and `body`; the error is wasi:http's,
-/// spelled out (`HttpRequestDenied` for a destination not granted).
+/// Sends `method url` with `headers` and `body`; the error is wasi:http's
+/// error code, spelled out (`HttpRequestDenied` for a destination not
+/// granted, `ConnectionRefused`, `HttpResponseTimeout`, ...).
 pub fn send(
     method: &str,
     url: &str,
@@ -120,7 +123,13 @@ pub fn send(
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => body.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
-            Err(e) => return Err(format!("reading the response body: {e:?}")),
+            // The stream's error wraps wasi:http's code, e.g. a timeout.
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(match http_error_code(&e) {
+                    Some(code) => format!("reading the response body: {code:?}"),
+                    None => format!("reading the response body: {}", e.to_debug_string()),
+                });
+            }
         }
     }
     drop(stream);
