@@ -1,6 +1,7 @@
 //! Log lines tied to the request's trace, through comb's `log` interface:
 //! each becomes a `log` event on the current span and a line in comb's log
-//! with the trace id, span id and plugin name.
+//! with the trace id, span id and plugin name. `println!` and `eprintln!`
+//! lines land there too (at INFO and WARN), without fields.
 //!
 //! ```ignore
 //! comb_sdk::log::info("loaded mock data", vec![("app.result_length", 3.into())]);
