@@ -355,7 +355,7 @@ impl Plugins {
             )])
             .start(&self.tracer);
         let cx = Context::new().with_span(span);
-        let result = load_file(&self.runtime, file, wasm, sidecar, &self.limits).await;
+        let result = load_file(&self.runtime, file, wasm, sidecar, &self.limits, &cx).await;
         let span = cx.span();
         match &result {
             Ok(plugin) => {
@@ -479,13 +479,15 @@ fn read_settled(file: &Path) -> Result<Option<(String, Vec<u8>, Option<(PathBuf,
     Ok(Some((hex::encode(hasher.finalize()), wasm, sidecar)))
 }
 
-/// Compiles, links and describes one plugin file.
+/// Compiles, links and describes one plugin file, inside the `plugin.load`
+/// span in `load`.
 async fn load_file(
     runtime: &Arc<Runtime>,
     file: &Path,
     wasm: Vec<u8>,
     sidecar: Option<(PathBuf, String)>,
     defaults: &Limits,
+    load: &Context,
 ) -> Result<Plugin> {
     check_header(&wasm)?;
     let sidecar = match &sidecar {
@@ -506,13 +508,15 @@ async fn load_file(
             "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit)",
         )?;
     tracing::debug!(file = %file.display(), elapsed = ?started.elapsed(), "compiled");
-    // The manifest call gets a throwaway tracer: its spans, if any, belong
-    // to no request.
+    // The manifest call belongs to no request: its spans and log lines, if
+    // any, go under the load span, named after the file.
     let manifest = runtime
         .describe(
             &pre,
             Arc::new(spans::plugin_tracer("comb.manifest", "")),
             &limits,
+            load.clone(),
+            &file.display().to_string(),
         )
         .await
         .context("calling the plugin's manifest")?;

@@ -255,24 +255,29 @@ impl Runtime {
         Ok((pre, compiled))
     }
 
-    /// Calls the plugin's `manifest.describe` in a throwaway instance.
+    /// Calls the plugin's `manifest.describe` in a throwaway instance whose
+    /// spans and log lines go under the span in `load`, attributed to `file`.
     pub async fn describe(
         &self,
         pre: &PreparedPlugin,
         tracer: Arc<BoxedTracer>,
         limits: &Limits,
+        load: Context,
+        file: &str,
     ) -> anyhow::Result<Manifest> {
         let limits = Limits {
             deadline: MANIFEST_DEADLINE,
             ..*limits
         };
-        let state = InvocationState::new(tracer, Context::new(), "", &Sandbox::default(), &limits);
+        let state = InvocationState::new(tracer, load, file, &Sandbox::default(), &limits);
         let mut store = self.store(state, &limits)?;
         let plugin = pre.instantiate_async(&mut store).await?;
-        Ok(plugin
+        let manifest = plugin
             .comb_plugin_manifest()
             .call_describe(&mut store)
-            .await?)
+            .await;
+        store.data().log().finish();
+        Ok(manifest?)
     }
 
     /// Runs one request in a fresh instance. Guest spans become children of
