@@ -14,6 +14,10 @@ Prints a markdown table (req/s, p50, p99, ratio to native, and the
 server's CPU time per request, which shifts less than req/s on a busy
 machine) and writes the raw numbers to target/bench/throughput.json. Loopback only; each run is a
 few seconds. Run it with `cargo xtask bench`.
+
+BENCH_BASELINE=<a comb binary> adds that build, tracing off and traced, to
+the same interleaved rounds and prints the current build's ratios to it:
+a before/after measured in one run.
 """
 
 import json
@@ -31,6 +35,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # BENCH_COMB: another comb build to measure (say, one from before a change).
 COMB = os.environ.get("BENCH_COMB", os.path.join(ROOT, "target", "release", "comb"))
+BASELINE = os.environ.get("BENCH_BASELINE")
 NATIVE = os.path.join(ROOT, "target", "release", "native-home")
 SINK = os.path.join(ROOT, "target", "release", "otlp-sink")
 PLUGIN = os.path.join(ROOT, "target", "plugins", "home_activities.wasm")
@@ -119,14 +124,14 @@ def run_native():
         process.wait(timeout=30)
 
 
-def run_comb(folder, env_extra):
+def run_comb(folder, env_extra, binary=COMB):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(env_extra)
     env["RUST_LOG"] = "warn"
     log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
-        [COMB, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin", "--no-cache"],
+        [binary, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin", "--no-cache"],
         stdout=subprocess.DEVNULL, stderr=log, env=env)
     try:
         url = f"http://127.0.0.1:{port}/api/activities/home"
@@ -161,6 +166,11 @@ def main():
         "5 comb, collector black-holing": lambda: run_comb(
             folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": black_hole, "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}),
     }
+    if BASELINE:
+        variants["6 baseline, tracing off"] = lambda: run_comb(
+            folder, {"OTEL_SDK_DISABLED": "true"}, BASELINE)
+        variants["6b baseline, traced to a sink"] = lambda: run_comb(
+            folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink}, BASELINE)
     try:
         raw = {name: [] for name in variants}
         for _ in range(ROUNDS):
@@ -179,6 +189,14 @@ def main():
             cpu = statistics.median(r["cpu_us_per_request"] for r in runs)
             print(f"| {name} | {rps:.0f} | {rounds} | {p50:.2f} | {p99:.2f} | "
                   f"{rps / native:.2f} | {rps / off:.2f} | {cpu:.1f} | {sum(r['errors'] for r in runs)} |")
+        if BASELINE:
+            print(f"\nthis build vs {BASELINE}, same rounds:")
+            for mine, theirs in [("2 comb, tracing off", "6 baseline, tracing off"),
+                                 ("3 comb, traced to a sink", "6b baseline, traced to a sink")]:
+                rps = [statistics.median(r["rps"] for r in raw[n]) for n in (mine, theirs)]
+                cpu = [statistics.median(r["cpu_us_per_request"] for r in raw[n]) for n in (mine, theirs)]
+                print(f"- {mine[2:]}: req/s {rps[0] / rps[1]:.2f}×, "
+                      f"CPU µs/req {cpu[1]:.1f} → {cpu[0]:.1f} ({cpu[0] / cpu[1]:.2f}×)")
         received = sink_count(sink)
         print(f"\nsink received {received['requests']} export requests, {received['bytes'] / 1e6:.1f} MB")
         for name, runs in raw.items():
