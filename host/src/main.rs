@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use comb::{
     config::{CheckConfig, Cli, Command, PluginsConfig, ServeConfig, Signal},
+    dashboard::{Recorder, store::Capacity},
     telemetry::{Destination, Telemetry},
 };
 use tracing_subscriber::EnvFilter;
@@ -68,12 +69,18 @@ async fn serve(config: ServeConfig) -> Result<()> {
     // Check what can be checked before binding the socket, so a typo fails
     // at once instead of after the port is taken.
     check_folder(&config.plugins)?;
-    let recorder = comb::dashboard::Recorder::start(comb::dashboard::store::Capacity {
-        recent: config.recent_traces,
-        kept: config.kept_traces,
-    });
-    let telemetry =
-        Telemetry::init(&config.telemetry, recorder.clone()).context("setting up OpenTelemetry")?;
+    // comb's page records spans only when there is a page to show them on,
+    // and says so when OpenTelemetry is off.
+    let recorder = match (config.no_admin, config.telemetry.sdk_disabled) {
+        (true, _) => None,
+        (false, true) => Some(Recorder::off()),
+        (false, false) => Some(Recorder::start(Capacity {
+            recent: config.recent_traces,
+            kept: config.kept_traces,
+        })),
+    };
+    let telemetry = Telemetry::init(&config.telemetry, recorder.as_ref())
+        .context("setting up OpenTelemetry")?;
     match telemetry.destination() {
         Destination::Disabled => tracing::info!("traces: off (OTEL_SDK_DISABLED=true)"),
         Destination::LogOnly => tracing::info!(
@@ -92,13 +99,14 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let admin = match config.no_admin {
-        true => None,
-        false => Some(
+    let admin = match recorder {
+        None => None,
+        Some(recorder) => Some((
             tokio::net::TcpListener::bind(config.admin_listen)
                 .await
                 .with_context(|| format!("binding the admin listener {}", config.admin_listen))?,
-        ),
+            recorder,
+        )),
     };
     if let Some(target) = telemetry.metrics_destination() {
         tracing::info!(
@@ -107,7 +115,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
             config.telemetry.metric_export_interval_ms
         );
     }
-    let served = comb::run(config, listener, admin, recorder, shutdown_signal()).await;
+    let served = comb::run(config, listener, admin, shutdown_signal()).await;
     // Flush spans even when serving failed: they may say why. A collector
     // that is down loses these spans, which is worth a warning but does not
     // make comb's own run a failure.

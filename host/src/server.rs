@@ -29,16 +29,16 @@ use crate::{
 };
 
 /// Loads the plugins in the configured folder, watches it, and serves
-/// them on `listener` (and comb's page and plugin list on `admin`) until
-/// `shutdown` resolves, then drains in-flight requests.
+/// them on `listener` (and comb's page, fed by the recorder, and the plugin
+/// list on `admin`) until `shutdown` resolves, then drains in-flight
+/// requests.
 ///
 /// Telemetry must already be initialised ([`crate::telemetry::Telemetry::init`],
-/// with `recorder`): spans and metrics go to the global providers.
+/// with the same recorder): spans and metrics go to the global providers.
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
-    admin: Option<TcpListener>,
-    recorder: Recorder,
+    admin: Option<(TcpListener, Recorder)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let runtime = Arc::new(
@@ -82,7 +82,7 @@ pub async fn run(
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }
     };
-    if let Some(admin) = admin {
+    if let Some((admin, recorder)) = admin {
         let address = admin.local_addr().context("reading the admin address")?;
         tracing::info!(
             "admin listening on http://{address} (comb's page: /_comb/, plugin list: /_comb/plugins)"

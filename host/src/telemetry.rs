@@ -47,17 +47,16 @@ pub struct Telemetry {
     meter_provider: Option<SdkMeterProvider>,
     destination: Destination,
     metrics_target: Option<OtlpTarget>,
-    recorder: Option<Recorder>,
 }
 
 impl Telemetry {
     /// Installs the global tracer and meter providers and the propagator
-    /// from `config`. Unless the SDK is disabled, `recorder` gets every
-    /// ended span too (comb's own page), exported or not.
+    /// from `config`. Unless the SDK is disabled, `recorder` (comb's own
+    /// page, when served) gets every ended span too, exported or not.
     ///
     /// Must run inside the Tokio runtime: both OTLP transports (async
     /// reqwest, tonic) run their exports on it, see [`OnRuntime`].
-    pub fn init(config: &TelemetryConfig, recorder: Recorder) -> Result<Telemetry> {
+    pub fn init(config: &TelemetryConfig, recorder: Option<&Recorder>) -> Result<Telemetry> {
         global::set_text_map_propagator(propagator(&config.propagators));
         if config.sdk_disabled {
             return Ok(Telemetry {
@@ -65,7 +64,6 @@ impl Telemetry {
                 meter_provider: None,
                 destination: Destination::Disabled,
                 metrics_target: None,
-                recorder: None,
             });
         }
         let resource = Resource::builder_empty()
@@ -77,9 +75,10 @@ impl Telemetry {
             )
             .build();
 
-        let mut tracing = SdkTracerProvider::builder()
-            .with_resource(resource.clone())
-            .with_span_processor(recorder.processor());
+        let mut tracing = SdkTracerProvider::builder().with_resource(resource.clone());
+        if let Some(recorder) = recorder {
+            tracing = tracing.with_span_processor(recorder.processor());
+        }
         if config.xray_trace_ids {
             tracing = tracing.with_id_generator(XrayIdGenerator::default());
         }
@@ -114,18 +113,12 @@ impl Telemetry {
             meter_provider,
             destination: target.map_or(Destination::LogOnly, Destination::Otlp),
             metrics_target,
-            recorder: Some(recorder),
         })
     }
 
     /// Where metrics go, when they are exported.
     pub fn metrics_destination(&self) -> Option<&OtlpTarget> {
         self.metrics_target.as_ref()
-    }
-
-    /// The recorder of recent spans, unless the SDK is disabled.
-    pub fn recorder(&self) -> Option<&Recorder> {
-        self.recorder.as_ref()
     }
 
     /// Where spans go.

@@ -60,6 +60,7 @@ async fn stats_after(comb: &Comb, total: u64) -> Value {
             .map(|p| p["requests"].as_u64().unwrap())
             .sum();
         if seen >= total {
+            assert_eq!(stats["recording"], true);
             return stats;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -390,6 +390,11 @@ async fn sdk_disabled_records_and_exports_nothing() {
         response.headers().get("traceresponse").is_none(),
         "no trace, no traceresponse"
     );
+    // comb's page is served and says why it shows nothing.
+    let (status, stats) =
+        crate::harness::get_json(&format!("{}/_comb/api/stats?window=60", comb.admin_url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["recording"], false, "{stats}");
     assert!(comb.stop());
     assert!(receiver.exports().is_empty());
     assert!(comb.log().contains("traces: off"), "{}", comb.log());

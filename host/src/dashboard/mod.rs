@@ -51,6 +51,8 @@ pub struct Recorder {
     store: Arc<Mutex<Store>>,
     sender: SyncSender<SpanData>,
     dropped: Arc<AtomicU64>,
+    /// False when OpenTelemetry is off: the page then says why it is empty.
+    recording: bool,
 }
 
 impl Recorder {
@@ -67,6 +69,19 @@ impl Recorder {
             store,
             sender,
             dropped: Arc::default(),
+            recording: true,
+        }
+    }
+
+    /// A recorder that records nothing, for when OpenTelemetry is off
+    /// (`OTEL_SDK_DISABLED`): no thread, and a page that says so.
+    pub fn off() -> Recorder {
+        let (sender, _) = sync_channel(0);
+        Recorder {
+            store: Arc::new(Mutex::new(Store::new(Capacity { recent: 0, kept: 0 }))),
+            sender,
+            dropped: Arc::default(),
+            recording: false,
         }
     }
 
@@ -168,6 +183,8 @@ struct StatsAnswer {
     bucket_s: u64,
     windows: &'static [u64],
     dropped_spans: u64,
+    /// False when OpenTelemetry is off and nothing is recorded.
+    recording: bool,
     plugins: Vec<PluginStats>,
 }
 
@@ -188,6 +205,7 @@ async fn stats(State(recorder): State<Recorder>, Query(query): Query<WindowQuery
         bucket_s: store::BUCKET.as_secs(),
         windows: &WINDOWS,
         dropped_spans: recorder.dropped.load(Ordering::Relaxed),
+        recording: recorder.recording,
         plugins,
     })
     .into_response()
