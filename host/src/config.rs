@@ -1,14 +1,31 @@
 //! comb's configuration: command-line flags, each with the environment
-//! variable it may come from, parsed once at start and passed down.
+//! variable it may come from and a key it may have in `comb.toml`, parsed
+//! once at start and passed down. A flag beats its variable, which beats
+//! the file, which beats comb's default.
+//!
+//! ```toml
+//! # comb.toml: every key is a flag of `comb serve`, without the dashes.
+//! plugins = "plugins"              # paths are relative to this file
+//! listen = "0.0.0.0:8080"
+//! deadline-ms = 2000
+//! cors-allowed-origins = ["http://localhost:3000"]
+//! otlp-endpoint = "https://api.honeycomb.io"
+//! ```
 //!
 //! The OpenTelemetry settings use the standard `OTEL_*` variable names, so
 //! the variables that configure any OTel SDK (Honeycomb's
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS`,
 //! `OTEL_SERVICE_NAME`, ...) configure comb the same way.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    ffi::OsString,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use anyhow::{Context as _, bail};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::limits::{self, HttpTimeouts, Limits};
 
@@ -31,9 +48,118 @@ pub const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Parser)]
 #[command(name = "comb", version, about, long_about = None)]
 pub struct Cli {
+    /// A settings file whose keys are the flags' long names (`listen =
+    /// "0.0.0.0:8080"`); flags and environment variables override it.
+    /// Default: `comb.toml` in the working directory, when there is one.
+    #[arg(long, env = "COMB_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The settings file read when neither `--config` nor `COMB_CONFIG` names
+/// one, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "comb.toml";
+
+impl Cli {
+    /// Parses `args` (the program name first) over the settings file, and
+    /// says which file that was. Bad flags print clap's usage and exit;
+    /// a bad file is an error naming it.
+    pub fn load(args: Vec<OsString>) -> anyhow::Result<(Cli, Option<PathBuf>)> {
+        let file = config_file(&args);
+        let mut command = Cli::command();
+        if let Some(file) = &file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("invalid {}", file.display()))?;
+            let base = file.parent().unwrap_or(Path::new(""));
+            command = with_file_defaults(command, &table, base)
+                .with_context(|| format!("in {}", file.display()))?;
+        }
+        let matches = command.get_matches_from(args);
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+        Ok((cli, file))
+    }
+}
+
+/// The settings file: `--config`, else `COMB_CONFIG`, else `comb.toml` if
+/// present. Read before clap parses, because the file supplies defaults.
+fn config_file(args: &[OsString]) -> Option<PathBuf> {
+    let mut args = args.iter().skip(1);
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    if let Some(path) = std::env::var_os("COMB_CONFIG") {
+        return Some(PathBuf::from(path));
+    }
+    Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| path.is_file())
+}
+
+/// Makes each key of `table` the default of the flag with that long name,
+/// in every subcommand that has it, so flags and environment variables
+/// still win. Paths (`DIR`, `FILE` values) are relative to `base`.
+fn with_file_defaults(
+    mut command: clap::Command,
+    table: &toml::Table,
+    base: &Path,
+) -> anyhow::Result<clap::Command> {
+    for (key, value) in table {
+        let values: Vec<String> = match value {
+            toml::Value::Array(items) => items.iter().map(scalar).collect::<Result<_, _>>(),
+            value => scalar(value).map(|value| vec![value]),
+        }
+        .with_context(|| format!("`{key}`"))?;
+        let mut known = false;
+        let subcommands: Vec<String> = command
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_owned())
+            .collect();
+        for name in subcommands {
+            command = command.mut_subcommand(name, |sub| {
+                let Some(arg) = sub.get_arguments().find(|arg| arg.get_long() == Some(key)) else {
+                    return sub;
+                };
+                known = true;
+                let is_path = arg
+                    .get_value_names()
+                    .is_some_and(|names| names.iter().any(|n| *n == "DIR" || *n == "FILE"));
+                let values: Vec<String> = match is_path {
+                    true => values
+                        .iter()
+                        .map(|v| base.join(v).to_string_lossy().into_owned())
+                        .collect(),
+                    false => values.clone(),
+                };
+                let id = arg.get_id().clone();
+                // A required flag the file supplies is required no more.
+                sub.mut_arg(id, |arg| arg.default_values(values).required(false))
+            });
+        }
+        if !known {
+            bail!("`{key}` is not a setting: keys are the long names of `comb serve`'s flags");
+        }
+    }
+    Ok(command)
+}
+
+/// A TOML string, number or boolean as flag text.
+fn scalar(value: &toml::Value) -> anyhow::Result<String> {
+    Ok(match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => bail!("expected a string, number, boolean or list, found {other}"),
+    })
 }
 
 /// comb's subcommands.
@@ -551,6 +677,51 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `comb serve ARGS` over a settings file in /srv/comb.
+    fn serve_over(file: &str, args: &[&str]) -> anyhow::Result<ServeConfig> {
+        let table: toml::Table = toml::from_str(file)?;
+        let command = with_file_defaults(Cli::command(), &table, Path::new("/srv/comb"))?;
+        let mut argv = vec!["comb", "serve"];
+        argv.extend_from_slice(args);
+        let matches = command.try_get_matches_from(argv)?;
+        match Cli::from_arg_matches(&matches)?.command {
+            Command::Serve(config) => Ok(*config),
+            Command::Plugins(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_settings_file_supplies_defaults_flags_override() {
+        let file = "plugins = \"wasm\"\nlisten = \"0.0.0.0:9000\"\ndeadline-ms = 250\n\
+                    no-admin = true\notel-propagators = [\"tracecontext\", \"xray\"]\n";
+        let config = serve_over(file, &[]).unwrap();
+        assert_eq!(config.plugins.plugins, Path::new("/srv/comb/wasm"));
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.limits.deadline_ms, 250);
+        assert!(config.no_admin);
+        assert_eq!(
+            config.telemetry.propagators,
+            [Propagator::TraceContext, Propagator::Xray]
+        );
+        let config = serve_over(file, &["--deadline-ms", "900", "--plugins", "here"]).unwrap();
+        assert_eq!(config.limits.deadline_ms, 900);
+        assert_eq!(config.plugins.plugins, Path::new("here"));
+        // Settings the file leaves out keep comb's defaults.
+        assert_eq!(config.limits.memory_bytes, limits::DEFAULT_MEMORY_BYTES);
+    }
+
+    #[test]
+    fn a_settings_file_with_an_unknown_key_or_a_table_is_refused() {
+        let error = serve_over("deadline = 1\n", &["--plugins", "."]).unwrap_err();
+        assert!(
+            error.to_string().contains("`deadline` is not a setting"),
+            "{error}"
+        );
+        let error = serve_over("[limits]\ndeadline-ms = 1\n", &["--plugins", "."]).unwrap_err();
+        assert!(format!("{error:#}").contains("`limits`"), "{error:#}");
+        assert!(serve_over("deadline-ms = \"soon\"\n", &["--plugins", "."]).is_err());
+    }
 
     fn telemetry(args: &[&str]) -> TelemetryConfig {
         #[derive(Parser)]

@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
-use clap::Parser;
 use comb::{
     config::{CheckConfig, Cli, Command, PluginsConfig, ServeConfig, Signal},
     dashboard::{Recorder, store::Capacity},
@@ -24,7 +23,13 @@ const DEFAULT_LOG_FILTER: &str = "warn,comb=info";
 const EXPORTING_LOG_FILTER: &str = "warn,comb=info,comb::access=off";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, config_file) = match Cli::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Two TLS stacks link rustls with different crypto providers (the OTLP
     // exporters with aws-lc-rs, wasi:http's client with ring), so rustls
     // cannot pick one by itself; every TLS connection comb makes uses
@@ -44,6 +49,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(file) = config_file {
+        tracing::info!(
+            "settings from {} (flags and environment override them)",
+            file.display()
+        );
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -223,3 +223,63 @@ async fn every_response_names_its_trace() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_file_sets_defaults_that_the_environment_overrides() {
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("comb.toml");
+    std::fs::write(
+        &file,
+        "deadline-ms = 300\ncors-allowed-origins = [\"http://localhost:3000\"]\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let slow = "/misbehave/sleep?ms=1000";
+
+    // The file's deadline ends the call; its CORS origin is allowed.
+    let comb = Comb::start(Options {
+        plugins: &["misbehave"],
+        env: &[("COMB_CONFIG", file)],
+        ..Default::default()
+    });
+    assert_eq!(
+        client().get(comb.at(slow)).send().await.unwrap().status(),
+        504
+    );
+    let response = client()
+        .get(comb.at("/misbehave/sleep?ms=0"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert!(comb.log().contains(&format!("settings from {file}")));
+
+    // A variable beats the file.
+    let comb = Comb::start(Options {
+        plugins: &["misbehave"],
+        env: &[("COMB_CONFIG", file), ("COMB_DEADLINE_MS", "5000")],
+        ..Default::default()
+    });
+    assert_eq!(
+        client().get(comb.at(slow)).send().await.unwrap().status(),
+        200
+    );
+
+    // A key that is no flag stops comb at start, naming key and file.
+    std::fs::write(folder.path().join("typo.toml"), "deadline = 300\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
+        .args(["serve", "--plugins", ".", "--config"])
+        .arg(folder.path().join("typo.toml"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("typo.toml") && stderr.contains("`deadline` is not a setting"),
+        "{stderr}"
+    );
+}
