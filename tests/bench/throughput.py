@@ -131,7 +131,9 @@ def run_comb(folder, env_extra, binary=COMB):
     env["RUST_LOG"] = "warn"
     log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
-        [binary, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin", "--no-cache"],
+        # The admin listener on, as comb runs by default: its page records spans.
+        [binary, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}",
+         "--admin-listen", f"127.0.0.1:{free_port()}", "--no-cache"],
         stdout=subprocess.DEVNULL, stderr=log, env=env)
     try:
         url = f"http://127.0.0.1:{port}/api/activities/home"
