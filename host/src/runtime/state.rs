@@ -69,7 +69,7 @@ impl InvocationState {
         &self.log
     }
 
-    fn log_api(&mut self) -> &mut GuestLog {
+    fn guest_log(&mut self) -> &mut GuestLog {
         &mut self.log
     }
 
@@ -138,5 +138,5 @@ pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::R
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     span_api::add_to_linker(linker, InvocationState::span_api)?;
-    guest_log::add_to_linker(linker, InvocationState::log_api)
+    guest_log::add_to_linker(linker, InvocationState::guest_log)
 }
