@@ -511,6 +511,16 @@ pub struct TelemetryConfig {
     )]
     pub metrics_timeout_ms: Option<u64>,
 
+    /// Events one span keeps (the SDK's default is 128). Higher here, so
+    /// all of a call's log lines (up to 256) fit on its spans.
+    #[arg(
+        long = "otel-span-event-count-limit",
+        env = "OTEL_SPAN_EVENT_COUNT_LIMIT",
+        default_value_t = 512,
+        value_name = "N"
+    )]
+    pub span_event_count_limit: u32,
+
     /// How often metrics are exported, in milliseconds.
     #[arg(
         long = "metric-export-interval",

@@ -75,7 +75,9 @@ impl Telemetry {
             )
             .build();
 
-        let mut tracing = SdkTracerProvider::builder().with_resource(resource.clone());
+        let mut tracing = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_max_events_per_span(config.span_event_count_limit);
         if let Some(recorder) = recorder {
             tracing = tracing.with_span_processor(recorder.processor());
         }

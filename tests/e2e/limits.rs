@@ -406,6 +406,15 @@ async fn guest_log_lines_become_span_events_and_log_lines_within_bounds() {
     let spans = receiver.trace(&trace, 3).await;
     let invocation = named(&spans, "invoke misbehave");
     assert_eq!(invocation.int("plugin.log.dropped"), 401 - 256);
+    // Every line kept is on the span: the span's event limit is above the
+    // per-call line limit.
+    let guest = named(&spans, "misbehave");
+    let logged = guest
+        .events
+        .iter()
+        .filter(|(name, _)| name == "log")
+        .count();
+    assert_eq!(logged, 256);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
