@@ -203,3 +203,32 @@ async fn no_endpoint_exports_no_metrics() {
     assert!(receiver.metric("faas.invoke_duration").is_none());
     assert!(!comb.log().contains("metrics: OTLP"), "{}", comb.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_endpoint_alone_exports_metrics_and_no_traces() {
+    let receiver = Receiver::start().await;
+    let metrics = format!("{}/v1/metrics", receiver.http_url);
+    let comb = Comb::start(Options {
+        plugins: &["home_activities", "faulty"],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &metrics),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    });
+    requests(&comb).await;
+    receiver
+        .wait_for_metric("faas.invoke_duration", |m| {
+            count(histogram(m), |a| has(a, "plugin.name", "home_activities")) >= 3
+        })
+        .await;
+    // Traces have no endpoint: comb's log says so, the receiver gets none.
+    assert!(
+        comb.log().contains("no OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{}",
+        comb.log()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
+}
