@@ -250,6 +250,19 @@ async fn the_page_renders_in_chromium() {
     );
     assert!(dom.contains(r#"data-key="app.result_length""#), "{dom}");
 
+    // The view comes from the URL: a window and a plugin filter.
+    let filtered = format!("{}/_comb/#window=60&plugin=faulty", comb.admin_url);
+    let dom = tokio::task::spawn_blocking(move || headless(&filtered, &["--dump-dom"]))
+        .await
+        .unwrap();
+    let rows: Vec<&str> = dom.split(r#"<tr class="trace"#).skip(1).collect();
+    assert!(!rows.is_empty(), "no trace rows in:\n{dom}");
+    for row in rows {
+        let row = &row[..row.find('>').unwrap()];
+        assert!(row.contains(r#"data-plugin="faulty""#), "{row}");
+    }
+    assert!(dom.contains("−1 min"), "the chart does not span 1 minute:\n{dom}");
+
     // A screenshot for people, kept as a test artifact.
     let artifacts = xtask::workspace_root().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
