@@ -261,7 +261,10 @@ async fn the_page_renders_in_chromium() {
         let row = &row[..row.find('>').unwrap()];
         assert!(row.contains(r#"data-plugin="faulty""#), "{row}");
     }
-    assert!(dom.contains("−1 min"), "the chart does not span 1 minute:\n{dom}");
+    assert!(
+        dom.contains("−1 min"),
+        "the chart does not span 1 minute:\n{dom}"
+    );
 
     // A screenshot for people, kept as a test artifact.
     let artifacts = xtask::workspace_root().join("target/test-artifacts");

@@ -66,8 +66,10 @@ pub type SharedRoutes = Arc<ArcSwap<RouteTable<Arc<Plugin>>>>;
 /// The per-file reports the admin list shows, swapped whole on reload.
 pub type SharedReports = Arc<ArcSwap<Vec<FileReport>>>;
 
-/// The HTTP methods a manifest may route.
-const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+/// The HTTP methods a manifest may route; `*` is any method.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "*",
+];
 
 /// A loaded plugin: its identity, its routes and its pre-linked component.
 pub struct Plugin {

@@ -1,11 +1,15 @@
 //! Route patterns and the immutable route table.
 //!
 //! A pattern is matched segment by segment; a segment is literal text, a
-//! parameter `:name`, or a parameter after a literal prefix (`@:handle`).
-//! When several patterns match a path, the most specific wins, comparing
-//! segment by segment: literal beats prefixed parameter beats bare
-//! parameter. That is Werkzeug's rule, which the ported Flask service relied
-//! on: `/api/activities/home` is not taken as `/api/activities/:uuid`.
+//! parameter `:name`, or a parameter after a literal prefix (`@:handle`);
+//! a last segment `...` (Spin's spelling) matches the rest of the path,
+//! however long, or nothing. When several patterns match a path, the most
+//! specific wins, comparing segment by segment: literal beats prefixed
+//! parameter beats bare parameter beats `...`. That is Werkzeug's rule,
+//! which the ported Flask service relied on: `/api/activities/home` is not
+//! taken as `/api/activities/:uuid`.
+//!
+//! A route's method may be `*`: any method, less specific than a named one.
 
 use std::{fmt, str::FromStr};
 
@@ -22,8 +26,19 @@ pub struct RoutePattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(String),
-    Param { prefix: String, name: String },
+    Param {
+        prefix: String,
+        name: String,
+    },
+    /// `...`: the rest of the path.
+    Rest,
 }
+
+/// The method of a route that serves every method.
+pub const ANY_METHOD: &str = "*";
+
+/// The last segment that matches the rest of the path.
+const REST: &str = "...";
 
 /// Why a route pattern was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +49,9 @@ pub enum PatternError {
     /// `:` with nothing after it.
     #[error("route pattern {0:?} has a parameter without a name")]
     UnnamedParam(String),
+    /// `...` before the end.
+    #[error("route pattern {0:?} has '...' before its last segment")]
+    RestNotLast(String),
     /// The same parameter name twice.
     #[error("route pattern {pattern:?} uses parameter {name:?} twice")]
     DuplicateParam {
@@ -52,7 +70,15 @@ impl FromStr for RoutePattern {
             return Err(PatternError::NotAbsolute(text.to_owned()));
         };
         let mut segments = Vec::new();
-        for segment in rest.split('/') {
+        let parts: Vec<&str> = rest.split('/').collect();
+        for (index, segment) in parts.iter().copied().enumerate() {
+            if segment == REST {
+                if index + 1 != parts.len() {
+                    return Err(PatternError::RestNotLast(text.to_owned()));
+                }
+                segments.push(Segment::Rest);
+                continue;
+            }
             let parsed = match segment.split_once(':') {
                 None => Segment::Literal(segment.to_owned()),
                 Some((_, "")) => return Err(PatternError::UnnamedParam(text.to_owned())),
@@ -95,12 +121,17 @@ impl RoutePattern {
 
     /// The parameters bound when `path` matches, else `None`.
     fn matches(&self, path: &[&str]) -> Option<Vec<(String, String)>> {
-        if path.len() != self.segments.len() {
+        let fits = match self.segments.last() {
+            Some(Segment::Rest) => path.len() + 1 >= self.segments.len(),
+            _ => path.len() == self.segments.len(),
+        };
+        if !fits {
             return None;
         }
         let mut params = Vec::new();
         for (segment, part) in self.segments.iter().zip(path) {
             match segment {
+                Segment::Rest => break,
                 Segment::Literal(literal) if literal == part => {}
                 Segment::Param { prefix, name } => {
                     let value = part
@@ -115,12 +146,18 @@ impl RoutePattern {
     }
 
     /// How specific each segment is: higher wins, compared left to right.
+    /// A pattern without `...` ends in 1, so `/a` beats `/a/...` on `/a`.
     fn specificity(&self) -> impl Iterator<Item = u8> + '_ {
-        self.segments.iter().map(|segment| match segment {
-            Segment::Literal(_) => 2,
-            Segment::Param { prefix, .. } if !prefix.is_empty() => 1,
-            Segment::Param { .. } => 0,
-        })
+        let exact = !matches!(self.segments.last(), Some(Segment::Rest));
+        self.segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Literal(_) => 3,
+                Segment::Param { prefix, .. } if !prefix.is_empty() => 2,
+                Segment::Param { .. } => 1,
+                Segment::Rest => 0,
+            })
+            .chain(exact.then_some(1))
     }
 
     /// Whether two patterns match exactly the same paths.
@@ -133,6 +170,7 @@ impl RoutePattern {
                 .all(|pair| match pair {
                     (Segment::Literal(a), Segment::Literal(b)) => a == b,
                     (Segment::Param { prefix: a, .. }, Segment::Param { prefix: b, .. }) => a == b,
+                    (Segment::Rest, Segment::Rest) => true,
                     _ => false,
                 })
     }
@@ -202,14 +240,18 @@ pub struct RouteClash {
 
 impl<P: RouteOwner> RouteTable<P> {
     /// Adds all of `routes`, or none when one clashes with a route already
-    /// in the table (same method, a pattern matching exactly the same
-    /// paths): the plugin already serving keeps its route.
+    /// in the table (same method, or `*` on either side, and a pattern
+    /// matching exactly the same paths): the plugin already serving keeps
+    /// its route.
     pub fn add(&mut self, routes: Vec<Route<P>>) -> Result<(), RouteClash> {
         for new in &routes {
+            let overlaps = |method: &str| {
+                method == new.method || method == ANY_METHOD || new.method == ANY_METHOD
+            };
             if let Some(existing) = self
                 .routes
                 .iter()
-                .find(|r| r.method == new.method && r.pattern.same_shape(&new.pattern))
+                .find(|r| overlaps(&r.method) && r.pattern.same_shape(&new.pattern))
             {
                 return Err(RouteClash {
                     method: new.method.clone(),
@@ -227,7 +269,8 @@ impl<P: RouteOwner> RouteTable<P> {
         &self.routes
     }
 
-    /// Finds the route for `method` and `path`. `HEAD` falls back to `GET`.
+    /// Finds the route for `method` and `path`. `HEAD` falls back to `GET`;
+    /// a `*` route serves any method, after a route naming it.
     pub fn lookup(&self, method: &str, path: &str) -> Lookup<'_, P> {
         let parts: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
         let matching: Vec<(&Route<P>, Params)> = self
@@ -238,8 +281,13 @@ impl<P: RouteOwner> RouteTable<P> {
         let best = |method: &str| {
             matching
                 .iter()
-                .filter(|(route, _)| route.method == method)
-                .max_by(|(a, _), (b, _)| a.pattern.specificity().cmp(b.pattern.specificity()))
+                .filter(|(route, _)| route.method == method || route.method == ANY_METHOD)
+                .max_by(|(a, _), (b, _)| {
+                    a.pattern
+                        .specificity()
+                        .cmp(b.pattern.specificity())
+                        .then((a.method != ANY_METHOD).cmp(&(b.method != ANY_METHOD)))
+                })
         };
         if let Some((route, params)) =
             best(method).or_else(|| (method == "HEAD").then(|| best("GET")).flatten())
@@ -427,5 +475,45 @@ mod tests {
         assert!(pattern("/a/:x").same_shape(&pattern("/a/:y")));
         assert!(!pattern("/a/@:x").same_shape(&pattern("/a/:x")));
         assert!(!pattern("/a/b").same_shape(&pattern("/a/:x")));
+    }
+
+    #[test]
+    fn the_rest_of_a_path_and_any_method_lose_to_anything_more_specific() {
+        let rest = pattern("/hello/...");
+        assert!(rest.matches(&["hello"]).is_some());
+        assert!(rest.matches(&["hello", "a", "b"]).is_some());
+        assert!(rest.matches(&["hell"]).is_none());
+        assert!(matches!(
+            "/a/.../b".parse::<RoutePattern>(),
+            Err(PatternError::RestNotLast(_))
+        ));
+        let table = table(&[
+            ("*", "/hello/...", "proxy"),
+            ("GET", "/hello/:id", "param"),
+            ("GET", "/hello", "exact"),
+            ("*", "/...", "everything"),
+        ]);
+        assert_eq!(found(&table, "GET", "/hello").unwrap().0, "exact");
+        assert_eq!(found(&table, "GET", "/hello/x").unwrap().0, "param");
+        assert_eq!(found(&table, "POST", "/hello/x").unwrap().0, "proxy");
+        assert_eq!(found(&table, "DELETE", "/hello/x/y").unwrap().0, "proxy");
+        assert_eq!(found(&table, "PATCH", "/other").unwrap().0, "everything");
+        // `*` clashes with every method on the same shape.
+        let mut clashing = RouteTable::default();
+        clashing
+            .add(vec![Route {
+                method: "GET".into(),
+                pattern: pattern("/x/..."),
+                target: "a",
+            }])
+            .unwrap();
+        let clash = clashing
+            .add(vec![Route {
+                method: "*".into(),
+                pattern: pattern("/x/..."),
+                target: "b",
+            }])
+            .unwrap_err();
+        assert_eq!(clash.owner, "a");
     }
 }
