@@ -18,7 +18,7 @@ use http::StatusCode;
 use opentelemetry::{
     Context, KeyValue,
     global::{self, BoxedTracer},
-    propagation::Extractor,
+    propagation::{Extractor, Injector},
     trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _},
 };
 
@@ -107,6 +107,26 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
         }
     }
     global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)))
+}
+
+/// Writes the trace context of `cx` into `headers` (replacing what was
+/// there) with the global propagator: `traceparent`, and `X-Amzn-Trace-Id`
+/// when X-Ray is on.
+pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
+    struct Headers<'a>(&'a mut http::HeaderMap);
+    impl Injector for Headers<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(key.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(cx, &mut Headers(headers))
+    })
 }
 
 /// What the server span records about an incoming request.

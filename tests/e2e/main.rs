@@ -13,5 +13,6 @@ mod otlp;
 mod outgoing;
 mod page;
 mod propagation;
+mod proxy;
 mod serve;
 mod traces;

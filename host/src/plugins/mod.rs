@@ -507,21 +507,29 @@ async fn load_file(
         .await
         .context("the compile task panicked")?
         .context(
-            "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit)",
+            "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit) \
+             or wasi:http/proxy",
         )?;
     tracing::debug!(file = %file.display(), elapsed = ?started.elapsed(), "compiled");
-    // The manifest call belongs to no request: its spans and log lines, if
-    // any, go under the load span, named after the file.
-    let manifest = runtime
-        .describe(
-            &pre,
-            Arc::new(spans::plugin_tracer("comb.manifest", "")),
-            &limits,
-            load.clone(),
-            &file.display().to_string(),
-        )
-        .await
-        .context("calling the plugin's manifest")?;
+    let manifest = match &pre {
+        // The manifest call belongs to no request: its spans and log lines,
+        // if any, go under the load span, named after the file.
+        PreparedPlugin::Comb(pre) => runtime
+            .describe(
+                pre,
+                Arc::new(spans::plugin_tracer("comb.manifest", "")),
+                &limits,
+                load.clone(),
+                &file.display().to_string(),
+            )
+            .await
+            .context("calling the plugin's manifest")?,
+        // A standard proxy has no manifest: it is named after its file.
+        PreparedPlugin::Proxy(_) => {
+            let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+            crate::runtime::proxy::manifest(&stem)
+        }
+    };
     let routes = check_manifest(&manifest, &sidecar)?;
     Ok(Plugin {
         tracer: Arc::new(spans::plugin_tracer(&manifest.name, &manifest.version)),

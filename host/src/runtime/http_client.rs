@@ -22,7 +22,7 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use opentelemetry::{Context, global, propagation::Injector};
+use opentelemetry::Context;
 use tokio::time::{Instant, Sleep};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -85,9 +85,7 @@ impl WasiHttpHooks for ClientHooks {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
 
-        global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&cx, &mut Headers(request.headers_mut()))
-        });
+        spans::inject(&cx, request.headers_mut());
         let limits = self.timeouts;
         let asked = options.unwrap_or_default();
         let within =
@@ -181,17 +179,4 @@ fn error_type(error: &Error) -> String {
         .next()
         .unwrap_or("error")
         .to_owned()
-}
-
-struct Headers<'a>(&'a mut http::HeaderMap);
-
-impl Injector for Headers<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
 }

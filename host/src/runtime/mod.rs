@@ -3,13 +3,15 @@
 //!
 //! Following wasmtime's own `serve`: compile a component once, link it once
 //! into an [`InstancePre`](wasmtime::component::InstancePre) (here the
-//! generated [`PluginPre`]), then per request create a `Store`, instantiate
-//! from the pre-linked component and call the export. A fresh instance per
+//! generated [`PluginPre`], or a [`ProxyPre`] for a standard
+//! `wasi:http/proxy` component), then per request create a `Store`,
+//! instantiate from the pre-linked component and call the export. A fresh instance per
 //! request is comb's isolation promise: nothing leaks between requests.
 
 pub mod bindings;
 pub mod guest_log;
 pub mod http_client;
+pub mod proxy;
 pub mod sandbox;
 pub mod span_api;
 mod state;
@@ -29,6 +31,7 @@ use wasmtime::{
 pub use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
 use sandbox::Sandbox;
 use state::InvocationState;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::limits::{Limits, MemoryLimitExceeded};
 
@@ -70,8 +73,14 @@ pub struct EngineConfig {
 }
 
 /// A plugin compiled and linked against comb's imports, ready to
-/// instantiate.
-pub type PreparedPlugin = PluginPre<InvocationState>;
+/// instantiate: a component of comb's `plugin` world, or a standard
+/// `wasi:http/proxy` one.
+pub enum PreparedPlugin {
+    /// comb's world: a manifest and a handler.
+    Comb(PluginPre<InvocationState>),
+    /// `wasi:http/proxy`: an incoming handler (see [`proxy`]).
+    Proxy(ProxyPre<InvocationState>),
+}
 
 /// The engine and linker shared by every plugin.
 pub struct Runtime {
@@ -236,15 +245,21 @@ impl Runtime {
                 .zip(self.cache.as_ref())
                 .map(|(before, cache)| cache.cache_hits() > before),
         };
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         let pre = self.linker.instantiate_pre(&component)?;
+        if exports
+            .iter()
+            .any(|name| name.starts_with(proxy::INCOMING_HANDLER))
+        {
+            return Ok((PreparedPlugin::Proxy(ProxyPre::new(pre)?), compiled));
+        }
         let pre = PluginPre::new(pre).map_err(|error| {
             // Say what the component does export: typically the same
             // interfaces at another version of the WIT package.
-            let exports: Vec<String> = component
-                .component_type()
-                .exports(&self.engine)
-                .map(|(name, _)| name.to_owned())
-                .collect();
             let exports = if exports.is_empty() {
                 "nothing".to_owned()
             } else {
@@ -252,14 +267,14 @@ impl Runtime {
             };
             anyhow::Error::from(error).context(format!("the component exports {exports}"))
         })?;
-        Ok((pre, compiled))
+        Ok((PreparedPlugin::Comb(pre), compiled))
     }
 
     /// Calls the plugin's `manifest.describe` in a throwaway instance whose
     /// spans and log lines go under the span in `load`, attributed to `file`.
     pub async fn describe(
         &self,
-        pre: &PreparedPlugin,
+        pre: &PluginPre<InvocationState>,
         tracer: Arc<BoxedTracer>,
         limits: &Limits,
         load: Context,
@@ -297,10 +312,27 @@ impl Runtime {
         } = guest;
         let mut stats = CallStats::default();
         let started = Instant::now();
-        let state = InvocationState::new(tracer, invocation, plugin_name, sandbox, limits);
+        let state = InvocationState::new(tracer, invocation.clone(), plugin_name, sandbox, limits);
         let mut store = match self.store(state, limits) {
             Ok(store) => store,
             Err(error) => return (Err(InvokeError::Instantiate(format!("{error:#}"))), stats),
+        };
+        let pre = match pre {
+            PreparedPlugin::Comb(pre) => pre,
+            PreparedPlugin::Proxy(pre) => {
+                // Instantiation and the call are one step for a proxy.
+                let result = proxy::call(
+                    pre,
+                    &mut store,
+                    &request,
+                    &invocation,
+                    limits.max_response_body,
+                )
+                .await;
+                stats.call = started.elapsed();
+                let result = result.unwrap_or_else(|error| Err(call_error(error, &store)));
+                return (result, self.finish(&store, limits, stats));
+            }
         };
         let instantiated = pre.instantiate_async(&mut store).await;
         stats.instantiate = started.elapsed();
@@ -318,14 +350,19 @@ impl Runtime {
                     Err(error) => Err(trap(error, &store.data().log().stderr())),
                 }
             }
-            Err(error) if is_pool_exhausted(&error) => Err(InvokeError::Overloaded),
-            Err(error)
-                if error.downcast_ref::<Trap>().is_some() || error.is::<MemoryLimitExceeded>() =>
-            {
-                Err(trap(error, &store.data().log().stderr()))
-            }
-            Err(error) => Err(InvokeError::Instantiate(format!("{error:#}"))),
+            Err(error) => Err(call_error(error, &store)),
         };
+        (result, self.finish(&store, limits, stats))
+    }
+
+    /// The store's accounting of a finished call, added to `stats`; logs
+    /// what is left of the guest's unfinished output lines.
+    fn finish(
+        &self,
+        store: &Store<InvocationState>,
+        limits: &Limits,
+        mut stats: CallStats,
+    ) -> CallStats {
         stats.guest_cpu = store.data().guest_clock.total();
         stats.memory_peak = store.data().limiter.peak();
         store.data().log().finish();
@@ -335,7 +372,7 @@ impl Runtime {
             .filter(|_| self.fuel)
             .zip(store.get_fuel().ok())
             .map(|(given, left)| given.saturating_sub(left));
-        (result, stats)
+        stats
     }
 
     /// A store for one call under `limits`.
@@ -365,6 +402,19 @@ impl Runtime {
             store.set_fuel(fuel)?;
         }
         Ok(store)
+    }
+}
+
+/// A failed instantiation (or proxy call) as an [`InvokeError`]: every
+/// pool slot busy, a trap (with the guest's panic message), or else a
+/// failure to instantiate.
+fn call_error(error: wasmtime::Error, store: &Store<InvocationState>) -> InvokeError {
+    if is_pool_exhausted(&error) {
+        InvokeError::Overloaded
+    } else if error.downcast_ref::<Trap>().is_some() || error.is::<MemoryLimitExceeded>() {
+        trap(error, &store.data().log().stderr())
+    } else {
+        InvokeError::Instantiate(format!("{error:#}"))
     }
 }
 

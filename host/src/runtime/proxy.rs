@@ -1,0 +1,135 @@
+//! Standard `wasi:http/proxy` components, served unmodified — what
+//! `wasmtime serve` and Spin run. comb hands such a component the request
+//! as a `wasi:http` incoming request and reads the response it sets, under
+//! the same invocation span, limits, sandbox, logs and outgoing-call spans
+//! as a comb plugin. It has no manifest: comb names it after its file and
+//! serves it, by default, on every method under `/NAME/...`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use opentelemetry::Context;
+use wasmtime::Store;
+use wasmtime_wasi_http::{
+    WasiHttpView,
+    p2::bindings::{ProxyPre, http::types::Scheme},
+};
+
+use super::{
+    HandlerError, InvokeError, Manifest, Request, Response, Route, state::InvocationState,
+};
+use crate::spans;
+
+/// The export that makes a component a proxy, at any 0.2 version.
+pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// The manifest comb gives a proxy component named `name`.
+pub fn manifest(name: &str) -> Manifest {
+    Manifest {
+        name: name.to_owned(),
+        version: "0.0.0".to_owned(),
+        description: Some("a wasi:http/proxy component".to_owned()),
+        routes: vec![Route {
+            method: "*".to_owned(),
+            pattern: format!("/{name}/..."),
+        }],
+    }
+}
+
+/// Instantiates `pre` in `store` and hands it `request`, with the trace
+/// context of `invocation` in its headers so a guest that traces joins the
+/// trace. The response body is read up to `max_body + 1` bytes: enough for
+/// the caller to see it is too large, never more.
+pub async fn call(
+    pre: &ProxyPre<InvocationState>,
+    store: &mut Store<InvocationState>,
+    request: &Request,
+    invocation: &Context,
+    max_body: usize,
+) -> Result<Result<Response, InvokeError>, wasmtime::Error> {
+    let proxy = pre.instantiate_async(&mut *store).await?;
+    let incoming = incoming_request(request, invocation).map_err(|error| {
+        wasmtime::Error::msg(format!("the request cannot be given to wasi:http: {error}"))
+    })?;
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (incoming, outparam) = {
+        let mut http = store.data_mut().http();
+        (
+            http.new_incoming_request(Scheme::Http, incoming)?,
+            http.new_response_outparam(sender)?,
+        )
+    };
+    // The guest may still be writing the body when it has set the response
+    // (writes block once the pipe is full), so read while it runs.
+    let handled = proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, incoming, outparam);
+    let read = async {
+        let response = match receiver.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => return Err(format!("the component answered {code:?}")),
+            Err(_) => return Err("the component returned without setting a response".to_owned()),
+        };
+        let (parts, mut body) = response.into_parts();
+        let mut bytes = Vec::new();
+        while bytes.len() <= max_body {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(error)) => return Err(format!("reading the response body: {error}")),
+                None => break,
+            }
+        }
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.to_string(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: bytes,
+        })
+    };
+    let (handled, read) = tokio::join!(handled, read);
+    handled?;
+    Ok(read.map_err(|message| InvokeError::Guest(HandlerError::Internal(message))))
+}
+
+/// comb's request record as a hyper request, with the invocation's trace
+/// context in place of the caller's.
+fn incoming_request(
+    request: &Request,
+    invocation: &Context,
+) -> Result<http::Request<Full<Bytes>>, http::Error> {
+    let uri = match request.query.as_str() {
+        "" => request.path.clone(),
+        query => format!("{}?{query}", request.path),
+    };
+    let mut builder = http::Request::builder()
+        .method(request.method.as_str())
+        .uri(uri);
+    let headers = builder.headers_mut().expect("a fresh builder has headers");
+    for (name, value) in &request.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    if !headers.contains_key(http::header::HOST) {
+        headers.insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("localhost"),
+        );
+    }
+    spans::inject(invocation, headers);
+    builder.body(Full::new(Bytes::from(request.body.clone())))
+}

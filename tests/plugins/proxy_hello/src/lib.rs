@@ -1,0 +1,69 @@
+//! Test plugin: a standard `wasi:http/proxy` component that knows nothing
+//! of comb. It answers every request with what it saw — method, path with
+//! query, `traceparent`, body length — and logs one line to stdout.
+
+use wasip2::{
+    exports::http::incoming_handler::Guest,
+    http::types::{
+        Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    },
+};
+
+struct ProxyHello;
+
+impl Guest for ProxyHello {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let method = match request.method() {
+            Method::Get => "GET".to_owned(),
+            Method::Post => "POST".to_owned(),
+            Method::Put => "PUT".to_owned(),
+            Method::Delete => "DELETE".to_owned(),
+            other => format!("{other:?}"),
+        };
+        let path = request.path_with_query().unwrap_or_default();
+        let traceparent = request
+            .headers()
+            .get("traceparent")
+            .first()
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+            .unwrap_or_default();
+        let body_length = read_body(&request);
+        println!("proxy_hello handled {method} {path}");
+
+        let headers = Fields::from_list(&[
+            ("content-type".to_owned(), b"text/plain".to_vec()),
+            ("x-proxy".to_owned(), b"hello".to_vec()),
+        ])
+        .expect("valid headers");
+        let response = OutgoingResponse::new(headers);
+        response.set_status_code(201).expect("a valid status");
+        let body = response.body().expect("the body, once");
+        ResponseOutparam::set(response_out, Ok(response));
+        let text = format!(
+            "method={method}\npath={path}\ntraceparent={traceparent}\nbody={body_length}\n"
+        );
+        let stream = body.write().expect("the body stream, once");
+        stream
+            .blocking_write_and_flush(text.as_bytes())
+            .expect("writing the body");
+        drop(stream);
+        OutgoingBody::finish(body, None).expect("finishing the body");
+    }
+}
+
+/// The request body's length, read to the end.
+fn read_body(request: &IncomingRequest) -> usize {
+    let Ok(body) = request.consume() else {
+        return 0;
+    };
+    let Ok(stream) = body.stream() else {
+        return 0;
+    };
+    let mut length = 0;
+    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+        length += chunk.len();
+    }
+    length
+}
+
+wasip2::http::proxy::export!(ProxyHello);
