@@ -90,3 +90,26 @@ async fn a_sidecar_routes_a_proxy_component_elsewhere() {
     let response = client().post(comb.at("/hello/there")).send().await.unwrap();
     assert_eq!(response.status(), 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_or_panicking_proxy_ends_that_call_only() {
+    let comb = Comb::start(Options {
+        plugins: &["proxy_hello"],
+        files: &[("proxy_hello.toml", b"[limits]\ndeadline_ms = 300\n")],
+        ..Options::default()
+    });
+    let (status, body) = get_json(&comb.at("/proxy_hello/loop")).await;
+    assert_eq!(status, 504, "{body}");
+    let (status, body) = get_json(&comb.at("/proxy_hello/panic")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.to_string().contains("proxy_hello was asked to panic"),
+        "{body}"
+    );
+    let response = client()
+        .get(comb.at("/proxy_hello/fine"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}

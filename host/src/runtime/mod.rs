@@ -327,6 +327,7 @@ impl Runtime {
                     &request,
                     &invocation,
                     limits.max_response_body,
+                    started + limits.deadline,
                 )
                 .await;
                 stats.call = started.elapsed();

@@ -37,14 +37,15 @@ pub fn manifest(name: &str) -> Manifest {
 
 /// Instantiates `pre` in `store` and hands it `request`, with the trace
 /// context of `invocation` in its headers so a guest that traces joins the
-/// trace. The response body is read up to `max_body + 1` bytes: enough for
-/// the caller to see it is too large, never more.
+/// trace. The response body is read up to `max_body + 1` bytes (enough for
+/// the caller to see it is too large, never more) and until `deadline`.
 pub async fn call(
     pre: &ProxyPre<InvocationState>,
     store: &mut Store<InvocationState>,
     request: &Request,
     invocation: &Context,
     max_body: usize,
+    deadline: std::time::Instant,
 ) -> Result<Result<Response, InvokeError>, wasmtime::Error> {
     let proxy = pre.instantiate_async(&mut *store).await?;
     let incoming = incoming_request(request, invocation).map_err(|error| {
@@ -97,8 +98,23 @@ pub async fn call(
             body: bytes,
         })
     };
-    let (handled, read) = tokio::join!(handled, read);
-    handled?;
+    tokio::pin!(handled, read);
+    let read = tokio::select! {
+        // A trap (the deadline, say) leaves the response channel open in
+        // the store: stop at once instead of waiting on it.
+        handled = &mut handled => {
+            handled?;
+            // The guest returned, so the response is set or never will be;
+            // only a body the guest left unfinished could keep this open.
+            tokio::time::timeout_at(deadline.into(), read)
+                .await
+                .unwrap_or_else(|_| Err("the response body did not end by the deadline".to_owned()))
+        }
+        read = &mut read => {
+            handled.await?;
+            read
+        }
+    };
     Ok(read.map_err(|message| InvokeError::Guest(HandlerError::Internal(message))))
 }
 

@@ -1,6 +1,7 @@
 //! Test plugin: a standard `wasi:http/proxy` component that knows nothing
 //! of comb. It answers every request with what it saw — method, path with
-//! query, `traceparent`, body length — and logs one line to stdout.
+//! query, `traceparent`, body length — and logs one line to stdout; a path
+//! ending in `/loop` loops forever, one ending in `/panic` panics.
 
 use wasip2::{
     exports::http::incoming_handler::Guest,
@@ -27,6 +28,16 @@ impl Guest for ProxyHello {
             .first()
             .map(|value| String::from_utf8_lossy(value).into_owned())
             .unwrap_or_default();
+        // Misbehaviours, for the tests of limits.
+        if path.ends_with("/loop") {
+            let mut counter = 0u64;
+            loop {
+                counter = std::hint::black_box(counter.wrapping_add(1));
+            }
+        }
+        if path.ends_with("/panic") {
+            panic!("proxy_hello was asked to panic");
+        }
         let body_length = read_body(&request);
         println!("proxy_hello handled {method} {path}");
 
