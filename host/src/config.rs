@@ -79,7 +79,27 @@ impl Cli {
             command = with_file_defaults(command, &table, base)
                 .with_context(|| format!("in {}", file.display()))?;
         }
-        let matches = command.get_matches_from(args);
+        let matches = match command.try_get_matches_from(args) {
+            Ok(matches) => matches,
+            // clap names the flag but cannot know its value came from the
+            // file: say so, then exit as clap would.
+            Err(error)
+                if file.is_some()
+                    && matches!(
+                        error.kind(),
+                        clap::error::ErrorKind::ValueValidation
+                            | clap::error::ErrorKind::InvalidValue
+                    ) =>
+            {
+                let _ = error.print();
+                eprintln!(
+                    "note: settings were read from {}; the value may come from there",
+                    file.as_deref().unwrap_or(Path::new("")).display()
+                );
+                std::process::exit(error.exit_code());
+            }
+            Err(error) => error.exit(),
+        };
         let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
         Ok((cli, file))
     }

@@ -282,4 +282,18 @@ async fn a_settings_file_sets_defaults_that_the_environment_overrides() {
         stderr.contains("typo.toml") && stderr.contains("`deadline` is not a setting"),
         "{stderr}"
     );
+
+    // A bad value is clap's error, with a note naming the file.
+    std::fs::write(folder.path().join("bad.toml"), "deadline-ms = \"soon\"\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
+        .args(["serve", "--plugins", ".", "--config"])
+        .arg(folder.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--deadline-ms") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
 }
