@@ -55,7 +55,7 @@ impl Telemetry {
     /// page, when served) gets every ended span too, exported or not.
     ///
     /// Must run inside the Tokio runtime: both OTLP transports (async
-    /// reqwest, tonic) run their exports on it, see [`OnRuntime`].
+    /// reqwest, tonic) run their exports on it, see `OnRuntime` in this module.
     pub fn init(config: &TelemetryConfig, recorder: Option<&Recorder>) -> Result<Telemetry> {
         global::set_text_map_propagator(propagator(&config.propagators));
         if config.sdk_disabled {
@@ -132,7 +132,7 @@ impl Telemetry {
     ///
     /// The SDK's shutdown blocks its thread until the batch processor and
     /// the metric reader have exported what they hold, which takes a Tokio
-    /// worker (see [`OnRuntime`]); so it runs on a blocking thread, never on
+    /// worker (see `OnRuntime` in this module); so it runs on a blocking thread, never on
     /// a runtime worker.
     pub async fn shutdown(self) -> Result<()> {
         let (tracer_provider, meter_provider) = (self.tracer_provider, self.meter_provider);
