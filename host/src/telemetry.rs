@@ -11,7 +11,9 @@ use opentelemetry::{
     propagation::{TextMapCompositePropagator, TextMapPropagator},
 };
 use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{
+    Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -268,11 +270,15 @@ fn metric_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::MetricExpo
 
 /// An http/protobuf exporter builder (either signal) set up for `target`.
 fn http<B: WithExportConfig + WithHttpConfig>(builder: B, target: &OtlpTarget) -> B {
-    builder
+    let builder = builder
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(&target.url)
         .with_timeout(target.timeout)
-        .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
+        .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>());
+    match target.gzip {
+        true => builder.with_compression(Compression::Gzip),
+        false => builder,
+    }
 }
 
 /// A gRPC exporter builder (either signal) set up for `target`: headers
@@ -290,10 +296,13 @@ fn grpc<B: WithExportConfig + WithTonicConfig>(builder: B, target: &OtlpTarget) 
         })?;
         metadata.insert(name, value);
     }
-    let builder = builder
+    let mut builder = builder
         .with_endpoint(&target.url)
         .with_timeout(target.timeout)
         .with_metadata(metadata);
+    if target.gzip {
+        builder = builder.with_compression(Compression::Gzip);
+    }
     Ok(if target.url.starts_with("http://") {
         builder
     } else {

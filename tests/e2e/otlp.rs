@@ -204,8 +204,10 @@ impl Receiver {
 
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
-        let service = TraceServiceServer::new(Grpc(exports.clone()));
-        let metrics_service = MetricsServiceServer::new(GrpcMetrics(metric_exports.clone()));
+        let gzip = tonic::codec::CompressionEncoding::Gzip;
+        let service = TraceServiceServer::new(Grpc(exports.clone())).accept_compressed(gzip);
+        let metrics_service =
+            MetricsServiceServer::new(GrpcMetrics(metric_exports.clone())).accept_compressed(gzip);
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
@@ -389,10 +391,23 @@ impl Receiver {
 }
 
 /// The receiver's `/v1/traces` and `/v1/metrics` endpoints.
+/// The body, gunzipped when the exporter compressed it.
+fn decompressed(headers: &HeaderMap, body: Bytes) -> Vec<u8> {
+    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+            .expect("a gzip body");
+        plain
+    } else {
+        body.to_vec()
+    }
+}
+
 fn http_app(exports: Arc<Mutex<Vec<Export>>>, metric_exports: MetricExports) -> Router {
-    let metrics = post(move |body: Bytes| async move {
-        let request =
-            ExportMetricsServiceRequest::decode(body).expect("an OTLP protobuf metrics request");
+    let metrics = post(move |headers: HeaderMap, body: Bytes| async move {
+        let body = decompressed(&headers, body);
+        let request = ExportMetricsServiceRequest::decode(body.as_slice())
+            .expect("an OTLP protobuf metrics request");
         metric_exports.lock().unwrap().push(("http", request));
         (
             [("content-type", "application/x-protobuf")],
@@ -405,8 +420,9 @@ fn http_app(exports: Arc<Mutex<Vec<Export>>>, metric_exports: MetricExports) -> 
     Router::new().route("/v1/metrics", metrics).route(
         "/v1/traces",
         post(move |headers: HeaderMap, body: Bytes| async move {
-            let request =
-                ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
+            let body = decompressed(&headers, body);
+            let request = ExportTraceServiceRequest::decode(body.as_slice())
+                .expect("an OTLP protobuf export request");
             let headers = headers
                 .iter()
                 .map(|(k, v)| {

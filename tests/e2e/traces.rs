@@ -163,6 +163,50 @@ async fn home_request_is_one_trace_over_grpc() {
     home_request_is_one_trace("grpc").await;
 }
 
+/// With `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`, exports arrive gzipped (the
+/// receiver decodes them) and whole.
+async fn gzipped_exports_arrive_whole(protocol: &str) {
+    let receiver = Receiver::start().await;
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_url.clone(),
+        _ => receiver.http_url.clone(),
+    };
+    let mut env = traced_env(&endpoint, protocol);
+    env.push(("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"));
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
+    assert_eq!(status, 200);
+    assert_home_tree(&receiver.trace(&trace, 3).await, true);
+    let export = receiver.exports().into_iter().next().unwrap();
+    let encoding = if protocol == "grpc" {
+        "grpc-encoding"
+    } else {
+        "content-encoding"
+    };
+    assert!(
+        export
+            .headers
+            .iter()
+            .any(|(k, v)| k == encoding && v == "gzip"),
+        "not gzipped: {:?}",
+        export.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzipped_exports_arrive_whole_over_http_protobuf() {
+    gzipped_exports_arrive_whole("http/protobuf").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzipped_exports_arrive_whole_over_grpc() {
+    gzipped_exports_arrive_whole("grpc").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_traceparent_continues_the_callers_trace() {
     let receiver = Receiver::start().await;
