@@ -269,29 +269,25 @@ async fn a_settings_file_sets_defaults_that_the_environment_overrides() {
         200
     );
 
-    // A key that is no flag stops comb at start, naming key and file.
-    std::fs::write(folder.path().join("typo.toml"), "deadline = 300\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
-        .args(["serve", "--plugins", ".", "--config"])
-        .arg(folder.path().join("typo.toml"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // A bad file stops comb at start: comb's error for a key that is no
+    // flag, clap's for a bad value, each naming the file.
+    let refused = |name: &str, text: &str| {
+        let file = folder.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
+            .args(["serve", "--plugins", ".", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name} accepted");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused("typo.toml", "deadline = 300\n");
     assert!(
         stderr.contains("typo.toml") && stderr.contains("`deadline` is not a setting"),
         "{stderr}"
     );
-
-    // A bad value is clap's error, with a note naming the file.
-    std::fs::write(folder.path().join("bad.toml"), "deadline-ms = \"soon\"\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
-        .args(["serve", "--plugins", ".", "--config"])
-        .arg(folder.path().join("bad.toml"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused("bad.toml", "deadline-ms = \"soon\"\n");
     assert!(
         stderr.contains("--deadline-ms") && stderr.contains("bad.toml"),
         "{stderr}"

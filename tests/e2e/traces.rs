@@ -163,6 +163,19 @@ async fn home_request_is_one_trace_over_grpc() {
     home_request_is_one_trace("grpc").await;
 }
 
+/// Starts comb with `env`, makes one home_activities request and checks
+/// its whole trace arrived at `receiver`.
+async fn one_traced_home_request(receiver: &Receiver, env: &[(&str, &str)]) {
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env,
+        ..Default::default()
+    });
+    let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
+    assert_eq!(status, 200);
+    assert_home_tree(&receiver.trace(&trace, 3).await, true);
+}
+
 /// With `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`, exports arrive gzipped (the
 /// receiver decodes them) and whole.
 async fn gzipped_exports_arrive_whole(protocol: &str) {
@@ -173,14 +186,7 @@ async fn gzipped_exports_arrive_whole(protocol: &str) {
     };
     let mut env = traced_env(&endpoint, protocol);
     env.push(("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"));
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
-    let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
-    assert_eq!(status, 200);
-    assert_home_tree(&receiver.trace(&trace, 3).await, true);
+    one_traced_home_request(&receiver, &env).await;
     let export = receiver.exports().into_iter().next().unwrap();
     let encoding = if protocol == "grpc" {
         "grpc-encoding"
@@ -398,14 +404,7 @@ async fn exports_over_tls_with_the_system_roots_like_honeycomb() {
         let mut env = traced_env(endpoint, protocol);
         // The test's certificate stands in for the system's CA roots.
         env.push(("SSL_CERT_FILE", &ca_file));
-        let comb = Comb::start(Options {
-            plugins: &["home_activities"],
-            env: &env,
-            ..Default::default()
-        });
-        let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
-        assert_eq!(status, 200);
-        assert_home_tree(&receiver.trace(&trace, 3).await, true);
+        one_traced_home_request(&receiver, &env).await;
     }
     let transports: Vec<&str> = receiver.exports().iter().map(|e| e.transport).collect();
     assert!(
