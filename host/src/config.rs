@@ -507,6 +507,32 @@ pub struct TelemetryConfig {
     )]
     pub metrics_compression: Option<OtlpCompression>,
 
+    /// A PEM file of the CA certificates that verify the collector's TLS
+    /// certificate, used instead of the system's roots (a collector with a
+    /// private CA).
+    #[arg(
+        long = "otlp-certificate",
+        env = "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        value_name = "FILE"
+    )]
+    pub certificate: Option<PathBuf>,
+
+    /// The CA certificates for trace exports only.
+    #[arg(
+        long = "otlp-traces-certificate",
+        env = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        value_name = "FILE"
+    )]
+    pub traces_certificate: Option<PathBuf>,
+
+    /// The CA certificates for metric exports only.
+    #[arg(
+        long = "otlp-metrics-certificate",
+        env = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+        value_name = "FILE"
+    )]
+    pub metrics_certificate: Option<PathBuf>,
+
     /// The export timeout in milliseconds (default 10000).
     #[arg(
         long = "otlp-timeout",
@@ -633,6 +659,8 @@ pub struct OtlpTarget {
     pub timeout: Duration,
     /// Whether exports are gzipped.
     pub gzip: bool,
+    /// CA certificates (PEM) to trust instead of the system's roots.
+    pub certificate: Option<PathBuf>,
 }
 
 impl TelemetryConfig {
@@ -641,13 +669,15 @@ impl TelemetryConfig {
     /// localhost:4318 would only produce connection errors on a laptop
     /// without a collector).
     pub fn otlp_target(&self, signal: Signal) -> Option<OtlpTarget> {
-        let (endpoint, headers, protocol, timeout_ms, compression, path) = match signal {
+        let (endpoint, headers, protocol, timeout_ms, compression, certificate, path) = match signal
+        {
             Signal::Traces => (
                 &self.traces_endpoint,
                 &self.traces_headers,
                 self.traces_protocol,
                 self.traces_timeout_ms,
                 self.traces_compression,
+                &self.traces_certificate,
                 "/v1/traces",
             ),
             Signal::Metrics => (
@@ -656,6 +686,7 @@ impl TelemetryConfig {
                 self.metrics_protocol,
                 self.metrics_timeout_ms,
                 self.metrics_compression,
+                &self.metrics_certificate,
                 "/v1/metrics",
             ),
         };
@@ -686,6 +717,7 @@ impl TelemetryConfig {
             headers: pairs,
             timeout,
             gzip: compression.or(self.compression) == Some(OtlpCompression::Gzip),
+            certificate: certificate.clone().or_else(|| self.certificate.clone()),
         })
     }
 

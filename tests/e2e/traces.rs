@@ -414,6 +414,26 @@ async fn exports_over_tls_with_the_system_roots_like_honeycomb() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_to_a_collector_with_its_own_ca() {
+    let identity = TlsIdentity::self_signed();
+    let receiver = Receiver::start_tls(&identity).await;
+    let ca_file = identity.ca_file.path().to_str().unwrap().to_owned();
+    for (protocol, endpoint) in [
+        ("http/protobuf", &receiver.http_url),
+        ("grpc", &receiver.grpc_url),
+    ] {
+        let mut env = traced_env(endpoint, protocol);
+        env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_file));
+        one_traced_home_request(&receiver, &env).await;
+    }
+    let transports: Vec<&str> = receiver.exports().iter().map(|e| e.transport).collect();
+    assert!(
+        transports.contains(&"http") && transports.contains(&"grpc"),
+        "{transports:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_disabled_records_and_exports_nothing() {
     let receiver = Receiver::start().await;
     let mut env = traced_env(&receiver.http_url, "http/protobuf");
