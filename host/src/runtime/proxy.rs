@@ -22,8 +22,17 @@ use crate::spans;
 /// The export that makes a component a proxy, at any 0.2 version.
 pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
-/// The manifest comb gives a proxy component named `name`.
-pub fn manifest(name: &str) -> Manifest {
+/// The manifest comb gives a proxy component from the file named `stem`:
+/// its name is the stem in lower case, anything but letters, digits, `_`
+/// and `-` turned into `-` (`Hello.v2` serves `/hello-v2/...`).
+pub fn manifest(stem: &str) -> Manifest {
+    let name: String = stem
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
+            _ => '-',
+        })
+        .collect();
     Manifest {
         name: name.to_owned(),
         version: "0.0.0".to_owned(),
@@ -148,4 +157,17 @@ fn incoming_request(
     }
     spans::inject(invocation, headers);
     builder.body(Full::new(Bytes::from(request.body.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_is_named_and_routed_after_its_file() {
+        let manifest = manifest("Hello.v2");
+        assert_eq!(manifest.name, "hello-v2");
+        assert_eq!(manifest.routes[0].method, "*");
+        assert_eq!(manifest.routes[0].pattern, "/hello-v2/...");
+    }
 }
