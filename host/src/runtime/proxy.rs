@@ -34,13 +34,14 @@ pub fn manifest(stem: &str) -> Manifest {
         })
         .collect();
     Manifest {
-        name: name.to_owned(),
-        version: "0.0.0".to_owned(),
-        description: Some("a wasi:http/proxy component".to_owned()),
         routes: vec![Route {
+            // Any method, the rest of the path: the route table's spelling.
             method: "*".to_owned(),
             pattern: format!("/{name}/..."),
         }],
+        name,
+        version: "0.0.0".to_owned(),
+        description: Some("a wasi:http/proxy component".to_owned()),
     }
 }
 
