@@ -6,8 +6,9 @@
 //! - [`server`]: the axum app; matches the route, answers errors, opens the
 //!   server span.
 //! - [`plugins`]: the plugin lifecycle and the immutable route table.
-//! - [`runtime`]: wasmtime; a fresh instance per call and the host side of
-//!   the WIT (the span API).
+//! - [`runtime`]: wasmtime; a fresh instance per call, the host side of
+//!   the WIT (span API, guest logs and stdio, outgoing HTTP), the sandbox,
+//!   and standard `wasi:http/proxy` components.
 //! - [`spans`]: the span model: names, kinds, attributes.
 //! - [`metrics`]: the metric model: instruments, units, attributes.
 //! - [`telemetry`]: the OTel SDK, OTLP exporters and propagators.
@@ -16,7 +17,8 @@
 //! - [`admin`]: the admin listener's routes (the page, the plugin list).
 //! - [`limits`]: per-plugin limits and their enforcement.
 //!
-//! [`config`] parses flags and `OTEL_*` environment once; [`run`] serves.
+//! [`config`] parses flags, `OTEL_*` / `COMB_*` environment and `comb.toml`
+//! once; [`run`] serves.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
