@@ -59,7 +59,7 @@ pub struct AnsweredRequest<'a> {
     /// The matched route pattern, if any.
     pub route: Option<&'a str>,
     /// The plugin that served it, if any.
-    pub plugin: Option<&'a str>,
+    pub plugin: Option<&'a PluginIdentity>,
     /// The response status.
     pub status: http::StatusCode,
     /// The failure's `error.type`, if it failed.
@@ -128,7 +128,7 @@ impl Metrics {
             attributes.push(KeyValue::new(attributes::HTTP_ROUTE, route.to_owned()));
         }
         if let Some(plugin) = request.plugin {
-            attributes.push(KeyValue::new(attributes::PLUGIN_NAME, plugin.to_owned()));
+            attributes.push(KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()));
         }
         if let Some(error_type) = request.error_type {
             attributes.push(KeyValue::new(attributes::ERROR_TYPE, error_type.to_owned()));
@@ -141,15 +141,15 @@ impl Metrics {
     /// start and a failure's `error.type`.
     pub fn record_invocation(
         &self,
-        plugin: &PluginIdentity<'_>,
+        plugin: &PluginIdentity,
         coldstart: bool,
         instantiate: Duration,
         total: Duration,
         error_type: Option<&str>,
     ) {
         let mut attributes = vec![
-            KeyValue::new(attributes::PLUGIN_NAME, plugin.name.to_owned()),
-            KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.to_owned()),
+            KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()),
+            KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.clone()),
         ];
         self.init_duration
             .record(instantiate.as_secs_f64(), &attributes);

@@ -168,14 +168,15 @@ async fn serve_request(
     // without pinning arc-swap's fast-path slots.
     let table = state.routes.load_full();
     let lookup = table.lookup(parts.method.as_str(), parts.uri.path());
-    let (route, plugin) = match &lookup {
-        Lookup::Found { route, .. } => (
-            Some(route.pattern.as_str()),
-            Some(route.target.name.as_str()),
-        ),
+    // Borrowed from the table, which outlives the request: no copies.
+    let (route, identity) = match &lookup {
+        Lookup::Found { route, .. } => {
+            (Some(route.pattern.as_str()), Some(route.target.identity()))
+        }
         Lookup::MethodNotAllowed { pattern, .. } => (Some(pattern.as_str()), None),
         Lookup::NotFound => (None, None),
     };
+    let plugin = identity.map(|identity| identity.name.as_str());
     let server_cx = spans::start_server_span(
         &state.tracer,
         &spans::extract(&parts.headers),
@@ -189,7 +190,6 @@ async fn serve_request(
             plugin,
         },
     );
-    let (route, plugin) = (route.map(str::to_owned), plugin.map(str::to_owned));
     let method = parts.method.clone();
     let (mut response, error_type) = match lookup {
         Lookup::NotFound => (
@@ -209,8 +209,8 @@ async fn serve_request(
     spans::end_server_span(&server_cx, response.status(), error_type.as_deref());
     state.metrics.record_request(&AnsweredRequest {
         method: &method,
-        route: route.as_deref(),
-        plugin: plugin.as_deref(),
+        route,
+        plugin: identity,
         status: response.status(),
         error_type: error_type.as_deref(),
         duration: started.elapsed(),
@@ -228,8 +228,8 @@ async fn serve_request(
     tracing::info!(
         target: ACCESS_LOG,
         trace_id = %spans::trace_id(&server_cx),
-        route = route.as_deref().unwrap_or("-"),
-        plugin = plugin.as_deref().unwrap_or("-"),
+        route = route.unwrap_or("-"),
+        plugin = plugin.unwrap_or("-"),
         status = response.status().as_u16(),
         duration_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
@@ -289,7 +289,7 @@ async fn call_plugin(
     let invocation_cx = spans::start_invocation_span(
         &state.tracer,
         server_cx,
-        &plugin.identity(),
+        plugin.identity(),
         limits,
         coldstart,
     );
@@ -298,7 +298,7 @@ async fn call_plugin(
         .await;
     spans::end_invocation_span(&invocation_cx, &timings, result.as_ref().err());
     state.metrics.record_invocation(
-        &plugin.identity(),
+        plugin.identity(),
         coldstart,
         timings.instantiate,
         timings.instantiate + timings.call,

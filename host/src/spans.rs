@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use opentelemetry::{
-    Context, KeyValue,
+    Context, KeyValue, StringValue,
     global::{self, BoxedTracer},
     propagation::{Extractor, Injector},
     trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _},
@@ -226,14 +226,29 @@ pub fn end_server_span(cx: &Context, status: StatusCode, error_type: Option<&str
     span.end();
 }
 
-/// Who a plugin is, as the invocation span reports it.
-pub struct PluginIdentity<'a> {
+/// Who a plugin is, as its spans, logs and metrics report it. Built once
+/// at load; the strings are shared, so putting them on every request's
+/// spans and measurements copies none of them.
+#[derive(Debug, Clone)]
+pub struct PluginIdentity {
     /// `plugin.name`.
-    pub name: &'a str,
+    pub name: StringValue,
     /// `plugin.version`.
-    pub version: &'a str,
+    pub version: StringValue,
     /// `plugin.digest`.
-    pub digest: &'a str,
+    pub digest: StringValue,
+}
+
+impl PluginIdentity {
+    /// The identity of plugin `name` at `version`, built from `digest`.
+    pub fn new(name: &str, version: &str, digest: &str) -> Self {
+        let shared = |text: &str| StringValue::from(std::sync::Arc::<str>::from(text));
+        PluginIdentity {
+            name: shared(name),
+            version: shared(version),
+            digest: shared(digest),
+        }
+    }
 }
 
 /// Starts the invocation span around instantiating and calling a plugin:
@@ -241,14 +256,14 @@ pub struct PluginIdentity<'a> {
 pub fn start_invocation_span(
     tracer: &BoxedTracer,
     parent: &Context,
-    plugin: &PluginIdentity<'_>,
+    plugin: &PluginIdentity,
     limits: &Limits,
     coldstart: bool,
 ) -> Context {
     let mut attributes = vec![
-        KeyValue::new(attributes::PLUGIN_NAME, plugin.name.to_owned()),
-        KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.to_owned()),
-        KeyValue::new(attributes::PLUGIN_DIGEST, plugin.digest.to_owned()),
+        KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()),
+        KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.clone()),
+        KeyValue::new(attributes::PLUGIN_DIGEST, plugin.digest.clone()),
         KeyValue::new(attributes::FAAS_TRIGGER, "http"),
         KeyValue::new(attributes::FAAS_COLDSTART, coldstart),
         KeyValue::new(

@@ -98,6 +98,8 @@ pub struct Plugin {
     pre: PreparedPlugin,
     /// The tracer its spans are started with, scoped to name and version.
     tracer: Arc<BoxedTracer>,
+    /// Name, version and digest as every request's telemetry carries them.
+    identity: PluginIdentity,
     /// Set after the first call: that call is the cold start.
     warm: AtomicBool,
 }
@@ -110,12 +112,8 @@ impl RouteOwner for Arc<Plugin> {
 
 impl Plugin {
     /// What the invocation span says about this plugin.
-    pub fn identity(&self) -> PluginIdentity<'_> {
-        PluginIdentity {
-            name: &self.name,
-            version: &self.version,
-            digest: &self.digest,
-        }
+    pub fn identity(&self) -> &PluginIdentity {
+        &self.identity
     }
 
     /// A slot for one call, or `None` when `max_concurrency` calls run
@@ -141,7 +139,7 @@ impl Plugin {
                 Guest {
                     pre: &self.pre,
                     tracer: self.tracer.clone(),
-                    name: &self.name,
+                    name: &self.identity.name,
                     limits: &self.limits,
                     sandbox: &self.sandbox,
                 },
@@ -533,6 +531,7 @@ async fn load_file(
     let routes = check_manifest(&manifest, &sidecar)?;
     Ok(Plugin {
         tracer: Arc::new(spans::plugin_tracer(&manifest.name, &manifest.version)),
+        identity: PluginIdentity::new(&manifest.name, &manifest.version, &digest),
         name: manifest.name,
         version: manifest.version,
         description: manifest.description,

@@ -12,7 +12,7 @@ use std::{
     task::{Context as TaskContext, Poll},
 };
 
-use opentelemetry::{KeyValue, trace::TraceContextExt};
+use opentelemetry::{KeyValue, StringValue, trace::TraceContextExt};
 use tokio::io::AsyncWrite;
 use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::{
@@ -54,7 +54,7 @@ const LOG_IOSTREAM: &str = "log.iostream";
 pub struct GuestLog(Arc<Mutex<LogState>>);
 
 struct LogState {
-    plugin: String,
+    plugin: StringValue,
     current: CurrentSpan,
     lines: usize,
     bytes: usize,
@@ -66,9 +66,9 @@ struct LogState {
 
 impl GuestLog {
     /// Nothing logged yet by `plugin`, whose current span `current` follows.
-    pub fn new(plugin: &str, current: CurrentSpan) -> Self {
+    pub fn new(plugin: StringValue, current: CurrentSpan) -> Self {
         GuestLog(Arc::new(Mutex::new(LogState {
-            plugin: plugin.to_owned(),
+            plugin,
             current,
             lines: 0,
             bytes: 0,
@@ -321,8 +321,8 @@ mod tests {
     use crate::runtime::{bindings::comb::plugin::tracing::Value, span_api::SpanApiCtx};
 
     fn guest_log() -> GuestLog {
-        let spans = SpanApiCtx::new(Arc::new(global::tracer("test")), Context::new(), "p");
-        GuestLog::new("p", spans.current_span())
+        let spans = SpanApiCtx::new(Arc::new(global::tracer("test")), Context::new(), "p".into());
+        GuestLog::new("p".into(), spans.current_span())
     }
 
     fn log(log: &mut GuestLog, message: &str, value: &str) {

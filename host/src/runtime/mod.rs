@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry::{Context, global::BoxedTracer};
+use opentelemetry::{Context, StringValue, global::BoxedTracer};
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
     PoolingAllocationConfig, Store, Trap, UpdateDeadline, WasmBacktrace,
@@ -153,8 +153,8 @@ pub struct Guest<'a> {
     pub pre: &'a PreparedPlugin,
     /// The tracer its spans start with.
     pub tracer: Arc<BoxedTracer>,
-    /// Its name, for `plugin.name` on its spans.
-    pub name: &'a str,
+    /// Its name, for `plugin.name` on its spans and log lines.
+    pub name: &'a StringValue,
     /// The limits the call runs under.
     pub limits: &'a Limits,
     /// What the call may reach.
@@ -284,7 +284,8 @@ impl Runtime {
             deadline: MANIFEST_DEADLINE,
             ..*limits
         };
-        let state = InvocationState::new(tracer, load, file, &Sandbox::default(), &limits);
+        let file = StringValue::from(file.to_owned());
+        let state = InvocationState::new(tracer, load, &file, &Sandbox::default(), &limits);
         let mut store = self.store(state, &limits)?;
         let plugin = pre.instantiate_async(&mut store).await?;
         let manifest = plugin

@@ -62,13 +62,13 @@ pub struct SpanApiCtx {
 
 impl SpanApiCtx {
     /// State for one invocation whose span is in `invocation`.
-    pub fn new(tracer: Arc<BoxedTracer>, invocation: Context, plugin_name: &str) -> Self {
+    pub fn new(tracer: Arc<BoxedTracer>, invocation: Context, plugin_name: StringValue) -> Self {
         SpanApiCtx {
             tracer,
             shared: CurrentSpan(Arc::new(Mutex::new(invocation.clone()))),
             invocation,
             open: Vec::new(),
-            plugin_name: KeyValue::new(attributes::PLUGIN_NAME, plugin_name.to_owned()),
+            plugin_name: KeyValue::new(attributes::PLUGIN_NAME, plugin_name),
         }
     }
 

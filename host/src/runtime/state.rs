@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry::{Context, global::BoxedTracer};
+use opentelemetry::{Context, StringValue, global::BoxedTracer};
 use wasmtime::{
     CallHook,
     component::{Linker, ResourceTable},
@@ -46,12 +46,12 @@ impl InvocationState {
     pub fn new(
         tracer: Arc<BoxedTracer>,
         invocation: Context,
-        plugin_name: &str,
+        plugin_name: &StringValue,
         sandbox: &Sandbox,
         limits: &Limits,
     ) -> Self {
-        let spans = SpanApiCtx::new(tracer, invocation.clone(), plugin_name);
-        let log = GuestLog::new(plugin_name, spans.current_span());
+        let spans = SpanApiCtx::new(tracer, invocation.clone(), plugin_name.clone());
+        let log = GuestLog::new(plugin_name.clone(), spans.current_span());
         InvocationState {
             wasi: sandbox.wasi(&log, invocation.clone()),
             table: ResourceTable::new(),
