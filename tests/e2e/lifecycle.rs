@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
 use serde_json::Value;
 
 use crate::{
@@ -461,5 +462,45 @@ fn comb_plugins_checks_a_folder_offline() {
             && row.contains("comb:plugin/manifest@0.1.0")
             && row.contains("the component exports nothing"),
         "{row}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_while_loading_is_logged_on_the_load_span() {
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["misbehave"],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Default::default()
+    });
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    let load = loop {
+        let load = receiver
+            .spans()
+            .into_iter()
+            .find(|s| s.name == "plugin.load");
+        if load.is_some() || Instant::now() > deadline {
+            break load.unwrap_or_else(|| panic!("no plugin.load span\n{}", comb.log()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let line = load.event("log").unwrap_or_else(|| panic!("{load:#?}"));
+    assert_eq!(
+        crate::otlp::find(line, "log.message"),
+        Some(&OtlpValue::StringValue(
+            "misbehave: describing my routes".into()
+        ))
+    );
+    let log = comb.log();
+    let logged = log
+        .lines()
+        .find(|l| l.contains("comb::guest") && l.contains("describing my routes"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        logged.contains("misbehave.wasm"),
+        "attributed to the file: {logged}"
     );
 }

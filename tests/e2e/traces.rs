@@ -392,8 +392,9 @@ async fn without_an_endpoint_nothing_is_exported() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exports_over_tls_with_the_system_roots_like_honeycomb() {
+/// Exports over TLS, http/protobuf and gRPC, to a receiver whose
+/// self-signed certificate comb trusts through the variable `trust`.
+async fn exports_over_tls_trusting_through(trust: &str) {
     let identity = TlsIdentity::self_signed();
     let receiver = Receiver::start_tls(&identity).await;
     let ca_file = identity.ca_file.path().to_str().unwrap().to_owned();
@@ -402,8 +403,7 @@ async fn exports_over_tls_with_the_system_roots_like_honeycomb() {
         ("grpc", &receiver.grpc_url),
     ] {
         let mut env = traced_env(endpoint, protocol);
-        // The test's certificate stands in for the system's CA roots.
-        env.push(("SSL_CERT_FILE", &ca_file));
+        env.push((trust, &ca_file));
         one_traced_home_request(&receiver, &env).await;
     }
     let transports: Vec<&str> = receiver.exports().iter().map(|e| e.transport).collect();
@@ -414,23 +414,14 @@ async fn exports_over_tls_with_the_system_roots_like_honeycomb() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_over_tls_with_the_system_roots_like_honeycomb() {
+    // The test's certificate stands in for the system's CA roots.
+    exports_over_tls_trusting_through("SSL_CERT_FILE").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_to_a_collector_with_its_own_ca() {
-    let identity = TlsIdentity::self_signed();
-    let receiver = Receiver::start_tls(&identity).await;
-    let ca_file = identity.ca_file.path().to_str().unwrap().to_owned();
-    for (protocol, endpoint) in [
-        ("http/protobuf", &receiver.http_url),
-        ("grpc", &receiver.grpc_url),
-    ] {
-        let mut env = traced_env(endpoint, protocol);
-        env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_file));
-        one_traced_home_request(&receiver, &env).await;
-    }
-    let transports: Vec<&str> = receiver.exports().iter().map(|e| e.transport).collect();
-    assert!(
-        transports.contains(&"http") && transports.contains(&"grpc"),
-        "{transports:?}"
-    );
+    exports_over_tls_trusting_through("OTEL_EXPORTER_OTLP_CERTIFICATE").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

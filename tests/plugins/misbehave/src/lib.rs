@@ -8,6 +8,8 @@ struct Misbehave;
 
 impl Plugin for Misbehave {
     fn manifest() -> Manifest {
+        // Output at load: comb logs it under the plugin.load span.
+        eprintln!("misbehave: describing my routes");
         [
             "/misbehave/loop",
             "/misbehave/alloc",
