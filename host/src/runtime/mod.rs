@@ -325,7 +325,7 @@ impl Runtime {
                 let result = proxy::call(
                     pre,
                     &mut store,
-                    &request,
+                    request,
                     &invocation,
                     limits.max_response_body,
                     started + limits.deadline,

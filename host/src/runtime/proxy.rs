@@ -52,7 +52,7 @@ pub fn manifest(stem: &str) -> Manifest {
 pub async fn call(
     pre: &ProxyPre<InvocationState>,
     store: &mut Store<InvocationState>,
-    request: &Request,
+    request: Request,
     invocation: &Context,
     max_body: usize,
     deadline: std::time::Instant,
@@ -131,11 +131,11 @@ pub async fn call(
 /// comb's request record as a hyper request, with the invocation's trace
 /// context in place of the caller's.
 fn incoming_request(
-    request: &Request,
+    request: Request,
     invocation: &Context,
 ) -> Result<http::Request<Full<Bytes>>, http::Error> {
     let uri = match request.query.as_str() {
-        "" => request.path.clone(),
+        "" => request.path,
         query => format!("{}?{query}", request.path),
     };
     let mut builder = http::Request::builder()
@@ -157,7 +157,7 @@ fn incoming_request(
         );
     }
     spans::inject(invocation, headers);
-    builder.body(Full::new(Bytes::from(request.body.clone())))
+    builder.body(Full::new(Bytes::from(request.body)))
 }
 
 #[cfg(test)]
