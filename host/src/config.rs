@@ -27,7 +27,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::limits::{self, HttpTimeouts, Limits};
+use crate::limits::{self, HttpTimeouts, Limits, TelemetryLimits};
 
 /// Where comb listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -368,6 +368,29 @@ pub struct LimitsConfig {
     /// Allocate instances on demand instead of from the pooling allocator.
     #[arg(long = "no-pooling", env = "COMB_NO_POOLING")]
     pub no_pooling: bool,
+
+    /// The longest attribute value (string, or string in a list) a plugin
+    /// may put on a span or event, in bytes; longer ones are cut.
+    #[arg(long = "otel-attribute-value-length-limit", env = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", default_value_t = limits::DEFAULT_ATTRIBUTE_VALUE_LENGTH, value_name = "BYTES")]
+    pub attribute_value_length: usize,
+
+    /// The same for spans only; wins over the general limit when set.
+    #[arg(
+        long = "otel-span-attribute-value-length-limit",
+        env = "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        value_name = "BYTES"
+    )]
+    pub span_attribute_value_length: Option<usize>,
+
+    /// Spans one call may open; further ones are not recorded and are
+    /// counted in `plugin.telemetry.dropped`.
+    #[arg(long = "max-spans-per-call", env = "COMB_MAX_SPANS_PER_CALL", default_value_t = limits::DEFAULT_SPANS_PER_CALL, value_name = "N")]
+    pub max_spans_per_call: usize,
+
+    /// Bytes of span names, attribute keys and values, events and status
+    /// messages one call may add; past them the rest is dropped and counted.
+    #[arg(long = "max-telemetry-bytes-per-call", env = "COMB_MAX_TELEMETRY_BYTES_PER_CALL", default_value_t = limits::DEFAULT_TELEMETRY_BYTES_PER_CALL, value_name = "BYTES")]
+    pub max_telemetry_bytes_per_call: usize,
 }
 
 impl LimitsConfig {
@@ -385,7 +408,25 @@ impl LimitsConfig {
                 first_byte: Duration::from_millis(self.http_first_byte_timeout_ms),
                 total: Duration::from_millis(self.http_timeout_ms),
             },
+            telemetry: TelemetryLimits {
+                attribute_value_length: self
+                    .span_attribute_value_length
+                    .unwrap_or(self.attribute_value_length),
+                span_attribute_count: limits::DEFAULT_SPAN_ATTRIBUTE_COUNT,
+                spans_per_call: self.max_spans_per_call,
+                bytes_per_call: self.max_telemetry_bytes_per_call,
+            },
         }
+    }
+}
+
+impl ServeConfig {
+    /// The default limits every plugin starts from, with the SDK's
+    /// attribute count limit that guest spans share.
+    pub fn limits(&self) -> Limits {
+        let mut limits = self.limits.limits();
+        limits.telemetry.span_attribute_count = self.telemetry.span_attribute_count_limit;
+        limits
     }
 }
 
@@ -590,6 +631,15 @@ pub struct TelemetryConfig {
         value_name = "N"
     )]
     pub span_event_count_limit: u32,
+
+    /// Attributes one span keeps; the SDK drops further ones.
+    #[arg(
+        long = "otel-span-attribute-count-limit",
+        env = "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+        default_value_t = limits::DEFAULT_SPAN_ATTRIBUTE_COUNT,
+        value_name = "N"
+    )]
+    pub span_attribute_count_limit: usize,
 
     /// How often metrics are exported, in milliseconds.
     #[arg(

@@ -39,6 +39,24 @@ pub const DEFAULT_HTTP_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default time an outgoing call may take in all, body included (60 s).
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The default longest attribute value a guest may set, in bytes
+/// (`OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`); longer strings are cut.
+pub const DEFAULT_ATTRIBUTE_VALUE_LENGTH: usize = 8 * 1024;
+
+/// The default number of attributes a span keeps
+/// (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, the OTel SDKs' 128).
+pub const DEFAULT_SPAN_ATTRIBUTE_COUNT: usize = 128;
+
+/// The default number of spans one call may open (512).
+pub const DEFAULT_SPANS_PER_CALL: usize = 512;
+
+/// The default bytes of span names, attributes, events and statuses one
+/// call may put into telemetry (256 KiB). A span carries at most this much
+/// guest data, so a batch of spans stays far below collectors' 4 MiB
+/// message limit per 16 spans, and comb's page, which keeps recent traces,
+/// holds a bounded amount.
+pub const DEFAULT_TELEMETRY_BYTES_PER_CALL: usize = 256 * 1024;
+
 /// Table elements an instance may grow to: generous for Rust guests'
 /// indirect-call tables, small enough to bound the host.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -60,6 +78,36 @@ pub struct Limits {
     pub max_response_body: usize,
     /// Outgoing HTTP calls.
     pub http: HttpTimeouts,
+    /// What the guest may put into telemetry.
+    pub telemetry: TelemetryLimits,
+}
+
+/// How much telemetry one call may produce through the span API. What is
+/// cut or dropped is counted on the invocation span
+/// (`plugin.telemetry.dropped`), so a guest's telemetry costs the host
+/// bounded memory and never pushes another plugin's spans out of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetryLimits {
+    /// The longest string value (and span name) kept, bytes; longer ones are cut.
+    pub attribute_value_length: usize,
+    /// Attributes a span keeps (the SDK drops the rest). On the invocation
+    /// span the guest gets this less the ones comb sets itself.
+    pub span_attribute_count: usize,
+    /// Spans one call may open; further ones are not recorded.
+    pub spans_per_call: usize,
+    /// Bytes of names, keys and values one call may add in all.
+    pub bytes_per_call: usize,
+}
+
+impl Default for TelemetryLimits {
+    fn default() -> Self {
+        TelemetryLimits {
+            attribute_value_length: DEFAULT_ATTRIBUTE_VALUE_LENGTH,
+            span_attribute_count: DEFAULT_SPAN_ATTRIBUTE_COUNT,
+            spans_per_call: DEFAULT_SPANS_PER_CALL,
+            bytes_per_call: DEFAULT_TELEMETRY_BYTES_PER_CALL,
+        }
+    }
 }
 
 /// Timeouts of a plugin's outgoing HTTP calls. A guest may ask for shorter
@@ -94,6 +142,7 @@ impl Default for Limits {
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             http: HttpTimeouts::default(),
+            telemetry: TelemetryLimits::default(),
         }
     }
 }
@@ -163,6 +212,7 @@ impl Limits {
                     .http_timeout_ms
                     .map_or(self.http.total, Duration::from_millis),
             },
+            telemetry: self.telemetry,
         })
     }
 }

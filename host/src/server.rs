@@ -48,12 +48,12 @@ pub async fn run(
         pooling = runtime.pooled(),
         fuel = runtime.fuel(),
         "wasm engine ready; default limits: {:?}",
-        config.limits.limits()
+        config.limits()
     );
     let plugins = Plugins::new(
         runtime.clone(),
         config.plugins.plugins.clone(),
-        config.limits.limits(),
+        config.limits(),
     );
     let (routes, reports) = (plugins.routes(), plugins.reports());
     plugins::watch::load_and_watch(plugins).await?;
@@ -353,20 +353,78 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Api
     })
 }
 
+/// Headers that describe the connection or the message's framing, not the
+/// response: comb frames what it sends (hyper writes `content-length` or
+/// chunks from the body it is given), so a plugin's values are dropped. A
+/// plugin's `content-length: 3` over a longer body would otherwise let the
+/// rest be read as the answer to the client's *next* request on the
+/// connection. The RFC 9110 hop-by-hop list, plus `content-length` and
+/// `proxy-connection`.
+pub const FRAMING_HEADERS: [HeaderName; 10] = [
+    header::CONNECTION,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// The most headers a plugin's response may carry (hyper refuses to hold
+/// more than 32 768 in one map, and panics beyond).
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+
+/// The most bytes a plugin's response headers may take, names and values.
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+
+/// A plugin's response as HTTP, or why it is not a valid one. comb owns
+/// the framing: see [`FRAMING_HEADERS`].
 fn into_http(response: runtime::Response) -> Result<Response, String> {
     let status = StatusCode::from_u16(response.status)
         .ok()
         .filter(|status| (200..=599).contains(&status.as_u16()))
         .ok_or_else(|| format!("status {} is not a final HTTP status", response.status))?;
-    let mut http = Response::new(Body::from(response.body));
-    *http.status_mut() = status;
+    if response.headers.len() > MAX_RESPONSE_HEADERS {
+        return Err(format!(
+            "{} headers, more than the {MAX_RESPONSE_HEADERS} allowed",
+            response.headers.len()
+        ));
+    }
+    let header_bytes: usize = response
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    if header_bytes > MAX_RESPONSE_HEADER_BYTES {
+        return Err(format!(
+            "{header_bytes} bytes of headers, more than the {MAX_RESPONSE_HEADER_BYTES} allowed"
+        ));
+    }
+    let mut headers = http::HeaderMap::with_capacity(response.headers.len());
     for (name, value) in response.headers {
         let name = HeaderName::try_from(name.as_str())
             .map_err(|_| format!("invalid header name {name:?}"))?;
         let value = HeaderValue::try_from(value.as_str())
             .map_err(|_| format!("invalid value for header {name}"))?;
-        http.headers_mut().append(name, value);
+        headers.append(name, value);
     }
+    // Headers that `connection` names are hop-by-hop too (RFC 9110 7.6.1).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in FRAMING_HEADERS.iter().chain(&named) {
+        headers.remove(name);
+    }
+    let mut http = Response::new(Body::from(response.body));
+    *http.status_mut() = status;
+    *http.headers_mut() = headers;
     Ok(http)
 }
 

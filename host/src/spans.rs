@@ -75,6 +75,13 @@ pub mod attributes {
     pub const PLUGIN_FUEL_CONSUMED: &str = "plugin.fuel.consumed";
     /// Log lines past the per-call limits, counted instead of kept.
     pub const PLUGIN_LOG_DROPPED: &str = "plugin.log.dropped";
+    /// Guest spans, attributes and events past the per-call telemetry
+    /// limits, counted instead of kept.
+    pub const PLUGIN_TELEMETRY_DROPPED: &str = "plugin.telemetry.dropped";
+    /// Times the guest tried to set comb's own keys (`plugin.*`, `faas.*`,
+    /// and on the invocation span `error.type`, `http.*`) or to rename the
+    /// invocation span; refused.
+    pub const PLUGIN_TELEMETRY_REFUSED: &str = "plugin.telemetry.refused";
 }
 
 /// The instrumentation scope of comb's own spans.
@@ -306,11 +313,14 @@ pub fn end_invocation_span(cx: &Context, stats: &CallStats, failure: Option<&Inv
     if let Some(fuel) = stats.fuel_consumed {
         span.set_attribute(KeyValue::new(attributes::PLUGIN_FUEL_CONSUMED, fuel as i64));
     }
-    if stats.log_dropped > 0 {
-        span.set_attribute(KeyValue::new(
-            attributes::PLUGIN_LOG_DROPPED,
-            stats.log_dropped as i64,
-        ));
+    for (key, count) in [
+        (attributes::PLUGIN_LOG_DROPPED, stats.log_dropped),
+        (attributes::PLUGIN_TELEMETRY_DROPPED, stats.telemetry_dropped),
+        (attributes::PLUGIN_TELEMETRY_REFUSED, stats.telemetry_refused),
+    ] {
+        if count > 0 {
+            span.set_attribute(KeyValue::new(key, count as i64));
+        }
     }
     let Some(failure) = failure else {
         span.end();

@@ -79,7 +79,8 @@ impl Telemetry {
 
         let mut tracing = SdkTracerProvider::builder()
             .with_resource(resource.clone())
-            .with_max_events_per_span(config.span_event_count_limit);
+            .with_max_events_per_span(config.span_event_count_limit)
+            .with_max_attributes_per_span(config.span_attribute_count_limit as u32);
         if let Some(recorder) = recorder {
             tracing = tracing.with_span_processor(recorder.processor());
         }

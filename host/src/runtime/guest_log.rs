@@ -321,7 +321,12 @@ mod tests {
     use crate::runtime::{bindings::comb::plugin::tracing::Value, span_api::SpanApiCtx};
 
     fn guest_log() -> GuestLog {
-        let spans = SpanApiCtx::new(Arc::new(global::tracer("test")), Context::new(), "p".into());
+        let spans = SpanApiCtx::new(
+            Arc::new(global::tracer("test")),
+            Context::new(),
+            "p".into(),
+            Default::default(),
+        );
         GuestLog::new("p".into(), spans.current_span())
     }
 

@@ -177,6 +177,10 @@ pub struct CallStats {
     pub fuel_consumed: Option<u64>,
     /// Log lines past the per-call limits, counted instead of kept.
     pub log_dropped: u64,
+    /// Spans, attributes and events past the per-call telemetry limits.
+    pub telemetry_dropped: u64,
+    /// Attempts to set comb's own attribute keys or span names.
+    pub telemetry_refused: u64,
 }
 
 impl Runtime {
@@ -369,6 +373,8 @@ impl Runtime {
         stats.memory_peak = store.data().limiter.peak();
         store.data().log().finish();
         stats.log_dropped = store.data().log().dropped();
+        stats.telemetry_dropped = store.data().spans().dropped();
+        stats.telemetry_refused = store.data().spans().refused();
         stats.fuel_consumed = limits
             .fuel
             .filter(|_| self.fuel)

@@ -5,6 +5,12 @@
 //! top of that stack (else of the invocation span) and is pushed on it, like
 //! `tracer.start_as_current_span(...)` in the OTel Python API; ending or
 //! dropping it takes it off again.
+//!
+//! What a guest puts into telemetry is bounded per call ([`TelemetryLimits`]):
+//! long strings are cut, spans and bytes past the budget are dropped, and
+//! the keys and names comb sets itself are refused. Both are counted, and
+//! the counts go on the invocation span, so a guest can neither make the
+//! host hold unbounded memory nor forge what comb reports about it.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,15 +23,142 @@ use opentelemetry::{
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::bindings::comb::plugin::tracing::{self as wit, SpanContext, Status, Value};
-use crate::spans::attributes;
+use crate::{limits::TelemetryLimits, spans::attributes};
+
+/// Attributes of the invocation span kept for comb's own: the guest may
+/// set the SDK's per-span count less these there.
+const RESERVED_FOR_COMB: usize = 32;
 
 /// A span a guest holds a handle to.
 pub struct GuestSpan {
     /// The context carrying the span, so children can be started under it.
     cx: Context,
-    /// Whether the guest started (and so may end) this span. Handles from
-    /// `current-span` only borrow it: dropping them must not end it.
-    owned: bool,
+    /// What the guest may do with it.
+    role: Role,
+}
+
+/// How a guest came by a span handle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The guest started it, and so may end it.
+    Owned,
+    /// From `current-span`: an open guest span, borrowed (dropping the
+    /// handle must not end it).
+    Borrowed,
+    /// From `current-span`: comb's invocation span, whose name and own keys
+    /// are comb's.
+    Invocation,
+    /// Started past the per-call span budget: nothing is recorded.
+    Unrecorded,
+}
+
+/// What one call has put into telemetry so far, against its limits.
+struct Budget {
+    limits: TelemetryLimits,
+    spans: usize,
+    bytes: usize,
+    invocation_attributes: usize,
+    dropped: u64,
+    refused: u64,
+}
+
+impl Budget {
+    /// Whether `bytes` more fit; counts a drop when they do not.
+    fn spend(&mut self, bytes: usize) -> bool {
+        if self.bytes.saturating_add(bytes) > self.limits.bytes_per_call {
+            self.dropped += 1;
+            return false;
+        }
+        self.bytes += bytes;
+        true
+    }
+
+    /// `text` cut to the value length limit, at a character boundary.
+    fn cut(&self, mut text: String) -> String {
+        let limit = self.limits.attribute_value_length;
+        if text.len() > limit {
+            let mut end = limit;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        text
+    }
+
+    /// `value` with its strings cut, and what it costs in bytes.
+    fn value(&self, value: Value) -> (OtelValue, usize) {
+        match value {
+            Value::String(s) => {
+                let s = self.cut(s);
+                let size = s.len();
+                (s.into(), size)
+            }
+            Value::Bool(b) => (b.into(), 1),
+            Value::S64(i) => (i.into(), 8),
+            Value::F64(f) => (f.into(), 8),
+            Value::StringList(list) => {
+                let list: Vec<StringValue> = list
+                    .into_iter()
+                    .map(|s| StringValue::from(self.cut(s)))
+                    .collect();
+                let size = list.iter().map(|s| s.as_str().len()).sum();
+                (OtelValue::Array(Array::String(list)), size)
+            }
+            Value::BoolList(list) => {
+                let size = list.len();
+                (OtelValue::Array(Array::Bool(list)), size)
+            }
+            Value::S64List(list) => {
+                let size = 8 * list.len();
+                (OtelValue::Array(Array::I64(list)), size)
+            }
+            Value::F64List(list) => {
+                let size = 8 * list.len();
+                (OtelValue::Array(Array::F64(list)), size)
+            }
+        }
+    }
+
+    /// The attributes that fit the budget, as OTel ones; comb's own keys
+    /// refused.
+    fn attributes(&mut self, attributes: Vec<wit::KeyValue>, role: Role) -> Vec<KeyValue> {
+        let mut kept = Vec::with_capacity(attributes.len().min(16));
+        for wit::KeyValue { key, value } in attributes {
+            if comb_owns(&key, role) {
+                self.refused += 1;
+                continue;
+            }
+            if role == Role::Invocation {
+                let room = self
+                    .limits
+                    .span_attribute_count
+                    .saturating_sub(RESERVED_FOR_COMB);
+                if self.invocation_attributes >= room {
+                    self.dropped += 1;
+                    continue;
+                }
+            }
+            let (value, size) = self.value(value);
+            if self.spend(key.len() + size) {
+                if role == Role::Invocation {
+                    self.invocation_attributes += 1;
+                }
+                kept.push(KeyValue::new(key, value));
+            }
+        }
+        kept
+    }
+}
+
+/// Whether `key` is one comb sets itself on a span of this role: `plugin.*`
+/// and `faas.*` everywhere (comb adds `plugin.name` to every guest span);
+/// on the invocation span also `error.type` and `http.*`, which comb
+/// records from the call's outcome.
+fn comb_owns(key: &str, role: Role) -> bool {
+    key.starts_with("plugin.")
+        || key.starts_with("faas.")
+        || (role == Role::Invocation && (key == attributes::ERROR_TYPE || key.starts_with("http.")))
 }
 
 /// The guest's current span, shared with what runs outside the span API's
@@ -58,12 +191,27 @@ pub struct SpanApiCtx {
     plugin_name: KeyValue,
     /// The top of `open` (else `invocation`), for the guest's stdio.
     shared: CurrentSpan,
+    /// What the guest may still add, and what it was refused.
+    budget: Budget,
 }
 
 impl SpanApiCtx {
     /// State for one invocation whose span is in `invocation`.
-    pub fn new(tracer: Arc<BoxedTracer>, invocation: Context, plugin_name: StringValue) -> Self {
+    pub fn new(
+        tracer: Arc<BoxedTracer>,
+        invocation: Context,
+        plugin_name: StringValue,
+        limits: TelemetryLimits,
+    ) -> Self {
         SpanApiCtx {
+            budget: Budget {
+                limits,
+                spans: 0,
+                bytes: 0,
+                invocation_attributes: 0,
+                dropped: 0,
+                refused: 0,
+            },
             tracer,
             shared: CurrentSpan(Arc::new(Mutex::new(invocation.clone()))),
             invocation,
@@ -81,6 +229,17 @@ impl SpanApiCtx {
     /// invocation span.
     pub fn current(&self) -> &Context {
         self.open.last().unwrap_or(&self.invocation)
+    }
+
+    /// Span data dropped past the per-call limits (spans, attributes,
+    /// events), counted.
+    pub fn dropped(&self) -> u64 {
+        self.budget.dropped
+    }
+
+    /// Attempts to set comb's own keys or rename its invocation span.
+    pub fn refused(&self) -> u64 {
+        self.budget.refused
     }
 
     fn close(&mut self, span_id: SpanId) {
@@ -125,8 +284,13 @@ pub fn add_to_linker<T: Send + 'static>(
 
 impl wit::Host for SpanApiView<'_> {
     fn current_span(&mut self) -> wasmtime::Result<Resource<GuestSpan>> {
+        let role = if self.ctx.open.is_empty() {
+            Role::Invocation
+        } else {
+            Role::Borrowed
+        };
         let cx = self.ctx.current().clone();
-        Ok(self.table.push(GuestSpan { cx, owned: false })?)
+        Ok(self.table.push(GuestSpan { cx, role })?)
     }
 
     fn baggage(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
@@ -142,6 +306,19 @@ impl wit::Host for SpanApiView<'_> {
 
 impl wit::HostSpan for SpanApiView<'_> {
     fn new(&mut self, name: String) -> wasmtime::Result<Resource<GuestSpan>> {
+        let budget = &mut self.ctx.budget;
+        let name = budget.cut(name);
+        if budget.spans >= budget.limits.spans_per_call || !budget.spend(name.len()) {
+            if budget.spans >= budget.limits.spans_per_call {
+                budget.dropped += 1;
+            }
+            let cx = self.ctx.current().clone();
+            return Ok(self.table.push(GuestSpan {
+                cx,
+                role: Role::Unrecorded,
+            })?);
+        }
+        budget.spans += 1;
         let parent = self.ctx.current();
         let span = self
             .ctx
@@ -151,7 +328,10 @@ impl wit::HostSpan for SpanApiView<'_> {
             .start_with_context(&*self.ctx.tracer, parent);
         let cx = parent.with_span(span);
         self.ctx.open(cx.clone());
-        Ok(self.table.push(GuestSpan { cx, owned: true })?)
+        Ok(self.table.push(GuestSpan {
+            cx,
+            role: Role::Owned,
+        })?)
     }
 
     fn set_attribute(
@@ -160,11 +340,7 @@ impl wit::HostSpan for SpanApiView<'_> {
         key: String,
         value: Value,
     ) -> wasmtime::Result<()> {
-        let span = self.table.get(&span)?;
-        span.cx
-            .span()
-            .set_attribute(KeyValue::new(key, otel_value(value)));
-        Ok(())
+        self.set_attributes(span, vec![wit::KeyValue { key, value }])
     }
 
     fn set_attributes(
@@ -173,7 +349,13 @@ impl wit::HostSpan for SpanApiView<'_> {
         attributes: Vec<wit::KeyValue>,
     ) -> wasmtime::Result<()> {
         let span = self.table.get(&span)?;
-        span.cx.span().set_attributes(key_values(attributes));
+        if span.role == Role::Unrecorded {
+            return Ok(());
+        }
+        let kept = self.ctx.budget.attributes(attributes, span.role);
+        if !kept.is_empty() {
+            span.cx.span().set_attributes(kept);
+        }
         Ok(())
     }
 
@@ -184,19 +366,35 @@ impl wit::HostSpan for SpanApiView<'_> {
         attributes: Vec<wit::KeyValue>,
     ) -> wasmtime::Result<()> {
         let span = self.table.get(&span)?;
-        span.cx
-            .span()
-            .add_event(name, key_values(attributes).collect());
+        let budget = &mut self.ctx.budget;
+        let name = budget.cut(name);
+        if span.role == Role::Unrecorded || !budget.spend(name.len()) {
+            return Ok(());
+        }
+        // An event's attributes are the guest's own, whatever the span.
+        let attributes = budget.attributes(attributes, Role::Owned);
+        span.cx.span().add_event(name, attributes);
         Ok(())
     }
 
     fn set_status(&mut self, span: Resource<GuestSpan>, status: Status) -> wasmtime::Result<()> {
         let span = self.table.get(&span)?;
-        span.cx.span().set_status(match status {
+        let budget = &mut self.ctx.budget;
+        if span.role == Role::Unrecorded {
+            return Ok(());
+        }
+        let status = match status {
             Status::Unset => OtelStatus::Unset,
             Status::Ok => OtelStatus::Ok,
-            Status::Error(description) => OtelStatus::error(description),
-        });
+            Status::Error(description) => {
+                let description = budget.cut(description);
+                if !budget.spend(description.len()) {
+                    return Ok(());
+                }
+                OtelStatus::error(description)
+            }
+        };
+        span.cx.span().set_status(status);
         Ok(())
     }
 
@@ -207,6 +405,11 @@ impl wit::HostSpan for SpanApiView<'_> {
         message: String,
     ) -> wasmtime::Result<()> {
         let span = self.table.get(&span)?;
+        let budget = &mut self.ctx.budget;
+        let (error_type, message) = (budget.cut(error_type), budget.cut(message));
+        if span.role == Role::Unrecorded || !budget.spend(error_type.len() + message.len()) {
+            return Ok(());
+        }
         span.cx.span().add_event(
             "exception",
             vec![
@@ -219,7 +422,18 @@ impl wit::HostSpan for SpanApiView<'_> {
 
     fn update_name(&mut self, span: Resource<GuestSpan>, name: String) -> wasmtime::Result<()> {
         let span = self.table.get(&span)?;
-        span.cx.span().update_name(name);
+        let budget = &mut self.ctx.budget;
+        match span.role {
+            Role::Unrecorded => {}
+            // `invoke {plugin}` is what per-plugin comparisons group by.
+            Role::Invocation => budget.refused += 1,
+            Role::Owned | Role::Borrowed => {
+                let name = budget.cut(name);
+                if budget.spend(name.len()) {
+                    span.cx.span().update_name(name);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -235,7 +449,7 @@ impl wit::HostSpan for SpanApiView<'_> {
 
     fn end(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<()> {
         let span = self.table.get(&span)?;
-        if span.owned {
+        if span.role == Role::Owned {
             // Ending twice is a no-op in the SDK, so no bookkeeping here.
             span.cx.span().end();
             let span_id = span.cx.span().span_context().span_id();
@@ -246,7 +460,7 @@ impl wit::HostSpan for SpanApiView<'_> {
 
     fn drop(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<()> {
         let span = self.table.delete(span)?;
-        if span.owned {
+        if span.role == Role::Owned {
             span.cx.span().end();
             self.ctx.close(span.cx.span().span_context().span_id());
         }

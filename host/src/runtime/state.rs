@@ -50,7 +50,12 @@ impl InvocationState {
         sandbox: &Sandbox,
         limits: &Limits,
     ) -> Self {
-        let spans = SpanApiCtx::new(tracer, invocation.clone(), plugin_name.clone());
+        let spans = SpanApiCtx::new(
+            tracer,
+            invocation.clone(),
+            plugin_name.clone(),
+            limits.telemetry,
+        );
         let log = GuestLog::new(plugin_name.clone(), spans.current_span());
         InvocationState {
             wasi: sandbox.wasi(&log, invocation.clone()),
@@ -67,6 +72,11 @@ impl InvocationState {
     /// The call's log: what the guest wrote to stderr, lines dropped.
     pub fn log(&self) -> &GuestLog {
         &self.log
+    }
+
+    /// The span API's state: what the guest's telemetry cost.
+    pub fn spans(&self) -> &SpanApiCtx {
+        &self.spans
     }
 
     fn guest_log(&mut self) -> &mut GuestLog {

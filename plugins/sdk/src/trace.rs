@@ -43,6 +43,11 @@ impl Span {
         self.0.record_error(error_type, message);
     }
 
+    /// Renames the span. comb keeps the name of its own invocation span.
+    pub fn update_name(&self, name: &str) {
+        self.0.update_name(name);
+    }
+
     /// This span's trace id and span id.
     pub fn context(&self) -> SpanContext {
         self.0.context()

@@ -20,6 +20,10 @@ impl Plugin for Misbehave {
             "/misbehave/connect",
             "/misbehave/log",
             "/misbehave/print",
+            "/misbehave/frame",
+            "/misbehave/headers",
+            "/misbehave/attributes",
+            "/misbehave/forge",
         ]
         .into_iter()
         .fold(Manifest::new("misbehave", "0.0.1"), |m, path| {
@@ -82,6 +86,60 @@ impl Plugin for Misbehave {
                 print!("unfinished");
                 let _ = std::io::stdout().flush();
                 Ok(http::json(200, &json!({"printed": 3})))
+            }
+            "/misbehave/frame" => Ok(Response {
+                status: 200,
+                // Framing of its own: were it passed on, the client would
+                // read the rest of the body as its next response.
+                headers: vec![
+                    ("content-length".into(), "3".into()),
+                    ("transfer-encoding".into(), "chunked".into()),
+                    ("connection".into(), "close, x-hop".into()),
+                    ("x-hop".into(), "1".into()),
+                    ("keep-alive".into(), "timeout=1".into()),
+                    ("x-kept".into(), "yes".into()),
+                ],
+                body: b"abcHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged".to_vec(),
+            }),
+            "/misbehave/headers" => Ok(Response {
+                status: 200,
+                headers: (0..number("count"))
+                    .map(|i| (format!("x-h{i}"), "v".to_owned()))
+                    .collect(),
+                body: vec![],
+            }),
+            "/misbehave/attributes" => {
+                // `count` values of `kib` KiB each, on the invocation span and
+                // on `spans` spans of its own.
+                let value = "x".repeat(number("kib") as usize * 1024);
+                for i in 0..number("count") {
+                    span.set(&format!("app.big{i}"), value.as_str());
+                }
+                drop(span);
+                let invocation = Span::current();
+                for i in 0..number("count") {
+                    invocation.set(&format!("app.big{i}"), value.as_str());
+                }
+                for i in 0..number("spans") {
+                    let child = Span::start("child");
+                    child.set("app.i", i as usize);
+                }
+                Ok(http::json(200, &json!({"set": number("count")})))
+            }
+            "/misbehave/forge" => {
+                drop(span);
+                let current = Span::current();
+                current.set("plugin.name", "forged");
+                current.set("plugin.version", "forged");
+                current.set("error.type", "forged");
+                current.set("faas.coldstart", true);
+                current.set("http.response.status_code", 299usize);
+                current.set("app.allowed", "yes");
+                current.update_name("forged");
+                let own = Span::start("own");
+                own.set("plugin.name", "forged");
+                own.set("error.type", "its own");
+                Ok(http::json(200, &json!({"forged": true})))
             }
             _ => Err(HandlerError::BadRequest("no such misbehaviour".into())),
         }
