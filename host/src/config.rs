@@ -27,7 +27,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::limits::{self, HttpTimeouts, Limits, TelemetryLimits};
+use crate::{
+    connections::{self, ConnectionLimits},
+    limits::{self, HttpTimeouts, Limits, TelemetryLimits},
+};
 
 /// Where comb listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -303,6 +306,26 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: LimitsConfig,
 
+    /// Connections each listener keeps open at once; past it, new ones
+    /// wait in the kernel's backlog until one closes.
+    #[arg(long, env = "COMB_MAX_CONNECTIONS", default_value_t = connections::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Time a request's head (request line and headers) may take to arrive,
+    /// in ms; past it the connection is closed.
+    #[arg(long, env = "COMB_HEADER_READ_TIMEOUT_MS", default_value_t = connections::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    pub header_read_timeout_ms: u64,
+
+    /// Time a connection may send and receive nothing, in ms; past it the
+    /// connection is closed (a request in flight still gets its answer).
+    #[arg(long, env = "COMB_IDLE_TIMEOUT_MS", default_value_t = connections::DEFAULT_IDLE_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    pub idle_timeout_ms: u64,
+
+    /// Time in-flight requests get to finish at shutdown, in ms; then comb
+    /// exits anyway.
+    #[arg(long, env = "COMB_SHUTDOWN_TIMEOUT_MS", default_value_t = connections::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    pub shutdown_timeout_ms: u64,
+
     /// Origins allowed to call comb from a browser (CORS), comma-separated,
     /// e.g. Cruddur's frontend `http://localhost:3000`. Preflights are
     /// answered for methods OPTIONS, GET, HEAD, POST and request headers
@@ -421,6 +444,16 @@ impl LimitsConfig {
 }
 
 impl ServeConfig {
+    /// How each listener treats its connections.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            drain_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+        }
+    }
+
     /// The default limits every plugin starts from, with the SDK's
     /// attribute count limit that guest spans share.
     pub fn limits(&self) -> Limits {

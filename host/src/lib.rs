@@ -15,6 +15,7 @@
 //! - [`dashboard`]: comb's own page: recent traces and per-plugin latency
 //!   recorded from ended spans.
 //! - [`admin`]: the admin listener's routes (the page, the plugin list).
+//! - [`connections`]: accepting connections, with their caps and timeouts.
 //! - [`limits`]: per-plugin limits and their enforcement.
 //!
 //! [`config`] parses flags, `OTEL_*` / `COMB_*` environment and `comb.toml`
@@ -25,6 +26,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
 pub mod error;
 pub mod limits;

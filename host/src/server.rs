@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::{
-    admin,
+    admin, connections,
     config::ServeConfig,
     dashboard::Recorder,
     error::ApiError,
@@ -63,6 +63,7 @@ pub async fn run(
             "no plugin routes to serve yet; every request gets 404 until a plugin is added"
         );
     }
+    let connection_limits = config.connection_limits();
     let state = Arc::new(AppState {
         routes,
         runtime,
@@ -76,34 +77,22 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopped = move || {
-        let mut stop_rx = stop_rx.clone();
-        async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }
-    };
     if let Some((admin, recorder)) = admin {
         let address = admin.local_addr().context("reading the admin address")?;
         tracing::info!(
             "admin listening on http://{address} (comb's page: /_comb/, plugin list: /_comb/plugins)"
         );
-        let serve_admin =
-            axum::serve(admin, admin::app(reports, recorder)).with_graceful_shutdown(stopped());
-        tokio::spawn(async move {
-            if let Err(error) = serve_admin.await {
-                tracing::error!("admin listener: {error}");
-            }
-        });
+        tokio::spawn(connections::serve(
+            admin,
+            admin::app(reports, recorder),
+            connection_limits,
+            stop_rx.clone(),
+        ));
     }
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on http://{address}");
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped())
-    .await
-    .context("serving HTTP")
+    connections::serve(listener, app(state), connection_limits, stop_rx).await;
+    Ok(())
 }
 
 /// The log target of the one-line-per-request access log.
@@ -260,7 +249,7 @@ async fn call_plugin(
     };
     // Refuse rather than queue: a queue without bound is how one slow
     // plugin takes the host's memory down.
-    let Some(_slot) = plugin.try_slot() else {
+    let Some(slot) = plugin.try_slot() else {
         spans::record_limit_hit(server_cx, "concurrency");
         return (
             ApiError::overloaded(&plugin.name).into_response(),
@@ -294,7 +283,7 @@ async fn call_plugin(
         coldstart,
     );
     let (result, timings) = plugin
-        .invoke(&state.runtime, request, invocation_cx.clone())
+        .invoke(&state.runtime, slot, request, invocation_cx.clone())
         .await;
     spans::end_invocation_span(&invocation_cx, &timings, result.as_ref().err());
     state.metrics.record_invocation(

@@ -12,7 +12,9 @@
 //!   tools' temporary files are dotfiles or have other extensions.
 //! - A file modified in the last [`SETTLE_TIME`] is still being written:
 //!   it is left for the next round, so a slow copy is never loaded half.
-//! - A file whose bytes (and sidecar) did not change is not reloaded.
+//! - A file whose size, modification time and inode (and its sidecar's)
+//!   did not change is not even read again; one whose bytes did not change
+//!   is not reloaded.
 //! - A file that fails to load is reported with the reason, and its
 //!   previous version, if any, keeps serving.
 //! - A route clash is won by the plugin already serving the route; at
@@ -127,26 +129,44 @@ impl Plugin {
         !self.warm.swap(true, Ordering::Relaxed)
     }
 
-    /// Runs one request in a fresh instance, guest spans under `invocation`.
+    /// Runs one request in a fresh instance on the runtime's guest pool,
+    /// guest spans under `invocation`. The call holds `slot` until it ends,
+    /// even when the client has gone and the request was dropped.
     pub async fn invoke(
-        &self,
-        runtime: &Runtime,
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime>,
+        slot: OwnedSemaphorePermit,
         request: Request,
         invocation: Context,
     ) -> (Result<Response, InvokeError>, CallStats) {
-        runtime
-            .invoke(
-                Guest {
-                    pre: &self.pre,
-                    tracer: self.tracer.clone(),
-                    name: &self.identity.name,
-                    limits: &self.limits,
-                    sandbox: &self.sandbox,
-                },
-                request,
-                invocation,
-            )
-            .await
+        let (plugin, on_pool) = (self.clone(), runtime.clone());
+        let call = async move {
+            let _slot = slot;
+            on_pool
+                .invoke(
+                    Guest {
+                        pre: &plugin.pre,
+                        tracer: plugin.tracer.clone(),
+                        name: &plugin.identity.name,
+                        limits: &plugin.limits,
+                        sandbox: &plugin.sandbox,
+                    },
+                    request,
+                    invocation,
+                )
+                .await
+        };
+        match runtime.on_guest_pool(call).await {
+            Ok(outcome) => outcome,
+            Err(panicked) => (
+                Err(InvokeError::Trap {
+                    error_type: "wasm.host_error".to_owned(),
+                    message: format!("the call ended abnormally: {panicked}"),
+                    backtrace: None,
+                }),
+                CallStats::default(),
+            ),
+        }
     }
 }
 
@@ -200,6 +220,8 @@ pub struct Plugins {
 struct FileEntry {
     /// sha256 of the `.wasm` and sidecar bytes last tried.
     key: String,
+    /// The `.wasm`'s and sidecar's metadata when they were last read.
+    stamp: Option<Stamp>,
     /// The version serving from this file.
     serving: Option<Arc<Plugin>>,
     /// Why the last version tried failed, if it did.
@@ -256,7 +278,16 @@ impl Plugins {
             kept
         });
         let mut candidates = BTreeMap::new();
+        let mut read = 0;
         for file in &files {
+            let stamp = Stamp::of(file);
+            if let Some(entry) = self.files.get(file)
+                && stamp.is_some()
+                && entry.stamp == stamp
+            {
+                continue;
+            }
+            read += 1;
             let (key, wasm, sidecar) = match read_settled(file) {
                 Ok(Some(read)) => read,
                 Ok(None) => {
@@ -274,12 +305,16 @@ impl Plugins {
                     continue;
                 }
             };
-            if self.files.get(file).is_some_and(|entry| entry.key == key) {
+            if let Some(entry) = self.files.get_mut(file)
+                && entry.key == key
+            {
+                entry.stamp = stamp;
                 continue;
             }
             let loaded = self.load(file, wasm, sidecar).await;
             let entry = self.files.entry(file.clone()).or_default();
             entry.key = key;
+            entry.stamp = stamp;
             match loaded {
                 Ok(plugin) => {
                     candidates.insert(file.clone(), plugin);
@@ -287,6 +322,7 @@ impl Plugins {
                 Err(error) => entry.failure = Some(one_line(&error)),
             }
         }
+        tracing::debug!(files = files.len(), read, "plugins folder scanned");
         self.publish(candidates);
         Ok(outcome)
     }
@@ -451,6 +487,29 @@ fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// What tells a file changed without reading it: size, modification time
+/// and inode of the `.wasm` and of its sidecar (absent or not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    wasm: (u64, SystemTime, u64),
+    sidecar: Option<(u64, SystemTime, u64)>,
+}
+
+impl Stamp {
+    /// The stamp of `file` now; `None` when its metadata cannot be read.
+    fn of(file: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let stamp = |path: &Path| {
+            let metadata = std::fs::metadata(path).ok()?;
+            Some((metadata.len(), metadata.modified().ok()?, metadata.ino()))
+        };
+        Some(Stamp {
+            wasm: stamp(file)?,
+            sidecar: stamp(&sidecar::path_for(file)),
+        })
+    }
 }
 
 /// A file's key (sha256 of its bytes and its sidecar's), bytes and sidecar,

@@ -1,10 +1,13 @@
-//! Watching the plugins folder: every change (debounced) triggers one
+//! Watching the plugins folder: every real change (debounced) triggers one
 //! reload, run by the task that owns the [`Plugins`].
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use notify::{
+    EventKind, RecursiveMode, Watcher as _,
+    event::{AccessKind, AccessMode, MetadataKind, ModifyKind},
+};
 
 use super::{Plugins, SETTLE_TIME};
 
@@ -17,29 +20,48 @@ pub const DEBOUNCE: Duration = Duration::from_millis(150);
 pub async fn load_and_watch(mut plugins: Plugins) -> Result<()> {
     reload_until_settled(&mut plugins).await?;
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
-        if let Err(error) = &events {
-            tracing::warn!("watching the plugins folder: {error}");
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            Ok(event) if !is_change(&event.kind) => return,
+            Ok(_) => {}
+            Err(error) => tracing::warn!("watching the plugins folder: {error}"),
         }
         // A full channel already holds a pending reload, which will see
         // this change too.
         let _ = changed_tx.try_send(());
     })
     .context("starting the plugins folder watcher")?;
-    debouncer
-        .watcher()
+    watcher
         .watch(plugins.dir(), RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", plugins.dir().display()))?;
     tokio::spawn(async move {
-        // The debouncer lives as long as this task: dropping it stops the watch.
-        let _debouncer = debouncer;
+        // The watcher lives as long as this task: dropping it stops the watch.
+        let _watcher = watcher;
         while changed_rx.recv().await.is_some() {
+            // Wait for the burst to end, then answer all of it at once.
+            tokio::time::sleep(DEBOUNCE).await;
+            while changed_rx.try_recv().is_ok() {}
             if let Err(error) = reload_until_settled(&mut plugins).await {
                 tracing::error!("reloading plugins: {error:#}");
             }
         }
     });
     Ok(())
+}
+
+/// Whether an event can change what a reload loads: a file created,
+/// written, renamed, removed or re-timed. Opening, reading and closing a
+/// file unwritten are not: comb's own reads of the folder report those,
+/// and counting them made every reload trigger the next.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(metadata)) => {
+            matches!(metadata, MetadataKind::WriteTime | MetadataKind::Any)
+        }
+        _ => true,
+    }
 }
 
 /// Reloads, and again after [`SETTLE_TIME`] while files are still being
@@ -51,5 +73,30 @@ pub async fn reload_until_settled(plugins: &mut Plugins) -> Result<()> {
             return Ok(());
         }
         tokio::time::sleep(SETTLE_TIME).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn only_real_changes_trigger_a_reload() {
+        assert!(is_change(&EventKind::Create(CreateKind::File)));
+        assert!(is_change(&EventKind::Remove(RemoveKind::File)));
+        assert!(is_change(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
     }
 }
