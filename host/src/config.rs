@@ -232,6 +232,11 @@ pub struct PluginsConfig {
     /// Compile every plugin at every start; cache nothing.
     #[arg(long, env = "COMB_NO_CACHE")]
     pub no_cache: bool,
+
+    /// Routes one plugin may declare; a manifest (or sidecar) with more is
+    /// rejected.
+    #[arg(long, env = "COMB_MAX_ROUTES_PER_PLUGIN", default_value_t = crate::plugins::DEFAULT_MAX_ROUTES, value_name = "N")]
+    pub max_routes_per_plugin: usize,
 }
 
 impl PluginsConfig {

@@ -157,6 +157,7 @@ async fn check_plugins(config: CheckConfig) -> Result<()> {
         runtime,
         config.plugins.plugins.clone(),
         config.limits.limits(),
+        config.plugins.max_routes_per_plugin,
     );
     comb::plugins::watch::reload_until_settled(&mut plugins).await?;
     let reports = plugins.reports().load_full();

@@ -54,15 +54,10 @@ pub async fn run(
         runtime.clone(),
         config.plugins.plugins.clone(),
         config.limits(),
+        config.plugins.max_routes_per_plugin,
     );
     let (routes, reports) = (plugins.routes(), plugins.reports());
-    plugins::watch::load_and_watch(plugins).await?;
-    if routes.load().routes().is_empty() {
-        tracing::warn!(
-            folder = %config.plugins.plugins.display(),
-            "no plugin routes to serve yet; every request gets 404 until a plugin is added"
-        );
-    }
+    plugins::watch::load_and_watch(plugins)?;
     let connection_limits = config.connection_limits();
     let state = Arc::new(AppState {
         routes,

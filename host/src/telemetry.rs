@@ -211,9 +211,35 @@ impl<E> OnRuntime<E> {
     }
 }
 
+/// The most span data one export request carries, estimated: collectors
+/// refuse larger requests whole (4 MiB for gRPC by default, less for some
+/// HTTP receivers), and with them every other plugin's spans in the batch.
+const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
+
 impl<E: SpanExporter> SpanExporter for OnRuntime<E> {
+    /// Exports `batch` in requests of at most [`EXPORT_CHUNK_BYTES`], so a
+    /// plugin with heavy spans costs at most its own chunk, never the
+    /// batch. A guest's data per call is bounded well below a chunk.
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.entered(self.exporter.export(batch)).await
+        let mut result = Ok(());
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        let mut spans = batch.into_iter().peekable();
+        while let Some(span) = spans.next() {
+            chunk_bytes += estimated_size(&span);
+            chunk.push(span);
+            let full = spans
+                .peek()
+                .is_some_and(|next| chunk_bytes + estimated_size(next) > EXPORT_CHUNK_BYTES);
+            if full || spans.peek().is_none() {
+                let sent = self.entered(self.exporter.export(std::mem::take(&mut chunk)));
+                if let Err(error) = sent.await {
+                    result = Err(error);
+                }
+                chunk_bytes = 0;
+            }
+        }
+        result
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -249,6 +275,38 @@ impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
     fn temporality(&self) -> Temporality {
         self.exporter.temporality()
     }
+}
+
+/// About how many bytes `span` takes encoded: its strings and 8 bytes per
+/// other value; ids, times and framing are small next to a chunk.
+fn estimated_size(span: &SpanData) -> usize {
+    fn attributes(attributes: &[KeyValue]) -> usize {
+        attributes
+            .iter()
+            .map(|kv| {
+                kv.key.as_str().len()
+                    + match &kv.value {
+                        opentelemetry::Value::String(s) => s.as_str().len(),
+                        opentelemetry::Value::Array(opentelemetry::Array::String(list)) => {
+                            list.iter().map(|s| s.as_str().len() + 2).sum()
+                        }
+                        _ => 8,
+                    }
+                    + 4
+            })
+            .sum()
+    }
+    64 + span.name.len()
+        + attributes(&span.attributes)
+        + span
+            .events
+            .iter()
+            .map(|event| 16 + event.name.len() + attributes(&event.attributes))
+            .sum::<usize>()
+        + match &span.status {
+            opentelemetry::trace::Status::Error { description } => description.len(),
+            _ => 0,
+        }
 }
 
 fn span_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::SpanExporter> {

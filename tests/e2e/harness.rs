@@ -66,7 +66,7 @@ pub struct Options<'a> {
 
 impl Comb {
     /// Starts comb serving `plugins` on a free loopback port and waits
-    /// until it logs that it is listening.
+    /// until it logs that it is listening and has loaded the folder.
     pub fn start(options: Options<'_>) -> Comb {
         let built = plugins();
         let dir = options
@@ -111,7 +111,9 @@ impl Comb {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(url) = line.split("admin listening on ").nth(1) {
+                if line.contains("first load of the plugins folder done") {
+                    let _ = address_tx.send(("loaded", String::new()));
+                } else if let Some(url) = line.split("admin listening on ").nth(1) {
                     let url = url.split_whitespace().next().unwrap_or_default();
                     let _ = address_tx.send(("admin", url.to_owned()));
                 } else if let Some(url) = line.split("listening on ").nth(1) {
@@ -122,9 +124,12 @@ impl Comb {
                 log.push('\n');
             }
         });
-        let (mut url, mut admin_url) = (String::new(), String::new());
-        while url.is_empty() || admin_url.is_empty() {
+        // comb listens at once and loads plugins in the background: wait
+        // for both.
+        let (mut url, mut admin_url, mut loaded) = (String::new(), String::new(), false);
+        while url.is_empty() || admin_url.is_empty() || !loaded {
             match address_rx.recv_timeout(START_TIMEOUT) {
+                Ok(("loaded", _)) => loaded = true,
                 Ok(("admin", address)) => admin_url = address,
                 Ok((_, address)) => url = address,
                 Err(_) => {

@@ -62,6 +62,10 @@ use sidecar::Sidecar;
 /// progress keeps touching it.
 pub const SETTLE_TIME: Duration = Duration::from_millis(300);
 
+/// The default cap on routes per plugin: the Cruddur services declare one
+/// or two; a cap keeps a manifest from making the table huge.
+pub const DEFAULT_MAX_ROUTES: usize = 1000;
+
 /// The route table the server reads, swapped whole on reload.
 pub type SharedRoutes = Arc<ArcSwap<RouteTable<Arc<Plugin>>>>;
 
@@ -208,6 +212,8 @@ pub struct Plugins {
     dir: PathBuf,
     /// The limits a plugin gets unless its sidecar says otherwise.
     limits: Limits,
+    /// Routes one plugin may declare.
+    max_routes: usize,
     files: BTreeMap<PathBuf, FileEntry>,
     routes: SharedRoutes,
     reports: SharedReports,
@@ -236,12 +242,14 @@ pub struct ReloadOutcome {
 }
 
 impl Plugins {
-    /// The plugins of `dir`, none loaded yet.
-    pub fn new(runtime: Arc<Runtime>, dir: PathBuf, limits: Limits) -> Self {
+    /// The plugins of `dir`, none loaded yet; each may declare up to
+    /// `max_routes` routes.
+    pub fn new(runtime: Arc<Runtime>, dir: PathBuf, limits: Limits, max_routes: usize) -> Self {
         Plugins {
             runtime,
             dir,
             limits,
+            max_routes,
             files: BTreeMap::new(),
             routes: Arc::default(),
             reports: Arc::default(),
@@ -277,7 +285,7 @@ impl Plugins {
             }
             kept
         });
-        let mut candidates = BTreeMap::new();
+        let mut to_load = Vec::new();
         let mut read = 0;
         for file in &files {
             let stamp = Stamp::of(file);
@@ -311,7 +319,16 @@ impl Plugins {
                 entry.stamp = stamp;
                 continue;
             }
-            let loaded = self.load(file, wasm, sidecar).await;
+            to_load.push((file, key, stamp, wasm, sidecar));
+        }
+        // Loaded side by side: a slow manifest (it has a deadline) or a big
+        // compile does not hold the others back.
+        let loads = to_load.iter_mut().map(|(file, _, _, wasm, sidecar)| {
+            self.load(file, std::mem::take(wasm), sidecar.take())
+        });
+        let loaded = futures_util::future::join_all(loads).await;
+        let mut candidates = BTreeMap::new();
+        for ((file, key, stamp, _, _), loaded) in to_load.into_iter().zip(loaded) {
             let entry = self.files.entry(file.clone()).or_default();
             entry.key = key;
             entry.stamp = stamp;
@@ -391,7 +408,15 @@ impl Plugins {
             )])
             .start(&self.tracer);
         let cx = Context::new().with_span(span);
-        let result = load_file(&self.runtime, file, wasm, sidecar, &self.limits, &cx).await;
+        let result = load_file(
+            &self.runtime,
+            file,
+            wasm,
+            sidecar,
+            (&self.limits, self.max_routes),
+            &cx,
+        )
+        .await;
         let span = cx.span();
         match &result {
             Ok(plugin) => {
@@ -545,7 +570,7 @@ async fn load_file(
     file: &Path,
     wasm: Vec<u8>,
     sidecar: Option<(PathBuf, String)>,
-    defaults: &Limits,
+    (defaults, max_routes): (&Limits, usize),
     load: &Context,
 ) -> Result<Plugin> {
     check_header(&wasm)?;
@@ -587,7 +612,7 @@ async fn load_file(
             crate::runtime::proxy::manifest(&stem)
         }
     };
-    let routes = check_manifest(&manifest, &sidecar)?;
+    let routes = check_manifest(&manifest, &sidecar, max_routes)?;
     Ok(Plugin {
         tracer: Arc::new(spans::plugin_tracer(&manifest.name, &manifest.version)),
         identity: PluginIdentity::new(&manifest.name, &manifest.version, &digest),
@@ -626,7 +651,11 @@ fn check_header(wasm: &[u8]) -> Result<()> {
 
 /// The plugin's routes: the sidecar's when it has some, else the
 /// manifest's; each method known and each pattern valid.
-fn check_manifest(manifest: &Manifest, sidecar: &Sidecar) -> Result<Vec<(String, RoutePattern)>> {
+fn check_manifest(
+    manifest: &Manifest,
+    sidecar: &Sidecar,
+    max_routes: usize,
+) -> Result<Vec<(String, RoutePattern)>> {
     let name_ok = !manifest.name.is_empty()
         && manifest
             .name
@@ -654,6 +683,14 @@ fn check_manifest(manifest: &Manifest, sidecar: &Sidecar) -> Result<Vec<(String,
     };
     if routes.is_empty() {
         bail!("plugin {:?} declares no routes", manifest.name);
+    }
+    if routes.len() > max_routes {
+        bail!(
+            "plugin {:?} declares {} routes, more than the {max_routes} one plugin may have \
+             (--max-routes-per-plugin)",
+            manifest.name,
+            routes.len()
+        );
     }
     routes
         .into_iter()

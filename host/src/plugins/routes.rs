@@ -11,7 +11,7 @@
 //!
 //! A route's method may be `*`: any method, less specific than a named one.
 
-use std::{fmt, str::FromStr};
+use std::{collections::HashMap, fmt, str::FromStr};
 
 /// A route's parameter names and values, in pattern order.
 pub type Params = Vec<(String, String)>;
@@ -146,6 +146,8 @@ impl RoutePattern {
     }
 
     /// How specific each segment is: higher wins, compared left to right.
+    /// The route tree's search order follows it; the tests check that.
+    #[cfg(test)]
     /// A pattern without `...` ends in 1, so `/a` beats `/a/...` on `/a`.
     fn specificity(&self) -> impl Iterator<Item = u8> + '_ {
         let exact = !matches!(self.segments.last(), Some(Segment::Rest));
@@ -196,13 +198,115 @@ pub struct Route<P> {
 /// The routes of every serving plugin. Immutable once built: a reload
 /// builds a new table and swaps it in whole, so every request sees one
 /// consistent version.
+///
+/// Routes sit in a tree of path segments, so a lookup follows the path
+/// (hash lookups for literal segments) instead of trying every route, and
+/// adding a route compares it only with those of the same shape.
 pub struct RouteTable<P> {
     routes: Vec<Route<P>>,
+    root: Node,
 }
 
 impl<P> Default for RouteTable<P> {
     fn default() -> Self {
-        RouteTable { routes: Vec::new() }
+        RouteTable {
+            routes: Vec::new(),
+            root: Node::default(),
+        }
+    }
+}
+
+/// One segment position in the route tree: where each kind of segment
+/// leads, and the routes (indexes) whose pattern ends here.
+#[derive(Default)]
+struct Node {
+    literals: HashMap<String, Node>,
+    /// Parameters after a literal prefix (`@:handle`), by prefix.
+    prefixed: Vec<(String, Node)>,
+    param: Option<Box<Node>>,
+    /// Routes whose pattern ends at this segment.
+    exact: Vec<usize>,
+    /// Routes whose pattern ends with `...` here.
+    rest: Vec<usize>,
+}
+
+impl Node {
+    /// The list of routes with the shape of `segments`, made on the way.
+    fn routes_mut(&mut self, segments: &[Segment]) -> &mut Vec<usize> {
+        let Some((segment, tail)) = segments.split_first() else {
+            return &mut self.exact;
+        };
+        let child = match segment {
+            Segment::Rest => return &mut self.rest,
+            Segment::Literal(text) => self.literals.entry(text.clone()).or_default(),
+            Segment::Param { prefix, .. } if prefix.is_empty() => {
+                self.param.get_or_insert_with(Box::default)
+            }
+            Segment::Param { prefix, .. } => {
+                match self.prefixed.iter().position(|(p, _)| p == prefix) {
+                    Some(index) => &mut self.prefixed[index].1,
+                    None => {
+                        self.prefixed.push((prefix.clone(), Node::default()));
+                        &mut self.prefixed.last_mut().expect("just pushed").1
+                    }
+                }
+            }
+        };
+        child.routes_mut(tail)
+    }
+
+    /// The routes with the shape of `segments`.
+    fn routes(&self, segments: &[Segment]) -> &[usize] {
+        let Some((segment, tail)) = segments.split_first() else {
+            return &self.exact;
+        };
+        let child = match segment {
+            Segment::Rest => return &self.rest,
+            Segment::Literal(text) => self.literals.get(text),
+            Segment::Param { prefix, .. } if prefix.is_empty() => self.param.as_deref(),
+            Segment::Param { prefix, .. } => self
+                .prefixed
+                .iter()
+                .find_map(|(p, child)| (p == prefix).then_some(child)),
+        };
+        child.map_or(&[], |child| child.routes(tail))
+    }
+
+    /// The first route list along `path` that `accept` takes a route from,
+    /// most specific first: literal, prefixed parameter, bare parameter,
+    /// then `...`, segment by segment (so the first found is the best).
+    fn search(&self, path: &[&str], accept: &impl Fn(&[usize]) -> Option<usize>) -> Option<usize> {
+        match path.split_first() {
+            None => {
+                if let Some(found) = accept(&self.exact) {
+                    return Some(found);
+                }
+            }
+            Some((part, tail)) => {
+                let found = self
+                    .literals
+                    .get(*part)
+                    .and_then(|child| child.search(tail, accept))
+                    .or_else(|| {
+                        self.prefixed.iter().find_map(|(prefix, child)| {
+                            part.strip_prefix(prefix.as_str())
+                                .is_some_and(|value| !value.is_empty())
+                                .then(|| child.search(tail, accept))
+                                .flatten()
+                        })
+                    })
+                    .or_else(|| {
+                        self.param
+                            .as_ref()
+                            .filter(|_| !part.is_empty())
+                            .and_then(|child| child.search(tail, accept))
+                    });
+                if found.is_some() {
+                    return found;
+                }
+            }
+        }
+        accept(&self.rest)
     }
 }
 
@@ -249,9 +353,11 @@ impl<P: RouteOwner> RouteTable<P> {
                 method == new.method || method == ANY_METHOD || new.method == ANY_METHOD
             };
             if let Some(existing) = self
-                .routes
+                .root
+                .routes(&new.pattern.segments)
                 .iter()
-                .find(|r| overlaps(&r.method) && r.pattern.same_shape(&new.pattern))
+                .map(|&index| &self.routes[index])
+                .find(|r| overlaps(&r.method))
             {
                 return Err(RouteClash {
                     method: new.method.clone(),
@@ -260,8 +366,24 @@ impl<P: RouteOwner> RouteTable<P> {
                 });
             }
         }
-        self.routes.extend(routes);
+        for route in routes {
+            let index = self.routes.len();
+            self.root.routes_mut(&route.pattern.segments).push(index);
+            self.routes.push(route);
+        }
         Ok(())
+    }
+
+    /// The route among `candidates` (one shape) that serves `method`: one
+    /// naming it, else a `*` one.
+    fn serving(&self, candidates: &[usize], method: &str) -> Option<usize> {
+        let with = |wanted: &str| {
+            candidates
+                .iter()
+                .copied()
+                .find(|&index| self.routes[index].method == wanted)
+        };
+        with(method).or_else(|| with(ANY_METHOD))
     }
 
     /// Every route, in the order added.
@@ -273,47 +395,41 @@ impl<P: RouteOwner> RouteTable<P> {
     /// a `*` route serves any method, after a route naming it.
     pub fn lookup(&self, method: &str, path: &str) -> Lookup<'_, P> {
         let parts: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-        let matching: Vec<(&Route<P>, Params)> = self
-            .routes
-            .iter()
-            .filter_map(|route| route.pattern.matches(&parts).map(|params| (route, params)))
-            .collect();
-        let best = |method: &str| {
-            matching
-                .iter()
-                .filter(|(route, _)| route.method == method || route.method == ANY_METHOD)
-                .max_by(|(a, _), (b, _)| {
-                    a.pattern
-                        .specificity()
-                        .cmp(b.pattern.specificity())
-                        .then((a.method != ANY_METHOD).cmp(&(b.method != ANY_METHOD)))
-                })
-        };
-        if let Some((route, params)) =
-            best(method).or_else(|| (method == "HEAD").then(|| best("GET")).flatten())
-        {
+        let found = self
+            .root
+            .search(&parts, &|candidates| self.serving(candidates, method))
+            .or_else(|| {
+                (method == "HEAD")
+                    .then(|| {
+                        self.root
+                            .search(&parts, &|candidates| self.serving(candidates, "GET"))
+                    })
+                    .flatten()
+            });
+        if let Some(index) = found {
+            let route = &self.routes[index];
             return Lookup::Found {
                 route,
-                params: params.clone(),
+                params: route.pattern.matches(&parts).unwrap_or_default(),
             };
         }
-        let Some((most_specific, _)) = matching
-            .iter()
-            .max_by(|(a, _), (b, _)| a.pattern.specificity().cmp(b.pattern.specificity()))
+        // The most specific pattern for the path, whatever its methods.
+        let Some(first) = self
+            .root
+            .search(&parts, &|candidates| candidates.first().copied())
         else {
             return Lookup::NotFound;
         };
-        let mut allowed: Vec<String> = matching
+        let pattern = &self.routes[first].pattern;
+        let mut allowed: Vec<String> = self
+            .root
+            .routes(&pattern.segments)
             .iter()
-            .filter(|(route, _)| route.pattern.same_shape(&most_specific.pattern))
-            .map(|(route, _)| route.method.clone())
+            .map(|&index| self.routes[index].method.clone())
             .collect();
         allowed.sort();
         allowed.dedup();
-        Lookup::MethodNotAllowed {
-            pattern: &most_specific.pattern,
-            allowed,
-        }
+        Lookup::MethodNotAllowed { pattern, allowed }
     }
 }
 
@@ -468,6 +584,37 @@ mod tests {
                 }])
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_tree_finds_what_comparing_every_route_by_specificity_finds() {
+        let patterns = [
+            "/a/b", "/a/:x", "/a/@:x", "/a/...", "/a/b/...", "/a/:x/c", "/a/@:x/...", "/...",
+            "/:x/b", "/a/b/c", "/", "/:x",
+        ];
+        let table = table(
+            &patterns
+                .iter()
+                .map(|p| ("GET", *p, "p"))
+                .collect::<Vec<_>>(),
+        );
+        for path in [
+            "/a/b", "/a/c", "/a/@c", "/a", "/a/b/c", "/a/z/c", "/a/@z/c", "/x/b", "/", "/q",
+            "/a/b/c/d", "/a/@", "/a/",
+        ] {
+            let parts: Vec<&str> = path[1..].split('/').collect();
+            let expected = patterns
+                .iter()
+                .map(|p| pattern(p))
+                .filter(|p| p.matches(&parts).is_some())
+                .max_by(|a, b| a.specificity().cmp(b.specificity()))
+                .map(|p| p.to_string());
+            let found = match table.lookup("GET", path) {
+                Lookup::Found { route, .. } => Some(route.pattern.to_string()),
+                _ => None,
+            };
+            assert_eq!(found, expected, "GET {path}");
+        }
     }
 
     #[test]

@@ -15,10 +15,15 @@ use super::{Plugins, SETTLE_TIME};
 /// makes a burst of events, and one reload should answer the whole burst.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
 
-/// Loads the folder now, then keeps reloading it on every change until the
-/// runtime shuts down. Returns once the first load is published.
-pub async fn load_and_watch(mut plugins: Plugins) -> Result<()> {
-    reload_until_settled(&mut plugins).await?;
+/// The log line that says the first load of the folder is done: every
+/// file there at start is serving or rejected.
+pub const FIRST_LOAD_DONE: &str = "first load of the plugins folder done";
+
+/// Watches the folder and loads it, in the background: the listener does
+/// not wait for plugins (a cold compile of large components takes minutes),
+/// they come in as they load. Then keeps reloading on every change until
+/// the runtime shuts down. Returns once the watch is set up.
+pub fn load_and_watch(mut plugins: Plugins) -> Result<()> {
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
@@ -37,6 +42,17 @@ pub async fn load_and_watch(mut plugins: Plugins) -> Result<()> {
     tokio::spawn(async move {
         // The watcher lives as long as this task: dropping it stops the watch.
         let _watcher = watcher;
+        if let Err(error) = reload_until_settled(&mut plugins).await {
+            tracing::error!("loading plugins: {error:#}");
+        }
+        let routes = plugins.routes().load().routes().len();
+        tracing::info!(routes, "{FIRST_LOAD_DONE}");
+        if routes == 0 {
+            tracing::warn!(
+                folder = %plugins.dir().display(),
+                "no plugin routes to serve yet; every request gets 404 until a plugin is added"
+            );
+        }
         while changed_rx.recv().await.is_some() {
             // Wait for the burst to end, then answer all of it at once.
             tokio::time::sleep(DEBOUNCE).await;

@@ -103,6 +103,8 @@ pub struct Runtime {
     /// The compile cache, when on: its hit counters tell a load whether it
     /// compiled or read compiled code back.
     cache: Option<Cache>,
+    /// Held while compiling.
+    compiling: std::sync::Mutex<()>,
 }
 
 /// How a plugin's code was compiled.
@@ -227,6 +229,7 @@ impl Runtime {
             pooled,
             fuel: settings.fuel,
             cache,
+            compiling: std::sync::Mutex::new(()),
         })
     }
 
@@ -255,9 +258,13 @@ impl Runtime {
     /// the component imports something comb does not provide or lacks an
     /// export of the `plugin` world.
     ///
-    /// Call it from one thread at a time: the cache hit is read from the
-    /// cache's counters around the compile.
+    /// Compiles run one at a time (each uses every core already): the
+    /// cache hit is read from the cache's counters around the compile.
     pub fn prepare(&self, wasm: &[u8]) -> anyhow::Result<(PreparedPlugin, Compiled)> {
+        let _one_at_a_time = self
+            .compiling
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let hits_before = self.cache.as_ref().map(Cache::cache_hits);
         let started = Instant::now();
         let component = Component::from_binary(&self.engine, wasm)?;
