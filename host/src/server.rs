@@ -357,9 +357,10 @@ pub const FRAMING_HEADERS: [HeaderName; 10] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
-/// The most headers a plugin's response may carry (hyper refuses to hold
-/// more than 32 768 in one map, and panics beyond).
-pub const MAX_RESPONSE_HEADERS: usize = 100;
+/// The most headers a plugin's response may carry. Clients cap what they
+/// read (hyper's client at 100 headers, comb adding a few of its own), and
+/// beyond 32 768 hyper's header map panics.
+pub const MAX_RESPONSE_HEADERS: usize = 64;
 
 /// The most bytes a plugin's response headers may take, names and values.
 pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;

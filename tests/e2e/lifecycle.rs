@@ -20,7 +20,7 @@ use crate::{
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it holds or [`CHANGE_TIMEOUT`] passes.
-async fn eventually<F, Fut>(what: &str, comb: &Comb, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, comb: &Comb, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -42,12 +42,12 @@ async fn reports(comb: &Comb) -> Vec<Value> {
     list.as_array().unwrap().clone()
 }
 
-async fn report(comb: &Comb, file: &str) -> Option<Value> {
+pub(crate) async fn report(comb: &Comb, file: &str) -> Option<Value> {
     reports(comb).await.into_iter().find(|r| r["file"] == file)
 }
 
 /// Copies a built plugin into the folder the way `cp` does: in place.
-fn copy_in(comb: &Comb, plugin: &str, as_file: &str) {
+pub(crate) fn copy_in(comb: &Comb, plugin: &str, as_file: &str) {
     std::fs::copy(plugins().wasm(plugin), comb.plugin_path(as_file)).unwrap();
 }
 

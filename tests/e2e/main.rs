@@ -6,6 +6,7 @@
 
 mod cruddur;
 mod harness;
+mod isolation;
 mod lifecycle;
 mod limits;
 mod metrics;
