@@ -102,7 +102,12 @@ fn bench(c: &mut Criterion) {
         )
         .unwrap();
         group.bench_function(size.to_string(), |b| {
-            b.iter(|| matches!(big.lookup("GET", "/api/activities/@worf"), Lookup::Found { .. }))
+            b.iter(|| {
+                matches!(
+                    big.lookup("GET", "/api/activities/@worf"),
+                    Lookup::Found { .. }
+                )
+            })
         });
     }
     group.finish();
@@ -114,7 +119,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("instantiate + call home_activities, tracing off", |b| {
         b.to_async(&tokio).iter(|| async {
             let (result, _) = plugin
-                .invoke(&runtime, plugin.try_slot().unwrap(), request(), Context::new())
+                .invoke(
+                    &runtime,
+                    plugin.try_slot().unwrap(),
+                    request(),
+                    Context::new(),
+                )
                 .await;
             result.unwrap()
         })

@@ -18,8 +18,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::{
-    admin, connections,
+    admin,
     config::ServeConfig,
+    connections,
     dashboard::Recorder,
     error::ApiError,
     metrics::{AnsweredRequest, Metrics},

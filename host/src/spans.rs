@@ -315,8 +315,14 @@ pub fn end_invocation_span(cx: &Context, stats: &CallStats, failure: Option<&Inv
     }
     for (key, count) in [
         (attributes::PLUGIN_LOG_DROPPED, stats.log_dropped),
-        (attributes::PLUGIN_TELEMETRY_DROPPED, stats.telemetry_dropped),
-        (attributes::PLUGIN_TELEMETRY_REFUSED, stats.telemetry_refused),
+        (
+            attributes::PLUGIN_TELEMETRY_DROPPED,
+            stats.telemetry_dropped,
+        ),
+        (
+            attributes::PLUGIN_TELEMETRY_REFUSED,
+            stats.telemetry_refused,
+        ),
     ] {
         if count > 0 {
             span.set_attribute(KeyValue::new(key, count as i64));

@@ -111,6 +111,13 @@ impl Comb {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                {
+                    // Logged before it is reported: a caller that was told
+                    // finds the line in the log.
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if line.contains("first load of the plugins folder done") {
                     let _ = address_tx.send(("loaded", String::new()));
                 } else if let Some(url) = line.split("admin listening on ").nth(1) {
@@ -119,9 +126,6 @@ impl Comb {
                 } else if let Some(url) = line.split("listening on ").nth(1) {
                     let _ = address_tx.send(("main", url.trim().to_owned()));
                 }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         // comb listens at once and loads plugins in the background: wait

@@ -93,7 +93,12 @@ async fn comb_frames_responses_so_a_plugin_cannot_answer_the_next_request() {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(body.starts_with(b"abcHTTP/1.1 200 OK"), "{body:?}");
     assert!(body.ends_with(b"forged"));
-    for dropped in ["transfer-encoding", "keep-alive", "x-hop:", "connection: close"] {
+    for dropped in [
+        "transfer-encoding",
+        "keep-alive",
+        "x-hop:",
+        "connection: close",
+    ] {
         assert!(!head.contains(dropped), "{dropped} passed on: {head}");
     }
     assert!(head.contains("x-kept: yes"), "{head}");
@@ -206,7 +211,10 @@ async fn big_attributes_are_cut_the_host_stays_bounded_and_other_plugins_spans_a
     let spans = receiver.trace(&traces[9], 3).await;
     let invocation = named(&spans, "invoke misbehave");
     assert_eq!(invocation.string("app.big0").len(), 8 * 1024);
-    assert_eq!(named(&spans, "misbehave").string("app.big0").len(), 8 * 1024);
+    assert_eq!(
+        named(&spans, "misbehave").string("app.big0").len(),
+        8 * 1024
+    );
 
     // Many values: the per-call byte budget (256 KiB) holds, the excess
     // is counted.
@@ -227,7 +235,10 @@ async fn big_attributes_are_cut_the_host_stays_bounded_and_other_plugins_spans_a
         "{kept} values of 8 KiB kept of 120 within 256 KiB"
     );
     let invocation = named(&spans, "invoke misbehave");
-    assert_eq!(invocation.int("plugin.telemetry.dropped"), 120 - kept as i64);
+    assert_eq!(
+        invocation.int("plugin.telemetry.dropped"),
+        120 - kept as i64
+    );
 
     // Spans past the per-call cap (512) are not recorded, and counted.
     let response = client()
@@ -238,7 +249,10 @@ async fn big_attributes_are_cut_the_host_stays_bounded_and_other_plugins_spans_a
     assert_eq!(response.status(), 200);
     let spans = receiver.trace(&trace_id(&response), 3 + 511).await;
     let children = spans.iter().filter(|s| s.name == "child").count();
-    assert_eq!(children, 511, "the cap counts the plugin's `misbehave` span too");
+    assert_eq!(
+        children, 511,
+        "the cap counts the plugin's `misbehave` span too"
+    );
     let invocation = named(&spans, "invoke misbehave");
     assert_eq!(invocation.int("plugin.telemetry.dropped"), 600 - 511);
 }
@@ -280,11 +294,7 @@ async fn shutdown_abandons_calls_still_running_after_its_own_bound() {
         env: &[("COMB_SHUTDOWN_TIMEOUT_MS", "1000")],
         ..Default::default()
     });
-    let sleeping = tokio::spawn(
-        client()
-            .get(comb.at("/misbehave/sleep?ms=60000"))
-            .send(),
-    );
+    let sleeping = tokio::spawn(client().get(comb.at("/misbehave/sleep?ms=60000")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     assert!(comb.stop(), "comb did not exit cleanly");
@@ -304,7 +314,10 @@ async fn a_manifest_that_sleeps_is_rejected_while_comb_listens_and_loads_the_res
     let log = comb.log();
     let listening = log.find("listening on http").unwrap();
     let loaded = log.find("first load of the plugins folder done").unwrap();
-    assert!(listening < loaded, "comb listened only after loading:\n{log}");
+    assert!(
+        listening < loaded,
+        "comb listened only after loading:\n{log}"
+    );
     assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
     let sleepy = report(&comb, "sleepy_manifest.wasm").await.unwrap();
     assert_eq!(sleepy["state"], "failed");
@@ -360,7 +373,11 @@ async fn half_sent_and_idle_connections_are_closed_and_their_number_is_capped() 
         let mut kept = TcpStream::connect(address).await.unwrap();
         send_get(&mut kept, "/api/activities/home").await;
         read_response(&mut kept).await;
-        for (what, stream) in [("half", &mut half), ("silent", &mut silent), ("idle", &mut kept)] {
+        for (what, stream) in [
+            ("half", &mut half),
+            ("silent", &mut silent),
+            ("idle", &mut kept),
+        ] {
             assert!(
                 closed_within(stream, Duration::from_secs(5)).await,
                 "{what} connection to {address} still open"
@@ -378,7 +395,10 @@ async fn half_sent_and_idle_connections_are_closed_and_their_number_is_capped() 
     assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
     let waited = started.elapsed();
     eprintln!("the fifth connection was served after {waited:?}");
-    assert!(waited >= Duration::from_millis(300), "served after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "served after {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,7 +421,12 @@ async fn combs_own_reads_of_the_folder_do_not_trigger_reloads() {
     assert!(settled > 0, "no scan logged:\n{}", comb.log());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let quiet = scans(&comb) - settled;
-    assert_eq!(quiet, 0, "{quiet} scans in 2 quiet seconds:\n{}", comb.log());
+    assert_eq!(
+        quiet,
+        0,
+        "{quiet} scans in 2 quiet seconds:\n{}",
+        comb.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

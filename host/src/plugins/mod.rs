@@ -593,23 +593,32 @@ async fn load_file(
              or wasi:http/proxy",
         )?;
     tracing::debug!(file = %file.display(), elapsed = ?started.elapsed(), "compiled");
-    let manifest = match &pre {
+    let (pre, manifest) = match pre {
         // The manifest call belongs to no request: its spans and log lines,
-        // if any, go under the load span, named after the file.
-        PreparedPlugin::Comb(pre) => runtime
-            .describe(
-                pre,
-                Arc::new(spans::plugin_tracer("comb.manifest", "")),
-                &limits,
-                load.clone(),
-                &file.display().to_string(),
-            )
-            .await
-            .context("calling the plugin's manifest")?,
+        // if any, go under the load span, named after the file. It is guest
+        // code, so it runs on the guest pool.
+        PreparedPlugin::Comb(pre) => {
+            let (describer, load, name) =
+                (runtime.clone(), load.clone(), file.display().to_string());
+            let describe = async move {
+                let tracer = Arc::new(spans::plugin_tracer("comb.manifest", ""));
+                let manifest = describer.describe(&pre, tracer, &limits, load, &name).await;
+                (pre, manifest)
+            };
+            let (pre, manifest) = runtime
+                .on_guest_pool(describe)
+                .await
+                .context("the manifest call ended abnormally")?;
+            let manifest = manifest.context("calling the plugin's manifest")?;
+            (PreparedPlugin::Comb(pre), manifest)
+        }
         // A standard proxy has no manifest: it is named after its file.
-        PreparedPlugin::Proxy(_) => {
+        PreparedPlugin::Proxy(pre) => {
             let stem = file.file_stem().unwrap_or_default().to_string_lossy();
-            crate::runtime::proxy::manifest(&stem)
+            (
+                PreparedPlugin::Proxy(pre),
+                crate::runtime::proxy::manifest(&stem),
+            )
         }
     };
     let routes = check_manifest(&manifest, &sidecar, max_routes)?;

@@ -589,8 +589,18 @@ mod tests {
     #[test]
     fn the_tree_finds_what_comparing_every_route_by_specificity_finds() {
         let patterns = [
-            "/a/b", "/a/:x", "/a/@:x", "/a/...", "/a/b/...", "/a/:x/c", "/a/@:x/...", "/...",
-            "/:x/b", "/a/b/c", "/", "/:x",
+            "/a/b",
+            "/a/:x",
+            "/a/@:x",
+            "/a/...",
+            "/a/b/...",
+            "/a/:x/c",
+            "/a/@:x/...",
+            "/...",
+            "/:x/b",
+            "/a/b/c",
+            "/",
+            "/:x",
         ];
         let table = table(
             &patterns

@@ -353,8 +353,11 @@ impl Runtime {
         let deadline = guest.limits.deadline;
         // Slack so a computing guest meets the epoch deadline first and
         // its trap keeps the backtrace.
-        match tokio::time::timeout(deadline + DEADLINE_SLACK, self.invoke_until(guest, request, invocation))
-            .await
+        match tokio::time::timeout(
+            deadline + DEADLINE_SLACK,
+            self.invoke_until(guest, request, invocation),
+        )
+        .await
         {
             Ok(outcome) => outcome,
             Err(_) => (
@@ -598,7 +601,10 @@ impl GuestPool {
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.as_ref().expect("the pool runs until dropped").handle()
+        self.0
+            .as_ref()
+            .expect("the pool runs until dropped")
+            .handle()
     }
 }
 

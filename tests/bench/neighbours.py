@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Whether busy guests starve their neighbours: latency of
+GET /api/activities/home alone, then while LOOPS calls to a plugin that
+loops until its deadline keep every core busy, measured in one run of one
+comb (the ratio is the figure; this machine is shared and noisy).
+
+Usage: cargo build --release -p comb && cargo xtask plugins &&
+       python3 tests/bench/neighbours.py [LOOPS]
+All traffic is on loopback; the run is bounded (a few seconds a phase).
+"""
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COMB = os.path.join(ROOT, "target", "release", "comb")
+PLUGINS = os.path.join(ROOT, "target", "plugins")
+DEADLINE_MS = 2000
+PHASE_S = 4.0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port, path, timeout=30):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status
+
+
+def neighbour_latencies(port, seconds):
+    """Sequential requests on one keep-alive connection, in ms."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sent = time.perf_counter()
+        conn.request("GET", "/api/activities/home")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        latencies.append((time.perf_counter() - sent) * 1000)
+    conn.close()
+    return sorted(latencies)
+
+
+def quantile(values, q):
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main():
+    loops = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+    folder = tempfile.mkdtemp(prefix="comb-bench-")
+    for name in ["home_activities", "misbehave"]:
+        shutil.copy(os.path.join(PLUGINS, f"{name}.wasm"), folder)
+    with open(os.path.join(folder, "misbehave.toml"), "w") as sidecar:
+        sidecar.write(f"[limits]\ndeadline_ms = {DEADLINE_MS}\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["RUST_LOG"] = "warn"
+    comb = subprocess.Popen(
+        [COMB, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin", "--no-cache"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if get(port, "/api/activities/home", timeout=2) == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("comb did not start")
+            time.sleep(0.1)
+        neighbour_latencies(port, 1.0)  # warm up
+        idle = neighbour_latencies(port, PHASE_S)
+
+        stop = threading.Event()
+
+        def loop_forever():
+            while not stop.is_set():
+                assert get(port, "/misbehave/loop") == 504
+
+        threads = [threading.Thread(target=loop_forever) for _ in range(loops)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        busy = neighbour_latencies(port, PHASE_S)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        comb.send_signal(signal.SIGTERM)
+        comb.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(f"GET /api/activities/home, sequential, {PHASE_S:.0f} s a phase; "
+          f"{os.cpu_count()} cores; release build\n")
+    print("| phase | requests | p50 ms | p99 ms |")
+    print("|---|---|---|---|")
+    for name, values in [("idle", idle), (f"{loops} guests looping", busy)]:
+        print(f"| {name} | {len(values)} | {quantile(values, 0.5):.2f} | {quantile(values, 0.99):.2f} |")
+    print(f"\nbusy / idle: p50 {quantile(busy, 0.5) / quantile(idle, 0.5):.2f}x, "
+          f"p99 {quantile(busy, 0.99) / quantile(idle, 0.99):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
