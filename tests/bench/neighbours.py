@@ -21,8 +21,9 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMB = os.path.join(ROOT, "target", "release", "comb")
-PLUGINS = os.path.join(ROOT, "target", "plugins")
+COMB = os.environ.get("COMB_BIN", os.path.join(ROOT, "target", "release", "comb"))
+PLUGINS = {"home_activities": os.path.join(ROOT, "target", "plugins"),
+           "misbehave": os.path.join(ROOT, "target", "test-plugins")}
 DEADLINE_MS = 2000
 PHASE_S = 4.0
 
@@ -65,8 +66,8 @@ def quantile(values, q):
 def main():
     loops = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     folder = tempfile.mkdtemp(prefix="comb-bench-")
-    for name in ["home_activities", "misbehave"]:
-        shutil.copy(os.path.join(PLUGINS, f"{name}.wasm"), folder)
+    for name, built in PLUGINS.items():
+        shutil.copy(os.path.join(built, f"{name}.wasm"), folder)
     with open(os.path.join(folder, "misbehave.toml"), "w") as sidecar:
         sidecar.write(f"[limits]\ndeadline_ms = {DEADLINE_MS}\n")
     port = free_port()

@@ -10,6 +10,7 @@
 
 pub mod bindings;
 pub mod guest_log;
+pub mod guest_pool;
 pub mod http_client;
 pub mod proxy;
 pub mod sandbox;
@@ -29,23 +30,24 @@ use wasmtime::{
 };
 
 pub use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
+use guest_pool::{CallPanicked, GuestPool};
 use sandbox::Sandbox;
 use state::InvocationState;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::limits::{Limits, MemoryLimitExceeded};
 
-/// How often the engine's epoch advances (10 ms): the granularity of
-/// deadlines, and how often a long-running guest yields its worker thread.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the engine's epoch advances (1 ms): the granularity of
+/// deadlines, and how soon a long call is demoted (see [`guest_pool`]).
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How long a plugin's `manifest.describe` may run at load, host calls
 /// included.
 pub const MANIFEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How far past its deadline a call waiting in a host call is dropped:
-/// two epoch ticks, so a computing guest is interrupted by the epoch first.
-const DEADLINE_SLACK: Duration = Duration::from_millis(2 * EPOCH_TICK.as_millis() as u64);
+/// long enough that a computing guest is interrupted by the epoch first.
+const DEADLINE_SLACK: Duration = Duration::from_millis(20);
 
 /// Instances the pooling allocator keeps slots for (all plugins together).
 /// More concurrent calls than this get 503, so the host's memory stays
@@ -89,7 +91,7 @@ pub enum PreparedPlugin {
 
 /// The engine and linker shared by every plugin.
 pub struct Runtime {
-    /// Where guest code runs: threads of its own, so a busy guest never
+    /// Where guest code runs: a thread per call, so a busy guest never
     /// holds a worker that accepts connections and polls sockets.
     pool: GuestPool,
     engine: Engine,
@@ -222,7 +224,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         state::add_to_linker(&mut linker)?;
         Ok(Runtime {
-            pool: GuestPool::start()?,
+            pool: GuestPool::new(POOL_INSTANCES as usize + 16),
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
@@ -238,8 +240,8 @@ impl Runtime {
     pub async fn on_guest_pool<T: Send + 'static>(
         &self,
         call: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T, tokio::task::JoinError> {
-        self.pool.handle().spawn(call).await
+    ) -> Result<T, CallPanicked> {
+        self.pool.run(call).await
     }
 
     /// Whether instances come from the pooling allocator.
@@ -463,11 +465,15 @@ impl Runtime {
             context.data_mut().guest_clock.on(hook);
             Ok(())
         });
-        // Check the deadline at every epoch tick; in between, yield the
-        // worker thread so one busy guest cannot starve other requests.
-        let deadline = Instant::now() + limits.deadline;
+        // Check the deadline at every epoch tick, and yield in between; a
+        // call running long gives its thread's cores to shorter ones.
+        let started = Instant::now();
+        let deadline = started + limits.deadline;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
+            if started.elapsed() > guest_pool::LONG_CALL {
+                guest_pool::running_long();
+            }
             Ok(if Instant::now() >= deadline {
                 UpdateDeadline::Interrupt
             } else {
@@ -578,44 +584,6 @@ fn engine(mut config: Config, settings: &EngineConfig) -> anyhow::Result<(Engine
         config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
     }
     Ok((Engine::new(&config)?, false))
-}
-
-/// The threads guest code runs on: a Tokio runtime of its own, one worker
-/// per core. Guests run on the request path's workers otherwise, and a
-/// guest holds its worker for a whole epoch tick between yields: with
-/// every worker in a loop, accepting and answering other routes waited
-/// behind them (measured: a neighbour's p99 from 3 ms to 750 ms with four
-/// looping calls on two cores). On threads of their own, the kernel
-/// shares the cores between guests and the request path instead.
-struct GuestPool(Option<tokio::runtime::Runtime>);
-
-impl GuestPool {
-    fn start() -> anyhow::Result<Self> {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("comb-guest")
-            .enable_all()
-            .build()?;
-        Ok(GuestPool(Some(runtime)))
-    }
-
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.0
-            .as_ref()
-            .expect("the pool runs until dropped")
-            .handle()
-    }
-}
-
-impl Drop for GuestPool {
-    fn drop(&mut self) {
-        // Dropped from async code at shutdown, where blocking is not
-        // allowed: calls still running are abandoned.
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread,

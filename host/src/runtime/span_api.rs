@@ -29,6 +29,10 @@ use crate::{limits::TelemetryLimits, spans::attributes};
 /// set the SDK's per-span count less these there.
 const RESERVED_FOR_COMB: usize = 32;
 
+/// What one attribute or list element costs the budget on top of its
+/// bytes, so many empty ones are not free.
+const ITEM_COST: usize = 8;
+
 /// A span a guest holds a handle to.
 pub struct GuestSpan {
     /// The context carrying the span, so children can be started under it.
@@ -82,6 +86,7 @@ impl Budget {
                 end -= 1;
             }
             text.truncate(end);
+            text.shrink_to_fit();
         }
         text
     }
@@ -102,7 +107,8 @@ impl Budget {
                     .into_iter()
                     .map(|s| StringValue::from(self.cut(s)))
                     .collect();
-                let size = list.iter().map(|s| s.as_str().len()).sum();
+                // Each element costs its bytes and its slot.
+                let size = list.iter().map(|s| s.as_str().len() + ITEM_COST).sum();
                 (OtelValue::Array(Array::String(list)), size)
             }
             Value::BoolList(list) => {
@@ -140,7 +146,7 @@ impl Budget {
                 }
             }
             let (value, size) = self.value(value);
-            if self.spend(key.len() + size) {
+            if self.spend(key.len() + size + ITEM_COST) {
                 if role == Role::Invocation {
                     self.invocation_attributes += 1;
                 }

@@ -7,7 +7,8 @@
 //!   cargo-nextest when installed, else `cargo test`; ARGS go to it).
 //! - `cargo xtask plugins`: build the plugins into `target/plugins`.
 //! - `cargo xtask bench`: release builds, then comb against native axum under
-//!   wrk (tests/bench/throughput.py).
+//!   wrk (tests/bench/throughput.py), and neighbours' latency while guests
+//!   loop (tests/bench/neighbours.py).
 
 use std::process::{Command, ExitCode};
 
@@ -84,7 +85,15 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             ensure_debian_package("wrk", "wrk")?;
             let mut harness = Command::new("python3");
             harness.current_dir(&root).arg("tests/bench/throughput.py");
-            status(harness)
+            if status(harness)? != ExitCode::SUCCESS {
+                return Ok(ExitCode::FAILURE);
+            }
+            // Neighbours' latency while guests loop on every core.
+            let mut neighbours = Command::new("python3");
+            neighbours
+                .current_dir(&root)
+                .arg("tests/bench/neighbours.py");
+            status(neighbours)
         }
         "help" | "--help" | "-h" => {
             eprintln!("usage: cargo xtask <run|test|plugins|bench> [-- ARGS]");
