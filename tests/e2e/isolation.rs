@@ -318,6 +318,13 @@ async fn a_manifest_that_sleeps_is_rejected_while_comb_listens_and_loads_the_res
         listening < loaded,
         "comb listened only after loading:\n{log}"
     );
+    // The good plugin came in while the sleepy manifest still ran.
+    let home = log.find("plugin loaded plugin=home_activities").unwrap();
+    let rejected = log.find("plugin rejected").unwrap();
+    assert!(
+        home < rejected,
+        "home waited for the sleepy manifest:\n{log}"
+    );
     assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
     let sleepy = report(&comb, "sleepy_manifest.wasm").await.unwrap();
     assert_eq!(sleepy["state"], "failed");

@@ -18,7 +18,8 @@
 //! - A file that fails to load is reported with the reason, and its
 //!   previous version, if any, keeps serving.
 //! - A route clash is won by the plugin already serving the route; at
-//!   start, when none is, by the file whose name sorts first.
+//!   start, when none is, by the file that finished loading first (files
+//!   load side by side, and each is published as soon as it is ready).
 
 pub mod routes;
 pub mod sidecar;
@@ -36,6 +37,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use arc_swap::ArcSwap;
+use futures_util::StreamExt as _;
 use opentelemetry::{
     Context, KeyValue,
     global::BoxedTracer,
@@ -208,16 +210,22 @@ pub struct PluginReport {
 
 /// The plugins of one folder and the published snapshots of them.
 pub struct Plugins {
-    runtime: Arc<Runtime>,
     dir: PathBuf,
+    loader: Loader,
+    files: BTreeMap<PathBuf, FileEntry>,
+    routes: SharedRoutes,
+    reports: SharedReports,
+}
+
+/// What loading a file takes, cloned into each load so that loads run
+/// side by side while the table is published as each one ends.
+#[derive(Clone)]
+struct Loader {
+    runtime: Arc<Runtime>,
     /// The limits a plugin gets unless its sidecar says otherwise.
     limits: Limits,
     /// Routes one plugin may declare.
     max_routes: usize,
-    files: BTreeMap<PathBuf, FileEntry>,
-    routes: SharedRoutes,
-    reports: SharedReports,
-    tracer: BoxedTracer,
     metrics: Metrics,
 }
 
@@ -246,15 +254,16 @@ impl Plugins {
     /// `max_routes` routes.
     pub fn new(runtime: Arc<Runtime>, dir: PathBuf, limits: Limits, max_routes: usize) -> Self {
         Plugins {
-            runtime,
             dir,
-            limits,
-            max_routes,
+            loader: Loader {
+                runtime,
+                limits,
+                max_routes,
+                metrics: Metrics::new(),
+            },
             files: BTreeMap::new(),
             routes: Arc::default(),
             reports: Arc::default(),
-            tracer: spans::host_tracer(),
-            metrics: Metrics::new(),
         }
     }
 
@@ -321,26 +330,35 @@ impl Plugins {
             }
             to_load.push((file, key, stamp, wasm, sidecar));
         }
-        // Loaded side by side: a slow manifest (it has a deadline) or a big
-        // compile does not hold the others back.
-        let loads = to_load.iter_mut().map(|(file, _, _, wasm, sidecar)| {
-            self.load(file, std::mem::take(wasm), sidecar.take())
-        });
-        let loaded = futures_util::future::join_all(loads).await;
-        let mut candidates = BTreeMap::new();
-        for ((file, key, stamp, _, _), loaded) in to_load.into_iter().zip(loaded) {
+        // Loaded side by side, each published as soon as it is ready: a slow
+        // manifest (it has a deadline) or a big compile does not hold the
+        // others back.
+        let mut loads: futures_util::stream::FuturesUnordered<_> = to_load
+            .into_iter()
+            .map(|(file, key, stamp, wasm, sidecar)| {
+                let loader = self.loader.clone();
+                async move {
+                    let loaded = loader.load(file, wasm, sidecar).await;
+                    (file, key, stamp, loaded)
+                }
+            })
+            .collect();
+        tracing::debug!(files = files.len(), read, "plugins folder scanned");
+        while let Some((file, key, stamp, loaded)) = loads.next().await {
             let entry = self.files.entry(file.clone()).or_default();
             entry.key = key;
             entry.stamp = stamp;
+            let mut candidates = BTreeMap::new();
             match loaded {
                 Ok(plugin) => {
                     candidates.insert(file.clone(), plugin);
                 }
                 Err(error) => entry.failure = Some(one_line(&error)),
             }
+            self.publish(candidates);
         }
-        tracing::debug!(files = files.len(), read, "plugins folder scanned");
-        self.publish(candidates);
+        // Removed files, and reports, even when nothing loaded.
+        self.publish(BTreeMap::new());
         Ok(outcome)
     }
 
@@ -391,22 +409,24 @@ impl Plugins {
         self.routes.store(Arc::new(table));
         self.reports.store(Arc::new(reports));
     }
+}
 
+impl Loader {
     /// Loads one file inside a `plugin.load` span, logging a rejection.
     async fn load(
-        &self,
+        self,
         file: &Path,
         wasm: Vec<u8>,
         sidecar: Option<(PathBuf, String)>,
     ) -> Result<Arc<Plugin>> {
-        let span = self
-            .tracer
+        let tracer = spans::host_tracer();
+        let span = tracer
             .span_builder("plugin.load")
             .with_attributes([KeyValue::new(
                 attributes::PLUGIN_FILE,
                 file.display().to_string(),
             )])
-            .start(&self.tracer);
+            .start(&tracer);
         let cx = Context::new().with_span(span);
         let result = load_file(
             &self.runtime,

@@ -7,6 +7,8 @@
 //! `wasi:http/proxy` component), then per request create a `Store`,
 //! instantiate from the pre-linked component and call the export. A fresh instance per
 //! request is comb's isolation promise: nothing leaks between requests.
+//! The deadline bounds the whole call, host calls included, and a long
+//! call moves off the request path's threads ([`guest_pool`]).
 
 pub mod bindings;
 pub mod guest_log;
