@@ -390,3 +390,68 @@ fn grpc<B: WithExportConfig + WithTonicConfig>(builder: B, target: &OtlpTarget) 
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::SystemTime,
+    };
+
+    use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+    use super::*;
+
+    /// Records the number of spans in each export request.
+    #[derive(Debug, Clone, Default)]
+    struct Requests(Arc<Mutex<Vec<usize>>>);
+
+    impl SpanExporter for Requests {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().push(batch.len());
+            Ok(())
+        }
+    }
+
+    fn span_with(bytes: usize) -> SpanData {
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: "span".into(),
+            start_time: SystemTime::UNIX_EPOCH,
+            end_time: SystemTime::UNIX_EPOCH,
+            attributes: vec![KeyValue::new("app.value", "x".repeat(bytes))],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_out_in_requests_of_bounded_size() {
+        let requests = Requests::default();
+        let exporter = OnRuntime::new(requests.clone());
+        // Ten heavy spans (300 KiB each) among a hundred light ones.
+        let batch = (0..100)
+            .map(|i| span_with(if i % 10 == 0 { 300 * 1024 } else { 10 }))
+            .collect();
+        exporter.export(batch).await.unwrap();
+        let sizes = requests.0.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 100, "every span sent once");
+        // At most three heavy spans fit in a request of 1 MiB.
+        assert!(sizes.len() >= 4, "{sizes:?}");
+        // A batch of light spans is one request.
+        let requests = Requests::default();
+        let exporter = OnRuntime::new(requests.clone());
+        exporter
+            .export((0..512).map(|_| span_with(100)).collect())
+            .await
+            .unwrap();
+        assert_eq!(*requests.0.lock().unwrap(), vec![512]);
+    }
+}
