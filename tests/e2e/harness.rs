@@ -14,11 +14,32 @@ use xtask::BuiltPlugins;
 /// cold debug build of wasmtime compiles slowly on a loaded 2-core box.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Builds the plugins once per test process (cargo makes it a no-op when
-/// another test process already built them).
+/// The plugins built for wasm32-wasip2: by `cargo xtask test` before the
+/// tests run, else once per test process (cargo makes it a no-op when
+/// another process built them already).
 pub fn plugins() -> &'static BuiltPlugins {
     static BUILT: OnceLock<BuiltPlugins> = OnceLock::new();
-    BUILT.get_or_init(|| xtask::build_plugins().expect("building the plugins for wasm32-wasip2"))
+    BUILT.get_or_init(|| {
+        if std::env::var_os(xtask::PLUGINS_BUILT_ENV).is_some() {
+            xtask::built_plugins()
+        } else {
+            xtask::build_plugins().expect("building the plugins for wasm32-wasip2")
+        }
+    })
+}
+
+/// The compile cache every comb of the run shares unless a test asks for
+/// its own: comb keys it by the component's bytes and the engine's
+/// settings, so sharing is safe, and a debug comb then compiles each
+/// plugin once per machine instead of once per test (10 s for Cruddur's
+/// ten plugins).
+fn shared_cache() -> PathBuf {
+    let built = plugins();
+    built
+        .test_dir
+        .parent()
+        .expect("the test plugins live in the target dir")
+        .join("test-compile-cache")
 }
 
 /// The ten bundled Cruddur plugins.
@@ -46,7 +67,6 @@ pub struct Comb {
     log: Arc<Mutex<String>>,
     /// The plugins folder (deleted with the handle).
     pub dir: tempfile::TempDir,
-    _cache: tempfile::TempDir,
 }
 
 /// What to start comb with.
@@ -60,7 +80,7 @@ pub struct Options<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// Serve this folder instead of a fresh one (a restart, say).
     pub dir: Option<tempfile::TempDir>,
-    /// The compile cache folder; a fresh one (cold) when not given.
+    /// The compile cache folder; the run's shared one when not given.
     pub cache_dir: Option<&'a std::path::Path>,
 }
 
@@ -72,8 +92,9 @@ impl Comb {
         let dir = options
             .dir
             .unwrap_or_else(|| tempfile::tempdir().expect("creating a plugins folder"));
-        let cache = tempfile::tempdir().expect("creating a cache folder");
-        let cache_dir = options.cache_dir.unwrap_or(cache.path()).to_owned();
+        let cache_dir = options
+            .cache_dir
+            .map_or_else(shared_cache, std::path::Path::to_owned);
         for name in options.plugins {
             std::fs::copy(built.wasm(name), dir.path().join(format!("{name}.wasm")))
                 .expect("copying a plugin");
@@ -151,7 +172,6 @@ impl Comb {
             admin_url,
             log,
             dir,
-            _cache: cache,
         }
     }
 

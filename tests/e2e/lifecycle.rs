@@ -367,9 +367,12 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_load_is_a_plugin_load_span() {
     let receiver = Receiver::start().await;
+    // A cold cache of its own: the span reports a compile.
+    let cache = tempfile::tempdir().unwrap();
     let comb = Comb::start(Options {
         plugins: &["home_activities"],
         files: &[("garbage.wasm", b"nope")],
+        cache_dir: Some(cache.path()),
         env: &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),

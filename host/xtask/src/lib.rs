@@ -70,6 +70,19 @@ impl BuiltPlugins {
     }
 }
 
+/// Set by `cargo xtask test` for the tests it runs: the plugins are built,
+/// at [`built_plugins`], so a test process need not run cargo again.
+pub const PLUGINS_BUILT_ENV: &str = "COMB_TEST_PLUGINS_BUILT";
+
+/// Where [`build_plugins`] puts the plugins, without building them.
+pub fn built_plugins() -> BuiltPlugins {
+    let root = workspace_root();
+    BuiltPlugins {
+        bundled_dir: root.join("target/plugins"),
+        test_dir: root.join("target/test-plugins"),
+    }
+}
+
 /// Builds every plugin crate (`plugins/*` and `tests/plugins/*` with a
 /// `cdylib` target) for `wasm32-wasip2` with the `plugin` profile, and
 /// copies the `.wasm` files into `target/plugins` and `target/test-plugins`.
@@ -104,10 +117,7 @@ pub fn build_plugins() -> Result<BuiltPlugins> {
         .context("running cargo build for the plugins")?;
     ensure!(status.success(), "building the plugins failed");
     let out = target_dir.join(WASM_TARGET).join(PLUGIN_PROFILE);
-    let built = BuiltPlugins {
-        bundled_dir: root.join("target/plugins"),
-        test_dir: root.join("target/test-plugins"),
-    };
+    let built = built_plugins();
     copy_wasm(&out, &bundled, &built.bundled_dir)?;
     copy_wasm(&out, &test, &built.test_dir)?;
     Ok(built)

@@ -54,7 +54,9 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             // The page test drives a real headless browser.
             ensure_debian_package("chromium", "chromium")?;
             let mut command = cargo();
-            command.current_dir(xtask::workspace_root());
+            command
+                .current_dir(xtask::workspace_root())
+                .env(xtask::PLUGINS_BUILT_ENV, "1");
             // nextest runs each test in its own process and ends with one
             // summary line; plain `cargo test` where it is not installed.
             if has_nextest() {
