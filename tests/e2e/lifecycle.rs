@@ -243,20 +243,29 @@ async fn a_half_copied_file_is_never_served() {
     let url = comb.at("/api/activities/home");
     let bytes = std::fs::read(plugins().wasm("home_activities_v2")).unwrap();
     let path = comb.plugin_path("home_activities.wasm");
-    // A slow copy: half now, the rest a good while later.
-    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let pause = Instant::now() + Duration::from_millis(1500);
-    while Instant::now() < pause {
+    // A slow copy in place: a tenth of the file every 100 ms. Each write is
+    // a change; loaded at any of them, the file would be rejected as
+    // truncated and reported failed.
+    let mut file = std::fs::File::create(&path).unwrap();
+    for chunk in bytes.chunks(bytes.len().div_ceil(10)) {
+        std::io::Write::write_all(&mut file, chunk).unwrap();
         let (status, body) = get_json(&url).await;
         assert_eq!(status, 200, "{body}");
         assert!(!is_v2(&body), "the half file is not loaded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let listed = report(&comb, "home_activities.wasm").await.unwrap();
+        assert_eq!(listed["state"], "serving", "mid-copy: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    std::fs::write(&path, &bytes).unwrap();
+    drop(file);
     eventually("the complete file serves", &comb, || async {
         is_v2(&get_json(&url).await.1)
     })
     .await;
+    assert!(
+        !comb.log().contains("plugin rejected"),
+        "a part of the copy was loaded: {}",
+        comb.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
