@@ -866,10 +866,18 @@ fn percent_decode(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `command` reading no environment: the tests must not see the
+    /// developer's exported `OTEL_*` (the README has them export some).
+    fn hermetic(command: clap::Command) -> clap::Command {
+        command
+            .mut_args(|arg| arg.env(None))
+            .mut_subcommands(hermetic)
+    }
+
     /// `comb serve ARGS` over a settings file in /srv/comb.
     fn serve_over(file: &str, args: &[&str]) -> anyhow::Result<ServeConfig> {
         let table: toml::Table = toml::from_str(file)?;
-        let command = with_file_defaults(Cli::command(), &table, Path::new("/srv/comb"))?;
+        let command = with_file_defaults(hermetic(Cli::command()), &table, Path::new("/srv/comb"))?;
         let mut argv = vec!["comb", "serve"];
         argv.extend_from_slice(args);
         let matches = command.try_get_matches_from(argv)?;
@@ -919,7 +927,10 @@ mod tests {
         }
         let mut argv = vec!["comb"];
         argv.extend_from_slice(args);
-        Wrapper::try_parse_from(argv).unwrap().telemetry
+        let matches = hermetic(Wrapper::command())
+            .try_get_matches_from(argv)
+            .unwrap();
+        Wrapper::from_arg_matches(&matches).unwrap().telemetry
     }
 
     #[test]
@@ -1005,7 +1016,7 @@ mod tests {
             vec![Xray, TraceContext]
         );
         assert!(
-            TelemetryConfig::augment_args(clap::Command::new("comb"))
+            hermetic(TelemetryConfig::augment_args(clap::Command::new("comb")))
                 .try_get_matches_from(["comb", "--otel-propagators=b3"])
                 .is_err()
         );
