@@ -80,15 +80,6 @@ impl ApiError {
         )
     }
 
-    /// 500: the plugin returned a response comb cannot send.
-    pub fn invalid_response(plugin: &str, reason: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "invalid_response",
-            format!("plugin {plugin} returned an invalid response: {reason}"),
-        )
-    }
-
     /// 503 with `Retry-After`: the plugin runs as many calls as it may.
     pub fn overloaded(plugin: &str) -> Self {
         ApiError {
@@ -101,59 +92,35 @@ impl ApiError {
         }
     }
 
-    /// 500: the plugin's response is larger than its limit.
-    pub fn response_too_large(plugin: &str, limit: usize) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "response_too_large",
-            format!("plugin {plugin} returned a body larger than {limit} bytes"),
-        )
-    }
-
-    /// The answer for a call that produced no response.
+    /// The answer for a call that produced no (valid) response: the
+    /// status and code the failure says, a message for the plugin's author.
     pub fn from_invoke(plugin: &str, error: &InvokeError) -> Self {
-        match error {
-            InvokeError::Guest(HandlerError::BadRequest(message)) => {
-                Self::new(StatusCode::BAD_REQUEST, "bad_request", message.clone())
+        let message = match error {
+            InvokeError::Overloaded => return Self::overloaded(plugin),
+            InvokeError::Guest(HandlerError::BadRequest(message)) => message.clone(),
+            InvokeError::Guest(HandlerError::Internal(message)) => {
+                format!("plugin {plugin} failed: {message}")
             }
-            InvokeError::Guest(HandlerError::Internal(message)) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "plugin_error",
-                format!("plugin {plugin} failed: {message}"),
-            ),
-            InvokeError::Trap {
-                error_type,
-                message,
-                ..
-            } => match error_type.as_str() {
-                "wasm.trap.deadline" => Self::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "deadline_exceeded",
-                    format!("plugin {plugin} did not answer within its deadline"),
-                ),
-                "wasm.trap.fuel" => Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "fuel_exhausted",
-                    format!("plugin {plugin} ran out of fuel"),
-                ),
-                "wasm.memory_limit" => Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "memory_limit",
-                    format!("plugin {plugin} exceeded its memory: {message}"),
-                ),
-                _ => Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "plugin_trapped",
-                    format!("plugin {plugin} trapped: {message}"),
-                ),
-            },
-            InvokeError::Overloaded => Self::overloaded(plugin),
-            InvokeError::Instantiate(message) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "instantiate_failed",
-                format!("plugin {plugin} could not be instantiated: {message}"),
-            ),
-        }
+            InvokeError::Deadline { .. } => {
+                format!("plugin {plugin} did not answer within its deadline")
+            }
+            InvokeError::Fuel { .. } => format!("plugin {plugin} ran out of fuel"),
+            InvokeError::Memory { message, .. } => {
+                format!("plugin {plugin} exceeded its memory: {message}")
+            }
+            InvokeError::Instantiate(message) => {
+                format!("plugin {plugin} could not be instantiated: {message}")
+            }
+            InvokeError::ResponseTooLarge { limit } => {
+                format!("plugin {plugin} returned a body larger than {limit} bytes")
+            }
+            InvokeError::InvalidResponse(reason) => {
+                format!("plugin {plugin} returned an invalid response: {reason}")
+            }
+            other => format!("plugin {plugin} trapped: {}", other.message()),
+        };
+        let (status, code) = error.answer();
+        Self::new(status, code, message)
     }
 }
 

@@ -24,8 +24,8 @@ use crate::{
     dashboard::Recorder,
     error::ApiError,
     metrics::{AnsweredRequest, Metrics},
-    plugins::{self, Lookup, Plugin, Plugins, SharedRoutes},
-    runtime::{self, Runtime},
+    plugins::{self, Lookup, Plugin, Plugins, SharedRoutes, invocation},
+    runtime::{self, InvokeError, Runtime},
     spans::{self, IncomingRequest},
 };
 
@@ -191,13 +191,13 @@ async fn serve_request(
             call_plugin(&state, &server_cx, &plugin, pattern, params, parts, body).await
         }
     };
-    spans::end_server_span(&server_cx, response.status(), error_type.as_deref());
+    spans::end_server_span(&server_cx, response.status(), error_type);
     state.metrics.record_request(&AnsweredRequest {
         method: &method,
         route,
         plugin: identity,
         status: response.status(),
-        error_type: error_type.as_deref(),
+        error_type,
         duration: started.elapsed(),
     });
     // W3C Trace Context's `traceresponse`: the caller learns which trace to
@@ -232,7 +232,7 @@ async fn call_plugin(
     params: Vec<(String, String)>,
     parts: Parts,
     body: Body,
-) -> (Response, Option<String>) {
+) -> (Response, Option<&'static str>) {
     let limits = &plugin.limits;
     let body = match read_body(&parts, body, limits.max_request_body).await {
         Ok(body) => body,
@@ -246,10 +246,11 @@ async fn call_plugin(
     // Refuse rather than queue: a queue without bound is how one slow
     // plugin takes the host's memory down.
     let Some(slot) = plugin.try_slot() else {
+        let failure = InvokeError::Overloaded;
         spans::record_limit_hit(server_cx, "concurrency");
         return (
-            ApiError::overloaded(&plugin.name).into_response(),
-            Some("plugin.overloaded".to_owned()),
+            ApiError::from_invoke(&plugin.name, &failure).into_response(),
+            Some(failure.error_type()),
         );
     };
     let request = runtime::Request {
@@ -271,7 +272,7 @@ async fn call_plugin(
         body: body.to_vec(),
     };
     let coldstart = plugin.take_coldstart();
-    let invocation_cx = spans::start_invocation_span(
+    let invocation_cx = invocation::start_invocation_span(
         &state.tracer,
         server_cx,
         plugin.identity(),
@@ -281,38 +282,34 @@ async fn call_plugin(
     let (result, timings) = plugin
         .invoke(&state.runtime, slot, request, invocation_cx.clone())
         .await;
-    spans::end_invocation_span(&invocation_cx, &timings, result.as_ref().err());
+    invocation::end_invocation_span(&invocation_cx, &timings, result.as_ref().err());
     state.metrics.record_invocation(
         plugin.identity(),
         coldstart,
         timings.instantiate,
         timings.instantiate + timings.call,
-        result.as_ref().err().map(spans::error_type),
+        result.as_ref().err().map(InvokeError::error_type),
     );
-    match result {
-        Ok(response) if response.body.len() > limits.max_response_body => {
-            spans::record_limit_hit(server_cx, "response_body");
-            (
-                ApiError::response_too_large(&plugin.name, limits.max_response_body)
-                    .into_response(),
-                Some("plugin.response_too_large".to_owned()),
-            )
+    let answer = result.and_then(|response| {
+        if response.body.len() > limits.max_response_body {
+            return Err(InvokeError::ResponseTooLarge {
+                limit: limits.max_response_body,
+            });
         }
-        Ok(response) => match into_http(response) {
-            Ok(response) => (response, None),
-            Err(reason) => (
-                ApiError::invalid_response(&plugin.name, reason).into_response(),
-                Some("plugin.invalid_response".to_owned()),
-            ),
-        },
-        Err(error) => {
-            if !matches!(error, runtime::InvokeError::Guest(_)) {
-                tracing::warn!(plugin = %plugin.name, "plugin call failed: {error}");
+        into_http(response).map_err(InvokeError::InvalidResponse)
+    });
+    match answer {
+        Ok(response) => (response, None),
+        Err(failure) => {
+            if let InvokeError::ResponseTooLarge { .. } = failure {
+                spans::record_limit_hit(server_cx, "response_body");
             }
-            let error_type = spans::error_type(&error).to_owned();
+            if !matches!(failure, InvokeError::Guest(_)) {
+                tracing::warn!(plugin = %plugin.name, "plugin call failed: {failure}");
+            }
             (
-                ApiError::from_invoke(&plugin.name, &error).into_response(),
-                Some(error_type),
+                ApiError::from_invoke(&plugin.name, &failure).into_response(),
+                Some(failure.error_type()),
             )
         }
     }

@@ -22,11 +22,6 @@ use opentelemetry::{
     trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _},
 };
 
-use crate::{
-    limits::Limits,
-    runtime::{CallStats, HandlerError, InvokeError},
-};
-
 /// Attribute keys: OTel semantic conventions where they exist, comb's own
 /// `plugin.*` keys otherwise.
 pub mod attributes {
@@ -258,152 +253,12 @@ impl PluginIdentity {
     }
 }
 
-/// Starts the invocation span around instantiating and calling a plugin:
-/// `invoke {plugin.name}`, a stable per-plugin name to group by.
-pub fn start_invocation_span(
-    tracer: &BoxedTracer,
-    parent: &Context,
-    plugin: &PluginIdentity,
-    limits: &Limits,
-    coldstart: bool,
-) -> Context {
-    let mut attributes = vec![
-        KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()),
-        KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.clone()),
-        KeyValue::new(attributes::PLUGIN_DIGEST, plugin.digest.clone()),
-        KeyValue::new(attributes::FAAS_TRIGGER, "http"),
-        KeyValue::new(attributes::FAAS_COLDSTART, coldstart),
-        KeyValue::new(
-            attributes::PLUGIN_LIMIT_DEADLINE_MS,
-            limits.deadline.as_millis() as i64,
-        ),
-        KeyValue::new(
-            attributes::PLUGIN_LIMIT_MEMORY_BYTES,
-            limits.memory_bytes as i64,
-        ),
-        KeyValue::new(
-            attributes::PLUGIN_LIMIT_MAX_CONCURRENCY,
-            limits.max_concurrency as i64,
-        ),
-    ];
-    if let Some(fuel) = limits.fuel {
-        attributes.push(KeyValue::new(attributes::PLUGIN_LIMIT_FUEL, fuel as i64));
-    }
-    let span = tracer
-        .span_builder(format!("invoke {}", plugin.name))
-        .with_kind(SpanKind::Internal)
-        .with_attributes(attributes)
-        .start_with_context(tracer, parent);
-    parent.with_span(span)
-}
-
-/// Records what the call took and used, how it failed if it did, and ends
-/// the invocation span.
-pub fn end_invocation_span(cx: &Context, stats: &CallStats, failure: Option<&InvokeError>) {
-    let span = cx.span();
-    span.set_attributes([
-        KeyValue::new(attributes::PLUGIN_INSTANTIATE_MS, millis(stats.instantiate)),
-        KeyValue::new(attributes::PLUGIN_CALL_MS, millis(stats.call)),
-        KeyValue::new(attributes::PLUGIN_GUEST_CPU_MS, millis(stats.guest_cpu)),
-        KeyValue::new(
-            attributes::PLUGIN_MEMORY_PEAK_BYTES,
-            stats.memory_peak as i64,
-        ),
-    ]);
-    if let Some(fuel) = stats.fuel_consumed {
-        span.set_attribute(KeyValue::new(attributes::PLUGIN_FUEL_CONSUMED, fuel as i64));
-    }
-    for (key, count) in [
-        (attributes::PLUGIN_LOG_DROPPED, stats.log_dropped),
-        (
-            attributes::PLUGIN_TELEMETRY_DROPPED,
-            stats.telemetry_dropped,
-        ),
-        (
-            attributes::PLUGIN_TELEMETRY_REFUSED,
-            stats.telemetry_refused,
-        ),
-    ] {
-        if count > 0 {
-            span.set_attribute(KeyValue::new(key, count as i64));
-        }
-    }
-    let Some(failure) = failure else {
-        span.end();
-        return;
-    };
-    if let Some(limit) = limit_hit(failure) {
-        span.set_attribute(KeyValue::new(attributes::PLUGIN_LIMIT_HIT, limit));
-    }
-    match failure {
-        InvokeError::Guest(HandlerError::BadRequest(_)) => {}
-        InvokeError::Guest(HandlerError::Internal(message)) | InvokeError::Instantiate(message) => {
-            span.set_attribute(KeyValue::new(
-                attributes::ERROR_TYPE,
-                error_type(failure).to_owned(),
-            ));
-            span.set_status(Status::error(message.clone()));
-        }
-        InvokeError::Overloaded => {
-            span.set_attribute(KeyValue::new(
-                attributes::ERROR_TYPE,
-                error_type(failure).to_owned(),
-            ));
-            span.set_status(Status::error(failure.to_string()));
-        }
-        InvokeError::Trap {
-            error_type,
-            message,
-            backtrace,
-        } => {
-            span.set_attribute(KeyValue::new(attributes::ERROR_TYPE, error_type.clone()));
-            span.set_status(Status::error(message.clone()));
-            let mut event = vec![
-                KeyValue::new(attributes::EXCEPTION_TYPE, error_type.clone()),
-                KeyValue::new(attributes::EXCEPTION_MESSAGE, message.clone()),
-            ];
-            if let Some(backtrace) = backtrace {
-                event.push(KeyValue::new(
-                    attributes::EXCEPTION_STACKTRACE,
-                    backtrace.clone(),
-                ));
-            }
-            span.add_event("exception", event);
-        }
-    }
-    span.end();
-}
-
-/// Which limit a failure hit, if it was one.
-fn limit_hit(failure: &InvokeError) -> Option<&'static str> {
-    match failure {
-        InvokeError::Trap { error_type, .. } => match error_type.as_str() {
-            "wasm.trap.deadline" => Some("deadline"),
-            "wasm.trap.fuel" => Some("fuel"),
-            "wasm.memory_limit" => Some("memory"),
-            _ => None,
-        },
-        InvokeError::Overloaded => Some("concurrency"),
-        _ => None,
-    }
-}
-
 /// Records on the server span that a limit comb checks itself (request or
 /// response body size, concurrency) ended the request before or after the
 /// plugin ran.
 pub fn record_limit_hit(cx: &Context, limit: &'static str) {
     cx.span()
         .set_attribute(KeyValue::new(attributes::PLUGIN_LIMIT_HIT, limit));
-}
-
-/// The `error.type` the server span gets for an invocation failure.
-pub fn error_type(failure: &InvokeError) -> &str {
-    match failure {
-        InvokeError::Guest(_) => "plugin.error",
-        InvokeError::Trap { error_type, .. } => error_type,
-        InvokeError::Instantiate(_) => "wasm.instantiate",
-        InvokeError::Overloaded => "plugin.overloaded",
-    }
 }
 
 /// A time as RFC 3339 in UTC, for reports.
@@ -431,7 +286,8 @@ pub fn traceresponse(cx: &Context) -> Option<String> {
     })
 }
 
-fn millis(duration: Duration) -> f64 {
+/// A duration in milliseconds, as comb's `*_ms` attributes carry it.
+pub fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 

@@ -21,6 +21,7 @@
 //!   start, when none is, by the file that finished loading first (files
 //!   load side by side, and each is published as soon as it is ready).
 
+pub mod invocation;
 pub mod routes;
 pub mod sidecar;
 pub mod watch;
@@ -165,11 +166,7 @@ impl Plugin {
         match runtime.on_guest_pool(call).await {
             Ok(outcome) => outcome,
             Err(panicked) => (
-                Err(InvokeError::Trap {
-                    error_type: "wasm.host_error".to_owned(),
-                    message: format!("the call ended abnormally: {panicked}"),
-                    backtrace: None,
-                }),
+                Err(InvokeError::Host(panicked.to_string())),
                 CallStats::default(),
             ),
         }

@@ -14,6 +14,7 @@ pub mod bindings;
 pub mod guest_log;
 pub mod guest_pool;
 pub mod http_client;
+pub mod outcome;
 pub mod proxy;
 pub mod sandbox;
 pub mod span_api;
@@ -33,6 +34,7 @@ use wasmtime::{
 
 pub use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
 use guest_pool::{CallPanicked, GuestPool};
+pub use outcome::{InvokeError, TrapKind};
 use sandbox::Sandbox;
 use state::InvocationState;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -118,47 +120,6 @@ pub struct Compiled {
     pub duration: Duration,
     /// Whether the compiled code came from the cache; `None` without one.
     pub cache_hit: Option<bool>,
-}
-
-/// Why a call into a plugin did not produce a response.
-#[derive(Debug)]
-pub enum InvokeError {
-    /// The plugin returned `handler-error`.
-    Guest(HandlerError),
-    /// The plugin trapped: a panic, `unreachable`, an out-of-bounds access...
-    Trap {
-        /// A low-cardinality name for the trap, e.g. `wasm.trap.unreachable`
-        /// or `wasm.panic`, used as `error.type`.
-        error_type: String,
-        /// What happened, with the guest's panic message when there was one.
-        message: String,
-        /// The wasm backtrace, when wasmtime captured one.
-        backtrace: Option<String>,
-    },
-    /// Instantiation failed.
-    Instantiate(String),
-    /// Every instance slot is busy: try again shortly.
-    Overloaded,
-}
-
-impl std::fmt::Display for InvokeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            InvokeError::Guest(HandlerError::BadRequest(message)) => {
-                write!(f, "bad request: {message}")
-            }
-            InvokeError::Guest(HandlerError::Internal(message)) => {
-                write!(f, "plugin error: {message}")
-            }
-            InvokeError::Trap {
-                error_type,
-                message,
-                ..
-            } => write!(f, "{error_type}: {message}"),
-            InvokeError::Instantiate(message) => write!(f, "instantiation failed: {message}"),
-            InvokeError::Overloaded => f.write_str("every instance slot is busy"),
-        }
-    }
 }
 
 /// Which plugin a call runs, and under what rules.
@@ -365,7 +326,7 @@ impl Runtime {
         {
             Ok(outcome) => outcome,
             Err(_) => (
-                Err(deadline_exceeded()),
+                Err(InvokeError::Deadline { backtrace: None }),
                 CallStats {
                     call: started.elapsed(),
                     ..CallStats::default()
@@ -502,12 +463,19 @@ fn call_error(error: wasmtime::Error, store: &Store<InvocationState>) -> InvokeE
     }
 }
 
-/// Turns a failed call into an [`InvokeError::Trap`], preferring the
-/// guest's own panic message (Rust writes it to stderr before aborting).
+/// Turns a failed call into an [`InvokeError`]: one of comb's limits, or
+/// a trap, preferring the guest's own panic message (Rust writes it to
+/// stderr before aborting).
 fn trap(error: wasmtime::Error, stderr: &str) -> InvokeError {
     let backtrace = error
         .downcast_ref::<WasmBacktrace>()
         .map(|bt| bt.to_string());
+    if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return InvokeError::Memory {
+            message: limit.to_string(),
+            backtrace,
+        };
+    }
     let panic = stderr
         .lines()
         .position(|line| line.contains("panicked at"))
@@ -519,36 +487,20 @@ fn trap(error: wasmtime::Error, stderr: &str) -> InvokeError {
                 .collect::<Vec<_>>()
                 .join("\n")
         });
-    let (error_type, message) = if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
-        ("wasm.memory_limit".to_owned(), limit.to_string())
-    } else {
-        match (panic, error.downcast_ref::<Trap>()) {
-            (_, Some(Trap::Interrupt)) => return deadline_exceeded_with(backtrace),
-            (_, Some(Trap::OutOfFuel)) => {
-                ("wasm.trap.fuel".to_owned(), "fuel exhausted".to_owned())
-            }
-            (Some(panic), _) => ("wasm.panic".to_owned(), panic),
-            (None, Some(trap)) => (trap_type(*trap), trap.to_string()),
-            (None, None) => ("wasm.host_error".to_owned(), format!("{error:#}")),
-        }
-    };
-    InvokeError::Trap {
-        error_type,
-        message,
-        backtrace,
-    }
-}
-
-/// The call ran past its deadline.
-fn deadline_exceeded() -> InvokeError {
-    deadline_exceeded_with(None)
-}
-
-fn deadline_exceeded_with(backtrace: Option<String>) -> InvokeError {
-    InvokeError::Trap {
-        error_type: "wasm.trap.deadline".to_owned(),
-        message: "deadline exceeded".to_owned(),
-        backtrace,
+    match (panic, error.downcast_ref::<Trap>()) {
+        (_, Some(Trap::Interrupt)) => InvokeError::Deadline { backtrace },
+        (_, Some(Trap::OutOfFuel)) => InvokeError::Fuel { backtrace },
+        (Some(panic), _) => InvokeError::Trap {
+            kind: TrapKind::Panic,
+            message: panic,
+            backtrace,
+        },
+        (None, Some(trap)) => InvokeError::Trap {
+            kind: TrapKind::Wasm(*trap),
+            message: trap.to_string(),
+            backtrace,
+        },
+        (None, None) => InvokeError::Host(format!("{error:#}")),
     }
 }
 
@@ -624,44 +576,17 @@ impl Drop for EpochTicker {
     }
 }
 
-/// `wasm.trap.<kind>` in snake case, e.g. `wasm.trap.unreachable_code_reached`:
-/// a fixed set of names, so safe as a low-cardinality attribute.
-fn trap_type(trap: Trap) -> String {
-    let name = format!("{trap:?}");
-    let mut snake = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            snake.push('_');
-        }
-        snake.push(c.to_ascii_lowercase());
-    }
-    format!("wasm.trap.{snake}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn trap_types_are_snake_case() {
-        assert_eq!(
-            trap_type(Trap::UnreachableCodeReached),
-            "wasm.trap.unreachable_code_reached"
-        );
-        assert_eq!(trap_type(Trap::StackOverflow), "wasm.trap.stack_overflow");
-    }
 
     #[test]
     fn panic_message_wins_over_the_trap() {
         let error = wasmtime::Error::from(Trap::UnreachableCodeReached);
         let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:20:32:\nboom\nnote: run with RUST_BACKTRACE=1\n";
         match trap(error, stderr) {
-            InvokeError::Trap {
-                error_type,
-                message,
-                ..
-            } => {
-                assert_eq!(error_type, "wasm.panic");
+            InvokeError::Trap { kind, message, .. } => {
+                assert_eq!(kind, TrapKind::Panic);
                 assert!(
                     message.starts_with("thread '<unnamed>' panicked at src/lib.rs:20:32:\nboom")
                 );
