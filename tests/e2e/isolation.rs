@@ -16,16 +16,9 @@ use tokio::{
 use crate::{
     harness::{Comb, Options, client, get_json, trace_id},
     lifecycle::{copy_in, eventually, report},
+    limits::traced,
     otlp::{Receiver, named},
 };
-
-/// The traced settings these tests share.
-fn traced(receiver: &Receiver) -> Vec<(&str, &str)> {
-    vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ]
-}
 
 /// One HTTP/1.1 response read off a raw connection: head and body, the
 /// body delimited by `content-length` as a client would.

@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// The traced settings these tests share.
-fn traced(receiver: &Receiver) -> Vec<(&str, &str)> {
+pub(crate) fn traced(receiver: &Receiver) -> Vec<(&str, &str)> {
     vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
