@@ -21,7 +21,10 @@
 //!   start, when none is, by the file that finished loading first (files
 //!   load side by side, and each is published as soon as it is ready).
 
+mod folder;
 pub mod invocation;
+mod load;
+mod report;
 pub mod routes;
 pub mod sidecar;
 pub mod watch;
@@ -33,37 +36,29 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::SystemTime,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt as _;
-use opentelemetry::{
-    Context, KeyValue,
-    global::BoxedTracer,
-    trace::{Status, TraceContextExt, Tracer},
-};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-
+use opentelemetry::{Context, global::BoxedTracer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     limits::Limits,
     metrics::Metrics,
     runtime::{
-        CallStats, Compiled, Guest, InvokeError, Manifest, PreparedPlugin, Request, Response,
-        Runtime, sandbox::Sandbox,
+        CallStats, Compiled, Guest, InvokeError, PreparedPlugin, Request, Response, Runtime,
+        sandbox::Sandbox,
     },
-    spans::{self, PluginIdentity, attributes},
+    spans::PluginIdentity,
 };
+pub use folder::SETTLE_TIME;
+use folder::{Stamp, plugin_files, read_settled};
+use load::{Loader, one_line};
+pub use report::{FileReport, PluginReport};
 pub use routes::{Lookup, Route, RouteOwner, RoutePattern, RouteTable};
-use sidecar::Sidecar;
-
-/// How long a file must stay unmodified before it is loaded: a copy in
-/// progress keeps touching it.
-pub const SETTLE_TIME: Duration = Duration::from_millis(300);
 
 /// The default cap on routes per plugin: the Cruddur services declare one
 /// or two; a cap keeps a manifest from making the table huge.
@@ -74,11 +69,6 @@ pub type SharedRoutes = Arc<ArcSwap<RouteTable<Arc<Plugin>>>>;
 
 /// The per-file reports the admin list shows, swapped whole on reload.
 pub type SharedReports = Arc<ArcSwap<Vec<FileReport>>>;
-
-/// The HTTP methods a manifest may route; `*` is any method.
-const METHODS: [&str; 8] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "*",
-];
 
 /// A loaded plugin: its identity, its routes and its pre-linked component.
 pub struct Plugin {
@@ -173,38 +163,6 @@ impl Plugin {
     }
 }
 
-/// One plugin file as the plugin list shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct FileReport {
-    /// The file name in the plugins folder.
-    pub file: String,
-    /// `serving`, or `failed` (with the previous version, if any, serving).
-    pub state: &'static str,
-    /// Why the latest version of the file failed to load.
-    pub reason: Option<String>,
-    /// The plugin serving from this file, if any.
-    pub plugin: Option<PluginReport>,
-}
-
-/// A serving plugin, as the plugin list shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginReport {
-    /// Its name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// sha256 of its `.wasm`.
-    pub digest: String,
-    /// `METHOD pattern` for each route.
-    pub routes: Vec<String>,
-    /// When it was loaded, RFC 3339.
-    pub loaded_at: String,
-    /// Whether its compiled code came from the cache.
-    pub cache_hit: Option<bool>,
-    /// How long compiling (or reading it from the cache) took, in ms.
-    pub compile_ms: f64,
-}
-
 /// The plugins of one folder and the published snapshots of them.
 pub struct Plugins {
     dir: PathBuf,
@@ -214,21 +172,9 @@ pub struct Plugins {
     reports: SharedReports,
 }
 
-/// What loading a file takes, cloned into each load so that loads run
-/// side by side while the table is published as each one ends.
-#[derive(Clone)]
-struct Loader {
-    runtime: Arc<Runtime>,
-    /// The limits a plugin gets unless its sidecar says otherwise.
-    limits: Limits,
-    /// Routes one plugin may declare.
-    max_routes: usize,
-    metrics: Metrics,
-}
-
 /// What the lifecycle knows about one file.
 #[derive(Default)]
-struct FileEntry {
+pub(super) struct FileEntry {
     /// sha256 of the `.wasm` and sidecar bytes last tried.
     key: String,
     /// The `.wasm`'s and sidecar's metadata when they were last read.
@@ -401,66 +347,10 @@ impl Plugins {
         let reports = self
             .files
             .iter()
-            .map(|(file, entry)| report(file, entry))
+            .map(|(file, entry)| report::report(file, entry))
             .collect();
         self.routes.store(Arc::new(table));
         self.reports.store(Arc::new(reports));
-    }
-}
-
-impl Loader {
-    /// Loads one file inside a `plugin.load` span, logging a rejection.
-    async fn load(
-        self,
-        file: &Path,
-        wasm: Vec<u8>,
-        sidecar: Option<(PathBuf, String)>,
-    ) -> Result<Arc<Plugin>> {
-        let tracer = spans::host_tracer();
-        let span = tracer
-            .span_builder("plugin.load")
-            .with_attributes([KeyValue::new(
-                attributes::PLUGIN_FILE,
-                file.display().to_string(),
-            )])
-            .start(&tracer);
-        let cx = Context::new().with_span(span);
-        let result = load_file(
-            &self.runtime,
-            file,
-            wasm,
-            sidecar,
-            (&self.limits, self.max_routes),
-            &cx,
-        )
-        .await;
-        let span = cx.span();
-        match &result {
-            Ok(plugin) => {
-                span.set_attributes([
-                    KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()),
-                    KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.clone()),
-                    KeyValue::new(attributes::PLUGIN_DIGEST, plugin.digest.clone()),
-                    KeyValue::new(
-                        attributes::PLUGIN_COMPILE_MS,
-                        plugin.compiled.duration.as_secs_f64() * 1000.0,
-                    ),
-                    KeyValue::new(attributes::PLUGIN_LOAD_OUTCOME, "loaded"),
-                ]);
-                if let Some(hit) = plugin.compiled.cache_hit {
-                    span.set_attribute(KeyValue::new(attributes::PLUGIN_CACHE_HIT, hit));
-                }
-            }
-            Err(error) => {
-                let reason = one_line(error);
-                tracing::error!(file = %file.display(), "plugin rejected: {reason}");
-                span.set_attribute(KeyValue::new(attributes::PLUGIN_LOAD_OUTCOME, "rejected"));
-                span.set_status(Status::error(reason));
-            }
-        }
-        span.end();
-        self.metrics.record_load(result.is_ok());
-        result.map(Arc::new)
     }
 }
 
@@ -473,261 +363,6 @@ fn routes_of(plugin: &Arc<Plugin>) -> Vec<Route<Arc<Plugin>>> {
             method: method.clone(),
             pattern: pattern.clone(),
             target: plugin.clone(),
-        })
-        .collect()
-}
-
-fn report(file: &Path, entry: &FileEntry) -> FileReport {
-    FileReport {
-        file: file
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-        state: if entry.failure.is_some() {
-            "failed"
-        } else {
-            "serving"
-        },
-        reason: entry.failure.clone(),
-        plugin: entry.serving.as_ref().map(|plugin| PluginReport {
-            name: plugin.name.clone(),
-            version: plugin.version.clone(),
-            digest: plugin.digest.clone(),
-            routes: plugin
-                .routes
-                .iter()
-                .map(|(m, p)| format!("{m} {p}"))
-                .collect(),
-            loaded_at: spans::rfc3339(plugin.loaded_at),
-            cache_hit: plugin.compiled.cache_hit,
-            compile_ms: plugin.compiled.duration.as_secs_f64() * 1000.0,
-        }),
-    }
-}
-
-/// An error on one line: wasmtime's messages can span several.
-fn one_line(error: &anyhow::Error) -> String {
-    format!("{error:#}")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The plugin files in `dir`, sorted by name.
-fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading plugins folder {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            path.is_file() && !name.starts_with('.') && name.ends_with(".wasm")
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// What tells a file changed without reading it: size, modification time
-/// and inode of the `.wasm` and of its sidecar (absent or not).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    wasm: (u64, SystemTime, u64),
-    sidecar: Option<(u64, SystemTime, u64)>,
-}
-
-impl Stamp {
-    /// The stamp of `file` now; `None` when its metadata cannot be read.
-    fn of(file: &Path) -> Option<Stamp> {
-        use std::os::unix::fs::MetadataExt as _;
-        let stamp = |path: &Path| {
-            let metadata = std::fs::metadata(path).ok()?;
-            Some((metadata.len(), metadata.modified().ok()?, metadata.ino()))
-        };
-        Some(Stamp {
-            wasm: stamp(file)?,
-            sidecar: stamp(&sidecar::path_for(file)),
-        })
-    }
-}
-
-/// A file's key (sha256 of its bytes and its sidecar's), bytes and sidecar,
-/// or `None` while it (or its sidecar) was modified too recently.
-#[allow(clippy::type_complexity, reason = "a private helper's tuple")]
-fn read_settled(file: &Path) -> Result<Option<(String, Vec<u8>, Option<(PathBuf, String)>)>> {
-    let sidecar_path = sidecar::path_for(file);
-    for path in [file, sidecar_path.as_path()] {
-        let modified = std::fs::metadata(path).and_then(|m| m.modified());
-        if let Ok(modified) = modified
-            && modified.elapsed().is_ok_and(|age| age < SETTLE_TIME)
-        {
-            return Ok(None);
-        }
-    }
-    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let sidecar = std::fs::read_to_string(&sidecar_path)
-        .ok()
-        .map(|text| (sidecar_path, text));
-    let mut hasher = Sha256::new();
-    hasher.update(&wasm);
-    if let Some((_, text)) = &sidecar {
-        hasher.update(b"\0sidecar\0");
-        hasher.update(text.as_bytes());
-    }
-    Ok(Some((hex::encode(hasher.finalize()), wasm, sidecar)))
-}
-
-/// Compiles, links and describes one plugin file, inside the `plugin.load`
-/// span in `load`.
-async fn load_file(
-    runtime: &Arc<Runtime>,
-    file: &Path,
-    wasm: Vec<u8>,
-    sidecar: Option<(PathBuf, String)>,
-    (defaults, max_routes): (&Limits, usize),
-    load: &Context,
-) -> Result<Plugin> {
-    check_header(&wasm)?;
-    let sidecar = match &sidecar {
-        Some((path, text)) => sidecar::parse(text, path)?,
-        None => Sidecar::default(),
-    };
-    let limits = defaults.with(&sidecar.limits).map_err(anyhow::Error::msg)?;
-    let sandbox = sidecar.sandbox.resolve().map_err(anyhow::Error::msg)?;
-    let digest = hex::encode(Sha256::digest(&wasm));
-    // Compiling is CPU-bound and can take a while: keep it off the async
-    // workers that serve requests.
-    let compiler = runtime.clone();
-    let started = Instant::now();
-    let (pre, compiled) = tokio::task::spawn_blocking(move || compiler.prepare(&wasm))
-        .await
-        .context("the compile task panicked")?
-        .context(
-            "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit) \
-             or wasi:http/proxy",
-        )?;
-    tracing::debug!(file = %file.display(), elapsed = ?started.elapsed(), "compiled");
-    let (pre, manifest) = match pre {
-        // The manifest call belongs to no request: its spans and log lines,
-        // if any, go under the load span, named after the file. It is guest
-        // code, so it runs on the guest pool.
-        PreparedPlugin::Comb(pre) => {
-            let (describer, load, name) =
-                (runtime.clone(), load.clone(), file.display().to_string());
-            let describe = async move {
-                let tracer = Arc::new(spans::plugin_tracer("comb.manifest", ""));
-                let manifest = describer.describe(&pre, tracer, &limits, load, &name).await;
-                (pre, manifest)
-            };
-            let (pre, manifest) = runtime
-                .on_guest_pool(describe)
-                .await
-                .context("the manifest call ended abnormally")?;
-            let manifest = manifest.context("calling the plugin's manifest")?;
-            (PreparedPlugin::Comb(pre), manifest)
-        }
-        // A standard proxy has no manifest: it is named after its file.
-        PreparedPlugin::Proxy(pre) => {
-            let stem = file.file_stem().unwrap_or_default().to_string_lossy();
-            (
-                PreparedPlugin::Proxy(pre),
-                crate::runtime::proxy::manifest(&stem),
-            )
-        }
-    };
-    let routes = check_manifest(&manifest, &sidecar, max_routes)?;
-    Ok(Plugin {
-        tracer: Arc::new(spans::plugin_tracer(&manifest.name, &manifest.version)),
-        identity: PluginIdentity::new(&manifest.name, &manifest.version, &digest),
-        name: manifest.name,
-        version: manifest.version,
-        description: manifest.description,
-        digest,
-        file: file.to_owned(),
-        routes,
-        loaded_at: SystemTime::now(),
-        compiled,
-        slots: Arc::new(Semaphore::new(limits.max_concurrency)),
-        limits,
-        sandbox,
-        pre,
-        warm: AtomicBool::new(false),
-    })
-}
-
-/// Says plainly what a file is when it is not a component, before
-/// wasmtime's parser says it in its own terms.
-fn check_header(wasm: &[u8]) -> Result<()> {
-    const MAGIC: &[u8] = b"\0asm";
-    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
-    if wasm.len() < 8 || &wasm[..4] != MAGIC {
-        bail!("not a WebAssembly file (it does not start with the \\0asm header)");
-    }
-    if wasm[4..8] == CORE_MODULE {
-        bail!(
-            "a core WebAssembly module, not a component: build the plugin for wasm32-wasip2 \
-             (or wrap the module with `wasm-tools component new`)"
-        );
-    }
-    Ok(())
-}
-
-/// The plugin's routes: the sidecar's when it has some, else the
-/// manifest's; each method known and each pattern valid.
-fn check_manifest(
-    manifest: &Manifest,
-    sidecar: &Sidecar,
-    max_routes: usize,
-) -> Result<Vec<(String, RoutePattern)>> {
-    let name_ok = !manifest.name.is_empty()
-        && manifest
-            .name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if !name_ok {
-        bail!(
-            "manifest name {:?} must be non-empty lower case, digits, '_' or '-'",
-            manifest.name
-        );
-    }
-    if manifest.version.is_empty() {
-        bail!("manifest of {:?} has an empty version", manifest.name);
-    }
-    let routes: Vec<(&str, &str)> = match &sidecar.routes {
-        Some(routes) => routes
-            .iter()
-            .map(|r| (r.method.as_str(), r.pattern.as_str()))
-            .collect(),
-        None => manifest
-            .routes
-            .iter()
-            .map(|r| (r.method.as_str(), r.pattern.as_str()))
-            .collect(),
-    };
-    if routes.is_empty() {
-        bail!("plugin {:?} declares no routes", manifest.name);
-    }
-    if routes.len() > max_routes {
-        bail!(
-            "plugin {:?} declares {} routes, more than the {max_routes} one plugin may have \
-             (--max-routes-per-plugin)",
-            manifest.name,
-            routes.len()
-        );
-    }
-    routes
-        .into_iter()
-        .map(|(method, pattern)| {
-            if !METHODS.contains(&method) {
-                bail!(
-                    "route method {method:?} is not one of {}",
-                    METHODS.join(", ")
-                );
-            }
-            Ok((method.to_owned(), pattern.parse()?))
         })
         .collect()
 }

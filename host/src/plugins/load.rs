@@ -1,0 +1,328 @@
+//! Loading one plugin file: compile and link it (through the cache), read
+//! its sidecar and manifest (under a deadline, on the guest pool), check
+//! its routes, all inside a `plugin.load` span.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::AtomicBool},
+    time::{Instant, SystemTime},
+};
+
+use anyhow::{Context as _, Result, bail};
+use opentelemetry::{
+    Context, KeyValue,
+    trace::{Status, TraceContextExt, Tracer},
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::{
+    Plugin, RoutePattern,
+    sidecar::{self, Sidecar},
+};
+use crate::{
+    limits::Limits,
+    metrics::Metrics,
+    runtime::{Manifest, PreparedPlugin, Runtime},
+    spans::{self, PluginIdentity, attributes},
+};
+
+/// The HTTP methods a manifest may route; `*` is any method.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "*",
+];
+
+/// What loading a file takes, cloned into each load so that loads run
+/// side by side while the table is published as each one ends.
+#[derive(Clone)]
+pub(super) struct Loader {
+    pub(super) runtime: Arc<Runtime>,
+    /// The limits a plugin gets unless its sidecar says otherwise.
+    pub(super) limits: Limits,
+    /// Routes one plugin may declare.
+    pub(super) max_routes: usize,
+    pub(super) metrics: Metrics,
+}
+
+impl Loader {
+    /// Loads one file inside a `plugin.load` span, logging a rejection.
+    pub(super) async fn load(
+        self,
+        file: &Path,
+        wasm: Vec<u8>,
+        sidecar: Option<(PathBuf, String)>,
+    ) -> Result<Arc<Plugin>> {
+        let tracer = spans::host_tracer();
+        let span = tracer
+            .span_builder("plugin.load")
+            .with_attributes([KeyValue::new(
+                attributes::PLUGIN_FILE,
+                file.display().to_string(),
+            )])
+            .start(&tracer);
+        let cx = Context::new().with_span(span);
+        let result = load_file(
+            &self.runtime,
+            file,
+            wasm,
+            sidecar,
+            (&self.limits, self.max_routes),
+            &cx,
+        )
+        .await;
+        let span = cx.span();
+        match &result {
+            Ok(plugin) => {
+                span.set_attributes([
+                    KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()),
+                    KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.clone()),
+                    KeyValue::new(attributes::PLUGIN_DIGEST, plugin.digest.clone()),
+                    KeyValue::new(
+                        attributes::PLUGIN_COMPILE_MS,
+                        plugin.compiled.duration.as_secs_f64() * 1000.0,
+                    ),
+                    KeyValue::new(attributes::PLUGIN_LOAD_OUTCOME, "loaded"),
+                ]);
+                if let Some(hit) = plugin.compiled.cache_hit {
+                    span.set_attribute(KeyValue::new(attributes::PLUGIN_CACHE_HIT, hit));
+                }
+            }
+            Err(error) => {
+                let reason = one_line(error);
+                tracing::error!(file = %file.display(), "plugin rejected: {reason}");
+                span.set_attribute(KeyValue::new(attributes::PLUGIN_LOAD_OUTCOME, "rejected"));
+                span.set_status(Status::error(reason));
+            }
+        }
+        span.end();
+        self.metrics.record_load(result.is_ok());
+        result.map(Arc::new)
+    }
+}
+
+/// An error on one line: wasmtime's messages can span several.
+pub(super) fn one_line(error: &anyhow::Error) -> String {
+    format!("{error:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Compiles, links and describes one plugin file, inside the `plugin.load`
+/// span in `load`.
+async fn load_file(
+    runtime: &Arc<Runtime>,
+    file: &Path,
+    wasm: Vec<u8>,
+    sidecar: Option<(PathBuf, String)>,
+    (defaults, max_routes): (&Limits, usize),
+    load: &Context,
+) -> Result<Plugin> {
+    check_header(&wasm)?;
+    let sidecar = match &sidecar {
+        Some((path, text)) => sidecar::parse(text, path)?,
+        None => Sidecar::default(),
+    };
+    let limits = defaults.with(&sidecar.limits).map_err(anyhow::Error::msg)?;
+    let sandbox = sidecar.sandbox.resolve().map_err(anyhow::Error::msg)?;
+    let digest = hex::encode(Sha256::digest(&wasm));
+    // Compiling is CPU-bound and can take a while: keep it off the async
+    // workers that serve requests.
+    let compiler = runtime.clone();
+    let started = Instant::now();
+    let (pre, compiled) = tokio::task::spawn_blocking(move || compiler.prepare(&wasm))
+        .await
+        .context("the compile task panicked")?
+        .context(
+            "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit) \
+             or wasi:http/proxy",
+        )?;
+    tracing::debug!(file = %file.display(), elapsed = ?started.elapsed(), "compiled");
+    let (pre, manifest) = match pre {
+        // The manifest call belongs to no request: its spans and log lines,
+        // if any, go under the load span, named after the file. It is guest
+        // code, so it runs on the guest pool.
+        PreparedPlugin::Comb(pre) => {
+            let (describer, load, name) =
+                (runtime.clone(), load.clone(), file.display().to_string());
+            let describe = async move {
+                let tracer = Arc::new(spans::plugin_tracer("comb.manifest", ""));
+                let manifest = describer.describe(&pre, tracer, &limits, load, &name).await;
+                (pre, manifest)
+            };
+            let (pre, manifest) = runtime
+                .on_guest_pool(describe)
+                .await
+                .context("the manifest call ended abnormally")?;
+            let manifest = manifest.context("calling the plugin's manifest")?;
+            (PreparedPlugin::Comb(pre), manifest)
+        }
+        // A standard proxy has no manifest: it is named after its file.
+        PreparedPlugin::Proxy(pre) => {
+            let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+            (
+                PreparedPlugin::Proxy(pre),
+                crate::runtime::proxy::manifest(&stem),
+            )
+        }
+    };
+    let routes = check_manifest(&manifest, &sidecar, max_routes)?;
+    Ok(Plugin {
+        tracer: Arc::new(spans::plugin_tracer(&manifest.name, &manifest.version)),
+        identity: PluginIdentity::new(&manifest.name, &manifest.version, &digest),
+        name: manifest.name,
+        version: manifest.version,
+        description: manifest.description,
+        digest,
+        file: file.to_owned(),
+        routes,
+        loaded_at: SystemTime::now(),
+        compiled,
+        slots: Arc::new(Semaphore::new(limits.max_concurrency)),
+        limits,
+        sandbox,
+        pre,
+        warm: AtomicBool::new(false),
+    })
+}
+
+/// Says plainly what a file is when it is not a component, before
+/// wasmtime's parser says it in its own terms.
+fn check_header(wasm: &[u8]) -> Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        bail!("not a WebAssembly file (it does not start with the \\0asm header)");
+    }
+    if wasm[4..8] == CORE_MODULE {
+        bail!(
+            "a core WebAssembly module, not a component: build the plugin for wasm32-wasip2 \
+             (or wrap the module with `wasm-tools component new`)"
+        );
+    }
+    Ok(())
+}
+
+/// The plugin's routes: the sidecar's when it has some, else the
+/// manifest's; each method known and each pattern valid.
+fn check_manifest(
+    manifest: &Manifest,
+    sidecar: &Sidecar,
+    max_routes: usize,
+) -> Result<Vec<(String, RoutePattern)>> {
+    let name_ok = !manifest.name.is_empty()
+        && manifest
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !name_ok {
+        bail!(
+            "manifest name {:?} must be non-empty lower case, digits, '_' or '-'",
+            manifest.name
+        );
+    }
+    if manifest.version.is_empty() {
+        bail!("manifest of {:?} has an empty version", manifest.name);
+    }
+    let routes: Vec<(&str, &str)> = match &sidecar.routes {
+        Some(routes) => routes
+            .iter()
+            .map(|r| (r.method.as_str(), r.pattern.as_str()))
+            .collect(),
+        None => manifest
+            .routes
+            .iter()
+            .map(|r| (r.method.as_str(), r.pattern.as_str()))
+            .collect(),
+    };
+    if routes.is_empty() {
+        bail!("plugin {:?} declares no routes", manifest.name);
+    }
+    if routes.len() > max_routes {
+        bail!(
+            "plugin {:?} declares {} routes, more than the {max_routes} one plugin may have \
+             (--max-routes-per-plugin)",
+            manifest.name,
+            routes.len()
+        );
+    }
+    routes
+        .into_iter()
+        .map(|(method, pattern)| {
+            if !METHODS.contains(&method) {
+                bail!(
+                    "route method {method:?} is not one of {}",
+                    METHODS.join(", ")
+                );
+            }
+            Ok((method.to_owned(), pattern.parse()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Route;
+
+    #[test]
+    fn the_header_says_what_a_file_is_before_wasmtime_does() {
+        let error = check_header(b"nope").unwrap_err().to_string();
+        assert!(error.contains("not a WebAssembly file"), "{error}");
+        let error = check_header(b"\0asm\x01\0\0\0").unwrap_err().to_string();
+        assert!(error.contains("a core WebAssembly module"), "{error}");
+        // A component's layer and version: left to wasmtime.
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    fn manifest(name: &str, routes: &[(&str, &str)]) -> Manifest {
+        Manifest {
+            name: name.to_owned(),
+            version: "1.0.0".to_owned(),
+            description: None,
+            routes: routes
+                .iter()
+                .map(|(method, pattern)| Route {
+                    method: (*method).to_owned(),
+                    pattern: (*pattern).to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_manifest_is_checked_name_methods_patterns_and_count() {
+        let none = Sidecar::default();
+        let routes = check_manifest(&manifest("home", &[("GET", "/a/:b")]), &none, 10).unwrap();
+        assert_eq!(routes[0].0, "GET");
+        assert_eq!(routes[0].1.as_str(), "/a/:b");
+        for (bad, expected) in [
+            (
+                manifest("Home", &[("GET", "/")]),
+                "must be non-empty lower case",
+            ),
+            (manifest("home", &[]), "declares no routes"),
+            (
+                manifest("home", &[("FETCH", "/")]),
+                "route method \"FETCH\"",
+            ),
+            (manifest("home", &[("GET", "x")]), "must start with '/'"),
+            (
+                manifest("home", &[("GET", "/a"), ("GET", "/b"), ("GET", "/c")]),
+                "declares 3 routes, more than the 2",
+            ),
+        ] {
+            let error = format!("{:#}", check_manifest(&bad, &none, 2).unwrap_err());
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        // A sidecar's routes replace the manifest's.
+        let sidecar = sidecar::parse(
+            "routes = [{ method = \"POST\", pattern = \"/x\" }]\n",
+            Path::new("home.toml"),
+        )
+        .unwrap();
+        let routes = check_manifest(&manifest("home", &[("GET", "/a")]), &sidecar, 10).unwrap();
+        assert_eq!(routes.len(), 1);
+        assert_eq!((routes[0].0.as_str(), routes[0].1.as_str()), ("POST", "/x"));
+    }
+}
