@@ -324,7 +324,7 @@ pub fn port_of(uri: &http::Uri) -> u16 {
 
 /// Ends a CLIENT span: with the response's status (4xx and 5xx are errors
 /// for a client), or with a failure's `error.type` and description.
-pub fn end_client_span(cx: &Context, outcome: Result<StatusCode, (String, String)>) {
+pub fn end_client_span(cx: &Context, outcome: Result<StatusCode, (&'static str, String)>) {
     let span = cx.span();
     match outcome {
         Ok(status) => {

@@ -78,7 +78,7 @@ impl WasiHttpHooks for ClientHooks {
             spans::end_client_span(
                 &cx,
                 Err((
-                    "http.request_denied".to_owned(),
+                    "http.request_denied",
                     format!("{host}:{port} is not granted to this plugin ([sandbox] http)"),
                 )),
             );
@@ -166,17 +166,57 @@ impl Body for DeadlineBody {
     }
 }
 
-/// A low-cardinality `error.type`: the wasi:http error code's name.
-fn error_type(error: &Error) -> String {
-    if let Error::Connect(io) = error
-        && io.kind() == std::io::ErrorKind::ConnectionRefused
-    {
-        return "ConnectionRefused".to_owned();
+/// A low-cardinality `error.type`: the wasi:http error code's name (the
+/// variant's, as users' queries already match on).
+fn error_type(error: &Error) -> &'static str {
+    match error {
+        Error::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "ConnectionRefused"
+        }
+        Error::Connect(_) => "Connect",
+        Error::Hyper(_) => "Hyper",
+        Error::Tls(_) => "Tls",
+        Error::InvalidDnsNameError(_) => "InvalidDnsNameError",
+        Error::HttpRequestBodySize(_) => "HttpRequestBodySize",
+        Error::DnsTimeout => "DnsTimeout",
+        Error::DnsError { .. } => "DnsError",
+        Error::DestinationNotFound => "DestinationNotFound",
+        Error::DestinationUnavailable => "DestinationUnavailable",
+        Error::DestinationIpProhibited => "DestinationIpProhibited",
+        Error::DestinationIpUnroutable => "DestinationIpUnroutable",
+        Error::ConnectionRefused => "ConnectionRefused",
+        Error::ConnectionTerminated => "ConnectionTerminated",
+        Error::ConnectionTimeout => "ConnectionTimeout",
+        Error::ConnectionReadTimeout => "ConnectionReadTimeout",
+        Error::ConnectionWriteTimeout => "ConnectionWriteTimeout",
+        Error::ConnectionLimitReached => "ConnectionLimitReached",
+        Error::TlsProtocolError => "TlsProtocolError",
+        Error::TlsCertificateError => "TlsCertificateError",
+        Error::TlsAlertReceived { .. } => "TlsAlertReceived",
+        Error::HttpRequestDenied => "HttpRequestDenied",
+        Error::HttpRequestLengthRequired => "HttpRequestLengthRequired",
+        Error::HttpRequestMethodInvalid => "HttpRequestMethodInvalid",
+        Error::HttpRequestUriInvalid => "HttpRequestUriInvalid",
+        Error::HttpRequestUriTooLong => "HttpRequestUriTooLong",
+        Error::HttpRequestHeaderSectionSize(_) => "HttpRequestHeaderSectionSize",
+        Error::HttpRequestHeaderSize { .. } => "HttpRequestHeaderSize",
+        Error::HttpRequestTrailerSectionSize(_) => "HttpRequestTrailerSectionSize",
+        Error::HttpRequestTrailerSize { .. } => "HttpRequestTrailerSize",
+        Error::HttpResponseIncomplete => "HttpResponseIncomplete",
+        Error::HttpResponseHeaderSectionSize(_) => "HttpResponseHeaderSectionSize",
+        Error::HttpResponseHeaderSize { .. } => "HttpResponseHeaderSize",
+        Error::HttpResponseBodySize(_) => "HttpResponseBodySize",
+        Error::HttpResponseTrailerSectionSize(_) => "HttpResponseTrailerSectionSize",
+        Error::HttpResponseTrailerSize { .. } => "HttpResponseTrailerSize",
+        Error::HttpResponseTransferCoding(_) => "HttpResponseTransferCoding",
+        Error::HttpResponseContentCoding(_) => "HttpResponseContentCoding",
+        Error::HttpResponseTimeout => "HttpResponseTimeout",
+        Error::HttpUpgradeFailed => "HttpUpgradeFailed",
+        Error::HttpProtocolError => "HttpProtocolError",
+        Error::LoopDetected => "LoopDetected",
+        Error::ConfigurationError => "ConfigurationError",
+        Error::InternalError(_) => "InternalError",
+        #[allow(unreachable_patterns, reason = "the enum may grow")]
+        _ => "Other",
     }
-    let debug = format!("{error:?}");
-    debug
-        .split(['(', ' ', '{'])
-        .next()
-        .unwrap_or("error")
-        .to_owned()
 }
