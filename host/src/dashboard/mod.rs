@@ -9,6 +9,7 @@
 //! serves the page at `/_comb/` and its JSON at `/_comb/api/…`.
 
 pub mod store;
+pub mod views;
 
 use std::{
     sync::{

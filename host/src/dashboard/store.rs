@@ -14,9 +14,11 @@ use opentelemetry::{
     trace::{SpanKind, Status, TraceId},
 };
 use opentelemetry_sdk::trace::SpanData;
-use serde::Serialize;
-use serde_json::{Map, Value as Json};
 
+use super::views::span_view;
+pub use super::views::{
+    EventView, PluginStats, Point, RouteStats, SpanView, Summary, TraceSummary, TraceView,
+};
 use crate::spans::attributes;
 
 /// The width of one latency bucket.
@@ -128,133 +130,6 @@ impl Stats {
             p99_ms: quantile(0.99),
         }
     }
-}
-
-/// Counts and percentiles over a window.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    /// Requests answered.
-    pub requests: u64,
-    /// Requests answered with a 5xx.
-    pub errors: u64,
-    /// `errors / requests`.
-    pub error_rate: f64,
-    /// First calls after a load.
-    pub coldstarts: u64,
-    /// Median latency, server span start to end.
-    pub p50_ms: Option<f64>,
-    /// 95th percentile latency.
-    pub p95_ms: Option<f64>,
-    /// 99th percentile latency.
-    pub p99_ms: Option<f64>,
-}
-
-/// One plugin's row: its summary and one per route.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginStats {
-    /// `plugin.name`.
-    pub plugin: String,
-    /// Over all its routes.
-    #[serde(flatten)]
-    pub summary: Summary,
-    /// Per route pattern.
-    pub routes: Vec<RouteStats>,
-    /// One point per bucket in the window, oldest first.
-    pub series: Vec<Point>,
-}
-
-/// One route's row.
-#[derive(Debug, Clone, Serialize)]
-pub struct RouteStats {
-    /// `http.route`.
-    pub route: String,
-    /// Its numbers.
-    #[serde(flatten)]
-    pub summary: Summary,
-}
-
-/// One bucket of a plugin's latency over time.
-#[derive(Debug, Clone, Serialize)]
-pub struct Point {
-    /// Bucket start, seconds since the epoch.
-    pub t: u64,
-    /// Requests in the bucket.
-    pub requests: u64,
-    /// Median latency in the bucket.
-    pub p50_ms: Option<f64>,
-    /// 95th percentile latency in the bucket.
-    pub p95_ms: Option<f64>,
-}
-
-/// A trace in the list: everything but its spans.
-#[derive(Debug, Clone, Serialize)]
-pub struct TraceSummary {
-    /// Hex trace id.
-    pub trace_id: String,
-    /// Start, milliseconds since the epoch.
-    pub start_ms: f64,
-    /// The server span's duration.
-    pub duration_ms: f64,
-    /// `plugin.name`.
-    pub plugin: String,
-    /// `http.route`.
-    pub route: String,
-    /// `http.request.method`.
-    pub method: String,
-    /// `http.response.status_code`.
-    pub status: i64,
-    /// Answered with a 5xx or a span in error.
-    pub failed: bool,
-    /// Why it is kept beyond the recent ones: `failed` or `slow`.
-    pub kept: Option<&'static str>,
-    /// How many spans it has.
-    pub span_count: usize,
-}
-
-/// A finished request's trace, ready to serve as JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct TraceView {
-    /// The list's numbers.
-    #[serde(flatten)]
-    pub summary: TraceSummary,
-    /// Every span, by start time.
-    pub spans: Vec<SpanView>,
-}
-
-/// One span of a [`TraceView`].
-#[derive(Debug, Clone, Serialize)]
-pub struct SpanView {
-    /// Hex span id.
-    pub span_id: String,
-    /// Hex parent span id; empty for a root.
-    pub parent_span_id: String,
-    /// The span's name.
-    pub name: String,
-    /// `server`, `internal`, `client`…
-    pub kind: &'static str,
-    /// Start, from the trace's start.
-    pub offset_ms: f64,
-    /// Duration.
-    pub duration_ms: f64,
-    /// `unset`, `ok` or `error`.
-    pub status: &'static str,
-    /// The error description, if any.
-    pub status_message: String,
-    /// Attributes, typed as recorded.
-    pub attributes: Map<String, Json>,
-    /// Events with their attributes.
-    pub events: Vec<EventView>,
-}
-
-/// One event of a [`SpanView`].
-#[derive(Debug, Clone, Serialize)]
-pub struct EventView {
-    /// The event's name (`exception`…).
-    pub name: String,
-    /// From the trace's start.
-    pub offset_ms: f64,
-    /// Attributes.
-    pub attributes: Map<String, Json>,
 }
 
 impl Store {
@@ -506,73 +381,6 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, capacity: usize) {
     queue.push_back(item);
 }
 
-fn span_view(span: &SpanData, trace_start: SystemTime) -> SpanView {
-    let offset = |time: SystemTime| millis(time.duration_since(trace_start).unwrap_or_default());
-    let (status, status_message) = match &span.status {
-        Status::Unset => ("unset", String::new()),
-        Status::Ok => ("ok", String::new()),
-        Status::Error { description } => ("error", description.to_string()),
-    };
-    SpanView {
-        span_id: span.span_context.span_id().to_string(),
-        parent_span_id: if span.parent_span_id == opentelemetry::trace::SpanId::INVALID {
-            String::new()
-        } else {
-            span.parent_span_id.to_string()
-        },
-        name: span.name.to_string(),
-        kind: match span.span_kind {
-            SpanKind::Server => "server",
-            SpanKind::Client => "client",
-            SpanKind::Producer => "producer",
-            SpanKind::Consumer => "consumer",
-            SpanKind::Internal => "internal",
-        },
-        offset_ms: offset(span.start_time),
-        duration_ms: millis(
-            span.end_time
-                .duration_since(span.start_time)
-                .unwrap_or_default(),
-        ),
-        status,
-        status_message,
-        attributes: json_attributes(&span.attributes),
-        events: span
-            .events
-            .iter()
-            .map(|event| EventView {
-                name: event.name.to_string(),
-                offset_ms: offset(event.timestamp),
-                attributes: json_attributes(&event.attributes),
-            })
-            .collect(),
-    }
-}
-
-fn json_attributes(attributes: &[opentelemetry::KeyValue]) -> Map<String, Json> {
-    attributes
-        .iter()
-        .map(|kv| (kv.key.to_string(), json_value(&kv.value)))
-        .collect()
-}
-
-fn json_value(value: &Value) -> Json {
-    use opentelemetry::Array;
-    match value {
-        Value::Bool(v) => Json::from(*v),
-        Value::I64(v) => Json::from(*v),
-        Value::F64(v) => Json::from(*v),
-        Value::String(v) => Json::from(v.as_str()),
-        Value::Array(Array::Bool(v)) => Json::from(v.clone()),
-        Value::Array(Array::I64(v)) => Json::from(v.clone()),
-        Value::Array(Array::F64(v)) => Json::from(v.clone()),
-        Value::Array(Array::String(v)) => {
-            Json::from(v.iter().map(|s| s.as_str().to_owned()).collect::<Vec<_>>())
-        }
-        other => Json::from(other.to_string()),
-    }
-}
-
 fn string_attribute(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
         .iter()
@@ -590,7 +398,7 @@ fn int_attribute(span: &SpanData, key: &str) -> Option<i64> {
         })
 }
 
-fn millis(duration: Duration) -> f64 {
+pub(super) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
@@ -602,4 +410,115 @@ fn epoch_secs(time: SystemTime) -> u64 {
 
 fn epoch_millis(time: SystemTime) -> f64 {
     millis(time.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::{
+        KeyValue,
+        trace::{SpanContext, SpanId, TraceFlags, TraceState},
+    };
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+    use super::*;
+
+    /// A span of trace `trace` ending at `end`, taking `millis`.
+    fn span(trace: u128, kind: SpanKind, end: SystemTime, millis: u64, status: i64) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(trace as u64 + 1),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: kind,
+            name: "GET /r".into(),
+            start_time: end - Duration::from_millis(millis),
+            end_time: end,
+            attributes: vec![
+                KeyValue::new(attributes::PLUGIN_NAME, "p"),
+                KeyValue::new(attributes::HTTP_ROUTE, "/r"),
+                KeyValue::new(attributes::HTTP_RESPONSE_STATUS_CODE, status),
+            ],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+
+    fn request(store: &mut Store, trace: u128, end: SystemTime, millis: u64, status: i64) {
+        store.add(span(trace, SpanKind::Internal, end, millis, status));
+        store.add(span(trace, SpanKind::Server, end, millis, status));
+    }
+
+    fn kept(store: &Store, trace: u128) -> Option<&'static str> {
+        let id = TraceId::from(trace).to_string();
+        store.trace(&id).unwrap().summary.kept
+    }
+
+    #[test]
+    fn a_trace_over_its_routes_recent_p95_is_slow_and_a_5xx_failed() {
+        let mut store = Store::new(Capacity { recent: 5, kept: 3 });
+        let now = SystemTime::now();
+        // Twenty fast requests make the route's p95; the first second has
+        // too few requests to call anything slow.
+        for trace in 1..=20 {
+            request(&mut store, trace, now - Duration::from_secs(2), 1, 200);
+        }
+        request(&mut store, 21, now, 50, 200);
+        request(&mut store, 22, now, 1, 200);
+        request(&mut store, 23, now, 1, 503);
+        assert_eq!(kept(&store, 21), Some("slow"));
+        assert_eq!(kept(&store, 22), None);
+        assert_eq!(kept(&store, 23), Some("failed"));
+        // Recent traces are bounded; kept ones outlive them.
+        for trace in 24..=30 {
+            request(&mut store, trace, now, 1, 200);
+        }
+        let listed: Vec<String> = store
+            .traces(None, None)
+            .into_iter()
+            .map(|t| t.trace_id)
+            .collect();
+        assert_eq!(listed.len(), 5 + 2, "{listed:?}");
+        assert!(store.trace(&TraceId::from(21).to_string()).is_some());
+        assert!(store.trace(&TraceId::from(22).to_string()).is_none());
+    }
+
+    #[test]
+    fn spans_of_traces_without_a_server_span_are_evicted_oldest_first() {
+        let mut store = Store::new(Capacity { recent: 4, kept: 1 });
+        let now = SystemTime::now();
+        // Plugin loads and dropped requests: spans that never complete.
+        for trace in 1..=100 {
+            store.add(span(trace, SpanKind::Internal, now, 1, 200));
+        }
+        assert_eq!(store.pending.len(), 4 * 16);
+        assert_eq!(store.pending_order.len(), 4 * 16);
+        // The oldest were dropped: a late server span finds only itself.
+        store.add(span(1, SpanKind::Server, now, 1, 200));
+        assert_eq!(
+            store
+                .trace(&TraceId::from(1).to_string())
+                .unwrap()
+                .summary
+                .span_count,
+            1
+        );
+        // A recent one is still whole.
+        store.add(span(100, SpanKind::Server, now, 1, 200));
+        assert_eq!(
+            store
+                .trace(&TraceId::from(100).to_string())
+                .unwrap()
+                .summary
+                .span_count,
+            2
+        );
+    }
 }
