@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use comb::{
-    config::{CheckConfig, Cli, Command, PluginsConfig, ServeConfig, Signal},
+    config::{CheckConfig, Cli, Command, LoadError, PluginsConfig, ServeConfig, Signal},
     dashboard::{Recorder, store::Capacity},
     telemetry::{Destination, Telemetry},
 };
@@ -25,7 +25,17 @@ const EXPORTING_LOG_FILTER: &str = "warn,comb=info,comb::access=off";
 fn main() -> ExitCode {
     let (cli, config_file) = match Cli::load(std::env::args_os().collect()) {
         Ok(loaded) => loaded,
-        Err(error) => {
+        Err(LoadError::Usage { error, settings }) => {
+            let _ = error.print();
+            if let Some(file) = settings {
+                eprintln!(
+                    "note: settings were read from {}; the value may come from there",
+                    file.display()
+                );
+            }
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+        Err(LoadError::Settings(error)) => {
             eprintln!("error: {error:#}");
             return ExitCode::FAILURE;
         }
