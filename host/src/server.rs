@@ -238,7 +238,7 @@ async fn call_plugin(
         Ok(body) => body,
         Err(error) => {
             if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                spans::record_limit_hit(server_cx, "request_body");
+                spans::record_limit_hit(server_cx, Some("request_body"));
             }
             return (error.into_response(), None);
         }
@@ -247,7 +247,7 @@ async fn call_plugin(
     // plugin takes the host's memory down.
     let Some(slot) = plugin.try_slot() else {
         let failure = InvokeError::Overloaded;
-        spans::record_limit_hit(server_cx, "concurrency");
+        spans::record_limit_hit(server_cx, failure.limit_hit());
         return (
             ApiError::from_invoke(&plugin.name, &failure).into_response(),
             Some(failure.error_type()),
@@ -301,8 +301,10 @@ async fn call_plugin(
     match answer {
         Ok(response) => (response, None),
         Err(failure) => {
+            // Limits checked here, after the call, go on the server span;
+            // the invocation span has those of the call itself.
             if let InvokeError::ResponseTooLarge { .. } = failure {
-                spans::record_limit_hit(server_cx, "response_body");
+                spans::record_limit_hit(server_cx, failure.limit_hit());
             }
             if !matches!(failure, InvokeError::Guest(_)) {
                 tracing::warn!(plugin = %plugin.name, "plugin call failed: {failure}");

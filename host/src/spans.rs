@@ -79,6 +79,10 @@ pub mod attributes {
     pub const PLUGIN_TELEMETRY_REFUSED: &str = "plugin.telemetry.refused";
 }
 
+/// How every invocation span's name starts (`invoke {plugin.name}`): what
+/// per-plugin comparisons select on, so comb's alone.
+pub const INVOCATION_SPAN_PREFIX: &str = "invoke ";
+
 /// The instrumentation scope of comb's own spans.
 pub const TRACER_NAME: &str = "comb";
 
@@ -256,9 +260,11 @@ impl PluginIdentity {
 /// Records on the server span that a limit comb checks itself (request or
 /// response body size, concurrency) ended the request before or after the
 /// plugin ran.
-pub fn record_limit_hit(cx: &Context, limit: &'static str) {
-    cx.span()
-        .set_attribute(KeyValue::new(attributes::PLUGIN_LIMIT_HIT, limit));
+pub fn record_limit_hit(cx: &Context, limit: Option<&'static str>) {
+    if let Some(limit) = limit {
+        cx.span()
+            .set_attribute(KeyValue::new(attributes::PLUGIN_LIMIT_HIT, limit));
+    }
 }
 
 /// A time as RFC 3339 in UTC, for reports.

@@ -204,6 +204,11 @@ impl Comb {
         false
     }
 
+    /// comb's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// comb's resident memory, in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

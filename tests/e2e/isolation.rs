@@ -50,6 +50,23 @@ async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
     (head, body)
 }
 
+/// How many of process `pid`'s `comb-guest` threads run at `nice`, from
+/// /proc.
+fn guest_threads_at_nice(pid: u32, nice: i64) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(comb-guest)"))
+        .filter(|stat| {
+            // Fields after the command name: state is the 3rd, nice the 19th.
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+                .split_whitespace()
+                .collect();
+            fields.get(16).and_then(|n| n.parse::<i64>().ok()) == Some(nice)
+        })
+        .count()
+}
+
 /// Sends a keep-alive GET of `path` on `stream`.
 async fn send_get(stream: &mut TcpStream, path: &str) {
     let request = format!("GET {path} HTTP/1.1\r\nhost: comb\r\n\r\n");
@@ -146,7 +163,7 @@ async fn a_plugin_cannot_forge_combs_attributes_or_rename_its_invocation() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let spans = receiver.trace(&trace_id(&response), 4).await;
+    let spans = receiver.trace(&trace_id(&response), 5).await;
     let invocation = named(&spans, "invoke misbehave");
     assert_eq!(invocation.string("plugin.name"), "misbehave");
     assert_eq!(invocation.string("plugin.version"), "0.0.1");
@@ -155,9 +172,17 @@ async fn a_plugin_cannot_forge_combs_attributes_or_rename_its_invocation() {
     assert!(invocation.attribute("http.response.status_code").is_none());
     assert_eq!(invocation.status_code, 0);
     // Its own keys pass; each refused attempt is counted: five keys and
-    // the rename on the invocation span, `plugin.name` on its own span.
+    // the rename on the invocation span, `plugin.name` on its own span,
+    // and a span of its own named like another plugin's invocation.
     assert_eq!(invocation.string("app.allowed"), "yes");
-    assert_eq!(invocation.int("plugin.telemetry.refused"), 7);
+    assert_eq!(invocation.int("plugin.telemetry.refused"), 8);
+    named(&spans, "guest: invoke home_activities");
+    assert!(
+        spans
+            .iter()
+            .all(|span| span.name != "invoke home_activities"),
+        "{spans:#?}"
+    );
     let own = named(&spans, "own");
     assert_eq!(own.string("plugin.name"), "misbehave");
     assert_eq!(own.string("error.type"), "its own");
@@ -232,6 +257,25 @@ async fn big_attributes_are_cut_the_host_stays_bounded_and_other_plugins_spans_a
         invocation.int("plugin.telemetry.dropped"),
         120 - kept as i64
     );
+
+    // The invocation span keeps room for comb's own attributes: of 120 the
+    // guest sets there, 96 (the SDK's 128 less 32) are kept.
+    let response = client()
+        .get(comb.at("/misbehave/attributes?kib=0&count=120"))
+        .send()
+        .await
+        .unwrap();
+    let spans = receiver.trace(&trace_id(&response), 3).await;
+    let invocation = named(&spans, "invoke misbehave");
+    let guest_keys = invocation
+        .attributes
+        .iter()
+        .filter(|kv| kv.key.starts_with("app.big"))
+        .count();
+    assert_eq!(guest_keys, 96);
+    assert_eq!(invocation.int("plugin.telemetry.dropped"), 24);
+    assert!(invocation.double("plugin.call_ms") > 0.0);
+    assert_eq!(named(&spans, "misbehave").attributes.len(), 1 + 120);
 
     // Spans past the per-call cap (512) are not recorded, and counted.
     let response = client()
@@ -415,6 +459,13 @@ async fn combs_own_reads_of_the_folder_do_not_trigger_reloads() {
         get_json(&comb.at("/misbehave/sleep?ms=0")).await.0 == 200
     })
     .await;
+    // The unchanged home_activities.wasm was never read again: every scan
+    // read at most the new file.
+    assert!(
+        !comb.log().contains("read=2"),
+        "an unchanged file was re-read:\n{}",
+        comb.log()
+    );
     // Then quiet: no reload, and no re-read.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let settled = scans(&comb);
@@ -433,13 +484,20 @@ async fn combs_own_reads_of_the_folder_do_not_trigger_reloads() {
 async fn looping_guests_on_every_core_leave_other_routes_answering() {
     let comb = Comb::start(Options {
         plugins: &["misbehave", "home_activities"],
-        files: &[("misbehave.toml", b"[limits]\ndeadline_ms = 3000\n")],
+        files: &[("misbehave.toml", b"[limits]\ndeadline_ms = 4000\n")],
         ..Default::default()
     });
     let looping: Vec<_> = (0..4)
         .map(|_| tokio::spawn(client().get(comb.at("/misbehave/loop")).send()))
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The loops move to comb's guest threads at the lowest priority.
+    let mut demoted = 0;
+    let waiting = Instant::now();
+    while demoted == 0 && waiting.elapsed() < Duration::from_millis(1500) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        demoted = guest_threads_at_nice(comb.pid(), 19);
+    }
+    assert!(demoted >= 1, "no guest thread at nice 19");
     let mut latencies = Vec::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(2) {

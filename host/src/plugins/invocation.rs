@@ -11,7 +11,7 @@ use opentelemetry::{
 use crate::{
     limits::Limits,
     runtime::{CallStats, InvokeError},
-    spans::{PluginIdentity, attributes, millis},
+    spans::{self, PluginIdentity, attributes, millis},
 };
 
 /// Starts the invocation span around instantiating and calling a plugin:
@@ -46,7 +46,7 @@ pub fn start_invocation_span(
         attributes.push(KeyValue::new(attributes::PLUGIN_LIMIT_FUEL, fuel as i64));
     }
     let span = tracer
-        .span_builder(format!("invoke {}", plugin.name))
+        .span_builder(format!("{}{}", spans::INVOCATION_SPAN_PREFIX, plugin.name))
         .with_kind(SpanKind::Internal)
         .with_attributes(attributes)
         .start_with_context(tracer, parent);

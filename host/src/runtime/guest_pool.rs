@@ -11,7 +11,7 @@
 //! a worker per core for all calls still queued a neighbour's call behind
 //! the loops (p50 10 ms, a tick); a thread for every call costs a hand-off
 //! per request (+65 µs sequentially). Moved when long and demoted, loops
-//! leave the neighbour's p50 as idle and its p99 within 1.4–3.8× of idle.
+//! leave the neighbour's p50 as idle and its p99 at 0.9–1.2× of idle.
 //! A wasmtime call is a `Send` future, so it can move threads between
 //! polls.
 //!

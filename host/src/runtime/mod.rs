@@ -95,8 +95,8 @@ pub enum PreparedPlugin {
 
 /// The engine and linker shared by every plugin.
 pub struct Runtime {
-    /// Where guest code runs: a thread per call, so a busy guest never
-    /// holds a worker that accepts connections and polls sockets.
+    /// Where a long call moves, so a busy guest never holds a worker that
+    /// accepts connections and polls sockets.
     pool: GuestPool,
     engine: Engine,
     linker: Linker<InvocationState>,

@@ -23,7 +23,10 @@ use opentelemetry::{
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::bindings::comb::plugin::tracing::{self as wit, SpanContext, Status, Value};
-use crate::{limits::TelemetryLimits, spans::attributes};
+use crate::{
+    limits::TelemetryLimits,
+    spans::{self, attributes},
+};
 
 /// Attributes of the invocation span kept for comb's own: the guest may
 /// set the SDK's per-span count less these there.
@@ -89,6 +92,18 @@ impl Budget {
             text.shrink_to_fit();
         }
         text
+    }
+
+    /// A guest span's name: cut, and never one of comb's invocation span
+    /// names (a guest's fake `invoke ...` spans would join every query that
+    /// compares plugins by them): such a name is prefixed and counted.
+    fn span_name(&mut self, name: String) -> String {
+        let name = self.cut(name);
+        if name.starts_with(spans::INVOCATION_SPAN_PREFIX) {
+            self.refused += 1;
+            return format!("guest: {name}");
+        }
+        name
     }
 
     /// `value` with its strings cut, and what it costs in bytes.
@@ -313,7 +328,7 @@ impl wit::Host for SpanApiView<'_> {
 impl wit::HostSpan for SpanApiView<'_> {
     fn new(&mut self, name: String) -> wasmtime::Result<Resource<GuestSpan>> {
         let budget = &mut self.ctx.budget;
-        let name = budget.cut(name);
+        let name = budget.span_name(name);
         if budget.spans >= budget.limits.spans_per_call || !budget.spend(name.len()) {
             if budget.spans >= budget.limits.spans_per_call {
                 budget.dropped += 1;
@@ -434,7 +449,7 @@ impl wit::HostSpan for SpanApiView<'_> {
             // `invoke {plugin}` is what per-plugin comparisons group by.
             Role::Invocation => budget.refused += 1,
             Role::Owned | Role::Borrowed => {
-                let name = budget.cut(name);
+                let name = budget.span_name(name);
                 if budget.spend(name.len()) {
                     span.cx.span().update_name(name);
                 }

@@ -139,6 +139,8 @@ impl Plugin for Misbehave {
                 let own = Span::start("own");
                 own.set("plugin.name", "forged");
                 own.set("error.type", "its own");
+                // A fake invocation span, to pass for a fast call.
+                drop(Span::start("invoke home_activities"));
                 Ok(http::json(200, &json!({"forged": true})))
             }
             _ => Err(HandlerError::BadRequest("no such misbehaviour".into())),
