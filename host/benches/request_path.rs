@@ -14,7 +14,7 @@ use axum::body::Body;
 use comb::{
     limits::Limits,
     plugins::{Lookup, Plugins, Route, RouteOwner, RouteTable},
-    runtime::{EngineConfig, Request, Runtime},
+    runtime::{EngineConfig, RoutedRequest, Runtime},
     server::{AppState, app},
     spans,
 };
@@ -22,15 +22,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::{Context, trace::TraceContextExt as _};
 use tower::ServiceExt as _;
 
-fn request() -> Request {
-    Request {
-        method: "GET".into(),
-        path: "/api/activities/home".into(),
+fn request() -> RoutedRequest {
+    RoutedRequest {
+        http: http::Request::get("/api/activities/home")
+            .body(Default::default())
+            .unwrap(),
         route: "/api/activities/home".into(),
         params: vec![],
-        query: String::new(),
-        headers: vec![],
-        body: vec![],
     }
 }
 

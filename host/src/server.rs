@@ -25,7 +25,7 @@ use crate::{
     error::ApiError,
     metrics::{AnsweredRequest, Metrics},
     plugins::{self, Lookup, Plugin, Plugins, SharedRoutes, invocation},
-    runtime::{self, InvokeError, Runtime},
+    runtime::{Answer, InvokeError, RoutedRequest, Runtime},
     spans::{self, IncomingRequest},
 };
 
@@ -253,23 +253,10 @@ async fn call_plugin(
             Some(failure.error_type()),
         );
     };
-    let request = runtime::Request {
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().to_owned(),
+    let request = RoutedRequest {
+        http: http::Request::from_parts(parts, body),
         route,
         params,
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.to_vec(),
     };
     let coldstart = plugin.take_coldstart();
     let invocation_cx = invocation::start_invocation_span(
@@ -291,7 +278,7 @@ async fn call_plugin(
         result.as_ref().err().map(InvokeError::error_type),
     );
     let answer = result.and_then(|response| {
-        if response.body.len() > limits.max_response_body {
+        if response.body_len() > limits.max_response_body {
             return Err(InvokeError::ResponseTooLarge {
                 limit: limits.max_response_body,
             });
@@ -367,35 +354,25 @@ pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
 
 /// A plugin's response as HTTP, or why it is not a valid one. comb owns
 /// the framing: see [`FRAMING_HEADERS`].
-fn into_http(response: runtime::Response) -> Result<Response, String> {
-    let status = StatusCode::from_u16(response.status)
+fn into_http(answer: Answer) -> Result<Response, String> {
+    let (status, mut headers, body) = match answer {
+        Answer::Record(record) => {
+            let headers = header_map(record.headers)?;
+            (record.status, headers, record.body.into())
+        }
+        Answer::Http(response) => {
+            let (parts, body) = response.into_parts();
+            let bytes = (parts.headers.iter())
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum();
+            check_header_size(parts.headers.len(), bytes)?;
+            (parts.status.as_u16(), parts.headers, body)
+        }
+    };
+    let status = StatusCode::from_u16(status)
         .ok()
         .filter(|status| (200..=599).contains(&status.as_u16()))
-        .ok_or_else(|| format!("status {} is not a final HTTP status", response.status))?;
-    if response.headers.len() > MAX_RESPONSE_HEADERS {
-        return Err(format!(
-            "{} headers, more than the {MAX_RESPONSE_HEADERS} allowed",
-            response.headers.len()
-        ));
-    }
-    let header_bytes: usize = response
-        .headers
-        .iter()
-        .map(|(name, value)| name.len() + value.len())
-        .sum();
-    if header_bytes > MAX_RESPONSE_HEADER_BYTES {
-        return Err(format!(
-            "{header_bytes} bytes of headers, more than the {MAX_RESPONSE_HEADER_BYTES} allowed"
-        ));
-    }
-    let mut headers = http::HeaderMap::with_capacity(response.headers.len());
-    for (name, value) in response.headers {
-        let name = HeaderName::try_from(name.as_str())
-            .map_err(|_| format!("invalid header name {name:?}"))?;
-        let value = HeaderValue::try_from(value.as_str())
-            .map_err(|_| format!("invalid value for header {name}"))?;
-        headers.append(name, value);
-    }
+        .ok_or_else(|| format!("status {status} is not a final HTTP status"))?;
     // Headers that `connection` names are hop-by-hop too (RFC 9110 7.6.1).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -407,10 +384,44 @@ fn into_http(response: runtime::Response) -> Result<Response, String> {
     for name in FRAMING_HEADERS.iter().chain(&named) {
         headers.remove(name);
     }
-    let mut http = Response::new(Body::from(response.body));
+    let mut http = Response::new(Body::from(body));
     *http.status_mut() = status;
     *http.headers_mut() = headers;
     Ok(http)
+}
+
+/// A response record's headers as a header map, checked before any is
+/// added.
+fn header_map(fields: Vec<(String, String)>) -> Result<http::HeaderMap, String> {
+    let bytes = (fields.iter())
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    check_header_size(fields.len(), bytes)?;
+    let mut headers = http::HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| format!("invalid value for header {name}"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// Whether `count` headers of `bytes` bytes (names and values) are within
+/// [`MAX_RESPONSE_HEADERS`] and [`MAX_RESPONSE_HEADER_BYTES`].
+fn check_header_size(count: usize, bytes: usize) -> Result<(), String> {
+    if count > MAX_RESPONSE_HEADERS {
+        return Err(format!(
+            "{count} headers, more than the {MAX_RESPONSE_HEADERS} allowed"
+        ));
+    }
+    if bytes > MAX_RESPONSE_HEADER_BYTES {
+        return Err(format!(
+            "{bytes} bytes of headers, more than the {MAX_RESPONSE_HEADER_BYTES} allowed"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

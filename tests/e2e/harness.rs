@@ -5,7 +5,7 @@ use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, OnceLock, mpsc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use xtask::BuiltPlugins;
@@ -13,6 +13,69 @@ use xtask::BuiltPlugins;
 /// How long comb may take to compile its plugins and start listening; a
 /// cold debug build of wasmtime compiles slowly on a loaded 2-core box.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a condition may take to come true: generous for a loaded
+/// two-core box running a debug build. (How fast things really are is
+/// measured by the benchmarks, never asserted.)
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// What a check in [`poll`] returns: `true`, or `Some(value)`, when done.
+pub trait Done {
+    /// What the wait returns.
+    type Value;
+    /// The value, when done.
+    fn done(self) -> Option<Self::Value>;
+}
+
+impl Done for bool {
+    type Value = ();
+    fn done(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Done for Option<T> {
+    type Value = T;
+    fn done(self) -> Option<T> {
+        self
+    }
+}
+
+/// Runs `check` every 50 ms until it is done and returns its value; after
+/// [`PATIENCE`], fails the test with `what` and what `context` tells.
+pub async fn poll<F, Fut>(
+    what: &str,
+    context: impl Fn() -> String,
+    mut check: F,
+) -> <Fut::Output as Done>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+    Fut::Output: Done,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await.done() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; {}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`poll`], failing with comb's log.
+pub async fn eventually<F, Fut>(what: &str, comb: &Comb, check: F) -> <Fut::Output as Done>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+    Fut::Output: Done,
+{
+    poll(what, || format!("comb's log:\n{}", comb.log()), check).await
+}
 
 /// The plugins built for wasm32-wasip2: by `cargo xtask test` before the
 /// tests run, else once per test process (cargo makes it a no-op when

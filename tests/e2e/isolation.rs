@@ -14,8 +14,8 @@ use tokio::{
 };
 
 use crate::{
-    harness::{Comb, Options, client, get_json, trace_id},
-    lifecycle::{copy_in, eventually, report},
+    harness::{Comb, Options, client, eventually, get_json, trace_id},
+    lifecycle::{copy_in, report},
     limits::traced,
     otlp::{Receiver, named},
 };
@@ -331,8 +331,15 @@ async fn shutdown_abandons_calls_still_running_after_its_own_bound() {
         env: &[("COMB_SHUTDOWN_TIMEOUT_MS", "1000")],
         ..Default::default()
     });
-    let sleeping = tokio::spawn(client().get(comb.at("/misbehave/sleep?ms=60000")).send());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sleeping = tokio::spawn(
+        client()
+            .get(comb.at("/misbehave/sleep?ms=60000&announce=1"))
+            .send(),
+    );
+    eventually("the call is running", &comb, || async {
+        comb.log().contains("misbehave starts sleeping")
+    })
+    .await;
     let started = Instant::now();
     assert!(comb.stop(), "comb did not exit cleanly");
     let took = started.elapsed();
@@ -431,10 +438,11 @@ async fn half_sent_and_idle_connections_are_closed_and_their_number_is_capped() 
     // Four connections hold every slot: a fifth is served only once one
     // of them is closed (here by the idle timeout).
     let mut holders = Vec::new();
+    // No wait needed: the kernel's accept queue is first in, first out,
+    // so comb takes the holders before the fifth.
     for _ in 0..4 {
         holders.push(TcpStream::connect(&address).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
     let waited = started.elapsed();
@@ -491,13 +499,10 @@ async fn looping_guests_on_every_core_leave_other_routes_answering() {
         .map(|_| tokio::spawn(client().get(comb.at("/misbehave/loop")).send()))
         .collect();
     // The loops move to comb's guest threads at the lowest priority.
-    let mut demoted = 0;
-    let waiting = Instant::now();
-    while demoted == 0 && waiting.elapsed() < Duration::from_millis(1500) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        demoted = guest_threads_at_nice(comb.pid(), 19);
-    }
-    assert!(demoted >= 1, "no guest thread at nice 19");
+    eventually("a guest thread runs at nice 19", &comb, || async {
+        guest_threads_at_nice(comb.pid(), 19) >= 1
+    })
+    .await;
     let mut latencies = Vec::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(2) {

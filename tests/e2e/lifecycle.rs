@@ -10,31 +10,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
 use serde_json::Value;
 
 use crate::{
-    harness::{Comb, Options, client, get_json, plugins},
+    harness::{Comb, Options, client, eventually, get_json, plugins},
     otlp::Receiver,
 };
-
-/// How long a change may take to show; generous for a loaded 2-core box
-/// compiling in a debug build. (The goal of about 1 s is measured by the
-/// benchmark, not asserted here.)
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Polls `check` until it holds or [`CHANGE_TIMEOUT`] passes.
-pub(crate) async fn eventually<F, Fut>(what: &str, comb: &Comb, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + CHANGE_TIMEOUT;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}; comb's log:\n{}",
-            comb.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn reports(comb: &Comb) -> Vec<Value> {
     let (status, list) = get_json(&format!("{}/_comb/plugins", comb.admin_url)).await;
@@ -388,18 +366,15 @@ async fn every_load_is_a_plugin_load_span() {
         ],
         ..Default::default()
     });
-    let deadline = Instant::now() + CHANGE_TIMEOUT;
-    let loads = loop {
+    let loads = eventually("two plugin.load spans arrive", &comb, || async {
         let loads: Vec<_> = receiver
             .spans()
             .into_iter()
             .filter(|s| s.name == "plugin.load")
             .collect();
-        if loads.len() >= 2 || Instant::now() > deadline {
-            break loads;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        (loads.len() >= 2).then_some(loads)
+    })
+    .await;
     assert_eq!(
         loads.len(),
         2,
@@ -488,17 +463,13 @@ async fn output_while_loading_is_logged_on_the_load_span() {
         ],
         ..Default::default()
     });
-    let deadline = Instant::now() + CHANGE_TIMEOUT;
-    let load = loop {
-        let load = receiver
+    let load = eventually("a plugin.load span arrives", &comb, || async {
+        receiver
             .spans()
             .into_iter()
-            .find(|s| s.name == "plugin.load");
-        if load.is_some() || Instant::now() > deadline {
-            break load.unwrap_or_else(|| panic!("no plugin.load span\n{}", comb.log()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            .find(|s| s.name == "plugin.load")
+    })
+    .await;
     let line = load.event("log").unwrap_or_else(|| panic!("{load:#?}"));
     assert_eq!(
         crate::otlp::find(line, "log.message"),

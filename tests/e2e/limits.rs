@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
 use serde_json::Value;
 
 use crate::{
-    harness::{Comb, Options, client, get_json, trace_id},
+    harness::{Comb, Options, client, eventually, get_json, trace_id},
     otlp::{Receiver, find, named},
 };
 
@@ -286,15 +286,10 @@ async fn the_sandbox_denies_files_env_and_sockets_unless_the_sidecar_grants_them
         data.path()
     );
     std::fs::write(comb.plugin_path("misbehave.toml"), sidecar).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while call(&comb, "/misbehave/env?name=GREETING").await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the grant took effect:\n{}",
-            comb.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the grant takes effect", &comb, || async {
+        call(&comb, "/misbehave/env?name=GREETING").await.0 == 200
+    })
+    .await;
     assert_eq!(
         call(&comb, "/misbehave/read-file?path=/data/motd.txt")
             .await

@@ -190,7 +190,7 @@ async fn no_endpoint_exports_no_metrics() {
     let receiver = Receiver::start().await;
     // Only traces go to the receiver: metrics have no endpoint of their own.
     let traces = format!("{}/v1/traces", receiver.http_url);
-    let comb = Comb::start(Options {
+    let mut comb = Comb::start(Options {
         plugins: &["home_activities"],
         env: &[
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces),
@@ -199,7 +199,8 @@ async fn no_endpoint_exports_no_metrics() {
         ..Options::default()
     });
     requests(&comb).await;
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // Stopping flushes whatever comb would export.
+    assert!(comb.stop(), "{}", comb.log());
     assert!(receiver.metric("faas.invoke_duration").is_none());
     assert!(!comb.log().contains("metrics: OTLP"), "{}", comb.log());
 }
@@ -208,7 +209,7 @@ async fn no_endpoint_exports_no_metrics() {
 async fn a_metrics_endpoint_alone_exports_metrics_and_no_traces() {
     let receiver = Receiver::start().await;
     let metrics = format!("{}/v1/metrics", receiver.http_url);
-    let comb = Comb::start(Options {
+    let mut comb = Comb::start(Options {
         plugins: &["home_activities", "faulty"],
         env: &[
             ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &metrics),
@@ -229,6 +230,6 @@ async fn a_metrics_endpoint_alone_exports_metrics_and_no_traces() {
         "{}",
         comb.log()
     );
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(comb.stop(), "{}", comb.log());
     assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
 }

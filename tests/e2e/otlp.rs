@@ -2,10 +2,7 @@
 //! `/v1/metrics`, gRPC `TraceService` and `MetricsService`, all decoding
 //! with the `opentelemetry-proto` types.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::sync::{Arc, Mutex};
 
 use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
 use opentelemetry_proto::tonic::{
@@ -24,6 +21,8 @@ use opentelemetry_proto::tonic::{
     trace::v1::span::SpanKind,
 };
 use prost::Message;
+
+use crate::harness::poll;
 
 /// One export request as it arrived.
 #[derive(Clone, Debug)]
@@ -309,19 +308,12 @@ impl Receiver {
     /// Waits (up to 30 s) until metric `name` is exported and `ready`
     /// holds for it; returns it.
     pub async fn wait_for_metric(&self, name: &str, ready: impl Fn(&Metric) -> bool) -> Metric {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some((_, metric)) = self.metric(name).filter(|(_, m)| ready(m)) {
-                return metric;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "metric {name} never got there; last seen: {:#?}",
-                    self.metric(name)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("metric {name} is exported and ready");
+        let last = || format!("last seen: {:#?}", self.metric(name));
+        poll(&what, last, || async {
+            self.metric(name).filter(|(_, m)| ready(m)).map(|(_, m)| m)
+        })
+        .await
     }
 
     /// Every export received so far.
@@ -368,25 +360,15 @@ impl Receiver {
     /// Waits (up to 30 s) until the spans of trace `trace_id` number at
     /// least `count`, and returns them.
     pub async fn trace(&self, trace_id: &str, count: usize) -> Vec<ReceivedSpan> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let spans: Vec<ReceivedSpan> = self
-                .spans()
-                .into_iter()
+        let what = format!("{count} spans of trace {trace_id} arrive");
+        let received = || format!("all spans received: {:#?}", self.spans());
+        poll(&what, received, || async {
+            let spans: Vec<ReceivedSpan> = (self.spans().into_iter())
                 .filter(|s| s.trace_id == trace_id)
                 .collect();
-            if spans.len() >= count {
-                return spans;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "trace {trace_id}: {} of {count} spans arrived; all spans received: {:#?}",
-                    spans.len(),
-                    self.spans()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (spans.len() >= count).then_some(spans)
+        })
+        .await
     }
 }
 

@@ -2,11 +2,11 @@
 //! numbers after a known mix of requests, the trace list and one trace's
 //! span tree; then the page itself in a real headless Chromium.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, process::Command};
 
 use serde_json::Value;
 
-use crate::harness::{Comb, Options, client, get_json, trace_id};
+use crate::harness::{Comb, Options, client, eventually, get_json, trace_id};
 
 /// Known traffic: home_activities fast and healthy, misbehave slowed to
 /// ≥ 40 ms, faulty failing four times in ten. Returns one home trace id.
@@ -50,25 +50,24 @@ fn start() -> Comb {
 /// on its own thread, a moment after the responses).
 async fn stats_after(comb: &Comb, total: u64) -> Value {
     let url = format!("{}/_comb/api/stats?window=300", comb.admin_url);
-    for _ in 0..100 {
-        let (status, stats) = get_json(&url).await;
-        assert_eq!(status, 200);
-        let seen: u64 = stats["plugins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["requests"].as_u64().unwrap())
-            .sum();
-        if seen >= total {
-            assert_eq!(stats["recording"], true);
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "the recorder never saw {total} requests; log:\n{}",
-        comb.log()
-    );
+    let stats = eventually(
+        &format!("the recorder saw {total} requests"),
+        comb,
+        || async {
+            let (status, stats) = get_json(&url).await;
+            assert_eq!(status, 200);
+            let seen: u64 = stats["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["requests"].as_u64().unwrap())
+                .sum();
+            (seen >= total).then_some(stats)
+        },
+    )
+    .await;
+    assert_eq!(stats["recording"], true);
+    stats
 }
 
 fn plugin<'a>(stats: &'a Value, name: &str) -> &'a Value {

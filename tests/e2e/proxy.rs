@@ -19,14 +19,22 @@ async fn a_proxy_component_serves_every_method_under_its_name_and_is_traced() {
         ],
         ..Options::default()
     });
+    // A header value that is not UTF-8 (Latin-1 "café") is legal HTTP; a
+    // proxy gets its bytes, and its own answer goes back untouched.
+    let latin1 = b"caf\xe9";
     let response = client()
         .post(comb.at("/proxy_hello/a/b?x=1"))
+        .header(
+            "x-echo",
+            reqwest::header::HeaderValue::from_bytes(latin1).unwrap(),
+        )
         .body("abc")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["x-proxy"], "hello");
+    assert_eq!(response.headers()["x-echo"].as_bytes(), latin1);
     let trace = trace_id(&response);
     let body = response.text().await.unwrap();
     let seen: Vec<&str> = body.lines().collect();

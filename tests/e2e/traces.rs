@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::{common::v1::any_value::Value, trace::v1::span::
 use sha2::{Digest, Sha256};
 
 use crate::{
-    harness::{Comb, Options, client, plugins, trace_id},
+    harness::{Comb, Options, client, eventually, plugins, trace_id},
     otlp::{ReceivedSpan, Receiver, TlsIdentity, find, named},
 };
 
@@ -350,6 +350,8 @@ async fn shutdown_flushes_pending_spans() {
     });
     let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
     assert_eq!(status, 200);
+    // Not a wait for something: a window in which a wrong early export
+    // would show.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(receiver.spans().is_empty(), "spans arrived before shutdown");
     assert!(
@@ -472,10 +474,10 @@ async fn a_dead_collector_costs_requests_nothing_and_is_logged() {
     for _ in 0..20 {
         assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !comb.log().contains("opentelemetry") && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the exporter's failure is logged", &comb, || async {
+        comb.log().contains("opentelemetry")
+    })
+    .await;
     let log = comb.log();
     assert!(
         log.lines()

@@ -49,7 +49,7 @@ use crate::{
     limits::Limits,
     metrics::Metrics,
     runtime::{
-        CallStats, Compiled, Guest, InvokeError, PreparedPlugin, Request, Response, Runtime,
+        Answer, CallStats, Compiled, Guest, InvokeError, PreparedPlugin, RoutedRequest, Runtime,
         sandbox::Sandbox,
     },
     spans::PluginIdentity,
@@ -133,9 +133,9 @@ impl Plugin {
         self: &Arc<Self>,
         runtime: &Arc<Runtime>,
         slot: OwnedSemaphorePermit,
-        request: Request,
+        request: RoutedRequest,
         invocation: Context,
-    ) -> (Result<Response, InvokeError>, CallStats) {
+    ) -> (Result<Answer, InvokeError>, CallStats) {
         let (plugin, on_pool) = (self.clone(), runtime.clone());
         let call = async move {
             let _slot = slot;

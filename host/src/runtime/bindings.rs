@@ -20,3 +20,30 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::comb::plugin::types::{HandlerError, Manifest, Request, Response, Route};
+
+impl From<super::RoutedRequest> for Request {
+    /// comb's request record for a comb plugin. The record holds strings,
+    /// so a header value that is not UTF-8 is decoded lossily; the body is
+    /// copied once, into the record the canonical ABI lowers.
+    fn from(routed: super::RoutedRequest) -> Self {
+        let (parts, body) = routed.http.into_parts();
+        Request {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            route: routed.route,
+            params: routed.params,
+            query: parts.uri.query().unwrap_or_default().to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.to_vec(),
+        }
+    }
+}

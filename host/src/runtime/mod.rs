@@ -25,6 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use opentelemetry::{Context, StringValue, global::BoxedTracer};
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
@@ -81,6 +82,40 @@ pub struct EngineConfig {
     pub fuel: bool,
     /// Whether to try the pooling instance allocator.
     pub pooling: bool,
+}
+
+/// A request as the server read it (head, and body read whole within the
+/// plugin's limit) with the route that matched. Each kind of plugin gets it
+/// in its own form, chosen while it is still HTTP: a comb plugin comb's
+/// WIT record, a `wasi:http/proxy` component the HTTP request itself, its
+/// header bytes intact.
+pub struct RoutedRequest {
+    /// The request.
+    pub http: http::Request<Bytes>,
+    /// The route pattern that matched, e.g. `/api/activities/@:handle`.
+    pub route: String,
+    /// The pattern's parameters with their values, in pattern order.
+    pub params: Vec<(String, String)>,
+}
+
+/// What a plugin answered, in its own form; the server checks it and
+/// frames it (see [`crate::server`]).
+#[derive(Debug)]
+pub enum Answer {
+    /// A comb plugin's response record.
+    Record(Response),
+    /// A `wasi:http/proxy` component's response, its body read whole.
+    Http(http::Response<Bytes>),
+}
+
+impl Answer {
+    /// The length of the body.
+    pub fn body_len(&self) -> usize {
+        match self {
+            Answer::Record(response) => response.body.len(),
+            Answer::Http(response) => response.body().len(),
+        }
+    }
 }
 
 /// A plugin compiled and linked against comb's imports, ready to
@@ -311,9 +346,9 @@ impl Runtime {
     pub async fn invoke(
         &self,
         guest: Guest<'_>,
-        request: Request,
+        request: RoutedRequest,
         invocation: Context,
-    ) -> (Result<Response, InvokeError>, CallStats) {
+    ) -> (Result<Answer, InvokeError>, CallStats) {
         let started = Instant::now();
         let deadline = guest.limits.deadline;
         // Slack so a computing guest meets the epoch deadline first and
@@ -338,9 +373,9 @@ impl Runtime {
     async fn invoke_until(
         &self,
         guest: Guest<'_>,
-        request: Request,
+        request: RoutedRequest,
         invocation: Context,
-    ) -> (Result<Response, InvokeError>, CallStats) {
+    ) -> (Result<Answer, InvokeError>, CallStats) {
         let Guest {
             pre,
             tracer,
@@ -362,17 +397,20 @@ impl Runtime {
                 let result = proxy::call(
                     pre,
                     &mut store,
-                    request,
+                    request.http,
                     &invocation,
                     limits.max_response_body,
                     started + limits.deadline,
                 )
                 .await;
                 stats.call = started.elapsed();
-                let result = result.unwrap_or_else(|error| Err(call_error(error, &store)));
+                let result = result
+                    .map(|answered| answered.map(Answer::Http))
+                    .unwrap_or_else(|error| Err(call_error(error, &store)));
                 return (result, self.finish(&store, limits, stats));
             }
         };
+        let request = Request::from(request);
         let instantiated = pre.instantiate_async(&mut store).await;
         stats.instantiate = started.elapsed();
         let result = match instantiated {
@@ -384,7 +422,7 @@ impl Runtime {
                     .await;
                 stats.call = called.elapsed();
                 match result {
-                    Ok(Ok(response)) => Ok(response),
+                    Ok(Ok(response)) => Ok(Answer::Record(response)),
                     Ok(Err(error)) => Err(InvokeError::Guest(error)),
                     Err(error) => Err(trap(error, &store.data().log().stderr())),
                 }

@@ -5,7 +5,7 @@
 //! as a comb plugin. It has no manifest: comb names it after its file and
 //! serves it, by default, on every method under `/NAME/...`.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use opentelemetry::Context;
 use wasmtime::Store;
@@ -14,9 +14,7 @@ use wasmtime_wasi_http::{
     p2::bindings::{ProxyPre, http::types::Scheme},
 };
 
-use super::{
-    HandlerError, InvokeError, Manifest, Request, Response, Route, state::InvocationState,
-};
+use super::{HandlerError, InvokeError, Manifest, Route, state::InvocationState};
 use crate::spans;
 
 /// The export that makes a component a proxy, at any 0.2 version.
@@ -45,27 +43,36 @@ pub fn manifest(stem: &str) -> Manifest {
     }
 }
 
-/// Instantiates `pre` in `store` and hands it `request`, with the trace
-/// context of `invocation` in its headers so a guest that traces joins the
-/// trace. The response body is read up to `max_body + 1` bytes (enough for
-/// the caller to see it is too large, never more) and until `deadline`.
+/// Instantiates `pre` in `store` and hands it `request` as it arrived
+/// (header bytes intact), with the trace context of `invocation` in place
+/// of the caller's so a guest that traces joins the trace. The response
+/// body is read up to `max_body + 1` bytes (enough for the caller to see it
+/// is too large, never more) and until `deadline`.
 pub async fn call(
     pre: &ProxyPre<InvocationState>,
     store: &mut Store<InvocationState>,
-    request: Request,
+    mut request: http::Request<Bytes>,
     invocation: &Context,
     max_body: usize,
     deadline: std::time::Instant,
-) -> Result<Result<Response, InvokeError>, wasmtime::Error> {
+) -> Result<Result<http::Response<Bytes>, InvokeError>, wasmtime::Error> {
     let proxy = pre.instantiate_async(&mut *store).await?;
-    let incoming = incoming_request(request, invocation).map_err(|error| {
-        wasmtime::Error::msg(format!("the request cannot be given to wasi:http: {error}"))
-    })?;
+    // wasi:http needs an authority, from the URI or a readable `host`;
+    // an HTTP/1.0 client may send none.
+    let has_authority = request.uri().authority().is_some()
+        || (request.headers().get(http::header::HOST)).is_some_and(|host| host.to_str().is_ok());
+    if !has_authority {
+        request.headers_mut().insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("localhost"),
+        );
+    }
+    spans::inject(invocation, request.headers_mut());
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (incoming, outparam) = {
         let mut http = store.data_mut().http();
         (
-            http.new_incoming_request(Scheme::Http, incoming)?,
+            http.new_incoming_request(Scheme::Http, request.map(Full::new))?,
             http.new_response_outparam(sender)?,
         )
     };
@@ -81,7 +88,7 @@ pub async fn call(
             Err(_) => return Err("the component returned without setting a response".to_owned()),
         };
         let (parts, mut body) = response.into_parts();
-        let mut bytes = Vec::new();
+        let mut bytes = BytesMut::new();
         while bytes.len() <= max_body {
             match body.frame().await {
                 Some(Ok(frame)) => {
@@ -93,20 +100,7 @@ pub async fn call(
                 None => break,
             }
         }
-        Ok(Response {
-            status: parts.status.as_u16(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(name, value)| {
-                    (
-                        name.to_string(),
-                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: bytes,
-        })
+        Ok(http::Response::from_parts(parts, bytes.freeze()))
     };
     tokio::pin!(handled, read);
     let read = tokio::select! {
@@ -126,38 +120,6 @@ pub async fn call(
         }
     };
     Ok(read.map_err(|message| InvokeError::Guest(HandlerError::Internal(message))))
-}
-
-/// comb's request record as a hyper request, with the invocation's trace
-/// context in place of the caller's.
-fn incoming_request(
-    request: Request,
-    invocation: &Context,
-) -> Result<http::Request<Full<Bytes>>, http::Error> {
-    let uri = match request.query.as_str() {
-        "" => request.path,
-        query => format!("{}?{query}", request.path),
-    };
-    let mut builder = http::Request::builder()
-        .method(request.method.as_str())
-        .uri(uri);
-    let headers = builder.headers_mut().expect("a fresh builder has headers");
-    for (name, value) in &request.headers {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(value),
-        ) {
-            headers.append(name, value);
-        }
-    }
-    if !headers.contains_key(http::header::HOST) {
-        headers.insert(
-            http::header::HOST,
-            http::HeaderValue::from_static("localhost"),
-        );
-    }
-    spans::inject(invocation, headers);
-    builder.body(Full::new(Bytes::from(request.body)))
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //!   with comb on 127.0.0.1:8080.
 //! - `cargo xtask test [-- ARGS]`: build the plugins, install Debian's
 //!   Chromium if missing (the page test), run every test (with
-//!   cargo-nextest when installed, else `cargo test`; ARGS go to it).
+//!   cargo-nextest when installed, else `cargo test`; ARGS go to it), then
+//!   the guest SDK's doc tests (its examples, the README's) unless ARGS
+//!   filter the run.
 //! - `cargo xtask plugins`: build the plugins into `target/plugins`.
 //! - `cargo xtask bench`: release builds, then comb against native axum under
 //!   wrk (tests/bench/throughput.py), and neighbours' latency while guests
@@ -59,13 +61,32 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
                 .env(xtask::PLUGINS_BUILT_ENV, "1");
             // nextest runs each test in its own process and ends with one
             // summary line; plain `cargo test` where it is not installed.
+            let filtered = !rest.is_empty();
             if has_nextest() {
                 command.args(["nextest", "run", "--no-fail-fast"]);
             } else {
                 command.args(["test", "--no-fail-fast"]);
             }
             command.args(rest);
-            status(command)
+            let tests = status(command)?;
+            if filtered {
+                return Ok(tests);
+            }
+            // The guest SDK's examples (its docs, the README's, the plugin
+            // guide's) compile as doc tests, which nextest does not run.
+            let mut doc = cargo();
+            doc.current_dir(xtask::workspace_root()).args([
+                "test",
+                "--doc",
+                "--package",
+                "comb-sdk",
+            ]);
+            let docs = status(doc)?;
+            Ok(if tests == ExitCode::SUCCESS {
+                docs
+            } else {
+                tests
+            })
         }
         "bench" => {
             // Release builds of comb and the native baseline, the plugins,

@@ -1,11 +1,8 @@
 //! Cruddur's `CreateActivity` service: posts an activity that expires after
 //! one of seven ttls.
 
-use comb_sdk::{
-    HandlerError, Manifest, Plugin, Request, Response,
-    time::{self, Duration},
-    trace::Span,
-};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, trace::Span};
+use cruddur::time::{self, Duration};
 use cruddur::{ACTIVITY_MAX_CHARS, CURRENT_USER_DISPLAY_NAME, CURRENT_USER_HANDLE, JsonBody};
 use serde_json::json;
 

@@ -2,7 +2,8 @@
 //! `user_receiver_handle`. The error code keeps the original's spelling,
 //! `user_reciever_handle_blank`, which clients match on.
 
-use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, time, trace::Span};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, trace::Span};
+use cruddur::time;
 use cruddur::{CURRENT_USER_DISPLAY_NAME, CURRENT_USER_HANDLE, JsonBody, MESSAGE_MAX_CHARS};
 use serde_json::json;
 

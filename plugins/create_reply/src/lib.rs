@@ -3,7 +3,8 @@
 //! A failed validation answers 422 like every other service (the original
 //! crashed into a 500 on an undefined name in its error branch).
 
-use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, time, trace::Span};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, trace::Span};
+use cruddur::time;
 use cruddur::{CURRENT_USER_DISPLAY_NAME, CURRENT_USER_HANDLE, JsonBody, MESSAGE_MAX_CHARS};
 use serde_json::json;
 

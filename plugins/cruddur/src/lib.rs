@@ -6,9 +6,11 @@
 //! the data, and validates message lengths in characters. Each plugin ports
 //! one service; this crate keeps the conventions in one place.
 
+pub mod time;
+
 use comb_sdk::{
     HandlerError, Request, Response, http,
-    trace::{Span, Status},
+    trace::{SpanRef, Status},
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -42,7 +44,7 @@ pub type Model<T> = Result<T, &'static str>;
 /// Answers a model: 200 with the data, or 422 with the one-element error
 /// list. A validation failure is recorded on `span` (error status and
 /// `app.error_code`), not as an exception: the client erred, not the code.
-pub fn respond<T: Serialize>(span: &Span, model: Model<T>) -> Response {
+pub fn respond<T: Serialize>(span: &SpanRef, model: Model<T>) -> Response {
     match model {
         Ok(data) => http::json(200, &data),
         Err(code) => {

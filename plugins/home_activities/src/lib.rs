@@ -1,11 +1,8 @@
 //! Cruddur's `HomeActivities` service as a comb plugin: the home feed's three
 //! mock activities, traced as the original traced them.
 
-use comb_sdk::{
-    HandlerError, Manifest, Plugin, Request, Response, http,
-    time::{self, Duration},
-    trace::Span,
-};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, http, trace::Span};
+use cruddur::time::{self, Duration};
 use serde_json::json;
 
 struct HomeActivities;

@@ -1,6 +1,7 @@
 //! Cruddur's `MessageGroups` service: the current user's two conversations.
 
-use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, time, trace::Span};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, trace::Span};
+use cruddur::time;
 use serde_json::json;
 
 struct MessageGroups;

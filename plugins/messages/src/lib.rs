@@ -3,7 +3,8 @@
 //! The path's handle is the receiver (the original ignored it and read a
 //! misspelled query argument instead); the mock data is the same for all.
 
-use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, time, trace::Span};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, trace::Span};
+use cruddur::time;
 use cruddur::{CURRENT_USER_DISPLAY_NAME, CURRENT_USER_HANDLE};
 use serde_json::json;
 

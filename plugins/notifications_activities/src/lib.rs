@@ -1,11 +1,8 @@
 //! Cruddur's `NotificationsActivities` service: the notifications feed's one
 //! mock activity (lower case, as the week-2 branch has it).
 
-use comb_sdk::{
-    HandlerError, Manifest, Plugin, Request, Response, http,
-    time::{self, Duration},
-    trace::Span,
-};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, http, trace::Span};
+use cruddur::time::{self, Duration};
 use serde_json::json;
 
 struct NotificationsActivities;

@@ -4,9 +4,14 @@
 //! trace context in its headers, to destinations the plugin's sidecar
 //! grants (`[sandbox] http`).
 //!
-//! ```ignore
-//! let response = comb_sdk::client::get("http://127.0.0.1:4567/api/activities/home")?;
-//! assert_eq!(response.status, 200);
+//! ```no_run
+//! use comb_sdk::{HandlerError, client};
+//!
+//! fn upstream_status() -> Result<u16, HandlerError> {
+//!     // A failure is the plugin's: `?` makes it an `internal` error (500).
+//!     let response = client::get("http://127.0.0.1:4567/api/activities/home")?;
+//!     Ok(response.status)
+//! }
 //! ```
 
 use wasip2::{
@@ -30,15 +35,44 @@ pub struct FetchedResponse {
     pub body: Vec<u8>,
 }
 
+/// Why an outgoing request failed: wasi:http's error code, spelled out
+/// (`HttpRequestDenied` for a destination not granted,
+/// `ConnectionRefused`, `HttpResponseTimeout`, ...), or what was wrong
+/// with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError(String);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// `?` on an outgoing request: the plugin failed (500).
+impl From<ClientError> for crate::HandlerError {
+    fn from(error: ClientError) -> Self {
+        crate::HandlerError::Internal(format!("outgoing request failed: {error}"))
+    }
+}
+
 /// GETs `url`.
-pub fn get(url: &str) -> Result<FetchedResponse, String> {
+pub fn get(url: &str) -> Result<FetchedResponse, ClientError> {
     send("GET", url, &[], &[])
 }
 
-/// Sends `method url` with `headers` and `body`; the error is wasi:http's
-/// error code, spelled out (`HttpRequestDenied` for a destination not
-/// granted, `ConnectionRefused`, `HttpResponseTimeout`, ...).
+/// Sends `method url` with `headers` and `body`.
 pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<FetchedResponse, ClientError> {
+    try_send(method, url, headers, body).map_err(ClientError)
+}
+
+fn try_send(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],

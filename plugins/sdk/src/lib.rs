@@ -4,20 +4,22 @@
 //! exports comb's `plugin` world (see `wit/plugin.wit`). This crate wraps
 //! the generated bindings so a plugin reads like the service it ports:
 //!
-//! ```ignore
-//! use comb_sdk::{http, trace::Span, time, Manifest, Plugin, Request, Response, HandlerError};
+//! ```no_run
+//! use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, log, trace::Span};
 //!
 //! struct Hello;
 //!
 //! impl Plugin for Hello {
 //!     fn manifest() -> Manifest {
-//!         Manifest::new("hello", env!("CARGO_PKG_VERSION")).route("GET", "/hello")
+//!         Manifest::new("hello", "0.1.0").route("GET", "/hello/@:name")
 //!     }
 //!
-//!     fn handle(_request: Request) -> Result<Response, HandlerError> {
-//!         let span = Span::start("hello-work");
-//!         span.set("app.now", time::isoformat(&time::now()));
-//!         Ok(http::json(200, &serde_json::json!({"hello": "world"})))
+//!     fn handle(request: Request) -> Result<Response, HandlerError> {
+//!         let span = Span::start("hello-work"); // a child of the invocation span
+//!         let name = request.param("name").unwrap_or("world");
+//!         span.set("app.name_length", name.len());
+//!         log::info("greeting", [("app.name", name.into())]);
+//!         Ok(Response::json(200, &serde_json::json!({ "hello": name })))
 //!     }
 //! }
 //!
@@ -30,7 +32,6 @@
 pub mod client;
 pub mod http;
 pub mod log;
-pub mod time;
 pub mod trace;
 
 /// The raw bindings generated from `wit/plugin.wit`.
@@ -48,6 +49,16 @@ pub mod bindings {
 }
 
 pub use bindings::comb::plugin::types::{HandlerError, Manifest, Request, Response, Route};
+
+// The README's and the plugin guide's examples compile and run as doc
+// tests, so they cannot drift from the SDK.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/plugins.md")]
+struct PluginGuideExamples;
 
 /// A comb plugin: its manifest and its request handler.
 ///

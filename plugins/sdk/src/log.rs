@@ -3,8 +3,11 @@
 //! with the trace id, span id and plugin name. `println!` and `eprintln!`
 //! lines land there too (at INFO and WARN), without fields.
 //!
-//! ```ignore
-//! comb_sdk::log::info("loaded mock data", vec![("app.result_length", 3.into())]);
+//! ```no_run
+//! use comb_sdk::log;
+//!
+//! log::info("loaded mock data", [("app.result_length", 3.into())]);
+//! log::warn("no results", []);
 //! ```
 
 pub use crate::bindings::comb::plugin::log::Level;
@@ -14,26 +17,26 @@ use crate::{
 };
 
 /// Logs `message` at `level` with `fields`.
-pub fn log(level: Level, message: &str, fields: Vec<(&str, Value)>) {
+pub fn log<'a>(level: Level, message: &str, fields: impl IntoIterator<Item = (&'a str, Value)>) {
     wit::log(level, message, &key_values(fields));
 }
 
 /// Logs at `debug`.
-pub fn debug(message: &str, fields: Vec<(&str, Value)>) {
+pub fn debug<'a>(message: &str, fields: impl IntoIterator<Item = (&'a str, Value)>) {
     log(Level::Debug, message, fields);
 }
 
 /// Logs at `info`.
-pub fn info(message: &str, fields: Vec<(&str, Value)>) {
+pub fn info<'a>(message: &str, fields: impl IntoIterator<Item = (&'a str, Value)>) {
     log(Level::Info, message, fields);
 }
 
 /// Logs at `warn`.
-pub fn warn(message: &str, fields: Vec<(&str, Value)>) {
+pub fn warn<'a>(message: &str, fields: impl IntoIterator<Item = (&'a str, Value)>) {
     log(Level::Warn, message, fields);
 }
 
 /// Logs at `error`.
-pub fn error(message: &str, fields: Vec<(&str, Value)>) {
+pub fn error<'a>(message: &str, fields: impl IntoIterator<Item = (&'a str, Value)>) {
     log(Level::Error, message, fields);
 }

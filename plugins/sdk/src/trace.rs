@@ -2,34 +2,68 @@
 //!
 //! [`Span::start`] is `tracer.start_as_current_span(name)`: the new span is a
 //! child of the current one and becomes current until it is dropped.
-//! [`Span::current`] is `trace.get_current_span()`.
+//! [`Span::current`] is `trace.get_current_span()`: a [`SpanRef`], which
+//! sets attributes but cannot end a span it did not start.
+
+use std::ops::Deref;
 
 use crate::bindings::comb::plugin::tracing as wit;
 
 pub use wit::{KeyValue, SpanContext, Status, Value};
 
-/// A span in the request's trace. Dropping it ends it.
-pub struct Span(wit::Span);
+/// A span this plugin started: dropping it (or [`Span::end`]) ends it.
+/// Everything else it does, it does through [`SpanRef`].
+///
+/// ```no_run
+/// use comb_sdk::trace::Span;
+///
+/// let span = Span::start("home-activites-mock-data");
+/// span.set("app.result_length", 3);
+/// span.event("cache-miss", [("app.key", "home".into())]);
+/// // Ends here, as a Python `with` block would.
+/// ```
+pub struct Span(SpanRef);
+
+/// A span in the request's trace, this plugin's or comb's invocation span:
+/// attributes, events, status and name, but no `end` (a plugin cannot end
+/// the invocation span; its own spans end when their [`Span`] drops).
+pub struct SpanRef(wit::Span);
 
 impl Span {
     /// Starts a span as a child of the current span and makes it current.
     pub fn start(name: &str) -> Span {
-        Span(wit::Span::new(name))
+        Span(SpanRef(wit::Span::new(name)))
     }
 
-    /// The current span: the innermost span this plugin has open, else comb's
-    /// invocation span. Dropping this handle does not end that span.
-    pub fn current() -> Span {
-        Span(wit::current_span())
+    /// The current span: the innermost span this plugin has open, else
+    /// comb's invocation span (`trace.get_current_span()`).
+    pub fn current() -> SpanRef {
+        SpanRef(wit::current_span())
     }
 
+    /// Ends the span now rather than when it is dropped.
+    pub fn end(self) {
+        self.0.0.end();
+    }
+}
+
+impl Deref for Span {
+    type Target = SpanRef;
+
+    fn deref(&self) -> &SpanRef {
+        &self.0
+    }
+}
+
+impl SpanRef {
     /// Sets an attribute: `span.set("app.result_length", results.len())`.
     pub fn set(&self, key: &str, value: impl Into<Value>) {
         self.0.set_attribute(key, &value.into());
     }
 
-    /// Adds an event with attributes.
-    pub fn event(&self, name: &str, attributes: Vec<(&str, Value)>) {
+    /// Adds an event with attributes: `span.event("retry", [("app.attempt", 2.into())])`,
+    /// or `[]` for none.
+    pub fn event<'a>(&self, name: &str, attributes: impl IntoIterator<Item = (&'a str, Value)>) {
         self.0.add_event(name, &key_values(attributes));
     }
 
@@ -38,7 +72,7 @@ impl Span {
         self.0.set_status(&status);
     }
 
-    /// Records an `exception` event; the status is left to [`Span::set_status`].
+    /// Records an `exception` event; the status is left to [`SpanRef::set_status`].
     pub fn record_error(&self, error_type: &str, message: &str) {
         self.0.record_error(error_type, message);
     }
@@ -52,11 +86,6 @@ impl Span {
     pub fn context(&self) -> SpanContext {
         self.0.context()
     }
-
-    /// Ends the span now rather than when it is dropped.
-    pub fn end(self) {
-        self.0.end();
-    }
 }
 
 /// The W3C baggage the request came with, as name-value pairs; it
@@ -66,7 +95,7 @@ pub fn baggage() -> Vec<(String, String)> {
 }
 
 /// `(key, value)` pairs as WIT key-values.
-pub(crate) fn key_values(pairs: Vec<(&str, Value)>) -> Vec<KeyValue> {
+pub(crate) fn key_values<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Vec<KeyValue> {
     pairs
         .into_iter()
         .map(|(key, value)| KeyValue {

@@ -1,7 +1,8 @@
 //! Cruddur's `SearchActivities` service: any non-blank `term` finds the
 //! same one activity (the mock does not filter).
 
-use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, time, trace::Span};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, trace::Span};
+use cruddur::time;
 use serde_json::json;
 
 struct SearchActivities;

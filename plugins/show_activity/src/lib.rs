@@ -4,11 +4,8 @@
 //! `ShowActivities`); here it works, and `replies` is a list, as the
 //! frontend expects, where the original's unreachable code had one object.
 
-use comb_sdk::{
-    HandlerError, Manifest, Plugin, Request, Response, http,
-    time::{self, Duration},
-    trace::Span,
-};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, http, trace::Span};
+use cruddur::time::{self, Duration};
 use serde_json::json;
 
 struct ShowActivity;

@@ -2,11 +2,8 @@
 //! UTC offset because the original used a naive `datetime.now()`; its span
 //! is `mock-data`, the name of the original's X-Ray subsegment.
 
-use comb_sdk::{
-    HandlerError, Manifest, Plugin, Request, Response,
-    time::{self, Duration},
-    trace::Span,
-};
+use comb_sdk::{HandlerError, Manifest, Plugin, Request, Response, trace::Span};
+use cruddur::time::{self, Duration};
 use serde_json::json;
 
 struct UserActivities;

@@ -37,8 +37,8 @@ impl Plugin for Caller {
                 }),
             )),
             Err(error) => {
-                span.record_error("upstream", &error);
-                Ok(http::json(502, &json!({ "error": error })))
+                span.record_error("upstream", &error.to_string());
+                Ok(http::json(502, &json!({ "error": error.to_string() })))
             }
         }
     }

@@ -50,6 +50,10 @@ impl Plugin for Misbehave {
                 }
             }
             "/misbehave/sleep" => {
+                // A test that must know the call has started asks for a line.
+                if arg("announce") == "1" {
+                    println!("misbehave starts sleeping");
+                }
                 std::thread::sleep(std::time::Duration::from_millis(number("ms")));
                 Ok(http::json(200, &json!({"slept_ms": number("ms")})))
             }
@@ -69,10 +73,10 @@ impl Plugin for Misbehave {
                 for line in 0..number("lines") {
                     comb_sdk::log::info(
                         &format!("line {line}"),
-                        vec![("app.line", (line as usize).into())],
+                        [("app.line", (line as usize).into())],
                     );
                 }
-                comb_sdk::log::warn("done logging", vec![]);
+                comb_sdk::log::warn("done logging", []);
                 Ok(http::json(200, &json!({"logged": number("lines") + 1})))
             }
             "/misbehave/print" => {

@@ -1,7 +1,9 @@
 //! Test plugin: a standard `wasi:http/proxy` component that knows nothing
 //! of comb. It answers every request with what it saw — method, path with
-//! query, `traceparent`, body length — and logs one line to stdout; a path
-//! ending in `/loop` loops forever, one ending in `/panic` panics.
+//! query, `traceparent`, body length — and logs one line to stdout; the
+//! bytes of an `x-echo` request header come back in an `x-echo` response
+//! header, untouched; a path ending in `/loop` loops forever, one ending in
+//! `/panic` panics.
 
 use wasip2::{
     exports::http::incoming_handler::Guest,
@@ -41,11 +43,14 @@ impl Guest for ProxyHello {
         let body_length = read_body(&request);
         println!("proxy_hello handled {method} {path}");
 
-        let headers = Fields::from_list(&[
+        let mut fields = vec![
             ("content-type".to_owned(), b"text/plain".to_vec()),
             ("x-proxy".to_owned(), b"hello".to_vec()),
-        ])
-        .expect("valid headers");
+        ];
+        for echo in request.headers().get("x-echo") {
+            fields.push(("x-echo".to_owned(), echo));
+        }
+        let headers = Fields::from_list(&fields).expect("valid headers");
         let response = OutgoingResponse::new(headers);
         response.set_status_code(201).expect("a valid status");
         let body = response.body().expect("the body, once");
