@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 async fn home() -> Json<Value> {
     let now = Utc::now();
-    let at = |offset: Duration| comb_sdk::time::isoformat(&(now + offset));
+    let at = |offset: Duration| cruddur::time::isoformat(&(now + offset));
     Json(json!([
         {
             "uuid": "68f126b0-1ceb-4a33-88be-d90fa7109eee",
