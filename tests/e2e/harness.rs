@@ -91,20 +91,6 @@ pub fn plugins() -> &'static BuiltPlugins {
     })
 }
 
-/// The compile cache every comb of the run shares unless a test asks for
-/// its own: comb keys it by the component's bytes and the engine's
-/// settings, so sharing is safe, and a debug comb then compiles each
-/// plugin once per machine instead of once per test (10 s for Cruddur's
-/// ten plugins).
-fn shared_cache() -> PathBuf {
-    let built = plugins();
-    built
-        .test_dir
-        .parent()
-        .expect("the test plugins live in the target dir")
-        .join("test-compile-cache")
-}
-
 /// The ten bundled Cruddur plugins.
 pub const CRUDDUR: &[&str] = &[
     "home_activities",
@@ -155,9 +141,10 @@ impl Comb {
         let dir = options
             .dir
             .unwrap_or_else(|| tempfile::tempdir().expect("creating a plugins folder"));
-        let cache_dir = options
-            .cache_dir
-            .map_or_else(shared_cache, std::path::Path::to_owned);
+        let cache_dir = options.cache_dir.map_or_else(
+            || built.test_compile_cache.clone(),
+            std::path::Path::to_owned,
+        );
         for name in options.plugins {
             std::fs::copy(built.wasm(name), dir.path().join(format!("{name}.wasm")))
                 .expect("copying a plugin");

@@ -24,8 +24,29 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The cargo that runs us (so a pinned toolchain stays pinned).
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+/// The cargo that runs xtask, without the package variables `cargo run`
+/// set for xtask itself: a build script that watches one (ring's watches
+/// `CARGO_MANIFEST_DIR`) would otherwise see it change between a plain
+/// `cargo build` and the same build from xtask, and rebuild its crate and
+/// everything above it (25 s of CI on two cores).
+pub fn cargo() -> Command {
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_xtask = name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            );
+        if set_for_xtask {
+            cargo.env_remove(&*name);
+        }
+    }
+    cargo
 }
 
 /// Installs the `wasm32-wasip2` target with rustup when it is missing.
@@ -55,6 +76,11 @@ pub struct BuiltPlugins {
     pub bundled_dir: PathBuf,
     /// The folder holding the test-only plugins (`tests/plugins/*`).
     pub test_dir: PathBuf,
+    /// The compile cache every comb a test starts shares (unless the test
+    /// asks for its own): comb keys it by the component's bytes and the
+    /// engine's settings, so sharing is safe, and a debug comb compiles
+    /// each plugin once per machine instead of once per test.
+    pub test_compile_cache: PathBuf,
 }
 
 impl BuiltPlugins {
@@ -80,6 +106,7 @@ pub fn built_plugins() -> BuiltPlugins {
     BuiltPlugins {
         bundled_dir: root.join("target/plugins"),
         test_dir: root.join("target/test-plugins"),
+        test_compile_cache: root.join("target/test-compile-cache"),
     }
 }
 

@@ -15,6 +15,7 @@
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
+use xtask::cargo;
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -52,7 +53,8 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             status(command)
         }
         "test" => {
-            xtask::build_plugins()?;
+            let built = xtask::build_plugins()?;
+            warm_test_compile_cache(&built)?;
             // The page test drives a real headless browser.
             ensure_debian_package("chromium", "chromium")?;
             let mut command = cargo();
@@ -72,15 +74,13 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             if filtered {
                 return Ok(tests);
             }
-            // The guest SDK's examples (its docs, the README's, the plugin
-            // guide's) compile as doc tests, which nextest does not run.
+            // Doc tests, which nextest does not run: the guest SDK's
+            // examples, the README's and the plugin guide's among them. The
+            // same packages as above, so nothing is rebuilt for other
+            // features.
             let mut doc = cargo();
-            doc.current_dir(xtask::workspace_root()).args([
-                "test",
-                "--doc",
-                "--package",
-                "comb-sdk",
-            ]);
+            doc.current_dir(xtask::workspace_root())
+                .args(["test", "--doc"]);
             let docs = status(doc)?;
             Ok(if tests == ExitCode::SUCCESS {
                 docs
@@ -126,8 +126,37 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
     }
 }
 
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+/// Compiles the bundled plugins into the tests' shared compile cache, one
+/// at a time, before any test starts: otherwise the first tests to start
+/// all compile the same ten plugins at once (a debug comb takes ~13 s for
+/// them on two cores). On a machine where the cache is warm this is a few
+/// cache reads.
+fn warm_test_compile_cache(built: &xtask::BuiltPlugins) -> Result<()> {
+    let root = xtask::workspace_root();
+    // What the test run builds (`--tests`: the same targets and features),
+    // so the test run then finds it built.
+    let mut build = cargo();
+    build
+        .current_dir(&root)
+        .args(["build", "--quiet", "--tests"]);
+    ensure_success(&mut build)?;
+    let mut warm = Command::new(root.join("target/debug/comb"));
+    warm.args(["plugins", "--cache-dir"])
+        .arg(&built.test_compile_cache)
+        .arg("--plugins")
+        .arg(&built.bundled_dir)
+        .stdout(std::process::Stdio::null());
+    ensure_success(&mut warm)
+}
+
+fn ensure_success(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
 }
 
 /// Installs Debian's `package` when `program` is not on the machine.
