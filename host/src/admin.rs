@@ -12,7 +12,7 @@ use crate::{
 /// `/_comb/api/`, and `GET /_comb/plugins`, which lists every plugin file
 /// with its state (serving, or failed with the reason) and what serves
 /// from it.
-pub fn app(reports: SharedReports, recorder: Recorder) -> Router {
+pub(crate) fn app(reports: SharedReports, recorder: Recorder) -> Router {
     Router::new()
         .route("/_comb/plugins", get(list_plugins))
         .with_state(reports)

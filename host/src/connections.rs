@@ -38,17 +38,17 @@ use tokio::{
 use tower::ServiceExt as _;
 
 /// The default cap on connections open at once, per listener.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// The default time a request's head may take to arrive (10 s).
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default time a connection may stay silent (60 s).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default time in-flight requests get at shutdown (15 s: past the
 /// default call deadline of 10 s).
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How one listener treats its connections.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +77,7 @@ impl Default for ConnectionLimits {
 /// Serves `app` on `listener` until `stop` turns true, then lets open
 /// connections finish for at most the drain timeout. The router sees each
 /// peer's address as [`ConnectInfo<SocketAddr>`].
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,

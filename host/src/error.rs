@@ -13,11 +13,11 @@ use crate::runtime::{HandlerError, InvokeError};
 
 /// How long a client should wait after a 503, in seconds: calls finish in
 /// milliseconds, so a slot is free again almost at once.
-pub const RETRY_AFTER_SECONDS: u32 = 1;
+pub(crate) const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// An error response: status, a stable machine-readable code, a message.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -36,12 +36,12 @@ impl ApiError {
     }
 
     /// The status this error answers with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
 
     /// 404: no plugin serves this path.
-    pub fn not_found(method: &http::Method, path: &str) -> Self {
+    pub(crate) fn not_found(method: &http::Method, path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -50,7 +50,11 @@ impl ApiError {
     }
 
     /// 405 with `Allow`: the path is served, not for this method.
-    pub fn method_not_allowed(method: &http::Method, path: &str, allowed: &[String]) -> Self {
+    pub(crate) fn method_not_allowed(
+        method: &http::Method,
+        path: &str,
+        allowed: &[String],
+    ) -> Self {
         let allow = allowed.join(", ");
         ApiError {
             headers: vec![(header::ALLOW, allow.clone())],
@@ -63,7 +67,7 @@ impl ApiError {
     }
 
     /// 413: the body is larger than the configured limit.
-    pub fn body_too_large(limit: usize) -> Self {
+    pub(crate) fn body_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -72,7 +76,7 @@ impl ApiError {
     }
 
     /// 400: the body could not be read.
-    pub fn unreadable_body(error: impl std::fmt::Display) -> Self {
+    pub(crate) fn unreadable_body(error: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "unreadable_body",
@@ -81,7 +85,7 @@ impl ApiError {
     }
 
     /// 503 with `Retry-After`: the plugin runs as many calls as it may.
-    pub fn overloaded(plugin: &str) -> Self {
+    pub(crate) fn overloaded(plugin: &str) -> Self {
         ApiError {
             headers: vec![(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
             ..Self::new(
@@ -94,7 +98,7 @@ impl ApiError {
 
     /// The answer for a call that produced no (valid) response: the
     /// status and code the failure says, a message for the plugin's author.
-    pub fn from_invoke(plugin: &str, error: &InvokeError) -> Self {
+    pub(crate) fn from_invoke(plugin: &str, error: &InvokeError) -> Self {
         let message = match error {
             InvokeError::Overloaded => return Self::overloaded(plugin),
             InvokeError::Guest(HandlerError::BadRequest(message)) => message.clone(),

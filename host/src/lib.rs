@@ -14,8 +14,8 @@
 //! - [`telemetry`]: the OTel SDK, OTLP exporters and propagators.
 //! - [`dashboard`]: comb's own page: recent traces and per-plugin latency
 //!   recorded from ended spans.
-//! - [`admin`]: the admin listener's routes (the page, the plugin list).
-//! - [`connections`]: accepting connections, with their caps and timeouts.
+//! - `admin`: the admin listener's routes (the page, the plugin list).
+//! - `connections`: accepting connections, with their caps and timeouts.
 //! - [`limits`]: per-plugin limits and their enforcement.
 //!
 //! [`config`] parses flags, `OTEL_*` / `COMB_*` environment and `comb.toml`
@@ -24,11 +24,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod admin;
+mod admin;
 pub mod config;
-pub mod connections;
+mod connections;
 pub mod dashboard;
-pub mod error;
+mod error;
 pub mod limits;
 pub mod metrics;
 pub mod plugins;

@@ -13,53 +13,53 @@ use serde::Deserialize;
 
 /// The default wall-clock deadline of one call (10 s): far above any sane
 /// request handler, low enough that a stuck one frees its slot.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The default linear-memory cap per instance (64 MiB): the bundled plugins
 /// use about 1 MiB; a cap bounds the host's memory at slots × cap.
 pub const DEFAULT_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The default number of calls one plugin may run at once; more get 503.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 64;
 
 /// The default largest request body (1 MiB): Cruddur's bodies are a few
 /// hundred bytes; anything near this is a mistake or an attack.
-pub const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
 
 /// The default largest response body (8 MiB).
-pub const DEFAULT_MAX_RESPONSE_BODY: usize = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_RESPONSE_BODY: usize = 8 * 1024 * 1024;
 
 /// The default time to connect for a plugin's outgoing HTTP call (5 s).
-pub const DEFAULT_HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The default time an outgoing call waits for the response to start, and
 /// then between chunks of its body (30 s).
-pub const DEFAULT_HTTP_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HTTP_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default time an outgoing call may take in all, body included (60 s).
-pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default longest attribute value a guest may set, in bytes
 /// (`OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`); longer strings are cut.
-pub const DEFAULT_ATTRIBUTE_VALUE_LENGTH: usize = 8 * 1024;
+pub(crate) const DEFAULT_ATTRIBUTE_VALUE_LENGTH: usize = 8 * 1024;
 
 /// The default number of attributes a span keeps
 /// (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, the OTel SDKs' 128).
-pub const DEFAULT_SPAN_ATTRIBUTE_COUNT: usize = 128;
+pub(crate) const DEFAULT_SPAN_ATTRIBUTE_COUNT: usize = 128;
 
 /// The default number of spans one call may open (512).
-pub const DEFAULT_SPANS_PER_CALL: usize = 512;
+pub(crate) const DEFAULT_SPANS_PER_CALL: usize = 512;
 
 /// The default bytes of span names, attributes, events and statuses one
 /// call may put into telemetry (256 KiB). A span carries at most this much
 /// guest data, so a batch of spans stays far below collectors' 4 MiB
 /// message limit per 16 spans, and comb's page, which keeps recent traces,
 /// holds a bounded amount.
-pub const DEFAULT_TELEMETRY_BYTES_PER_CALL: usize = 256 * 1024;
+pub(crate) const DEFAULT_TELEMETRY_BYTES_PER_CALL: usize = 256 * 1024;
 
 /// Table elements an instance may grow to: generous for Rust guests'
 /// indirect-call tables, small enough to bound the host.
-pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// The limits one plugin's calls run under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +220,7 @@ impl Limits {
 /// The memory an instance tried to grow past its cap: the trap's cause.
 #[derive(Debug, thiserror::Error)]
 #[error("memory limit of {limit} bytes exceeded (the guest asked for {desired} bytes)")]
-pub struct MemoryLimitExceeded {
+pub(crate) struct MemoryLimitExceeded {
     /// The cap.
     pub limit: usize,
     /// What the guest's memories would have totalled.
@@ -229,7 +229,7 @@ pub struct MemoryLimitExceeded {
 
 /// Enforces the memory cap on one store and remembers the high-water mark.
 #[derive(Debug)]
-pub struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     limit: usize,
     total: usize,
     peak: usize,
@@ -237,7 +237,7 @@ pub struct MemoryLimiter {
 
 impl MemoryLimiter {
     /// A limiter for `limit` bytes.
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         MemoryLimiter {
             limit,
             total: 0,
@@ -246,7 +246,7 @@ impl MemoryLimiter {
     }
 
     /// The most linear memory the instance held at once.
-    pub fn peak(&self) -> usize {
+    pub(crate) fn peak(&self) -> usize {
         self.peak
     }
 }

@@ -29,10 +29,10 @@ use opentelemetry_semantic_conventions::metric::{
 use crate::spans::{PluginIdentity, attributes};
 
 /// The instrumentation scope of comb's instruments.
-pub const METER_NAME: &str = "comb";
+pub(crate) const METER_NAME: &str = "comb";
 
 /// The name of the plugin-load counter.
-pub const PLUGIN_LOADS: &str = "comb.plugin.loads";
+pub(crate) const PLUGIN_LOADS: &str = "comb.plugin.loads";
 
 /// The bucket boundaries semantic conventions advise for durations in
 /// seconds (`http.server.request.duration`).
@@ -53,7 +53,7 @@ pub struct Metrics {
 }
 
 /// One answered request, as [`Metrics::record_request`] records it.
-pub struct AnsweredRequest<'a> {
+pub(crate) struct AnsweredRequest<'a> {
     /// The request method.
     pub method: &'a http::Method,
     /// The matched route pattern, if any.
@@ -112,7 +112,7 @@ impl Metrics {
     }
 
     /// Records one answered request.
-    pub fn record_request(&self, request: &AnsweredRequest<'_>) {
+    pub(crate) fn record_request(&self, request: &AnsweredRequest<'_>) {
         let mut attributes = vec![
             KeyValue::new(
                 attributes::HTTP_REQUEST_METHOD,
@@ -139,7 +139,7 @@ impl Metrics {
 
     /// Records one plugin call: its duration, instantiation time, a cold
     /// start and a failure's `error.type`.
-    pub fn record_invocation(
+    pub(crate) fn record_invocation(
         &self,
         plugin: &PluginIdentity,
         coldstart: bool,
@@ -166,7 +166,7 @@ impl Metrics {
     }
 
     /// Records one plugin file loaded (`true`) or rejected.
-    pub fn record_load(&self, loaded: bool) {
+    pub(crate) fn record_load(&self, loaded: bool) {
         let outcome = if loaded { "loaded" } else { "rejected" };
         self.loads.add(
             1,

@@ -92,7 +92,7 @@ pub async fn run(
 }
 
 /// The log target of the one-line-per-request access log.
-pub const ACCESS_LOG: &str = "comb::access";
+pub(crate) const ACCESS_LOG: &str = "comb::access";
 
 /// The W3C Trace Context Level 2 response header naming the server span.
 const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
@@ -331,7 +331,7 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Api
 /// rest be read as the answer to the client's *next* request on the
 /// connection. The RFC 9110 hop-by-hop list, plus `content-length` and
 /// `proxy-connection`.
-pub const FRAMING_HEADERS: [HeaderName; 10] = [
+pub(crate) const FRAMING_HEADERS: [HeaderName; 10] = [
     header::CONNECTION,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,
@@ -347,10 +347,10 @@ pub const FRAMING_HEADERS: [HeaderName; 10] = [
 /// The most headers a plugin's response may carry. Clients cap what they
 /// read (hyper's client at 100 headers, comb adding a few of its own), and
 /// beyond 32 768 hyper's header map panics.
-pub const MAX_RESPONSE_HEADERS: usize = 64;
+pub(crate) const MAX_RESPONSE_HEADERS: usize = 64;
 
 /// The most bytes a plugin's response headers may take, names and values.
-pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
 
 /// A plugin's response as HTTP, or why it is not a valid one. comb owns
 /// the framing: see [`FRAMING_HEADERS`].

@@ -24,8 +24,8 @@ use opentelemetry::{
 
 /// Attribute keys: OTel semantic conventions where they exist, comb's own
 /// `plugin.*` keys otherwise.
-pub mod attributes {
-    pub use opentelemetry_semantic_conventions::attribute::{
+pub(crate) mod attributes {
+    pub(crate) use opentelemetry_semantic_conventions::attribute::{
         CLIENT_ADDRESS, ERROR_TYPE, EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE, EXCEPTION_TYPE,
         FAAS_COLDSTART, FAAS_TRIGGER, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE,
         NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_FULL, URL_PATH, URL_QUERY,
@@ -34,57 +34,57 @@ pub mod attributes {
 
     /// The plugin's name from its manifest; on every span of a request that
     /// reached a plugin, so one Honeycomb query groups plugins side by side.
-    pub const PLUGIN_NAME: &str = "plugin.name";
+    pub(crate) const PLUGIN_NAME: &str = "plugin.name";
     /// The plugin's version from its manifest.
-    pub const PLUGIN_VERSION: &str = "plugin.version";
+    pub(crate) const PLUGIN_VERSION: &str = "plugin.version";
     /// The sha256 of the plugin's `.wasm` file, hex.
-    pub const PLUGIN_DIGEST: &str = "plugin.digest";
+    pub(crate) const PLUGIN_DIGEST: &str = "plugin.digest";
     /// Milliseconds spent creating the store and instance (f64).
-    pub const PLUGIN_INSTANTIATE_MS: &str = "plugin.instantiate_ms";
+    pub(crate) const PLUGIN_INSTANTIATE_MS: &str = "plugin.instantiate_ms";
     /// Milliseconds spent in the guest's `handle` call (f64).
-    pub const PLUGIN_CALL_MS: &str = "plugin.call_ms";
+    pub(crate) const PLUGIN_CALL_MS: &str = "plugin.call_ms";
     /// On `plugin.load`: the plugin file's path.
-    pub const PLUGIN_FILE: &str = "plugin.file";
+    pub(crate) const PLUGIN_FILE: &str = "plugin.file";
     /// On `plugin.load`: milliseconds spent compiling, or reading the cache.
-    pub const PLUGIN_COMPILE_MS: &str = "plugin.compile_ms";
+    pub(crate) const PLUGIN_COMPILE_MS: &str = "plugin.compile_ms";
     /// On `plugin.load`: whether the compiled code came from the cache.
-    pub const PLUGIN_CACHE_HIT: &str = "plugin.cache_hit";
+    pub(crate) const PLUGIN_CACHE_HIT: &str = "plugin.cache_hit";
     /// On `plugin.load`: `loaded` or `rejected`.
-    pub const PLUGIN_LOAD_OUTCOME: &str = "plugin.load.outcome";
+    pub(crate) const PLUGIN_LOAD_OUTCOME: &str = "plugin.load.outcome";
     /// The call's wall-clock deadline, ms (i64).
-    pub const PLUGIN_LIMIT_DEADLINE_MS: &str = "plugin.limit.deadline_ms";
+    pub(crate) const PLUGIN_LIMIT_DEADLINE_MS: &str = "plugin.limit.deadline_ms";
     /// The call's linear-memory cap, bytes (i64).
-    pub const PLUGIN_LIMIT_MEMORY_BYTES: &str = "plugin.limit.memory_bytes";
+    pub(crate) const PLUGIN_LIMIT_MEMORY_BYTES: &str = "plugin.limit.memory_bytes";
     /// The call's fuel, when metering is on (i64).
-    pub const PLUGIN_LIMIT_FUEL: &str = "plugin.limit.fuel";
+    pub(crate) const PLUGIN_LIMIT_FUEL: &str = "plugin.limit.fuel";
     /// How many calls of the plugin may run at once (i64).
-    pub const PLUGIN_LIMIT_MAX_CONCURRENCY: &str = "plugin.limit.max_concurrency";
+    pub(crate) const PLUGIN_LIMIT_MAX_CONCURRENCY: &str = "plugin.limit.max_concurrency";
     /// Which limit ended the call: `deadline`, `memory`, `fuel`,
     /// `concurrency`, `request_body` or `response_body`.
-    pub const PLUGIN_LIMIT_HIT: &str = "plugin.limit.hit";
+    pub(crate) const PLUGIN_LIMIT_HIT: &str = "plugin.limit.hit";
     /// Milliseconds executing guest code, host calls excluded (f64).
-    pub const PLUGIN_GUEST_CPU_MS: &str = "plugin.guest_cpu_ms";
+    pub(crate) const PLUGIN_GUEST_CPU_MS: &str = "plugin.guest_cpu_ms";
     /// The most linear memory the instance held, bytes (i64).
-    pub const PLUGIN_MEMORY_PEAK_BYTES: &str = "plugin.memory.peak_bytes";
+    pub(crate) const PLUGIN_MEMORY_PEAK_BYTES: &str = "plugin.memory.peak_bytes";
     /// Fuel consumed, when metering is on (i64).
-    pub const PLUGIN_FUEL_CONSUMED: &str = "plugin.fuel.consumed";
+    pub(crate) const PLUGIN_FUEL_CONSUMED: &str = "plugin.fuel.consumed";
     /// Log lines past the per-call limits, counted instead of kept.
-    pub const PLUGIN_LOG_DROPPED: &str = "plugin.log.dropped";
+    pub(crate) const PLUGIN_LOG_DROPPED: &str = "plugin.log.dropped";
     /// Guest spans, attributes and events past the per-call telemetry
     /// limits, counted instead of kept.
-    pub const PLUGIN_TELEMETRY_DROPPED: &str = "plugin.telemetry.dropped";
+    pub(crate) const PLUGIN_TELEMETRY_DROPPED: &str = "plugin.telemetry.dropped";
     /// Times the guest tried to set comb's own keys (`plugin.*`, `faas.*`,
     /// and on the invocation span `error.type`, `http.*`) or to rename the
     /// invocation span; refused.
-    pub const PLUGIN_TELEMETRY_REFUSED: &str = "plugin.telemetry.refused";
+    pub(crate) const PLUGIN_TELEMETRY_REFUSED: &str = "plugin.telemetry.refused";
 }
 
 /// How every invocation span's name starts (`invoke {plugin.name}`): what
 /// per-plugin comparisons select on, so comb's alone.
-pub const INVOCATION_SPAN_PREFIX: &str = "invoke ";
+pub(crate) const INVOCATION_SPAN_PREFIX: &str = "invoke ";
 
 /// The instrumentation scope of comb's own spans.
-pub const TRACER_NAME: &str = "comb";
+pub(crate) const TRACER_NAME: &str = "comb";
 
 /// The tracer for comb's own (server and invocation) spans.
 pub fn host_tracer() -> BoxedTracer {
@@ -93,7 +93,7 @@ pub fn host_tracer() -> BoxedTracer {
 
 /// The tracer for one plugin's spans, scoped to its name and version, as
 /// the seed's `trace.get_tracer("home.activities")` was.
-pub fn plugin_tracer(name: &str, version: &str) -> BoxedTracer {
+pub(crate) fn plugin_tracer(name: &str, version: &str) -> BoxedTracer {
     let scope = opentelemetry::InstrumentationScope::builder(name.to_owned())
         .with_version(version.to_owned())
         .build();
@@ -102,7 +102,7 @@ pub fn plugin_tracer(name: &str, version: &str) -> BoxedTracer {
 
 /// The trace context a request carries (W3C `traceparent`, baggage), per
 /// the global propagator.
-pub fn extract(headers: &http::HeaderMap) -> Context {
+pub(crate) fn extract(headers: &http::HeaderMap) -> Context {
     struct Headers<'a>(&'a http::HeaderMap);
     impl Extractor for Headers<'_> {
         fn get(&self, key: &str) -> Option<&str> {
@@ -118,7 +118,7 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
 /// Writes the trace context of `cx` into `headers` (replacing what was
 /// there) with the global propagator: `traceparent`, and `X-Amzn-Trace-Id`
 /// when X-Ray is on.
-pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
+pub(crate) fn inject(cx: &Context, headers: &mut http::HeaderMap) {
     struct Headers<'a>(&'a mut http::HeaderMap);
     impl Injector for Headers<'_> {
         fn set(&mut self, key: &str, value: String) {
@@ -136,14 +136,10 @@ pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
 }
 
 /// What the server span records about an incoming request.
-pub struct IncomingRequest<'a> {
-    /// The method as sent.
+pub(crate) struct IncomingRequest<'a> {
     pub method: &'a http::Method,
-    /// The request URI.
     pub uri: &'a http::Uri,
-    /// The HTTP version.
     pub version: http::Version,
-    /// The request headers.
     pub headers: &'a http::HeaderMap,
     /// The peer's IP address.
     pub client_address: Option<std::net::IpAddr>,
@@ -156,7 +152,7 @@ pub struct IncomingRequest<'a> {
 /// Starts the SERVER span for a request, child of the propagated `parent`.
 /// Named `"{METHOD} {route}"`, or `"{METHOD}"` when no route matched (a raw
 /// path would make span names unbounded).
-pub fn start_server_span(
+pub(crate) fn start_server_span(
     tracer: &BoxedTracer,
     parent: &Context,
     request: &IncomingRequest<'_>,
@@ -216,7 +212,7 @@ pub fn start_server_span(
 
 /// Records the response status and ends the server span. `error_type`
 /// names the failure of a 5xx (else the status code does, per semconv).
-pub fn end_server_span(cx: &Context, status: StatusCode, error_type: Option<&str>) {
+pub(crate) fn end_server_span(cx: &Context, status: StatusCode, error_type: Option<&str>) {
     let span = cx.span();
     span.set_attribute(KeyValue::new(
         attributes::HTTP_RESPONSE_STATUS_CODE,
@@ -236,7 +232,7 @@ pub fn end_server_span(cx: &Context, status: StatusCode, error_type: Option<&str
 /// at load; the strings are shared, so putting them on every request's
 /// spans and measurements copies none of them.
 #[derive(Debug, Clone)]
-pub struct PluginIdentity {
+pub(crate) struct PluginIdentity {
     /// `plugin.name`.
     pub name: StringValue,
     /// `plugin.version`.
@@ -247,7 +243,7 @@ pub struct PluginIdentity {
 
 impl PluginIdentity {
     /// The identity of plugin `name` at `version`, built from `digest`.
-    pub fn new(name: &str, version: &str, digest: &str) -> Self {
+    pub(crate) fn new(name: &str, version: &str, digest: &str) -> Self {
         let shared = |text: &str| StringValue::from(std::sync::Arc::<str>::from(text));
         PluginIdentity {
             name: shared(name),
@@ -260,7 +256,7 @@ impl PluginIdentity {
 /// Records on the server span that a limit comb checks itself (request or
 /// response body size, concurrency) ended the request before or after the
 /// plugin ran.
-pub fn record_limit_hit(cx: &Context, limit: Option<&'static str>) {
+pub(crate) fn record_limit_hit(cx: &Context, limit: Option<&'static str>) {
     if let Some(limit) = limit {
         cx.span()
             .set_attribute(KeyValue::new(attributes::PLUGIN_LIMIT_HIT, limit));
@@ -268,18 +264,18 @@ pub fn record_limit_hit(cx: &Context, limit: Option<&'static str>) {
 }
 
 /// A time as RFC 3339 in UTC, for reports.
-pub fn rfc3339(time: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(time: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The trace id of the span in `cx`, hex, for log lines.
-pub fn trace_id(cx: &Context) -> String {
+pub(crate) fn trace_id(cx: &Context) -> String {
     cx.span().span_context().trace_id().to_string()
 }
 
 /// The `traceresponse` header value for the span in `cx`,
 /// `00-{trace id}-{span id}-{flags}`; `None` when tracing is off.
-pub fn traceresponse(cx: &Context) -> Option<String> {
+pub(crate) fn traceresponse(cx: &Context) -> Option<String> {
     let span = cx.span();
     let context = span.span_context();
     context.is_valid().then(|| {
@@ -293,14 +289,18 @@ pub fn traceresponse(cx: &Context) -> Option<String> {
 }
 
 /// A duration in milliseconds, as comb's `*_ms` attributes carry it.
-pub fn millis(duration: Duration) -> f64 {
+pub(crate) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
 /// Starts the CLIENT span of a plugin's outgoing HTTP call, under the
 /// guest's current span `parent`: `{METHOD}` with HTTP client semantic
 /// conventions.
-pub fn start_client_span(parent: &Context, method: &http::Method, uri: &http::Uri) -> Context {
+pub(crate) fn start_client_span(
+    parent: &Context,
+    method: &http::Method,
+    uri: &http::Uri,
+) -> Context {
     let port = port_of(uri);
     let method = known_method(method);
     let tracer = host_tracer();
@@ -321,7 +321,7 @@ pub fn start_client_span(parent: &Context, method: &http::Method, uri: &http::Ur
 }
 
 /// The port `uri` reaches: its own, else its scheme's.
-pub fn port_of(uri: &http::Uri) -> u16 {
+pub(crate) fn port_of(uri: &http::Uri) -> u16 {
     uri.port_u16().unwrap_or(match uri.scheme_str() {
         Some("https") => 443,
         _ => 80,
@@ -330,7 +330,7 @@ pub fn port_of(uri: &http::Uri) -> u16 {
 
 /// Ends a CLIENT span: with the response's status (4xx and 5xx are errors
 /// for a client), or with a failure's `error.type` and description.
-pub fn end_client_span(cx: &Context, outcome: Result<StatusCode, (&'static str, String)>) {
+pub(crate) fn end_client_span(cx: &Context, outcome: Result<StatusCode, (&'static str, String)>) {
     let span = cx.span();
     match outcome {
         Ok(status) => {
@@ -356,7 +356,7 @@ pub fn end_client_span(cx: &Context, outcome: Result<StatusCode, (&'static str, 
 
 /// The method as semconv wants it: one of the known methods, else `_OTHER`
 /// (so a client cannot blow up the attribute's cardinality).
-pub fn known_method(method: &http::Method) -> &'static str {
+pub(crate) fn known_method(method: &http::Method) -> &'static str {
     match *method {
         http::Method::GET => "GET",
         http::Method::POST => "POST",

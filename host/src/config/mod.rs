@@ -35,18 +35,18 @@ pub use file::{DEFAULT_CONFIG_FILE, LoadError};
 pub use otel::{OtlpCompression, OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig};
 
 /// Where comb listens when `--listen` is not given.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Where the admin listener listens when `--admin-listen` is not given.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor
 /// `OTEL_RESOURCE_ATTRIBUTES` names the service.
-pub const DEFAULT_SERVICE_NAME: &str = "comb";
+pub(crate) const DEFAULT_SERVICE_NAME: &str = "comb";
 
 /// The OTLP export timeout when `OTEL_EXPORTER_OTLP_TIMEOUT` is not set
 /// (the OTel spec's default, 10 s).
-pub const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// comb serves HTTP routes from WebAssembly component plugins and traces
 /// every call with OpenTelemetry.

@@ -351,7 +351,7 @@ impl TelemetryConfig {
 
     /// The resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, plus
     /// `service.name` (from `OTEL_SERVICE_NAME`, which wins, else the
-    /// attributes, else [`DEFAULT_SERVICE_NAME`]).
+    /// attributes, else `DEFAULT_SERVICE_NAME`).
     pub fn resource_attributes(&self) -> Vec<(String, String)> {
         let mut attributes = parse_pairs(self.resource_attributes.as_deref().unwrap_or_default());
         let named = attributes.iter().any(|(key, _)| key == "service.name");

@@ -9,7 +9,7 @@
 //! serves the page at `/_comb/` and its JSON at `/_comb/api/…`.
 
 pub mod store;
-pub mod views;
+pub(crate) mod views;
 
 use std::{
     sync::{
@@ -44,7 +44,7 @@ const QUEUE: usize = 16_384;
 const POLL: Duration = Duration::from_millis(25);
 
 /// The windows the page offers, in seconds.
-pub const WINDOWS: [u64; 3] = [60, 300, 900];
+pub(crate) const WINDOWS: [u64; 3] = [60, 300, 900];
 
 /// Records ended spans for the page. Cheap to clone.
 #[derive(Clone)]

@@ -16,16 +16,16 @@ use opentelemetry::{
 use opentelemetry_sdk::trace::SpanData;
 
 use super::views::span_view;
-pub use super::views::{
-    EventView, PluginStats, Point, RouteStats, SpanView, Summary, TraceSummary, TraceView,
+pub(crate) use super::views::{
+    PluginStats, Point, RouteStats, SpanView, Summary, TraceSummary, TraceView,
 };
 use crate::spans::attributes;
 
 /// The width of one latency bucket.
-pub const BUCKET: Duration = Duration::from_secs(10);
+pub(crate) const BUCKET: Duration = Duration::from_secs(10);
 
 /// How far back latency is kept: the longest window the page offers.
-pub const RETENTION: Duration = Duration::from_secs(15 * 60);
+pub(crate) const RETENTION: Duration = Duration::from_secs(15 * 60);
 
 /// Spans kept per trace; a plugin opening spans in a loop cannot grow one
 /// trace without bound.
@@ -47,7 +47,7 @@ pub struct Capacity {
 }
 
 /// The aggregate state.
-pub struct Store {
+pub(crate) struct Store {
     capacity: Capacity,
     /// Spans of traces whose server span has not ended yet.
     pending: HashMap<TraceId, Vec<SpanData>>,
@@ -61,7 +61,7 @@ pub struct Store {
 
 /// A finished request's trace as recorded: the spans as the SDK ended
 /// them. Turned into a [`TraceView`] only when someone asks for it.
-pub struct Trace {
+pub(crate) struct Trace {
     /// The numbers shown in the list.
     pub summary: TraceSummary,
     spans: Vec<SpanData>,
@@ -134,7 +134,7 @@ impl Stats {
 
 impl Store {
     /// An empty store keeping `capacity` traces.
-    pub fn new(capacity: Capacity) -> Self {
+    pub(crate) fn new(capacity: Capacity) -> Self {
         Store {
             capacity,
             pending: HashMap::new(),
@@ -147,7 +147,7 @@ impl Store {
 
     /// Takes one ended span. Children end before their parents, so a
     /// request's trace is complete when its server span arrives.
-    pub fn add(&mut self, span: SpanData) {
+    pub(crate) fn add(&mut self, span: SpanData) {
         let trace_id = span.span_context.trace_id();
         if span.span_kind != SpanKind::Server {
             let spans = self.pending.entry(trace_id).or_insert_with(|| {
@@ -266,7 +266,7 @@ impl Store {
 
     /// Per-plugin and per-route numbers over the last `window`, plugins by
     /// name.
-    pub fn stats(&self, window: Duration) -> Vec<PluginStats> {
+    pub(crate) fn stats(&self, window: Duration) -> Vec<PluginStats> {
         let now = epoch_secs(SystemTime::now());
         let since = now.saturating_sub(window.as_secs());
         /// One plugin's numbers while its routes are added up.
@@ -326,7 +326,7 @@ impl Store {
 
     /// Traces, newest first: the kept (slow, failed) and the recent ones,
     /// each once, optionally only one plugin's or one route's.
-    pub fn traces(&self, plugin: Option<&str>, route: Option<&str>) -> Vec<TraceSummary> {
+    pub(crate) fn traces(&self, plugin: Option<&str>, route: Option<&str>) -> Vec<TraceSummary> {
         let mut traces: Vec<&TraceSummary> = self
             .recent
             .iter()
@@ -341,7 +341,7 @@ impl Store {
     }
 
     /// One trace by its hex id, with every span.
-    pub fn trace(&self, trace_id: &str) -> Option<Arc<Trace>> {
+    pub(crate) fn trace(&self, trace_id: &str) -> Option<Arc<Trace>> {
         self.recent
             .iter()
             .chain(&self.kept)
@@ -353,7 +353,7 @@ impl Store {
 impl Trace {
     /// The trace as JSON-ready views, spans by start time. Built on
     /// request, outside the store's lock.
-    pub fn view(&self) -> TraceView {
+    pub(crate) fn view(&self) -> TraceView {
         let start = self.spans.last().map_or(UNIX_EPOCH, |root| root.start_time);
         let mut spans: Vec<SpanView> = self.spans.iter().map(|s| span_view(s, start)).collect();
         spans.sort_by(|a, b| a.offset_ms.total_cmp(&b.offset_ms));

@@ -15,7 +15,7 @@ use super::store::millis;
 
 /// Counts and percentiles over a window.
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Requests answered.
     pub requests: u64,
     /// Requests answered with a 5xx.
@@ -34,7 +34,7 @@ pub struct Summary {
 
 /// One plugin's row: its summary and one per route.
 #[derive(Debug, Clone, Serialize)]
-pub struct PluginStats {
+pub(crate) struct PluginStats {
     /// `plugin.name`.
     pub plugin: String,
     /// Over all its routes.
@@ -48,7 +48,7 @@ pub struct PluginStats {
 
 /// One route's row.
 #[derive(Debug, Clone, Serialize)]
-pub struct RouteStats {
+pub(crate) struct RouteStats {
     /// `http.route`.
     pub route: String,
     /// Its numbers.
@@ -58,7 +58,7 @@ pub struct RouteStats {
 
 /// One bucket of a plugin's latency over time.
 #[derive(Debug, Clone, Serialize)]
-pub struct Point {
+pub(crate) struct Point {
     /// Bucket start, seconds since the epoch.
     pub t: u64,
     /// Requests in the bucket.
@@ -71,7 +71,7 @@ pub struct Point {
 
 /// A trace in the list: everything but its spans.
 #[derive(Debug, Clone, Serialize)]
-pub struct TraceSummary {
+pub(crate) struct TraceSummary {
     /// Hex trace id.
     pub trace_id: String,
     /// Start, milliseconds since the epoch.
@@ -96,7 +96,7 @@ pub struct TraceSummary {
 
 /// A finished request's trace, ready to serve as JSON.
 #[derive(Debug, Clone, Serialize)]
-pub struct TraceView {
+pub(crate) struct TraceView {
     /// The list's numbers.
     #[serde(flatten)]
     pub summary: TraceSummary,
@@ -106,7 +106,7 @@ pub struct TraceView {
 
 /// One span of a [`TraceView`].
 #[derive(Debug, Clone, Serialize)]
-pub struct SpanView {
+pub(crate) struct SpanView {
     /// Hex span id.
     pub span_id: String,
     /// Hex parent span id; empty for a root.
@@ -131,7 +131,7 @@ pub struct SpanView {
 
 /// One event of a [`SpanView`].
 #[derive(Debug, Clone, Serialize)]
-pub struct EventView {
+pub(crate) struct EventView {
     /// The event's name (`exception`…).
     pub name: String,
     /// From the trace's start.

@@ -16,7 +16,7 @@ use crate::{
 
 /// Starts the invocation span around instantiating and calling a plugin:
 /// `invoke {plugin.name}`, a stable per-plugin name to group by.
-pub fn start_invocation_span(
+pub(crate) fn start_invocation_span(
     tracer: &BoxedTracer,
     parent: &Context,
     plugin: &PluginIdentity,
@@ -55,7 +55,7 @@ pub fn start_invocation_span(
 
 /// Records what the call took and used, how it failed if it did, and ends
 /// the invocation span.
-pub fn end_invocation_span(cx: &Context, stats: &CallStats, failure: Option<&InvokeError>) {
+pub(crate) fn end_invocation_span(cx: &Context, stats: &CallStats, failure: Option<&InvokeError>) {
     let span = cx.span();
     span.set_attributes([
         KeyValue::new(attributes::PLUGIN_INSTANTIATE_MS, millis(stats.instantiate)),

@@ -22,11 +22,11 @@
 //!   load side by side, and each is published as soon as it is ready).
 
 mod folder;
-pub mod invocation;
+pub(crate) mod invocation;
 mod load;
 mod report;
-pub mod routes;
-pub mod sidecar;
+pub(crate) mod routes;
+pub(crate) mod sidecar;
 pub mod watch;
 
 use std::{
@@ -65,10 +65,10 @@ pub use routes::{Lookup, Route, RouteOwner, RoutePattern, RouteTable};
 pub const DEFAULT_MAX_ROUTES: usize = 1000;
 
 /// The route table the server reads, swapped whole on reload.
-pub type SharedRoutes = Arc<ArcSwap<RouteTable<Arc<Plugin>>>>;
+pub(crate) type SharedRoutes = Arc<ArcSwap<RouteTable<Arc<Plugin>>>>;
 
 /// The per-file reports the admin list shows, swapped whole on reload.
-pub type SharedReports = Arc<ArcSwap<Vec<FileReport>>>;
+pub(crate) type SharedReports = Arc<ArcSwap<Vec<FileReport>>>;
 
 /// A loaded plugin: its identity, its routes and its pre-linked component.
 pub struct Plugin {
@@ -111,7 +111,7 @@ impl RouteOwner for Arc<Plugin> {
 
 impl Plugin {
     /// What the invocation span says about this plugin.
-    pub fn identity(&self) -> &PluginIdentity {
+    pub(crate) fn identity(&self) -> &PluginIdentity {
         &self.identity
     }
 
@@ -122,7 +122,7 @@ impl Plugin {
     }
 
     /// Whether this is the first call since the plugin was loaded.
-    pub fn take_coldstart(&self) -> bool {
+    pub(crate) fn take_coldstart(&self) -> bool {
         !self.warm.swap(true, Ordering::Relaxed)
     }
 
@@ -221,7 +221,7 @@ impl Plugins {
     }
 
     /// The folder.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 

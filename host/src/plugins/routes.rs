@@ -13,9 +13,6 @@
 
 use std::{collections::HashMap, fmt, str::FromStr};
 
-/// A route's parameter names and values, in pattern order.
-pub type Params = Vec<(String, String)>;
-
 /// A parsed route pattern such as `/api/activities/@:handle`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePattern {
@@ -35,7 +32,7 @@ enum Segment {
 }
 
 /// The method of a route that serves every method.
-pub const ANY_METHOD: &str = "*";
+pub(crate) const ANY_METHOD: &str = "*";
 
 /// The last segment that matches the rest of the path.
 const REST: &str = "...";
@@ -115,7 +112,7 @@ impl fmt::Display for RoutePattern {
 
 impl RoutePattern {
     /// The pattern as written, e.g. for `http.route`.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 
@@ -160,21 +157,6 @@ impl RoutePattern {
                 Segment::Rest => 0,
             })
             .chain(exact.then_some(1))
-    }
-
-    /// Whether two patterns match exactly the same paths.
-    pub fn same_shape(&self, other: &RoutePattern) -> bool {
-        self.segments.len() == other.segments.len()
-            && self
-                .segments
-                .iter()
-                .zip(&other.segments)
-                .all(|pair| match pair {
-                    (Segment::Literal(a), Segment::Literal(b)) => a == b,
-                    (Segment::Param { prefix: a, .. }, Segment::Param { prefix: b, .. }) => a == b,
-                    (Segment::Rest, Segment::Rest) => true,
-                    _ => false,
-                })
     }
 }
 
@@ -387,7 +369,7 @@ impl<P: RouteOwner> RouteTable<P> {
     }
 
     /// Every route, in the order added.
-    pub fn routes(&self) -> &[Route<P>] {
+    pub(crate) fn routes(&self) -> &[Route<P>] {
         &self.routes
     }
 
@@ -625,13 +607,6 @@ mod tests {
             };
             assert_eq!(found, expected, "GET {path}");
         }
-    }
-
-    #[test]
-    fn same_shape_ignores_parameter_names() {
-        assert!(pattern("/a/:x").same_shape(&pattern("/a/:y")));
-        assert!(!pattern("/a/@:x").same_shape(&pattern("/a/:x")));
-        assert!(!pattern("/a/b").same_shape(&pattern("/a/:x")));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::{limits::LimitsOverride, runtime::sandbox::SandboxGrants};
 /// The sidecar's settings.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Sidecar {
+pub(crate) struct Sidecar {
     /// Routes that replace the manifest's, when present.
     pub routes: Option<Vec<SidecarRoute>>,
     /// Limits that replace comb's defaults for this plugin.
@@ -41,7 +41,7 @@ pub struct Sidecar {
 /// One route in a sidecar.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SidecarRoute {
+pub(crate) struct SidecarRoute {
     /// The upper-case HTTP method.
     pub method: String,
     /// The path pattern, as in the WIT `route` record.
@@ -49,12 +49,12 @@ pub struct SidecarRoute {
 }
 
 /// The sidecar path for a plugin file: `NAME.toml` beside `NAME.wasm`.
-pub fn path_for(wasm: &Path) -> PathBuf {
+pub(crate) fn path_for(wasm: &Path) -> PathBuf {
     wasm.with_extension("toml")
 }
 
 /// Parses a sidecar's text; the error names the line and column.
-pub fn parse(text: &str, path: &Path) -> Result<Sidecar> {
+pub(crate) fn parse(text: &str, path: &Path) -> Result<Sidecar> {
     toml::from_str(text).with_context(|| format!("invalid sidecar {}", path.display()))
 }
 

@@ -13,17 +13,17 @@ use super::{Plugins, SETTLE_TIME};
 
 /// How long the folder must be quiet before a reload: one copy or save
 /// makes a burst of events, and one reload should answer the whole burst.
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// The log line that says the first load of the folder is done: every
 /// file there at start is serving or rejected.
-pub const FIRST_LOAD_DONE: &str = "first load of the plugins folder done";
+pub(crate) const FIRST_LOAD_DONE: &str = "first load of the plugins folder done";
 
 /// Watches the folder and loads it, in the background: the listener does
 /// not wait for plugins (a cold compile of large components takes minutes),
 /// they come in as they load. Then keeps reloading on every change until
 /// the runtime shuts down. Returns once the watch is set up.
-pub fn load_and_watch(mut plugins: Plugins) -> Result<()> {
+pub(crate) fn load_and_watch(mut plugins: Plugins) -> Result<()> {
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {

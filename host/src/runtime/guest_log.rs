@@ -29,21 +29,21 @@ use super::{
 };
 
 /// The log target of plugins' lines in comb's log.
-pub const GUEST_LOG: &str = "comb::guest";
+pub(crate) const GUEST_LOG: &str = "comb::guest";
 
 /// Lines one call may log.
-pub const MAX_LINES: usize = 256;
+pub(crate) const MAX_LINES: usize = 256;
 
 /// Bytes (messages and field values) one call may log.
-pub const MAX_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BYTES: usize = 64 * 1024;
 
 /// The longest stdout or stderr line; a longer one is split, so a guest
 /// that never writes a newline still costs bounded memory.
-pub const MAX_LINE_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 8 * 1024;
 
 /// How much of the guest's stderr is kept for the trap report (64 KiB):
 /// the tail, where a panic message is.
-pub const STDERR_TAIL: usize = 64 * 1024;
+pub(crate) const STDERR_TAIL: usize = 64 * 1024;
 
 /// The semconv attribute naming the stream a line came from.
 const LOG_IOSTREAM: &str = "log.iostream";
@@ -51,7 +51,7 @@ const LOG_IOSTREAM: &str = "log.iostream";
 /// One call's log, shared by the `log` interface and the guest's stdio
 /// streams; cheap to clone.
 #[derive(Clone)]
-pub struct GuestLog(Arc<Mutex<LogState>>);
+pub(crate) struct GuestLog(Arc<Mutex<LogState>>);
 
 struct LogState {
     plugin: StringValue,
@@ -66,7 +66,7 @@ struct LogState {
 
 impl GuestLog {
     /// Nothing logged yet by `plugin`, whose current span `current` follows.
-    pub fn new(plugin: StringValue, current: CurrentSpan) -> Self {
+    pub(crate) fn new(plugin: StringValue, current: CurrentSpan) -> Self {
         GuestLog(Arc::new(Mutex::new(LogState {
             plugin,
             current,
@@ -84,7 +84,7 @@ impl GuestLog {
     }
 
     /// The guest's stdout (`Stdio::Stdout`) or stderr, for its WASI context.
-    pub fn stream(&self, stdio: Stdio) -> GuestOutput {
+    pub(crate) fn stream(&self, stdio: Stdio) -> GuestOutput {
         GuestOutput {
             log: self.clone(),
             stdio,
@@ -93,7 +93,7 @@ impl GuestLog {
 
     /// Logs what is left of unfinished stdout and stderr lines; call once
     /// the guest has returned.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let mut state = self.state();
         for stdio in [Stdio::Stdout, Stdio::Stderr] {
             state.end_line(stdio);
@@ -101,12 +101,12 @@ impl GuestLog {
     }
 
     /// Lines past the limits, counted instead of kept.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.state().dropped
     }
 
     /// The end of what the guest wrote to stderr, lossily decoded.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.state().stderr_tail).into_owned()
     }
 }
@@ -204,7 +204,7 @@ impl LogState {
 
 /// Which of the guest's output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stdio {
+pub(crate) enum Stdio {
     /// Lines logged at INFO.
     Stdout = 0,
     /// Lines logged at WARN.
@@ -214,7 +214,7 @@ pub enum Stdio {
 /// The guest's stdout or stderr: every write goes to its [`GuestLog`].
 /// Writes never fail or block; past the limits, lines are only counted.
 #[derive(Clone)]
-pub struct GuestOutput {
+pub(crate) struct GuestOutput {
     log: GuestLog,
     stdio: Stdio,
 }
@@ -281,7 +281,7 @@ impl HasData for LogApi {
 }
 
 /// Adds the `comb:plugin/log` import to `linker`.
-pub fn add_to_linker<T: Send + 'static>(
+pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> &mut GuestLog,
 ) -> wasmtime::Result<()> {

@@ -30,7 +30,7 @@ use std::{
 };
 
 /// How long a call runs at normal priority before its thread is demoted.
-pub const LONG_CALL: Duration = Duration::from_millis(2);
+pub(crate) const LONG_CALL: Duration = Duration::from_millis(2);
 
 /// How long an idle thread waits for work before it ends.
 const IDLE_THREAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,7 +44,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// the guest: guest faults are traps).
 #[derive(Debug, thiserror::Error)]
 #[error("the call ended abnormally: {0}")]
-pub struct CallPanicked(String);
+pub(crate) struct CallPanicked(String);
 
 /// The pool: a queue of calls and the threads that take them.
 pub(super) struct GuestPool {

@@ -31,7 +31,7 @@ use crate::{limits::HttpTimeouts, spans};
 
 /// What the `send_request` hook needs: where the call's span goes and what
 /// the sandbox allows.
-pub struct ClientHooks {
+pub(crate) struct ClientHooks {
     /// The guest's current span when it made the call; set by the store
     /// before every wasi:http host call.
     pub(super) current: Context,
@@ -42,7 +42,7 @@ pub struct ClientHooks {
 impl ClientHooks {
     /// Hooks for one call under `invocation`, allowed what `grants` grant,
     /// within `timeouts`.
-    pub fn new(invocation: Context, grants: HttpGrants, timeouts: HttpTimeouts) -> Self {
+    pub(crate) fn new(invocation: Context, grants: HttpGrants, timeouts: HttpTimeouts) -> Self {
         ClientHooks {
             current: invocation,
             grants,

@@ -8,16 +8,16 @@
 //! instantiate from the pre-linked component and call the export. A fresh instance per
 //! request is comb's isolation promise: nothing leaks between requests.
 //! The deadline bounds the whole call, host calls included, and a long
-//! call moves off the request path's threads ([`guest_pool`]).
+//! call moves off the request path's threads (`guest_pool`).
 
 pub mod bindings;
-pub mod guest_log;
-pub mod guest_pool;
-pub mod http_client;
-pub mod outcome;
-pub mod proxy;
-pub mod sandbox;
-pub mod span_api;
+pub(crate) mod guest_log;
+pub(crate) mod guest_pool;
+pub(crate) mod http_client;
+pub(crate) mod outcome;
+pub(crate) mod proxy;
+pub(crate) mod sandbox;
+pub(crate) mod span_api;
 mod state;
 
 use std::{
@@ -33,9 +33,9 @@ use wasmtime::{
     component::{Component, Linker},
 };
 
-pub use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
+pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
 use guest_pool::{CallPanicked, GuestPool};
-pub use outcome::{InvokeError, TrapKind};
+pub use outcome::{ERROR_TYPES, InvokeError, TrapKind};
 use sandbox::Sandbox;
 use state::InvocationState;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -44,11 +44,11 @@ use crate::limits::{Limits, MemoryLimitExceeded};
 
 /// How often the engine's epoch advances (1 ms): the granularity of
 /// deadlines, and how soon a long call is demoted (see [`guest_pool`]).
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How long a plugin's `manifest.describe` may run at load, host calls
 /// included.
-pub const MANIFEST_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const MANIFEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How far past its deadline a call waiting in a host call is dropped:
 /// long enough that a computing guest is interrupted by the epoch first.
@@ -57,7 +57,7 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(20);
 /// Instances the pooling allocator keeps slots for (all plugins together).
 /// More concurrent calls than this get 503, so the host's memory stays
 /// bounded at about slots × the memory limit.
-pub const POOL_INSTANCES: u32 = 256;
+pub(crate) const POOL_INSTANCES: u32 = 256;
 
 /// Linear memory (and table bytes) a pooling slot keeps resident between
 /// calls. Without it every call faults its pages in and every release
@@ -110,7 +110,7 @@ pub enum Answer {
 
 impl Answer {
     /// The length of the body.
-    pub fn body_len(&self) -> usize {
+    pub(crate) fn body_len(&self) -> usize {
         match self {
             Answer::Record(response) => response.body.len(),
             Answer::Http(response) => response.body().len(),
@@ -121,7 +121,7 @@ impl Answer {
 /// A plugin compiled and linked against comb's imports, ready to
 /// instantiate: a component of comb's `plugin` world, or a standard
 /// `wasi:http/proxy` one.
-pub enum PreparedPlugin {
+pub(crate) enum PreparedPlugin {
     /// comb's world: a manifest and a handler.
     Comb(PluginPre<InvocationState>),
     /// `wasi:http/proxy`: an incoming handler (see [`proxy`]).
@@ -158,7 +158,7 @@ pub struct Compiled {
 }
 
 /// Which plugin a call runs, and under what rules.
-pub struct Guest<'a> {
+pub(crate) struct Guest<'a> {
     /// The pre-linked component.
     pub pre: &'a PreparedPlugin,
     /// The tracer its spans start with.
@@ -235,7 +235,7 @@ impl Runtime {
 
     /// Runs `call` (a plugin call, or a manifest read) on the guest pool
     /// and waits for it. A panic in it is returned as an error.
-    pub async fn on_guest_pool<T: Send + 'static>(
+    pub(crate) async fn on_guest_pool<T: Send + 'static>(
         &self,
         call: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, CallPanicked> {
@@ -243,12 +243,12 @@ impl Runtime {
     }
 
     /// Whether instances come from the pooling allocator.
-    pub fn pooled(&self) -> bool {
+    pub(crate) fn pooled(&self) -> bool {
         self.pooled
     }
 
     /// Whether fuel metering is on.
-    pub fn fuel(&self) -> bool {
+    pub(crate) fn fuel(&self) -> bool {
         self.fuel
     }
 
@@ -260,7 +260,7 @@ impl Runtime {
     ///
     /// Compiles run one at a time (each uses every core already): the
     /// cache hit is read from the cache's counters around the compile.
-    pub fn prepare(&self, wasm: &[u8]) -> anyhow::Result<(PreparedPlugin, Compiled)> {
+    pub(crate) fn prepare(&self, wasm: &[u8]) -> anyhow::Result<(PreparedPlugin, Compiled)> {
         let _one_at_a_time = self
             .compiling
             .lock()
@@ -301,7 +301,7 @@ impl Runtime {
 
     /// Calls the plugin's `manifest.describe` in a throwaway instance whose
     /// spans and log lines go under the span in `load`, attributed to `file`.
-    pub async fn describe(
+    pub(crate) async fn describe(
         &self,
         pre: &PluginPre<InvocationState>,
         tracer: Arc<BoxedTracer>,
@@ -343,7 +343,7 @@ impl Runtime {
     /// The deadline is wall-clock for the whole call: instantiation, guest
     /// code (interrupted at an epoch tick) and host calls (a sleep, an
     /// outgoing request), which a timer ends by dropping the call.
-    pub async fn invoke(
+    pub(crate) async fn invoke(
         &self,
         guest: Guest<'_>,
         request: RoutedRequest,

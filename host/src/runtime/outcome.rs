@@ -124,7 +124,7 @@ pub enum TrapKind {
 impl TrapKind {
     /// `wasm.panic` or `wasm.trap.<kind>` in snake case; `wasm.trap.other`
     /// for kinds a Rust or C guest does not raise.
-    pub fn error_type(self) -> &'static str {
+    pub(crate) fn error_type(self) -> &'static str {
         let TrapKind::Wasm(trap) = self else {
             return WASM_PANIC;
         };
@@ -159,7 +159,7 @@ fn guest_message(error: &HandlerError) -> String {
 
 impl InvokeError {
     /// The low-cardinality `error.type` of this failure.
-    pub fn error_type(&self) -> &'static str {
+    pub(crate) fn error_type(&self) -> &'static str {
         match self {
             InvokeError::Guest(_) => PLUGIN_ERROR,
             InvokeError::Trap { kind, .. } => kind.error_type(),
@@ -175,7 +175,7 @@ impl InvokeError {
     }
 
     /// Which of comb's limits ended the call (`plugin.limit.hit`), if one did.
-    pub fn limit_hit(&self) -> Option<&'static str> {
+    pub(crate) fn limit_hit(&self) -> Option<&'static str> {
         match self {
             InvokeError::Deadline { .. } => Some("deadline"),
             InvokeError::Fuel { .. } => Some("fuel"),
@@ -188,7 +188,7 @@ impl InvokeError {
 
     /// The status comb answers with, and the stable `code` of the JSON
     /// error body.
-    pub fn answer(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn answer(&self) -> (StatusCode, &'static str) {
         match self {
             InvokeError::Guest(HandlerError::BadRequest(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
@@ -217,12 +217,12 @@ impl InvokeError {
 
     /// Whether the failure is the client's (a plugin's `bad-request`): the
     /// invocation span's status stays unset, as for any 4xx.
-    pub fn is_client_error(&self) -> bool {
+    pub(crate) fn is_client_error(&self) -> bool {
         matches!(self, InvokeError::Guest(HandlerError::BadRequest(_)))
     }
 
     /// The wasm backtrace, when the failure was a trap that has one.
-    pub fn backtrace(&self) -> Option<&str> {
+    pub(crate) fn backtrace(&self) -> Option<&str> {
         match self {
             InvokeError::Trap { backtrace, .. }
             | InvokeError::Deadline { backtrace }
@@ -234,7 +234,7 @@ impl InvokeError {
 
     /// Whether the guest's code stopped abnormally, so the span gets an
     /// `exception` event.
-    pub fn is_trap(&self) -> bool {
+    pub(crate) fn is_trap(&self) -> bool {
         matches!(
             self,
             InvokeError::Trap { .. }
@@ -247,7 +247,7 @@ impl InvokeError {
 
     /// The text for the span's status and the error answer: the guest's
     /// message where it has one.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             InvokeError::Guest(
                 HandlerError::BadRequest(message) | HandlerError::Internal(message),

@@ -18,12 +18,12 @@ use super::{HandlerError, InvokeError, Manifest, Route, state::InvocationState};
 use crate::spans;
 
 /// The export that makes a component a proxy, at any 0.2 version.
-pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
 /// The manifest comb gives a proxy component from the file named `stem`:
 /// its name is the stem in lower case, anything but letters, digits, `_`
 /// and `-` turned into `-` (`Hello.v2` serves `/hello-v2/...`).
-pub fn manifest(stem: &str) -> Manifest {
+pub(crate) fn manifest(stem: &str) -> Manifest {
     let name: String = stem
         .chars()
         .map(|c| match c.to_ascii_lowercase() {
@@ -48,7 +48,7 @@ pub fn manifest(stem: &str) -> Manifest {
 /// of the caller's so a guest that traces joins the trace. The response
 /// body is read up to `max_body + 1` bytes (enough for the caller to see it
 /// is too large, never more) and until `deadline`.
-pub async fn call(
+pub(crate) async fn call(
     pre: &ProxyPre<InvocationState>,
     store: &mut Store<InvocationState>,
     mut request: http::Request<Bytes>,

@@ -28,7 +28,7 @@ type SocketCheck = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
 /// A sidecar's `[sandbox]` table.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SandboxGrants {
+pub(crate) struct SandboxGrants {
     /// Host directories mounted read-only in the guest.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
@@ -50,7 +50,7 @@ pub struct SandboxGrants {
 /// One read-only directory grant.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DirGrant {
+pub(crate) struct DirGrant {
     /// The directory on the host.
     pub host: PathBuf,
     /// Where the guest sees it.
@@ -86,11 +86,11 @@ fn http_grant(grant: &str) -> Result<(String, Option<u16>), String> {
 
 /// Hosts a plugin may send HTTP requests to; cheap to clone.
 #[derive(Debug, Default, Clone)]
-pub struct HttpGrants(Arc<Vec<(String, Option<u16>)>>);
+pub(crate) struct HttpGrants(Arc<Vec<(String, Option<u16>)>>);
 
 impl HttpGrants {
     /// Whether the guest may send HTTP requests to `host:port`.
-    pub fn allows(&self, host: &str, port: u16) -> bool {
+    pub(crate) fn allows(&self, host: &str, port: u16) -> bool {
         let host = host.trim_matches(['[', ']']);
         self.0.iter().any(|(granted, granted_port)| {
             granted.eq_ignore_ascii_case(host) && granted_port.is_none_or(|p| p == port)
@@ -101,7 +101,7 @@ impl HttpGrants {
 /// A plugin's sandbox, resolved once at load: environment values read,
 /// destinations parsed.
 #[derive(Debug, Default, Clone)]
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     dirs: Vec<DirGrant>,
     env: Vec<(String, String)>,
     connect: Arc<Vec<(std::net::IpAddr, Option<u16>)>>,
@@ -111,7 +111,7 @@ pub struct Sandbox {
 impl SandboxGrants {
     /// Resolves the grants: reads the named host variables (a missing one
     /// is simply not passed) and checks directories and destinations.
-    pub fn resolve(&self) -> Result<Sandbox, String> {
+    pub(crate) fn resolve(&self) -> Result<Sandbox, String> {
         for dir in &self.dirs {
             if !dir.host.is_dir() {
                 return Err(format!(
@@ -163,13 +163,13 @@ impl SandboxGrants {
 
 impl Sandbox {
     /// The HTTP destinations granted, shared with each call's hooks.
-    pub fn http_grants(&self) -> HttpGrants {
+    pub(crate) fn http_grants(&self) -> HttpGrants {
         HttpGrants(self.http.clone())
     }
 
     /// The WASI context for one call: stdout and stderr go to `log`;
     /// `invocation` is where denied connections are recorded.
-    pub fn wasi(&self, log: &GuestLog, invocation: Context) -> WasiCtx {
+    pub(crate) fn wasi(&self, log: &GuestLog, invocation: Context) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();
         builder
             .stdout(log.stream(Stdio::Stdout))

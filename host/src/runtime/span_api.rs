@@ -186,11 +186,11 @@ fn comb_owns(key: &str, role: Role) -> bool {
 /// host calls: the guest's stdout and stderr are written through WASI
 /// streams that cannot reach the store, yet their lines belong on it.
 #[derive(Clone)]
-pub struct CurrentSpan(Arc<Mutex<Context>>);
+pub(crate) struct CurrentSpan(Arc<Mutex<Context>>);
 
 impl CurrentSpan {
     /// The guest's current span now.
-    pub fn get(&self) -> Context {
+    pub(crate) fn get(&self) -> Context {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -200,7 +200,7 @@ impl CurrentSpan {
 }
 
 /// Per-invocation state of the span API.
-pub struct SpanApiCtx {
+pub(crate) struct SpanApiCtx {
     /// The tracer guest spans are started with: one per plugin, scoped to
     /// the plugin's name and version.
     tracer: Arc<BoxedTracer>,
@@ -218,7 +218,7 @@ pub struct SpanApiCtx {
 
 impl SpanApiCtx {
     /// State for one invocation whose span is in `invocation`.
-    pub fn new(
+    pub(crate) fn new(
         tracer: Arc<BoxedTracer>,
         invocation: Context,
         plugin_name: StringValue,
@@ -242,24 +242,24 @@ impl SpanApiCtx {
     }
 
     /// A handle that follows the guest's current span.
-    pub fn current_span(&self) -> CurrentSpan {
+    pub(crate) fn current_span(&self) -> CurrentSpan {
         self.shared.clone()
     }
 
     /// The guest's current span: the innermost it has open, else the
     /// invocation span.
-    pub fn current(&self) -> &Context {
+    pub(crate) fn current(&self) -> &Context {
         self.open.last().unwrap_or(&self.invocation)
     }
 
     /// Span data dropped past the per-call limits (spans, attributes,
     /// events), counted.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.budget.dropped
     }
 
     /// Attempts to set comb's own keys or rename its invocation span.
-    pub fn refused(&self) -> u64 {
+    pub(crate) fn refused(&self) -> u64 {
         self.budget.refused
     }
 
@@ -282,7 +282,7 @@ impl SpanApiCtx {
 
 /// What the span API's host functions work on: its own state plus the
 /// store's resource table, where the guest's span handles live.
-pub struct SpanApiView<'a> {
+pub(crate) struct SpanApiView<'a> {
     /// This invocation's span state.
     pub ctx: &'a mut SpanApiCtx,
     /// The store's resource table.
@@ -296,7 +296,7 @@ impl HasData for SpanApi {
 }
 
 /// Adds the `comb:plugin/tracing` imports to `linker`.
-pub fn add_to_linker<T: Send + 'static>(
+pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> SpanApiView<'_>,
 ) -> wasmtime::Result<()> {

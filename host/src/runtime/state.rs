@@ -23,7 +23,7 @@ use super::{
 use crate::limits::{Limits, MemoryLimiter};
 
 /// Store data for one invocation.
-pub struct InvocationState {
+pub(crate) struct InvocationState {
     /// WASI, as the plugin's sandbox allows; stdout and stderr go to `log`.
     wasi: WasiCtx,
     /// Handles the guest holds: WASI streams and comb spans.
@@ -43,7 +43,7 @@ pub struct InvocationState {
 
 impl InvocationState {
     /// State for one call whose invocation span is in `invocation`.
-    pub fn new(
+    pub(crate) fn new(
         tracer: Arc<BoxedTracer>,
         invocation: Context,
         plugin_name: &StringValue,
@@ -70,12 +70,12 @@ impl InvocationState {
     }
 
     /// The call's log: what the guest wrote to stderr, lines dropped.
-    pub fn log(&self) -> &GuestLog {
+    pub(crate) fn log(&self) -> &GuestLog {
         &self.log
     }
 
     /// The span API's state: what the guest's telemetry cost.
-    pub fn spans(&self) -> &SpanApiCtx {
+    pub(crate) fn spans(&self) -> &SpanApiCtx {
         &self.spans
     }
 
