@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask run [-- COMB SERVE FLAGS]`: build the plugins and serve them
 //!   with comb on 127.0.0.1:8080.
-//! - `cargo xtask test [-- ARGS]`: build the plugins, install Debian's
+//! - `cargo xtask test [-- ARGS]`: build the plugins, warm the tests'
+//!   compile cache with the bundled ones, install Debian's
 //!   Chromium if missing (the page test), run every test (with
 //!   cargo-nextest when installed, else `cargo test`; ARGS go to it), then
 //!   the guest SDK's doc tests (its examples, the README's) unless ARGS
