@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use comb::{
-    config::{CheckConfig, Cli, Command, LoadError, PluginsConfig, ServeConfig, Signal},
+    config::{CheckConfig, Cli, Command, Exporter, LoadError, PluginsConfig, ServeConfig, Signal},
     dashboard::{Recorder, store::Capacity},
     telemetry::{Destination, Telemetry},
 };
@@ -104,9 +104,14 @@ async fn serve(config: ServeConfig) -> Result<()> {
         .context("setting up OpenTelemetry")?;
     match telemetry.destination() {
         Destination::Disabled => tracing::info!("traces: off (OTEL_SDK_DISABLED=true)"),
-        Destination::LogOnly => tracing::info!(
-            "traces: no OTEL_EXPORTER_OTLP_ENDPOINT set, exporting nothing; each request's trace id is logged instead"
-        ),
+        Destination::LogOnly => match config.telemetry.exporter(Signal::Traces) {
+            Exporter::None => tracing::info!(
+                "traces: OTEL_TRACES_EXPORTER=none, exporting nothing; each request's trace id is logged instead"
+            ),
+            Exporter::Otlp => tracing::info!(
+                "traces: no OTEL_EXPORTER_OTLP_ENDPOINT set, exporting nothing; each request's trace id is logged instead"
+            ),
+        },
         Destination::Otlp(target) => tracing::info!(
             "traces: OTLP {} to {} ({} header(s))",
             match target.protocol {
@@ -129,6 +134,9 @@ async fn serve(config: ServeConfig) -> Result<()> {
             recorder,
         )),
     };
+    if config.telemetry.metrics_exporter == Exporter::None {
+        tracing::info!("metrics: OTEL_METRICS_EXPORTER=none, exporting none");
+    }
     if let Some(target) = telemetry.metrics_destination() {
         tracing::info!(
             "metrics: OTLP to {} every {} ms",

@@ -56,7 +56,8 @@ pub async fn run(
         config.plugins.plugins.clone(),
         config.limits(),
         config.plugins.max_routes_per_plugin,
-    );
+    )
+    .trace_loads(config.trace_loads);
     let (routes, reports) = (plugins.routes(), plugins.reports());
     plugins::watch::load_and_watch(plugins)?;
     let connection_limits = config.connection_limits();

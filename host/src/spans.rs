@@ -19,7 +19,10 @@ use opentelemetry::{
     Context, KeyValue, StringValue,
     global::{self, BoxedTracer},
     propagation::{Extractor, Injector},
-    trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _},
+    trace::{
+        SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+        Tracer, TracerProvider as _,
+    },
 };
 
 /// Attribute keys: OTel semantic conventions where they exist, comb's own
@@ -133,6 +136,20 @@ pub(crate) fn inject(cx: &Context, headers: &mut http::HeaderMap) {
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(cx, &mut Headers(headers))
     })
+}
+
+/// A context whose parent is remote and not sampled: a span started under
+/// it, and every span under that one, is dropped by the parent-based
+/// samplers (the OTel default), so the work goes untraced.
+pub(crate) fn unsampled_parent() -> Context {
+    let parent = SpanContext::new(
+        TraceId::from_bytes([1; 16]),
+        SpanId::from_bytes([1; 8]),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    );
+    Context::new().with_remote_span_context(parent)
 }
 
 /// What the server span records about an incoming request.

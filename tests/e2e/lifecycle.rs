@@ -352,6 +352,35 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_trace_loads_off_only_requests_are_traced() {
+    let receiver = Receiver::start().await;
+    let mut comb = Comb::start(Options {
+        plugins: &["home_activities", "bad_manifest"],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("COMB_TRACE_LOADS", "false"),
+        ],
+        ..Default::default()
+    });
+    let response = client()
+        .get(comb.at("/api/activities/home"))
+        .send()
+        .await
+        .unwrap();
+    let trace = crate::harness::trace_id(&response);
+    receiver.trace(&trace, 2).await;
+    assert!(comb.stop(), "{}", comb.log());
+    // Shutdown flushed everything: no load of either file (the good one
+    // and the rejected one) left a span.
+    let others: Vec<_> = (receiver.spans().into_iter())
+        .filter(|s| s.trace_id != trace)
+        .map(|s| s.name)
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_load_is_a_plugin_load_span() {
     let receiver = Receiver::start().await;
     // A cold cache of its own: the span reports a compile.

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::{
 };
 
 use crate::{
-    harness::{Comb, Options, client},
+    harness::{Comb, Options, client, eventually, get_json, trace_id},
     otlp::{Receiver, find},
 };
 
@@ -232,4 +232,72 @@ async fn a_metrics_endpoint_alone_exports_metrics_and_no_traces() {
     );
     assert!(comb.stop(), "{}", comb.log());
     assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_metrics_exporter_none_exports_traces_only() {
+    let receiver = Receiver::start().await;
+    let mut comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    });
+    let response = client()
+        .get(comb.at("/api/activities/home"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    receiver.trace(&trace_id(&response), 2).await;
+    assert!(comb.stop(), "{}", comb.log());
+    assert!(receiver.metric("faas.invoke_duration").is_none());
+    let log = comb.log();
+    assert!(log.contains("metrics: OTEL_METRICS_EXPORTER=none"), "{log}");
+    // No refused exports to warn about, as with a trace-only backend.
+    assert!(
+        !log.lines().any(|line| {
+            (line.contains("WARN") || line.contains("ERROR")) && line.contains("opentelemetry")
+        }),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_traces_exporter_none_exports_metrics_only_and_the_page_still_records() {
+    let receiver = Receiver::start().await;
+    let mut comb = Comb::start(Options {
+        plugins: &["home_activities", "faulty"],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    });
+    requests(&comb).await;
+    receiver
+        .wait_for_metric("faas.invoke_duration", |m| {
+            count(histogram(m), |a| has(a, "plugin.name", "home_activities")) >= 3
+        })
+        .await;
+    let stats = format!("{}/_comb/api/stats?window=300", comb.admin_url);
+    eventually("comb's page recorded the calls", &comb, || async {
+        let (_, stats) = get_json(&stats).await;
+        (stats["plugins"].as_array())
+            .is_some_and(|plugins| plugins.iter().any(|p| p["plugin"] == "home_activities"))
+    })
+    .await;
+    assert!(comb.stop(), "{}", comb.log());
+    assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
+    assert!(
+        comb.log().contains("traces: OTEL_TRACES_EXPORTER=none"),
+        "{}",
+        comb.log()
+    );
 }

@@ -32,7 +32,9 @@ mod otel;
 #[cfg(test)]
 use file::with_file_defaults;
 pub use file::{DEFAULT_CONFIG_FILE, LoadError};
-pub use otel::{OtlpCompression, OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig};
+pub use otel::{
+    Exporter, OtlpCompression, OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig,
+};
 
 /// Where comb listens when `--listen` is not given.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -176,6 +178,12 @@ pub struct ServeConfig {
         value_name = "N"
     )]
     pub recent_traces: usize,
+
+    /// Whether each load of a plugin file is a `plugin.load` trace of its
+    /// own; `false` keeps these traces (one per plugin per start and per
+    /// change) out of what is exported and of comb's page.
+    #[arg(long, env = "COMB_TRACE_LOADS", default_value_t = true, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub trace_loads: bool,
 
     /// Slow and failed traces comb's page keeps on top of the recent ones.
     #[arg(
@@ -438,6 +446,26 @@ mod tests {
     #[test]
     fn no_endpoint_means_no_export() {
         assert_eq!(telemetry(&[]).otlp_target(Signal::Traces), None);
+    }
+
+    #[test]
+    fn an_exporter_of_none_turns_its_signal_off_only() {
+        let config = telemetry(&[
+            "--otlp-endpoint",
+            "http://collector:4318",
+            "--otel-metrics-exporter",
+            "none",
+        ]);
+        assert_eq!(config.otlp_target(Signal::Metrics), None);
+        assert!(config.otlp_target(Signal::Traces).is_some());
+        let config = telemetry(&[
+            "--otlp-endpoint",
+            "http://collector:4318",
+            "--otel-traces-exporter",
+            "none",
+        ]);
+        assert_eq!(config.otlp_target(Signal::Traces), None);
+        assert!(config.otlp_target(Signal::Metrics).is_some());
     }
 
     #[test]

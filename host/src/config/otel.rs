@@ -51,6 +51,26 @@ pub struct TelemetryConfig {
     )]
     pub resource_attributes: Option<String>,
 
+    /// Where spans go: `otlp` (the default) or `none`. With `none`, spans
+    /// are still recorded for comb's page but never exported.
+    #[arg(
+        long = "otel-traces-exporter",
+        env = "OTEL_TRACES_EXPORTER",
+        default_value = "otlp",
+        value_name = "EXPORTER"
+    )]
+    pub traces_exporter: Exporter,
+
+    /// Where metrics go: `otlp` (the default) or `none`, e.g. for a
+    /// backend that takes traces only and refuses every metrics export.
+    #[arg(
+        long = "otel-metrics-exporter",
+        env = "OTEL_METRICS_EXPORTER",
+        default_value = "otlp",
+        value_name = "EXPORTER"
+    )]
+    pub metrics_exporter: Exporter,
+
     /// The OTLP base endpoint for all signals, e.g. `https://api.honeycomb.io`.
     /// With http/protobuf, traces go to `<endpoint>/v1/traces`. Unset (and no
     /// traces endpoint either): comb exports nothing.
@@ -239,6 +259,16 @@ pub enum Signal {
     Metrics,
 }
 
+/// Where a signal is exported (`OTEL_TRACES_EXPORTER`,
+/// `OTEL_METRICS_EXPORTER`): the spec's `otlp` and `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Exporter {
+    /// OTLP, to the configured endpoint.
+    Otlp,
+    /// Not exported.
+    None,
+}
+
 /// The trace-context formats comb can read (`OTEL_PROPAGATORS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Propagator {
@@ -292,11 +322,22 @@ pub struct OtlpTarget {
 }
 
 impl TelemetryConfig {
-    /// Where `signal` goes, or `None` when no endpoint is configured: then
-    /// comb makes no export attempts at all (the OTel default of
-    /// localhost:4318 would only produce connection errors on a laptop
-    /// without a collector).
+    /// The exporter chosen for `signal`.
+    pub fn exporter(&self, signal: Signal) -> Exporter {
+        match signal {
+            Signal::Traces => self.traces_exporter,
+            Signal::Metrics => self.metrics_exporter,
+        }
+    }
+
+    /// Where `signal` goes, or `None` when its exporter is `none` or no
+    /// endpoint is configured: then comb makes no export attempts at all
+    /// (the OTel default of localhost:4318 would only produce connection
+    /// errors on a laptop without a collector).
     pub fn otlp_target(&self, signal: Signal) -> Option<OtlpTarget> {
+        if self.exporter(signal) == Exporter::None {
+            return None;
+        }
         let (endpoint, headers, protocol, timeout_ms, compression, certificate, path) = match signal
         {
             Signal::Traces => (

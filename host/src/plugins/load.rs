@@ -42,6 +42,8 @@ pub(super) struct Loader {
     /// Routes one plugin may declare.
     pub(super) max_routes: usize,
     pub(super) metrics: Metrics,
+    /// Whether loads are traced; see [`super::Plugins::trace_loads`].
+    pub(super) trace_loads: bool,
 }
 
 impl Loader {
@@ -53,13 +55,17 @@ impl Loader {
         sidecar: Option<(PathBuf, String)>,
     ) -> Result<Arc<Plugin>> {
         let tracer = spans::host_tracer();
+        let parent = match self.trace_loads {
+            true => Context::new(),
+            false => spans::unsampled_parent(),
+        };
         let span = tracer
             .span_builder("plugin.load")
             .with_attributes([KeyValue::new(
                 attributes::PLUGIN_FILE,
                 file.display().to_string(),
             )])
-            .start(&tracer);
+            .start_with_context(&tracer, &parent);
         let cx = Context::new().with_span(span);
         let result = load_file(
             &self.runtime,

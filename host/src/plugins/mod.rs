@@ -203,11 +203,19 @@ impl Plugins {
                 limits,
                 max_routes,
                 metrics: Metrics::new(),
+                trace_loads: true,
             },
             files: BTreeMap::new(),
             routes: Arc::default(),
             reports: Arc::default(),
         }
+    }
+
+    /// Whether each load is a `plugin.load` trace (the default) or goes
+    /// untraced (its spans are not sampled).
+    pub fn trace_loads(mut self, trace_loads: bool) -> Self {
+        self.loader.trace_loads = trace_loads;
+        self
     }
 
     /// The route table, for the server.
