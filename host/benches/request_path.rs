@@ -151,6 +151,7 @@ fn bench(c: &mut Criterion) {
         tracer: spans::host_tracer(),
         cors_allowed_origins: vec![],
         metrics: comb::metrics::Metrics::new(),
+        rollbar: None,
     }));
     c.bench_function(
         "whole app without a socket (server span, invoke, response)",

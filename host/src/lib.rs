@@ -16,6 +16,7 @@
 //!   recorded from ended spans.
 //! - `admin`: the admin listener's routes (the page, the plugin list).
 //! - `connections`: accepting connections, with their caps and timeouts.
+//! - [`rollbar`]: failed plugin calls as Rollbar items.
 //! - [`limits`]: per-plugin limits and their enforcement.
 //!
 //! [`config`] parses flags, `OTEL_*` / `COMB_*` environment and `comb.toml`
@@ -32,6 +33,7 @@ mod error;
 pub mod limits;
 pub mod metrics;
 pub mod plugins;
+pub mod rollbar;
 pub mod runtime;
 pub mod server;
 pub mod spans;

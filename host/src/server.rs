@@ -11,7 +11,7 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts};
-use opentelemetry::{Context, global::BoxedTracer};
+use opentelemetry::{Context, global::BoxedTracer, trace::TraceContextExt as _};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use anyhow::Context as _;
@@ -25,6 +25,7 @@ use crate::{
     error::ApiError,
     metrics::{AnsweredRequest, Metrics},
     plugins::{self, Lookup, Plugin, Plugins, SharedRoutes, invocation},
+    rollbar::{FailedRequest, Failure, Rollbar},
     runtime::{Answer, InvokeError, RoutedRequest, Runtime},
     spans::{self, IncomingRequest},
 };
@@ -61,12 +62,14 @@ pub async fn run(
     let (routes, reports) = (plugins.routes(), plugins.reports());
     plugins::watch::load_and_watch(plugins)?;
     let connection_limits = config.connection_limits();
+    let rollbar = Rollbar::start(&config.rollbar).context("setting up Rollbar")?;
     let state = Arc::new(AppState {
         routes,
         runtime,
         tracer: spans::host_tracer(),
         cors_allowed_origins: config.cors_allowed_origins,
         metrics: Metrics::new(),
+        rollbar,
     });
     // One shutdown signal for both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -88,7 +91,10 @@ pub async fn run(
     }
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on http://{address}");
-    connections::serve(listener, app(state), connection_limits, stop_rx).await;
+    connections::serve(listener, app(state.clone()), connection_limits, stop_rx).await;
+    if let Some(rollbar) = &state.rollbar {
+        rollbar.shutdown().await;
+    }
     Ok(())
 }
 
@@ -110,6 +116,8 @@ pub struct AppState {
     pub cors_allowed_origins: Vec<HeaderValue>,
     /// comb's instruments.
     pub metrics: Metrics,
+    /// Where failed calls are reported, when Rollbar is configured.
+    pub rollbar: Option<Rollbar>,
 }
 
 /// The HTTP app: every path goes through the plugin route table, behind
@@ -246,9 +254,21 @@ async fn call_plugin(
     };
     // Refuse rather than queue: a queue without bound is how one slow
     // plugin takes the host's memory down.
+    // What a Rollbar item shows of the request; kept only when it is on.
+    let head = state.rollbar.as_ref().map(|_| {
+        let client = (parts.extensions.get::<ConnectInfo<SocketAddr>>()).map(|info| info.0.ip());
+        FailedRequest {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            client_address: client,
+            route: route.clone(),
+        }
+    });
     let Some(slot) = plugin.try_slot() else {
         let failure = InvokeError::Overloaded;
         spans::record_limit_hit(server_cx, failure.limit_hit());
+        report(state, server_cx, plugin, &failure, head);
         return (
             ApiError::from_invoke(&plugin.name, &failure).into_response(),
             Some(failure.error_type()),
@@ -297,12 +317,39 @@ async fn call_plugin(
             if !matches!(failure, InvokeError::Guest(_)) {
                 tracing::warn!(plugin = %plugin.name, "plugin call failed: {failure}");
             }
+            report(state, &invocation_cx, plugin, &failure, head);
             (
                 ApiError::from_invoke(&plugin.name, &failure).into_response(),
                 Some(failure.error_type()),
             )
         }
     }
+}
+
+/// Sends a failed call to Rollbar, when it is on and the failure is not
+/// the client's; `cx` holds the span the item links to.
+fn report(
+    state: &AppState,
+    cx: &Context,
+    plugin: &Plugin,
+    failure: &InvokeError,
+    request: Option<FailedRequest>,
+) {
+    let (Some(rollbar), Some(request)) = (&state.rollbar, request) else {
+        return;
+    };
+    if failure.is_client_error() {
+        return;
+    }
+    let span = cx.span();
+    let ids = span.span_context();
+    rollbar.report(&Failure {
+        plugin: plugin.identity(),
+        error: failure,
+        request,
+        trace_id: ids.trace_id().to_string(),
+        span_id: ids.span_id().to_string(),
+    });
 }
 
 async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
@@ -451,6 +498,7 @@ mod tests {
             tracer: spans::host_tracer(),
             cors_allowed_origins,
             metrics: Metrics::new(),
+            rollbar: None,
         }))
     }
 

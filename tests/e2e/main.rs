@@ -15,5 +15,6 @@ mod outgoing;
 mod page;
 mod propagation;
 mod proxy;
+mod rollbar;
 mod serve;
 mod traces;

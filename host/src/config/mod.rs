@@ -93,6 +93,7 @@ pub struct CheckConfig {
     /// The plugins folder and the compile cache.
     #[command(flatten)]
     pub plugins: PluginsConfig,
+
     /// Per-plugin limits.
     #[command(flatten)]
     pub limits: LimitsConfig,
@@ -148,6 +149,75 @@ impl PluginsConfig {
     }
 }
 
+/// Failed plugin calls as Rollbar items (see [`crate::rollbar`]).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Rollbar")]
+pub struct RollbarConfig {
+    /// A Rollbar project access token (`post_server_item` scope). Unset,
+    /// nothing is sent to Rollbar.
+    #[arg(
+        id = "rollbar-access-token",
+        long = "rollbar-access-token",
+        env = "ROLLBAR_ACCESS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub access_token: Option<String>,
+
+    /// The environment items are filed under.
+    #[arg(
+        id = "rollbar-environment",
+        long = "rollbar-environment",
+        env = "ROLLBAR_ENVIRONMENT",
+        default_value = "production",
+        value_name = "NAME"
+    )]
+    pub environment: String,
+
+    /// Rollbar's API base URL; a proxy or a test receiver may stand in.
+    #[arg(
+        id = "rollbar-endpoint",
+        long = "rollbar-endpoint",
+        env = "ROLLBAR_ENDPOINT",
+        default_value = "https://api.rollbar.com/api/1/",
+        value_name = "URL"
+    )]
+    pub endpoint: String,
+
+    /// Items one plugin may send per minute; failures past it are counted
+    /// and logged once, not sent.
+    #[arg(
+        id = "rollbar-items-per-minute",
+        long = "rollbar-items-per-minute",
+        env = "COMB_ROLLBAR_ITEMS_PER_MINUTE",
+        default_value_t = 60,
+        value_name = "N"
+    )]
+    pub items_per_minute: u32,
+
+    /// Request headers left out of items, comma-separated, besides
+    /// `authorization`, `cookie`, `set-cookie`, `proxy-authorization` and
+    /// `x-rollbar-access-token`, which never go.
+    #[arg(
+        id = "rollbar-scrub-headers",
+        long = "rollbar-scrub-headers",
+        env = "COMB_ROLLBAR_SCRUB_HEADERS",
+        value_delimiter = ',',
+        value_name = "LIST"
+    )]
+    pub scrub_headers: Vec<String>,
+
+    /// A link to the call's trace put on each item, `{trace_id}` replaced:
+    /// e.g. `https://ui.honeycomb.io/TEAM/environments/ENV/trace?trace_id={trace_id}`.
+    #[arg(
+        id = "rollbar-trace-url",
+        long = "rollbar-trace-url",
+        env = "COMB_ROLLBAR_TRACE_URL",
+        value_name = "TEMPLATE"
+    )]
+    pub trace_url: Option<String>,
+}
+
 /// Everything `comb serve` needs, parsed from flags and environment.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -197,6 +267,10 @@ pub struct ServeConfig {
     /// Per-plugin limits.
     #[command(flatten)]
     pub limits: LimitsConfig,
+
+    /// Rollbar reporting.
+    #[command(flatten)]
+    pub rollbar: RollbarConfig,
 
     /// Connections each listener keeps open at once; past it, new ones
     /// wait in the kernel's backlog until one closes.
@@ -441,6 +515,13 @@ mod tests {
         assert!(!config.otlp_target(Signal::Metrics).unwrap().gzip);
         let plain = telemetry(&["--otlp-endpoint=http://collector:4318"]);
         assert!(!plain.otlp_target(Signal::Traces).unwrap().gzip);
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // clap's own checks (unique names, valid defaults), which otherwise
+        // only a debug binary runs, at start.
+        <Cli as clap::CommandFactory>::command().debug_assert();
     }
 
     #[test]

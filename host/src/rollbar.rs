@@ -1,0 +1,495 @@
+//! Rollbar: each failed plugin call becomes a Rollbar item that names the
+//! plugin, its version and digest, carries the wasm backtrace as frames and
+//! links to the call's trace.
+//!
+//! Built from the same typed failure ([`InvokeError`]) as the span and the
+//! metrics. Items leave from a bounded queue on a task of their own: a
+//! request never waits on Rollbar, a Rollbar that is down, slow or
+//! refusing only costs dropped (and counted) items, and a storm of
+//! failures sends at most `items_per_minute` items per plugin.
+//!
+//! The wire format is Rollbar's item API (`POST {endpoint}item/`, header
+//! `X-Rollbar-Access-Token`, a `data` object with `body.trace`).
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use http::{HeaderMap, Method, Uri};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use crate::{config::RollbarConfig, runtime::InvokeError, spans::PluginIdentity};
+
+/// Items waiting to be sent; past it new items are dropped and counted.
+const QUEUE: usize = 256;
+
+/// How long one delivery may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Attempts per item when Rollbar answers 429, 5xx or not at all.
+const ATTEMPTS: u32 = 3;
+
+/// The longest comb waits when Rollbar says how long to back off.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How long shutdown waits for queued items to go out.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Request headers never sent to Rollbar, whatever the scrub list says.
+const ALWAYS_SCRUBBED: [&str; 5] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "set-cookie",
+    "x-rollbar-access-token",
+];
+
+/// The request a failed call served, as the item shows it.
+pub(crate) struct FailedRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub client_address: Option<IpAddr>,
+    /// The route pattern that matched.
+    pub route: String,
+}
+
+/// One failed call.
+pub(crate) struct Failure<'a> {
+    pub plugin: &'a PluginIdentity,
+    pub error: &'a InvokeError,
+    pub request: FailedRequest,
+    /// The invocation span's trace and span ids, lower-case hex.
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+/// The Rollbar reporter: a bounded queue and the task that drains it.
+pub struct Rollbar {
+    settings: Settings,
+    queue: Mutex<Option<mpsc::Sender<Value>>>,
+    sender: Mutex<Option<JoinHandle<()>>>,
+    windows: Mutex<HashMap<String, Window>>,
+    /// Items not sent: over a plugin's rate, or the queue full.
+    dropped: AtomicU64,
+}
+
+struct Settings {
+    environment: String,
+    scrub: Vec<String>,
+    trace_url: Option<String>,
+    items_per_minute: u32,
+    host: String,
+}
+
+/// One plugin's items in the current minute.
+struct Window {
+    started: Instant,
+    sent: u32,
+    suppressed: u64,
+}
+
+impl Rollbar {
+    /// Starts the reporter when an access token is configured.
+    pub(crate) fn start(config: &RollbarConfig) -> anyhow::Result<Option<Rollbar>> {
+        let Some(token) = config.access_token.clone().filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let url = format!("{}/item/", config.endpoint.trim_end_matches('/'));
+        let client = reqwest::Client::builder().timeout(SEND_TIMEOUT).build()?;
+        let (queue, items) = mpsc::channel(QUEUE);
+        let sender = tokio::spawn(deliver(items, client, url, token));
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "comb".to_owned());
+        tracing::info!(
+            environment = %config.environment,
+            "failed plugin calls are reported to Rollbar"
+        );
+        Ok(Some(Rollbar {
+            settings: Settings {
+                environment: config.environment.clone(),
+                scrub: (config.scrub_headers.iter())
+                    .map(|name| name.trim().to_ascii_lowercase())
+                    .chain(ALWAYS_SCRUBBED.iter().map(|name| (*name).to_owned()))
+                    .collect(),
+                trace_url: config.trace_url.clone(),
+                items_per_minute: config.items_per_minute,
+                host,
+            },
+            queue: Mutex::new(Some(queue)),
+            sender: Mutex::new(Some(sender)),
+            windows: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Queues an item for `failure`, unless its plugin is over its rate or
+    /// the queue is full (then it is counted). Never waits.
+    pub(crate) fn report(&self, failure: &Failure<'_>) {
+        if !self.admit(failure.plugin.name.as_str()) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let item = self.item(failure);
+        let queued = (self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref())
+        .is_some_and(|queue| queue.try_send(item).is_ok());
+        if !queued && self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!("Rollbar's queue is full; items are dropped and counted");
+        }
+    }
+
+    /// Items not sent so far (over a rate, or the queue full).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends what is queued, for at most [`FLUSH_TIMEOUT`].
+    pub(crate) async fn shutdown(&self) {
+        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(sender) = sender
+            && tokio::time::timeout(FLUSH_TIMEOUT, sender).await.is_err()
+        {
+            tracing::warn!("Rollbar items still queued at shutdown were not sent");
+        }
+        let dropped = self.dropped();
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "Rollbar items not sent (rate per plugin, full queue)"
+            );
+        }
+    }
+
+    /// Whether `plugin` may send one more item this minute; the first item
+    /// it may not send is logged, once per minute.
+    fn admit(&self, plugin: &str) -> bool {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let window = windows.entry(plugin.to_owned()).or_insert(Window {
+            started: Instant::now(),
+            sent: 0,
+            suppressed: 0,
+        });
+        if window.started.elapsed() >= Duration::from_secs(60) {
+            if window.suppressed > 0 {
+                tracing::info!(
+                    plugin,
+                    suppressed = window.suppressed,
+                    "Rollbar items over the per-plugin rate were counted, not sent"
+                );
+            }
+            *window = Window {
+                started: Instant::now(),
+                sent: 0,
+                suppressed: 0,
+            };
+        }
+        if window.sent < self.settings.items_per_minute {
+            window.sent += 1;
+            return true;
+        }
+        if window.suppressed == 0 {
+            tracing::warn!(
+                plugin,
+                limit = self.settings.items_per_minute,
+                "failures over the per-plugin Rollbar rate this minute are counted, not sent"
+            );
+        }
+        window.suppressed += 1;
+        false
+    }
+
+    /// The item, in Rollbar's format.
+    fn item(&self, failure: &Failure<'_>) -> Value {
+        let Failure {
+            plugin,
+            error,
+            request,
+            trace_id,
+            span_id,
+        } = failure;
+        let error_type = error.error_type();
+        let message = error.message();
+        let frames = error.backtrace().map(frames).unwrap_or_default();
+        let mut custom = Map::new();
+        custom.insert("trace_id".into(), json!(trace_id));
+        custom.insert("span_id".into(), json!(span_id));
+        custom.insert("plugin.name".into(), json!(plugin.name.as_str()));
+        custom.insert("plugin.version".into(), json!(plugin.version.as_str()));
+        custom.insert("plugin.digest".into(), json!(plugin.digest.as_str()));
+        custom.insert("http.route".into(), json!(request.route));
+        if let Some(template) = &self.settings.trace_url {
+            custom.insert(
+                "trace_url".into(),
+                json!(template.replace("{trace_id}", trace_id)),
+            );
+        }
+        let headers: Map<String, Value> = (request.headers.iter())
+            .filter(|(name, _)| !self.settings.scrub.iter().any(|s| s == name.as_str()))
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), json!(value))
+            })
+            .collect();
+        let host = (request.headers.get(http::header::HOST))
+            .and_then(|host| host.to_str().ok())
+            .unwrap_or("localhost");
+        let timestamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        json!({
+            "data": {
+                "environment": self.settings.environment,
+                "level": level(error),
+                "timestamp": timestamp,
+                "code_version": format!("{}+{}", plugin.version.as_str(), &plugin.digest.as_str()[..12.min(plugin.digest.as_str().len())]),
+                "platform": "linux",
+                "language": "webassembly",
+                "framework": "comb",
+                "context": format!("{} {}", request.method, request.route),
+                "uuid": uuid::Uuid::new_v4().to_string(),
+                "fingerprint": fingerprint(plugin.name.as_str(), error_type, &message, &frames),
+                "title": format!("{}: {error_type}: {}", plugin.name.as_str(), summary(&message)),
+                "body": {
+                    "trace": {
+                        "frames": frames,
+                        "exception": {
+                            "class": error_type,
+                            "message": message,
+                        },
+                    },
+                },
+                "request": {
+                    "url": format!("http://{host}{}", request.uri.path_and_query().map_or("/", |p| p.as_str())),
+                    "method": request.method.as_str(),
+                    "headers": headers,
+                    "query_string": request.uri.query().unwrap_or_default(),
+                    "user_ip": request.client_address.map(|ip| ip.to_string()),
+                },
+                "server": { "host": self.settings.host },
+                "notifier": { "name": "comb", "version": env!("CARGO_PKG_VERSION") },
+                "custom": custom,
+            }
+        })
+    }
+}
+
+/// `warning` for what comb refused or cut short (the plugin may be fine),
+/// `error` for the rest.
+fn level(error: &InvokeError) -> &'static str {
+    match error {
+        InvokeError::Deadline { .. } | InvokeError::Overloaded => "warning",
+        _ => "error",
+    }
+}
+
+/// Items group by plugin, `error.type` and where it happened: the panic's
+/// location when there is one, else the innermost frame of the plugin's
+/// own code. Never by message, which may hold request data.
+fn fingerprint(plugin: &str, error_type: &str, message: &str, frames: &[Value]) -> String {
+    let panic_location = message
+        .lines()
+        .find_map(|line| line.split_once("panicked at ").map(|(_, at)| at))
+        .map(|at| at.trim_end_matches(':').to_owned());
+    let top = panic_location.or_else(|| {
+        // Frames are oldest first: the innermost is last.
+        (frames.iter().rev())
+            .filter_map(|frame| frame["method"].as_str())
+            .find(|method| !is_runtime_frame(method))
+            .map(str::to_owned)
+    });
+    let mut hash = Sha256::new();
+    for part in [plugin, error_type, top.as_deref().unwrap_or_default()] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
+/// Frames of the Rust runtime rather than the plugin's code (crate names
+/// may carry a hash: `core[6d9e…]::panicking`).
+fn is_runtime_frame(method: &str) -> bool {
+    let krate = method.split(['[', ':']).next().unwrap_or_default();
+    matches!(krate, "std" | "core" | "alloc" | "__rustc" | "abort")
+        || method.starts_with("__rust")
+        || method.starts_with("<unknown>")
+        || method.starts_with("<wasm function")
+}
+
+/// One line that says what failed: a panic's own message rather than its
+/// `thread '…' panicked at …` header.
+fn summary(message: &str) -> &str {
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or_default();
+    match first.contains("panicked at") {
+        true => lines.next().unwrap_or(first),
+        false => first,
+    }
+}
+
+/// wasmtime's backtrace text as Rollbar frames, oldest call first.
+///
+/// The text has one line per frame, innermost first
+/// (`  0:   0x1a2b - misbehave::handle`), each optionally followed by
+/// `at src/lib.rs:45:9`.
+fn frames(backtrace: &str) -> Vec<Value> {
+    let mut frames: Vec<Value> = Vec::new();
+    for line in backtrace.lines().map(str::trim) {
+        if let Some(location) = line.strip_prefix("at ") {
+            if let Some(frame) = frames.last_mut() {
+                let mut parts = location.rsplitn(3, ':');
+                let (col, lineno, file) = (parts.next(), parts.next(), parts.next());
+                match (file, lineno.and_then(|l| l.parse::<u64>().ok())) {
+                    (Some(file), Some(lineno)) => {
+                        frame["filename"] = json!(file);
+                        frame["lineno"] = json!(lineno);
+                        if let Some(col) = col.and_then(|c| c.parse::<u64>().ok()) {
+                            frame["colno"] = json!(col);
+                        }
+                    }
+                    _ => frame["filename"] = json!(location),
+                }
+            }
+            continue;
+        }
+        let Some((index, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if index.parse::<u32>().is_err() {
+            continue;
+        }
+        let function = rest.split_once(" - ").map_or(rest, |(_, name)| name).trim();
+        // `module.wasm!function`: the module stands in for the file until
+        // an `at` line names the source.
+        let (module, method) = function.split_once('!').unwrap_or(("<wasm>", function));
+        frames.push(json!({ "filename": module, "method": method }));
+    }
+    frames.reverse();
+    frames
+}
+
+/// Sends queued items one by one until the queue closes.
+async fn deliver(
+    mut items: mpsc::Receiver<Value>,
+    client: reqwest::Client,
+    url: String,
+    token: String,
+) {
+    let mut refused_logged = false;
+    while let Some(item) = items.recv().await {
+        let body = item.to_string();
+        for attempt in 1..=ATTEMPTS {
+            let sent = client
+                .post(&url)
+                .header("x-rollbar-access-token", &token)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let backoff = match sent {
+                Ok(response) if response.status().is_success() => break,
+                Ok(response) if response.status() == http::StatusCode::TOO_MANY_REQUESTS => {
+                    // Rollbar says how long until its rate window resets.
+                    (response.headers().get("x-rate-limit-remaining-seconds"))
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .map_or(Duration::from_secs(1), Duration::from_secs)
+                        .min(MAX_BACKOFF)
+                }
+                Ok(response) if response.status().is_server_error() => {
+                    Duration::from_secs(1 << attempt)
+                }
+                Ok(response) => {
+                    // 401, 403, 422...: retrying will not help.
+                    if !refused_logged {
+                        refused_logged = true;
+                        let status = response.status();
+                        let text = response.text().await.unwrap_or_default();
+                        tracing::warn!(%status, "Rollbar refused an item: {}", text.chars().take(200).collect::<String>());
+                    }
+                    break;
+                }
+                Err(error) => {
+                    if attempt == 1 {
+                        tracing::debug!("sending to Rollbar: {error}");
+                    }
+                    Duration::from_secs(1 << attempt)
+                }
+            };
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As wasmtime prints it (innermost first), for a plugin built with
+    /// line tables.
+    const BACKTRACE: &str = "error while executing at wasm backtrace:
+    0:   0x1f2e - p.wasm!abort
+    1:   0x1e00 - p.wasm!std[d123b7a1a2ed1472]::panicking::panic_with_hook
+    2:   0x1a2b - p.wasm!p::handle::h0123
+                    at src/lib.rs:45:9
+    3:   0x0f00 - <unknown>!<wasm function 12>";
+
+    #[test]
+    fn a_backtrace_becomes_frames_oldest_first() {
+        let frames = frames(BACKTRACE);
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[0]["method"], "<wasm function 12>");
+        assert_eq!(frames[1]["method"], "p::handle::h0123");
+        assert_eq!(frames[1]["filename"], "src/lib.rs");
+        assert_eq!(frames[1]["lineno"], 45);
+        assert_eq!(frames[1]["colno"], 9);
+        assert_eq!(frames[3]["method"], "abort");
+        assert_eq!(frames[3]["filename"], "p.wasm");
+        assert!(is_runtime_frame(
+            "std[d123b7a1a2ed1472]::panicking::panic_with_hook"
+        ));
+        assert!(!is_runtime_frame("p::handle::h0123"));
+    }
+
+    #[test]
+    fn a_panic_is_summed_up_by_its_message() {
+        let panic = "thread '<unnamed>' (1) panicked at src/lib.rs:21:32:\nboom\nnote: ...";
+        assert_eq!(summary(panic), "boom");
+        assert_eq!(summary("memory limit of 64 MiB"), "memory limit of 64 MiB");
+    }
+
+    #[test]
+    fn items_group_by_plugin_type_and_place_never_by_message() {
+        let frames = frames(BACKTRACE);
+        let a = fingerprint("p", "wasm.trap.unreachable_code_reached", "one", &frames);
+        let b = fingerprint("p", "wasm.trap.unreachable_code_reached", "two", &frames);
+        let other = fingerprint("q", "wasm.trap.unreachable_code_reached", "one", &frames);
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        let panic = |at: &str| {
+            fingerprint(
+                "p",
+                "wasm.panic",
+                &format!("thread '<unnamed>' panicked at {at}:\nboom"),
+                &frames,
+            )
+        };
+        assert_eq!(panic("src/lib.rs:20:5"), panic("src/lib.rs:20:5"));
+        assert_ne!(panic("src/lib.rs:20:5"), panic("src/lib.rs:30:5"));
+    }
+}
