@@ -73,6 +73,16 @@ async fn requests(comb: &Comb) {
     }
 }
 
+/// Waits until the three home_activities calls of [`requests`] are in the
+/// exported `faas.invoke_duration`.
+async fn home_invocations_exported(receiver: &Receiver) {
+    receiver
+        .wait_for_metric("faas.invoke_duration", |m| {
+            count(histogram(m), |a| has(a, "plugin.name", "home_activities")) >= 3
+        })
+        .await;
+}
+
 async fn exported_metrics(protocol: &str) {
     let receiver = Receiver::start().await;
     let endpoint = match protocol {
@@ -219,11 +229,7 @@ async fn a_metrics_endpoint_alone_exports_metrics_and_no_traces() {
         ..Options::default()
     });
     requests(&comb).await;
-    receiver
-        .wait_for_metric("faas.invoke_duration", |m| {
-            count(histogram(m), |a| has(a, "plugin.name", "home_activities")) >= 3
-        })
-        .await;
+    home_invocations_exported(&receiver).await;
     // Traces have no endpoint: comb's log says so, the receiver gets none.
     assert!(
         comb.log().contains("no OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -281,11 +287,7 @@ async fn otel_traces_exporter_none_exports_metrics_only_and_the_page_still_recor
         ..Options::default()
     });
     requests(&comb).await;
-    receiver
-        .wait_for_metric("faas.invoke_duration", |m| {
-            count(histogram(m), |a| has(a, "plugin.name", "home_activities")) >= 3
-        })
-        .await;
+    home_invocations_exported(&receiver).await;
     let stats = format!("{}/_comb/api/stats?window=300", comb.admin_url);
     eventually("comb's page recorded the calls", &comb, || async {
         let (_, stats) = get_json(&stats).await;
