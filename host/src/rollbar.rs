@@ -9,7 +9,9 @@
 //! failures sends at most `items_per_minute` items per plugin.
 //!
 //! The wire format is Rollbar's item API (`POST {endpoint}item/`, header
-//! `X-Rollbar-Access-Token`, a `data` object with `body.trace`).
+//! `X-Rollbar-Access-Token`, a `data` object with `body.trace`); a plugin
+//! loaded or replaced is a deploy (`POST {endpoint}deploy`) whose revision
+//! is its digest.
 
 use std::{
     collections::HashMap,
@@ -75,11 +77,18 @@ pub(crate) struct Failure<'a> {
 /// The Rollbar reporter: a bounded queue and the task that drains it.
 pub struct Rollbar {
     settings: Settings,
-    queue: Mutex<Option<mpsc::Sender<Value>>>,
+    queue: Mutex<Option<mpsc::Sender<Outgoing>>>,
     sender: Mutex<Option<JoinHandle<()>>>,
     windows: Mutex<HashMap<String, Window>>,
     /// Items not sent: over a plugin's rate, or the queue full.
     dropped: AtomicU64,
+}
+
+/// One request to Rollbar's API.
+struct Outgoing {
+    /// `item/` or `deploy`, under the endpoint.
+    path: &'static str,
+    body: Value,
 }
 
 struct Settings {
@@ -103,10 +112,10 @@ impl Rollbar {
         let Some(token) = config.access_token.clone().filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
-        let url = format!("{}/item/", config.endpoint.trim_end_matches('/'));
+        let endpoint = config.endpoint.trim_end_matches('/').to_owned();
         let client = reqwest::Client::builder().timeout(SEND_TIMEOUT).build()?;
         let (queue, items) = mpsc::channel(QUEUE);
-        let sender = tokio::spawn(deliver(items, client, url, token));
+        let sender = tokio::spawn(deliver(items, client, endpoint, token));
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|name| name.trim().to_owned())
             .unwrap_or_else(|_| "comb".to_owned());
@@ -139,13 +148,26 @@ impl Rollbar {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let item = self.item(failure);
-        let queued = (self
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref())
-        .is_some_and(|queue| queue.try_send(item).is_ok());
+        self.send("item/", self.item(failure));
+    }
+
+    /// Records a deploy: plugin `name` at `version` now serves, its digest
+    /// the revision, so Rollbar shows which build an error started with.
+    pub(crate) fn deploy(&self, name: &str, version: &str, digest: &str) {
+        let body = json!({
+            "environment": self.settings.environment,
+            "revision": digest,
+            "local_username": "comb",
+            "comment": format!("{name} {version} loaded by comb on {}", self.settings.host),
+            "status": "succeeded",
+        });
+        self.send("deploy", body);
+    }
+
+    /// Queues a request, or counts it dropped when the queue is full.
+    fn send(&self, path: &'static str, body: Value) {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let queued = (queue.as_ref()).is_some_and(|q| q.try_send(Outgoing { path, body }).is_ok());
         if !queued && self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!("Rollbar's queue is full; items are dropped and counted");
         }
@@ -384,14 +406,15 @@ fn frames(backtrace: &str) -> Vec<Value> {
 
 /// Sends queued items one by one until the queue closes.
 async fn deliver(
-    mut items: mpsc::Receiver<Value>,
+    mut items: mpsc::Receiver<Outgoing>,
     client: reqwest::Client,
-    url: String,
+    endpoint: String,
     token: String,
 ) {
     let mut refused_logged = false;
-    while let Some(item) = items.recv().await {
-        let body = item.to_string();
+    while let Some(Outgoing { path, body }) = items.recv().await {
+        let url = format!("{endpoint}/{path}");
+        let body = body.to_string();
         for attempt in 1..=ATTEMPTS {
             let sent = client
                 .post(&url)

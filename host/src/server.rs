@@ -52,17 +52,25 @@ pub async fn run(
         "wasm engine ready; default limits: {:?}",
         config.limits()
     );
-    let plugins = Plugins::new(
+    let rollbar = Rollbar::start(&config.rollbar)
+        .context("setting up Rollbar")?
+        .map(Arc::new);
+    let mut plugins = Plugins::new(
         runtime.clone(),
         config.plugins.plugins.clone(),
         config.limits(),
         config.plugins.max_routes_per_plugin,
     )
     .trace_loads(config.trace_loads);
+    if let Some(rollbar) = rollbar.clone() {
+        // Rollbar shows which build of a plugin an error started with.
+        plugins = plugins.on_loaded(move |plugin| {
+            rollbar.deploy(&plugin.name, &plugin.version, &plugin.digest);
+        });
+    }
     let (routes, reports) = (plugins.routes(), plugins.reports());
     plugins::watch::load_and_watch(plugins)?;
     let connection_limits = config.connection_limits();
-    let rollbar = Rollbar::start(&config.rollbar).context("setting up Rollbar")?;
     let state = Arc::new(AppState {
         routes,
         runtime,
@@ -117,7 +125,7 @@ pub struct AppState {
     /// comb's instruments.
     pub metrics: Metrics,
     /// Where failed calls are reported, when Rollbar is configured.
-    pub rollbar: Option<Rollbar>,
+    pub rollbar: Option<Arc<Rollbar>>,
 }
 
 /// The HTTP app: every path goes through the plugin route table, behind

@@ -38,41 +38,55 @@ struct Rollbar {
     endpoint: String,
     /// Every attempt: when, the token header, the JSON.
     received: Arc<Mutex<Vec<(Instant, String, Value)>>>,
+    /// Every deploy recorded.
+    deploys: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Rollbar {
     async fn start(answer: Answer) -> Rollbar {
         let received: Arc<Mutex<Vec<(Instant, String, Value)>>> = Arc::default();
         let kept = received.clone();
-        let app = Router::new().route(
-            "/api/1/item/",
-            post(move |headers: HeaderMap, body: Bytes| {
-                let kept = kept.clone();
-                async move {
-                    let token = (headers.get("x-rollbar-access-token"))
-                        .map(|v| v.to_str().unwrap().to_owned())
-                        .unwrap_or_default();
-                    let item: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    let mut kept = kept.lock().unwrap();
-                    kept.push((Instant::now(), token, item));
-                    match answer {
-                        Answer::RateLimitedOnce if kept.len() == 1 => (
-                            StatusCode::TOO_MANY_REQUESTS,
-                            [("x-rate-limit-remaining-seconds", "1")],
-                            "{\"err\":1}",
-                        )
-                            .into_response(),
-                        _ => (StatusCode::OK, "{\"err\":0}").into_response(),
+        let deploys: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let kept_deploys = deploys.clone();
+        let app = Router::new()
+            .route(
+                "/api/1/deploy",
+                post(move |body: Bytes| async move {
+                    let deploy = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    kept_deploys.lock().unwrap().push(deploy);
+                    "{\"err\":0}"
+                }),
+            )
+            .route(
+                "/api/1/item/",
+                post(move |headers: HeaderMap, body: Bytes| {
+                    let kept = kept.clone();
+                    async move {
+                        let token = (headers.get("x-rollbar-access-token"))
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default();
+                        let item: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let mut kept = kept.lock().unwrap();
+                        kept.push((Instant::now(), token, item));
+                        match answer {
+                            Answer::RateLimitedOnce if kept.len() == 1 => (
+                                StatusCode::TOO_MANY_REQUESTS,
+                                [("x-rate-limit-remaining-seconds", "1")],
+                                "{\"err\":1}",
+                            )
+                                .into_response(),
+                            _ => (StatusCode::OK, "{\"err\":0}").into_response(),
+                        }
                     }
-                }
-            }),
-        );
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Rollbar {
             endpoint: format!("http://{address}/api/1/"),
             received,
+            deploys,
         }
     }
 
@@ -301,4 +315,47 @@ async fn a_rollbar_that_never_answers_slows_nothing() {
         "shutdown took {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_plugin_that_starts_serving_is_a_deploy_of_its_digest() {
+    let rollbar = Rollbar::start(Answer::Accept).await;
+    let comb = Comb::start(Options {
+        plugins: &["faulty"],
+        env: &env(&rollbar, &[("ROLLBAR_ENVIRONMENT", "staging")]),
+        ..Default::default()
+    });
+    let digest = |file: &str| {
+        let comb = &comb;
+        let file = file.to_owned();
+        async move {
+            let report = crate::lifecycle::report(comb, &file).await?;
+            report["plugin"]["digest"].as_str().map(str::to_owned)
+        }
+    };
+    let faulty = eventually("faulty is reported", &comb, || digest("faulty.wasm")).await;
+    let first = eventually("a deploy arrives", &comb, || async {
+        rollbar.deploys.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(first["revision"], faulty.as_str());
+    assert_eq!(first["environment"], "staging");
+    assert_eq!(first["local_username"], "comb");
+    assert!(
+        first["comment"]
+            .as_str()
+            .unwrap()
+            .starts_with("faulty 0.0.1 loaded"),
+        "{first}"
+    );
+    // A plugin copied in while comb runs is a deploy too.
+    crate::lifecycle::copy_in(&comb, "home_activities", "home_activities.wasm");
+    let home = eventually("home_activities is reported", &comb, || {
+        digest("home_activities.wasm")
+    })
+    .await;
+    eventually("its deploy arrives", &comb, || async {
+        (rollbar.deploys.lock().unwrap().iter()).any(|d| d["revision"] == home.as_str())
+    })
+    .await;
 }

@@ -163,6 +163,9 @@ impl Plugin {
     }
 }
 
+/// What [`Plugins::on_loaded`] calls.
+type OnLoaded = Arc<dyn Fn(&Plugin) + Send + Sync>;
+
 /// The plugins of one folder and the published snapshots of them.
 pub struct Plugins {
     dir: PathBuf,
@@ -170,6 +173,8 @@ pub struct Plugins {
     files: BTreeMap<PathBuf, FileEntry>,
     routes: SharedRoutes,
     reports: SharedReports,
+    /// Told of each plugin that starts serving (a deploy, for Rollbar).
+    on_loaded: Option<OnLoaded>,
 }
 
 /// What the lifecycle knows about one file.
@@ -208,7 +213,15 @@ impl Plugins {
             files: BTreeMap::new(),
             routes: Arc::default(),
             reports: Arc::default(),
+            on_loaded: None,
         }
+    }
+
+    /// Calls `on_loaded` with each plugin that starts serving, at the first
+    /// load and on every change.
+    pub fn on_loaded(mut self, on_loaded: impl Fn(&Plugin) + Send + Sync + 'static) -> Self {
+        self.on_loaded = Some(Arc::new(on_loaded));
+        self
     }
 
     /// Whether each load is a `plugin.load` trace (the default) or goes
@@ -339,6 +352,9 @@ impl Plugins {
                         routes = %candidate.routes.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>().join(", "),
                         "plugin loaded"
                     );
+                    if let Some(on_loaded) = &self.on_loaded {
+                        on_loaded(&candidate);
+                    }
                     entry.serving = Some(candidate);
                     entry.failure = None;
                 }
