@@ -6,12 +6,13 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
+use comb::rollbar::GuestErrorLayer;
 use comb::{
     config::{CheckConfig, Cli, Command, Exporter, LoadError, PluginsConfig, ServeConfig, Signal},
     dashboard::{Recorder, store::Capacity},
     telemetry::{Destination, Telemetry},
 };
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, prelude::*};
 
 /// comb's log level when `RUST_LOG` is not set: comb at info; its
 /// libraries (the OTel SDK, wasmtime) only when something goes wrong, such
@@ -52,12 +53,15 @@ fn main() -> ExitCode {
     } else {
         DEFAULT_LOG_FILTER
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+    tracing_subscriber::registry()
+        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Plugins' error log lines, to Rollbar when that is turned on.
+        .with(GuestErrorLayer)
         .init();
     if let Some(file) = config_file {
         tracing::info!(

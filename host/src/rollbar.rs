@@ -15,9 +15,10 @@
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     net::IpAddr,
     sync::{
-        Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
@@ -27,8 +28,14 @@ use http::{HeaderMap, Method, Uri};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::{Layer, layer::Context as LayerContext};
 
-use crate::{config::RollbarConfig, runtime::InvokeError, spans::PluginIdentity};
+use crate::{
+    config::RollbarConfig,
+    runtime::{InvokeError, guest_log::GUEST_LOG},
+    spans::PluginIdentity,
+};
 
 /// Items waiting to be sent; past it new items are dropped and counted.
 const QUEUE: usize = 256;
@@ -164,6 +171,42 @@ impl Rollbar {
         self.send("deploy", body);
     }
 
+    /// Queues a message item for a plugin's error-level log line, within
+    /// the plugin's rate.
+    fn message(&self, line: &LogLine) {
+        if !self.admit(&line.plugin) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let body = json!({
+            "data": {
+                "environment": self.settings.environment,
+                "level": "error",
+                "timestamp": unix_seconds(),
+                "platform": "linux",
+                "language": "webassembly",
+                "framework": "comb",
+                "uuid": uuid::Uuid::new_v4().to_string(),
+                "title": format!("{}: {}", line.plugin, line.message),
+                "body": { "message": { "body": line.message, "fields": line.fields } },
+                "server": { "host": self.settings.host },
+                "notifier": { "name": "comb", "version": env!("CARGO_PKG_VERSION") },
+                "custom": {
+                    "plugin.name": line.plugin,
+                    "trace_id": line.trace_id,
+                    "span_id": line.span_id,
+                    "trace_url": self.trace_url(&line.trace_id),
+                },
+            }
+        });
+        self.send("item/", body);
+    }
+
+    /// The link to trace `trace_id`, when a template is configured.
+    fn trace_url(&self, trace_id: &str) -> Option<String> {
+        (self.settings.trace_url.as_ref()).map(|template| template.replace("{trace_id}", trace_id))
+    }
+
     /// Queues a request, or counts it dropped when the queue is full.
     fn send(&self, path: &'static str, body: Value) {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -253,11 +296,8 @@ impl Rollbar {
         custom.insert("plugin.version".into(), json!(plugin.version.as_str()));
         custom.insert("plugin.digest".into(), json!(plugin.digest.as_str()));
         custom.insert("http.route".into(), json!(request.route));
-        if let Some(template) = &self.settings.trace_url {
-            custom.insert(
-                "trace_url".into(),
-                json!(template.replace("{trace_id}", trace_id)),
-            );
+        if let Some(url) = self.trace_url(trace_id) {
+            custom.insert("trace_url".into(), json!(url));
         }
         let headers: Map<String, Value> = (request.headers.iter())
             .filter(|(name, _)| !self.settings.scrub.iter().any(|s| s == name.as_str()))
@@ -269,15 +309,11 @@ impl Rollbar {
         let host = (request.headers.get(http::header::HOST))
             .and_then(|host| host.to_str().ok())
             .unwrap_or("localhost");
-        let timestamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
         json!({
             "data": {
                 "environment": self.settings.environment,
                 "level": level(error),
-                "timestamp": timestamp,
+                "timestamp": unix_seconds(),
                 "code_version": format!("{}+{}", plugin.version.as_str(), &plugin.digest.as_str()[..12.min(plugin.digest.as_str().len())]),
                 "platform": "linux",
                 "language": "webassembly",
@@ -308,6 +344,67 @@ impl Rollbar {
             }
         })
     }
+}
+
+/// The reporter plugins' error-level log lines go to, once the server has
+/// turned that on ([`report_guest_errors`]).
+static GUEST_ERRORS: OnceLock<Arc<Rollbar>> = OnceLock::new();
+
+/// Sends plugins' error-level log lines to `rollbar` as message items from
+/// now on (for the life of the process).
+pub(crate) fn report_guest_errors(rollbar: Arc<Rollbar>) {
+    let _ = GUEST_ERRORS.set(rollbar);
+}
+
+/// A `tracing` layer that turns a plugin's error-level log line (the `log`
+/// interface at `error`, logged on target `comb::guest`) into a Rollbar
+/// message item, as pyrollbar's logging handler does. It does nothing until
+/// the server turns it on (`--rollbar-guest-errors`).
+pub struct GuestErrorLayer;
+
+impl<S: tracing::Subscriber> Layer<S> for GuestErrorLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+        let metadata = event.metadata();
+        if *metadata.level() != tracing::Level::ERROR || metadata.target() != GUEST_LOG {
+            return;
+        }
+        let Some(rollbar) = GUEST_ERRORS.get() else {
+            return;
+        };
+        let mut line = LogLine::default();
+        event.record(&mut line);
+        rollbar.message(&line);
+    }
+}
+
+/// The fields of a guest's log line, as `guest_log` writes them.
+#[derive(Default)]
+struct LogLine {
+    message: String,
+    plugin: String,
+    trace_id: String,
+    span_id: String,
+    fields: String,
+}
+
+impl Visit for LogLine {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let slot = match field.name() {
+            "message" => &mut self.message,
+            "plugin" => &mut self.plugin,
+            "trace_id" => &mut self.trace_id,
+            "span_id" => &mut self.span_id,
+            "fields" => &mut self.fields,
+            _ => return,
+        };
+        let _ = write!(slot, "{value:?}");
+    }
+}
+
+fn unix_seconds() -> u64 {
+    (SystemTime::now().duration_since(SystemTime::UNIX_EPOCH))
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// `warning` for what comb refused or cut short (the plugin may be fine),

@@ -63,6 +63,9 @@ pub async fn run(
     )
     .trace_loads(config.trace_loads);
     if let Some(rollbar) = rollbar.clone() {
+        if config.rollbar.guest_errors {
+            crate::rollbar::report_guest_errors(rollbar.clone());
+        }
         // Rollbar shows which build of a plugin an error started with.
         plugins = plugins.on_loaded(move |plugin| {
             rollbar.deploy(&plugin.name, &plugin.version, &plugin.digest);

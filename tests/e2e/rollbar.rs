@@ -359,3 +359,36 @@ async fn each_plugin_that_starts_serving_is_a_deploy_of_its_digest() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_error_log_line_is_a_message_item_when_asked_for() {
+    let rollbar = Rollbar::start(Answer::Accept).await;
+    let comb = Comb::start(Options {
+        plugins: &["misbehave"],
+        env: &env(&rollbar, &[("COMB_ROLLBAR_GUEST_ERRORS", "true")]),
+        ..Default::default()
+    });
+    // Info and warn lines are not items; the error line is.
+    let response = client()
+        .get(comb.at("/misbehave/log?lines=2&error=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let trace = trace_id(&response);
+    let item = eventually("the message item arrives", &comb, || async {
+        rollbar.items().into_iter().next()
+    })
+    .await;
+    let data = &item["data"];
+    assert_eq!(data["level"], "error");
+    assert_eq!(
+        data["body"]["message"]["body"],
+        "the ledger does not balance"
+    );
+    assert_eq!(data["body"]["message"]["fields"], "app.off_by=3");
+    assert_eq!(data["custom"]["plugin.name"], "misbehave");
+    assert_eq!(data["custom"]["trace_id"], trace.as_str());
+    // Only that one: the call itself succeeded.
+    assert_eq!(rollbar.items().len(), 1, "{:#?}", rollbar.items());
+}

@@ -207,6 +207,18 @@ pub struct RollbarConfig {
     )]
     pub scrub_headers: Vec<String>,
 
+    /// Send plugins' error-level log lines (the `log` interface at `error`)
+    /// as Rollbar message items too, as pyrollbar's logging handler does.
+    #[arg(
+        id = "rollbar-guest-errors",
+        long = "rollbar-guest-errors",
+        env = "COMB_ROLLBAR_GUEST_ERRORS",
+        default_value_t = false,
+        value_name = "BOOL",
+        action = clap::ArgAction::Set
+    )]
+    pub guest_errors: bool,
+
     /// A link to the call's trace put on each item, `{trace_id}` replaced:
     /// e.g. `https://ui.honeycomb.io/TEAM/environments/ENV/trace?trace_id={trace_id}`.
     #[arg(

@@ -77,6 +77,9 @@ impl Plugin for Misbehave {
                     );
                 }
                 comb_sdk::log::warn("done logging", []);
+                if arg("error") == "1" {
+                    comb_sdk::log::error("the ledger does not balance", [("app.off_by", 3.into())]);
+                }
                 Ok(http::json(200, &json!({"logged": number("lines") + 1})))
             }
             "/misbehave/print" => {
