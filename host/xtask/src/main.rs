@@ -10,8 +10,9 @@
 //!   filter the run.
 //! - `cargo xtask plugins`: build the plugins into `target/plugins`.
 //! - `cargo xtask bench`: release builds, then comb against native axum under
-//!   wrk (tests/bench/throughput.py), and neighbours' latency while guests
-//!   loop (tests/bench/neighbours.py).
+//!   wrk (tests/bench/throughput.py), neighbours' latency while guests
+//!   loop (tests/bench/neighbours.py) and during a storm of failures
+//!   reported to Rollbar (tests/bench/storm.py).
 
 use std::process::{Command, ExitCode};
 
@@ -112,12 +113,16 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             if status(harness)? != ExitCode::SUCCESS {
                 return Ok(ExitCode::FAILURE);
             }
-            // Neighbours' latency while guests loop on every core.
-            let mut neighbours = Command::new("python3");
-            neighbours
-                .current_dir(&root)
-                .arg("tests/bench/neighbours.py");
-            status(neighbours)
+            // Neighbours' latency while guests loop on every core, then
+            // while a storm of panics is reported to a slow Rollbar.
+            for script in ["tests/bench/neighbours.py", "tests/bench/storm.py"] {
+                let mut bench = Command::new("python3");
+                bench.current_dir(&root).arg(script);
+                if status(bench)? != ExitCode::SUCCESS {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         "help" | "--help" | "-h" => {
             eprintln!("usage: cargo xtask <run|test|plugins|bench> [-- ARGS]");
