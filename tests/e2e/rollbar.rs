@@ -31,6 +31,10 @@ enum Answer {
     /// 429 with `X-Rate-Limit-Remaining-Seconds: 1` for the first item
     /// attempt, then 200.
     RateLimitedOnce,
+    /// 500 for the first item attempt, then 200.
+    FailsOnce,
+    /// 401 to every item, as for a wrong token.
+    Unauthorized,
 }
 
 /// A Rollbar item endpoint on loopback that keeps what it is sent.
@@ -73,6 +77,14 @@ impl Rollbar {
                                 StatusCode::TOO_MANY_REQUESTS,
                                 [("x-rate-limit-remaining-seconds", "1")],
                                 "{\"err\":1}",
+                            )
+                                .into_response(),
+                            Answer::FailsOnce if kept.len() == 1 => {
+                                (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response()
+                            }
+                            Answer::Unauthorized => (
+                                StatusCode::UNAUTHORIZED,
+                                "{\"err\":1,\"message\":\"invalid access token\"}",
                             )
                                 .into_response(),
                             _ => (StatusCode::OK, "{\"err\":0}").into_response(),
@@ -280,6 +292,60 @@ async fn a_rate_limited_rollbar_gets_the_item_after_the_wait_it_asks_for() {
         received[1].2["data"]["body"]["trace"]["exception"]["class"],
         "wasm.trap.unreachable_code_reached"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_refused_with_a_500_is_sent_again() {
+    let rollbar = Rollbar::start(Answer::FailsOnce).await;
+    let comb = Comb::start(Options {
+        plugins: &["faulty"],
+        env: &env(&rollbar, &[]),
+        ..Default::default()
+    });
+    let response = client().get(comb.at("/faulty/error")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    eventually("the item is sent again", &comb, || async {
+        rollbar.received.lock().unwrap().len() >= 2
+    })
+    .await;
+    let received = rollbar.received.lock().unwrap().clone();
+    assert!(received[1].0 - received[0].0 >= Duration::from_millis(1900));
+    assert_eq!(received[0].2["data"]["uuid"], received[1].2["data"]["uuid"]);
+    assert_eq!(
+        received[1].2["data"]["body"]["trace"]["exception"]["class"],
+        "plugin.error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_logged_once_and_not_retried() {
+    let rollbar = Rollbar::start(Answer::Unauthorized).await;
+    let mut comb = Comb::start(Options {
+        plugins: &["faulty"],
+        env: &env(&rollbar, &[]),
+        ..Default::default()
+    });
+    for _ in 0..2 {
+        let response = client().get(comb.at("/faulty/panic")).send().await.unwrap();
+        assert_eq!(response.status(), 500);
+    }
+    eventually("both items are tried", &comb, || async {
+        rollbar.received.lock().unwrap().len() >= 2
+    })
+    .await;
+    assert!(comb.stop(), "{}", comb.log());
+    assert_eq!(
+        rollbar.received.lock().unwrap().len(),
+        2,
+        "one attempt each"
+    );
+    let log = comb.log();
+    assert_eq!(
+        log.matches("Rollbar refused an item").count(),
+        1,
+        "logged once:\n{log}"
+    );
+    assert!(log.contains("invalid access token"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
