@@ -43,6 +43,22 @@ def get(port, path, timeout=30):
     return response.status
 
 
+def wait_until_serving(port):
+    """Waits (up to 60 s) until comb on `port` serves the home route, then
+    warms it up for a second."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if get(port, "/api/activities/home", timeout=2) == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("comb did not start")
+        time.sleep(0.1)
+    neighbour_latencies(port, 1.0)
+
+
 def neighbour_latencies(port, seconds):
     """Sequential requests on one keep-alive connection, in ms."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -77,17 +93,7 @@ def main():
         [COMB, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin", "--no-cache"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if get(port, "/api/activities/home", timeout=2) == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("comb did not start")
-            time.sleep(0.1)
-        neighbour_latencies(port, 1.0)  # warm up
+        wait_until_serving(port)
         idle = neighbour_latencies(port, PHASE_S)
 
         stop = threading.Event()

@@ -19,7 +19,8 @@ import tempfile
 import threading
 import time
 
-from neighbours import COMB, PHASE_S, ROOT, free_port, get, neighbour_latencies, quantile
+from neighbours import (COMB, PHASE_S, ROOT, free_port, get, neighbour_latencies, quantile,
+                        wait_until_serving)
 
 PLUGINS = {"home_activities": os.path.join(ROOT, "target", "plugins"),
            "faulty": os.path.join(ROOT, "target", "test-plugins")}
@@ -58,17 +59,7 @@ def run(folder, panickers, rollbar_endpoint):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     panics = [0]
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if get(port, "/api/activities/home", timeout=2) == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("comb did not start")
-            time.sleep(0.1)
-        neighbour_latencies(port, 1.0)  # warm up
+        wait_until_serving(port)
         idle = neighbour_latencies(port, PHASE_S)
         stop = threading.Event()
 
