@@ -16,6 +16,7 @@
 //!   recorded from ended spans.
 //! - `admin`: the admin listener's routes (the page, the plugin list).
 //! - `connections`: accepting connections, with their caps and timeouts.
+//! - `health`: liveness and readiness for orchestrators.
 //! - [`rollbar`]: failed plugin calls as Rollbar items.
 //! - [`limits`]: per-plugin limits and their enforcement.
 //!
@@ -30,6 +31,7 @@ pub mod config;
 mod connections;
 pub mod dashboard;
 mod error;
+mod health;
 pub mod limits;
 pub mod metrics;
 pub mod plugins;

@@ -1,7 +1,12 @@
 //! The request path: match the route, run the plugin, answer — each request
 //! wrapped in a server span, each plugin call in an invocation span.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
@@ -23,6 +28,7 @@ use crate::{
     connections,
     dashboard::Recorder,
     error::ApiError,
+    health::{self, Health},
     metrics::{AnsweredRequest, Metrics},
     plugins::{self, Lookup, Plugin, Plugins, SharedRoutes, invocation},
     rollbar::{FailedRequest, Failure, Rollbar},
@@ -72,7 +78,9 @@ pub async fn run(
         });
     }
     let (routes, reports) = (plugins.routes(), plugins.reports());
-    plugins::watch::load_and_watch(plugins)?;
+    let health = Health::default();
+    let ready = health.clone();
+    plugins::watch::load_and_watch(plugins, move || ready.loaded())?;
     let connection_limits = config.connection_limits();
     let state = Arc::new(AppState {
         routes,
@@ -82,12 +90,36 @@ pub async fn run(
         metrics: Metrics::new(),
         rollbar,
     });
-    // One shutdown signal for both listeners.
+    // One shutdown signal for every listener, after the delay in which
+    // comb is not ready but still serves.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let delay = Duration::from_millis(config.shutdown_delay_ms);
+    let draining = health.clone();
     tokio::spawn(async move {
         shutdown.await;
+        draining.draining();
+        if !delay.is_zero() {
+            tracing::info!(
+                "not ready (/readyz 503); serving {} ms more before draining",
+                delay.as_millis()
+            );
+            tokio::time::sleep(delay).await;
+        }
         let _ = stop_tx.send(true);
     });
+    if let Some(address) = config.health_listen {
+        let probes = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the health listener {address}"))?;
+        let address = probes.local_addr().context("reading the health address")?;
+        tracing::info!("health listening on http://{address} (/livez, /readyz)");
+        tokio::spawn(connections::serve(
+            probes,
+            health::app(health),
+            connection_limits,
+            stop_rx.clone(),
+        ));
+    }
     if let Some((admin, recorder)) = admin {
         let address = admin.local_addr().context("reading the admin address")?;
         tracing::info!(

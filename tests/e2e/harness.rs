@@ -113,6 +113,8 @@ pub struct Comb {
     pub url: String,
     /// The admin listener, `http://127.0.0.1:PORT`.
     pub admin_url: String,
+    /// The health listener, when [`Options::health`] asked for one.
+    pub health_url: Option<String>,
     log: Arc<Mutex<String>>,
     /// The plugins folder (deleted with the handle).
     pub dir: tempfile::TempDir,
@@ -131,6 +133,10 @@ pub struct Options<'a> {
     pub dir: Option<tempfile::TempDir>,
     /// The compile cache folder; the run's shared one when not given.
     pub cache_dir: Option<&'a std::path::Path>,
+    /// Serve the orchestrator's probes on a listener of their own.
+    pub health: bool,
+    /// Return once comb listens, before the first load of its folder ends.
+    pub before_load: bool,
 }
 
 impl Comb {
@@ -165,6 +171,13 @@ impl Comb {
             .arg(dir.path())
             .arg("--cache-dir")
             .arg(&cache_dir)
+            .args(
+                options
+                    .health
+                    .then_some(["--health-listen", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -191,6 +204,9 @@ impl Comb {
                 }
                 if line.contains("first load of the plugins folder done") {
                     let _ = address_tx.send(("loaded", String::new()));
+                } else if let Some(url) = line.split("health listening on ").nth(1) {
+                    let url = url.split_whitespace().next().unwrap_or_default();
+                    let _ = address_tx.send(("health", url.to_owned()));
                 } else if let Some(url) = line.split("admin listening on ").nth(1) {
                     let url = url.split_whitespace().next().unwrap_or_default();
                     let _ = address_tx.send(("admin", url.to_owned()));
@@ -201,10 +217,17 @@ impl Comb {
         });
         // comb listens at once and loads plugins in the background: wait
         // for both.
-        let (mut url, mut admin_url, mut loaded) = (String::new(), String::new(), false);
-        while url.is_empty() || admin_url.is_empty() || !loaded {
+        let (mut url, mut admin_url, mut loaded) =
+            (String::new(), String::new(), options.before_load);
+        let mut health_url = None;
+        while url.is_empty()
+            || admin_url.is_empty()
+            || !loaded
+            || (options.health && health_url.is_none())
+        {
             match address_rx.recv_timeout(START_TIMEOUT) {
                 Ok(("loaded", _)) => loaded = true,
+                Ok(("health", address)) => health_url = Some(address),
                 Ok(("admin", address)) => admin_url = address,
                 Ok((_, address)) => url = address,
                 Err(_) => {
@@ -220,9 +243,17 @@ impl Comb {
             child,
             url,
             admin_url,
+            health_url,
             log,
             dir,
         }
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
     }
 
     /// Everything comb logged so far.
@@ -238,9 +269,12 @@ impl Comb {
     /// Sends SIGTERM and waits (bounded) for comb to drain, flush its spans
     /// and exit. Returns whether it exited successfully.
     pub fn stop(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.terminate();
+        self.wait_exit()
+    }
+
+    /// Waits (up to 10 s) for comb to exit; whether it exited successfully.
+    pub fn wait_exit(&mut self) -> bool {
         for _ in 0..200 {
             if let Ok(Some(status)) = self.child.try_wait() {
                 if !status.success() {

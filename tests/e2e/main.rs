@@ -6,6 +6,7 @@
 
 mod cruddur;
 mod harness;
+mod health;
 mod isolation;
 mod lifecycle;
 mod limits;

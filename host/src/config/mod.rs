@@ -248,6 +248,11 @@ pub struct ServeConfig {
     #[arg(long, env = "COMB_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
     pub admin_listen: SocketAddr,
 
+    /// An address for the orchestrator's probes alone (`/livez`,
+    /// `/readyz`), e.g. `0.0.0.0:8082` for a kubelet; none by default.
+    #[arg(long, env = "COMB_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Serve no admin listener at all.
     #[arg(long, env = "COMB_NO_ADMIN")]
     pub no_admin: bool,
@@ -298,6 +303,18 @@ pub struct ServeConfig {
     /// connection is closed (a request in flight still gets its answer).
     #[arg(long, env = "COMB_IDLE_TIMEOUT_MS", default_value_t = connections::DEFAULT_IDLE_TIMEOUT.as_millis() as u64, value_name = "MS")]
     pub idle_timeout_ms: u64,
+
+    /// Time comb keeps serving after SIGTERM, in ms, with `/readyz`
+    /// answering 503, before it stops accepting and drains: the time an
+    /// orchestrator takes to stop routing to it (Kubernetes removes a
+    /// terminating pod's endpoints with a lag). A second signal ends it.
+    #[arg(
+        long,
+        env = "COMB_SHUTDOWN_DELAY_MS",
+        default_value_t = 0,
+        value_name = "MS"
+    )]
+    pub shutdown_delay_ms: u64,
 
     /// Time in-flight requests get to finish at shutdown, in ms; then comb
     /// exits anyway.

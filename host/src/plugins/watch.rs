@@ -22,8 +22,12 @@ pub(crate) const FIRST_LOAD_DONE: &str = "first load of the plugins folder done"
 /// Watches the folder and loads it, in the background: the listener does
 /// not wait for plugins (a cold compile of large components takes minutes),
 /// they come in as they load. Then keeps reloading on every change until
-/// the runtime shuts down. Returns once the watch is set up.
-pub(crate) fn load_and_watch(mut plugins: Plugins) -> Result<()> {
+/// the runtime shuts down, calling `first_load_done` once the first load
+/// is. Returns once the watch is set up.
+pub(crate) fn load_and_watch(
+    mut plugins: Plugins,
+    first_load_done: impl FnOnce() + Send + 'static,
+) -> Result<()> {
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
@@ -46,6 +50,7 @@ pub(crate) fn load_and_watch(mut plugins: Plugins) -> Result<()> {
             tracing::error!("loading plugins: {error:#}");
         }
         let routes = plugins.routes().load().routes().len();
+        first_load_done();
         tracing::info!(routes, "{FIRST_LOAD_DONE}");
         if routes == 0 {
             tracing::warn!(
