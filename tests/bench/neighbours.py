@@ -75,6 +75,28 @@ def neighbour_latencies(port, seconds):
     return sorted(latencies)
 
 
+def latencies_while(port, clients, path, status):
+    """Neighbour latencies for a phase while `clients` threads loop on
+    `path` (each answer must be `status`); also how many calls they made."""
+    stop = threading.Event()
+    calls = [0]
+
+    def loop():
+        while not stop.is_set():
+            assert get(port, path) == status
+            calls[0] += 1
+
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    latencies = neighbour_latencies(port, PHASE_S)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return latencies, calls[0]
+
+
 def quantile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
@@ -96,20 +118,7 @@ def main():
         wait_until_serving(port)
         idle = neighbour_latencies(port, PHASE_S)
 
-        stop = threading.Event()
-
-        def loop_forever():
-            while not stop.is_set():
-                assert get(port, "/misbehave/loop") == 504
-
-        threads = [threading.Thread(target=loop_forever) for _ in range(loops)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.3)
-        busy = neighbour_latencies(port, PHASE_S)
-        stop.set()
-        for thread in threads:
-            thread.join()
+        busy, _ = latencies_while(port, loops, "/misbehave/loop", 504)
     finally:
         comb.send_signal(signal.SIGTERM)
         comb.wait(timeout=30)

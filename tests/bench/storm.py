@@ -19,8 +19,8 @@ import tempfile
 import threading
 import time
 
-from neighbours import (COMB, PHASE_S, ROOT, free_port, get, neighbour_latencies, quantile,
-                        wait_until_serving)
+from neighbours import (COMB, PHASE_S, ROOT, free_port, latencies_while, neighbour_latencies,
+                        quantile, wait_until_serving)
 
 PLUGINS = {"home_activities": os.path.join(ROOT, "target", "plugins"),
            "faulty": os.path.join(ROOT, "target", "test-plugins")}
@@ -57,29 +57,14 @@ def run(folder, panickers, rollbar_endpoint):
     comb = subprocess.Popen(
         [COMB, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    panics = [0]
     try:
         wait_until_serving(port)
         idle = neighbour_latencies(port, PHASE_S)
-        stop = threading.Event()
-
-        def panic_forever():
-            while not stop.is_set():
-                assert get(port, "/faulty/panic") == 500
-                panics[0] += 1
-
-        threads = [threading.Thread(target=panic_forever) for _ in range(panickers)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.3)
-        storm = neighbour_latencies(port, PHASE_S)
-        stop.set()
-        for thread in threads:
-            thread.join()
+        storm, panics = latencies_while(port, panickers, "/faulty/panic", 500)
     finally:
         comb.send_signal(signal.SIGTERM)
         comb.wait(timeout=30)
-    return idle, storm, panics[0]
+    return idle, storm, panics
 
 
 def main():
