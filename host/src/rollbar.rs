@@ -52,6 +52,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long shutdown waits for queued items to go out.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The most bytes of plugin-written text (an error message, a log line and
+/// its fields) an item carries, as comb's spans cut attribute values: a
+/// plugin's `internal` error may be megabytes, and items wait in a queue.
+const MAX_TEXT: usize = 8 * 1024;
+
+/// Rollbar's own limit on an item's title.
+const MAX_TITLE: usize = 255;
+
+/// Frames an item keeps, the innermost (a stack overflow has thousands).
+const MAX_FRAMES: usize = 100;
+
+/// Plugins whose per-minute count is kept; past it, counts older than a
+/// minute are forgotten (plugins are replaced under new names over time).
+const MAX_WINDOWS: usize = 1024;
+
 /// Request headers never sent to Rollbar, whatever the scrub list says.
 const ALWAYS_SCRUBBED: [&str; 5] = [
     "authorization",
@@ -187,8 +202,11 @@ impl Rollbar {
                 "language": "webassembly",
                 "framework": "comb",
                 "uuid": uuid::Uuid::new_v4().to_string(),
-                "title": format!("{}: {}", line.plugin, line.message),
-                "body": { "message": { "body": line.message, "fields": line.fields } },
+                "title": cut(&format!("{}: {}", line.plugin, line.message), MAX_TITLE),
+                "body": { "message": {
+                    "body": cut(&line.message, MAX_TEXT),
+                    "fields": cut(&line.fields, MAX_TEXT),
+                } },
                 "server": { "host": self.settings.host },
                 "notifier": { "name": "comb", "version": env!("CARGO_PKG_VERSION") },
                 "custom": {
@@ -243,6 +261,13 @@ impl Rollbar {
     /// it may not send is logged, once per minute.
     fn admit(&self, plugin: &str) -> bool {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if windows.len() >= MAX_WINDOWS && !windows.contains_key(plugin) {
+            let minute = Duration::from_secs(60);
+            windows.retain(|_, window| window.started.elapsed() < minute);
+            if windows.len() >= MAX_WINDOWS {
+                windows.clear();
+            }
+        }
         let window = windows.entry(plugin.to_owned()).or_insert(Window {
             started: Instant::now(),
             sent: 0,
@@ -287,7 +312,7 @@ impl Rollbar {
             span_id,
         } = failure;
         let error_type = error.error_type();
-        let message = error.message();
+        let message = cut(&error.message(), MAX_TEXT);
         let frames = error.backtrace().map(frames).unwrap_or_default();
         let mut custom = Map::new();
         custom.insert("trace_id".into(), json!(trace_id));
@@ -321,7 +346,7 @@ impl Rollbar {
                 "context": format!("{} {}", request.method, request.route),
                 "uuid": uuid::Uuid::new_v4().to_string(),
                 "fingerprint": fingerprint(plugin.name.as_str(), error_type, &message, &frames),
-                "title": format!("{}: {error_type}: {}", plugin.name.as_str(), summary(&message)),
+                "title": cut(&format!("{}: {error_type}: {}", plugin.name.as_str(), summary(&message)), MAX_TITLE),
                 "body": {
                     "trace": {
                         "frames": frames,
@@ -498,7 +523,23 @@ fn frames(backtrace: &str) -> Vec<Value> {
         frames.push(json!({ "filename": module, "method": method }));
     }
     frames.reverse();
+    // Oldest first: the innermost frames are the last ones.
+    let excess = frames.len().saturating_sub(MAX_FRAMES);
+    frames.drain(..excess);
     frames
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked `…`
+/// when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// Sends queued items one by one until the queue closes.
@@ -584,6 +625,60 @@ mod tests {
             "std[d123b7a1a2ed1472]::panicking::panic_with_hook"
         ));
         assert!(!is_runtime_frame("p::handle::h0123"));
+    }
+
+    #[test]
+    fn what_a_plugin_writes_is_cut_and_frames_are_capped() {
+        assert_eq!(cut("short", 10), "short");
+        let long = "é".repeat(10_000);
+        let kept = cut(&long, MAX_TEXT);
+        assert!(
+            kept.len() <= MAX_TEXT && kept.ends_with('…'),
+            "{}",
+            kept.len()
+        );
+        let deep: String = (0..5000)
+            .map(|i| format!("    {i}: 0x{i:x} - p.wasm!recurse{i}\n"))
+            .collect();
+        let frames = frames(&deep);
+        assert_eq!(frames.len(), MAX_FRAMES);
+        // The innermost frame (0) is kept, last.
+        assert_eq!(frames[MAX_FRAMES - 1]["method"], "recurse0");
+    }
+
+    #[tokio::test]
+    async fn an_item_carries_at_most_so_much_of_a_plugins_text() {
+        let config = RollbarConfig {
+            access_token: Some("t".into()),
+            environment: "test".into(),
+            endpoint: "http://127.0.0.1:9/api/1/".into(),
+            items_per_minute: 60,
+            scrub_headers: vec![],
+            guest_errors: false,
+            trace_url: None,
+        };
+        let rollbar = Rollbar::start(&config).unwrap().unwrap();
+        let huge = "x".repeat(4 << 20);
+        let item = rollbar.item(&Failure {
+            plugin: &PluginIdentity::new("p", "1.0.0", &"ab".repeat(32)),
+            error: &InvokeError::Guest(crate::runtime::HandlerError::Internal(huge)),
+            request: FailedRequest {
+                method: Method::GET,
+                uri: "/x".parse().unwrap(),
+                headers: HeaderMap::new(),
+                client_address: None,
+                route: "/x".into(),
+            },
+            trace_id: "0".repeat(32),
+            span_id: "0".repeat(16),
+        });
+        let data = &item["data"];
+        assert!(data["title"].as_str().unwrap().len() <= MAX_TITLE);
+        let message = data["body"]["trace"]["exception"]["message"]
+            .as_str()
+            .unwrap();
+        assert!(message.len() <= MAX_TEXT, "{}", message.len());
+        assert!(item.to_string().len() < 4 * MAX_TEXT);
     }
 
     #[test]

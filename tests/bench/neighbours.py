@@ -43,6 +43,24 @@ def get(port, path, timeout=30):
     return response.status
 
 
+def serve(folder, env, *flags):
+    """Starts comb on `folder` on a free loopback port, with `env` over a
+    clean environment (none of the caller's OTEL_, ROLLBAR_ or COMB_
+    variables), and waits until it serves; returns the process and port."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ROLLBAR_", "COMB_"))}
+    clean.update(RUST_LOG="warn", **env)
+    comb = subprocess.Popen(
+        [COMB, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin", *flags],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean)
+    try:
+        wait_until_serving(port)
+    except BaseException:
+        comb.kill()
+        raise
+    return comb, port
+
+
 def wait_until_serving(port):
     """Waits (up to 60 s) until comb on `port` serves the home route, then
     warms it up for a second."""
@@ -108,14 +126,8 @@ def main():
         shutil.copy(os.path.join(built, f"{name}.wasm"), folder)
     with open(os.path.join(folder, "misbehave.toml"), "w") as sidecar:
         sidecar.write(f"[limits]\ndeadline_ms = {DEADLINE_MS}\n")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["RUST_LOG"] = "warn"
-    comb = subprocess.Popen(
-        [COMB, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin", "--no-cache"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    comb, port = serve(folder, {}, "--no-cache")
     try:
-        wait_until_serving(port)
         idle = neighbour_latencies(port, PHASE_S)
 
         busy, _ = latencies_while(port, loops, "/misbehave/loop", 504)

@@ -13,14 +13,12 @@ import http.server
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from neighbours import (COMB, PHASE_S, ROOT, free_port, latencies_while, neighbour_latencies,
-                        quantile, wait_until_serving)
+from neighbours import PHASE_S, ROOT, latencies_while, neighbour_latencies, quantile, serve
 
 PLUGINS = {"home_activities": os.path.join(ROOT, "target", "plugins"),
            "faulty": os.path.join(ROOT, "target", "test-plugins")}
@@ -48,17 +46,11 @@ class StandIn(http.server.BaseHTTPRequestHandler):
 
 def run(folder, panickers, rollbar_endpoint):
     """Idle and storm latencies of one comb, and the panics it served."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ROLLBAR_", "COMB_"))}
-    env["RUST_LOG"] = "warn"
+    env = {}
     if rollbar_endpoint:
-        env["ROLLBAR_ACCESS_TOKEN"] = "bench"
-        env["ROLLBAR_ENDPOINT"] = rollbar_endpoint
-    comb = subprocess.Popen(
-        [COMB, "serve", "--plugins", folder, "--listen", f"127.0.0.1:{port}", "--no-admin"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        env = {"ROLLBAR_ACCESS_TOKEN": "bench", "ROLLBAR_ENDPOINT": rollbar_endpoint}
+    comb, port = serve(folder, env)
     try:
-        wait_until_serving(port)
         idle = neighbour_latencies(port, PHASE_S)
         storm, panics = latencies_while(port, panickers, "/faulty/panic", 500)
     finally:

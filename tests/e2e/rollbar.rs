@@ -263,19 +263,17 @@ async fn the_same_failure_is_one_group_and_a_storm_is_bounded_per_plugin() {
     assert!(log.contains("dropped=7"), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_limited_rollbar_gets_the_item_after_the_wait_it_asks_for() {
-    let rollbar = Rollbar::start(Answer::RateLimitedOnce).await;
+/// Fails `path` once against a stand-in that refuses the first attempt as
+/// `answer` says, and checks the same item arrives again after at least
+/// `wait`, with `error.type` `class`.
+async fn sent_again(answer: Answer, path: &str, wait: Duration, class: &str) {
+    let rollbar = Rollbar::start(answer).await;
     let comb = Comb::start(Options {
         plugins: &["faulty"],
         env: &env(&rollbar, &[]),
         ..Default::default()
     });
-    let response = client()
-        .get(comb.at("/faulty/unreachable"))
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(comb.at(path)).send().await.unwrap();
     assert_eq!(response.status(), 500);
     eventually("the item is sent again", &comb, || async {
         rollbar.received.lock().unwrap().len() >= 2
@@ -283,38 +281,27 @@ async fn a_rate_limited_rollbar_gets_the_item_after_the_wait_it_asks_for() {
     .await;
     let received = rollbar.received.lock().unwrap().clone();
     let waited = received[1].0 - received[0].0;
-    assert!(
-        waited >= Duration::from_millis(900),
-        "retried after {waited:?}"
-    );
+    assert!(waited >= wait, "retried after {waited:?}");
     assert_eq!(received[0].2["data"]["uuid"], received[1].2["data"]["uuid"]);
     assert_eq!(
         received[1].2["data"]["body"]["trace"]["exception"]["class"],
-        "wasm.trap.unreachable_code_reached"
+        class
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_rollbar_gets_the_item_after_the_wait_it_asks_for() {
+    // X-Rate-Limit-Remaining-Seconds: 1.
+    let wait = Duration::from_millis(900);
+    let class = "wasm.trap.unreachable_code_reached";
+    sent_again(Answer::RateLimitedOnce, "/faulty/unreachable", wait, class).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_refused_with_a_500_is_sent_again() {
-    let rollbar = Rollbar::start(Answer::FailsOnce).await;
-    let comb = Comb::start(Options {
-        plugins: &["faulty"],
-        env: &env(&rollbar, &[]),
-        ..Default::default()
-    });
-    let response = client().get(comb.at("/faulty/error")).send().await.unwrap();
-    assert_eq!(response.status(), 500);
-    eventually("the item is sent again", &comb, || async {
-        rollbar.received.lock().unwrap().len() >= 2
-    })
-    .await;
-    let received = rollbar.received.lock().unwrap().clone();
-    assert!(received[1].0 - received[0].0 >= Duration::from_millis(1900));
-    assert_eq!(received[0].2["data"]["uuid"], received[1].2["data"]["uuid"]);
-    assert_eq!(
-        received[1].2["data"]["body"]["trace"]["exception"]["class"],
-        "plugin.error"
-    );
+    // The first backoff is 2 s.
+    let wait = Duration::from_millis(1900);
+    sent_again(Answer::FailsOnce, "/faulty/error", wait, "plugin.error").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,7 +150,7 @@ impl PluginsConfig {
 }
 
 /// Failed plugin calls as Rollbar items (see [`crate::rollbar`]).
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 #[command(next_help_heading = "Rollbar")]
 pub struct RollbarConfig {
     /// A Rollbar project access token (`post_server_item` scope). Unset,
@@ -228,6 +228,24 @@ pub struct RollbarConfig {
         value_name = "TEMPLATE"
     )]
     pub trace_url: Option<String>,
+}
+
+/// The token is a secret: a settings dump must not print it.
+impl std::fmt::Debug for RollbarConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RollbarConfig")
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("environment", &self.environment)
+            .field("endpoint", &self.endpoint)
+            .field("items_per_minute", &self.items_per_minute)
+            .field("scrub_headers", &self.scrub_headers)
+            .field("guest_errors", &self.guest_errors)
+            .field("trace_url", &self.trace_url)
+            .finish()
+    }
 }
 
 /// Everything `comb serve` needs, parsed from flags and environment.
@@ -544,6 +562,25 @@ mod tests {
         assert!(!config.otlp_target(Signal::Metrics).unwrap().gzip);
         let plain = telemetry(&["--otlp-endpoint=http://collector:4318"]);
         assert!(!plain.otlp_target(Signal::Traces).unwrap().gzip);
+    }
+
+    #[test]
+    fn the_rollbar_token_never_shows_in_a_settings_dump() {
+        let cli = Cli::try_parse_from([
+            "comb",
+            "serve",
+            "--plugins",
+            ".",
+            "--rollbar-access-token",
+            "s3cret-token",
+        ])
+        .unwrap();
+        let Command::Serve(config) = cli.command else {
+            panic!("not serve")
+        };
+        let dump = format!("{config:?}");
+        assert!(!dump.contains("s3cret-token"), "{dump}");
+        assert!(dump.contains("<redacted>"), "{dump}");
     }
 
     #[test]
