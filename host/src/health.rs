@@ -3,8 +3,9 @@
 //! reaching comb's page.
 //!
 //! - `GET /livez`: 200 while the process serves at all.
-//! - `GET /readyz`: 200 once the first load of the plugins folder is done
-//!   (every file there at start is serving or rejected); 503 before, and
+//! - `GET /readyz`: 200 once the first load is done (every file in the
+//!   plugins folder at start, and every `--plugin-ref`, is serving or
+//!   rejected); 503 before, and
 //!   503 again from the first SIGTERM, while comb keeps serving for
 //!   `--shutdown-delay-ms` so the orchestrator's endpoint removal (which
 //!   lags) takes it out of rotation before it stops accepting.
@@ -27,7 +28,7 @@ struct Flags {
 }
 
 impl Health {
-    /// The first load of the plugins folder is done.
+    /// The first load (folder and references) is done.
     pub(crate) fn loaded(&self) {
         self.0.loaded.store(true, Ordering::Relaxed);
     }

@@ -17,6 +17,8 @@
 //! - `admin`: the admin listener's routes (the page, the plugin list).
 //! - `connections`: accepting connections, with their caps and timeouts.
 //! - `health`: liveness and readiness for orchestrators.
+//! - [`registry`]: plugins from an OCI registry (`comb push`,
+//!   `--plugin-ref`), a second source for the lifecycle.
 //! - [`rollbar`]: failed plugin calls as Rollbar items.
 //! - [`limits`]: per-plugin limits and their enforcement.
 //!
@@ -35,6 +37,7 @@ mod health;
 pub mod limits;
 pub mod metrics;
 pub mod plugins;
+pub mod registry;
 pub mod rollbar;
 pub mod runtime;
 pub mod server;

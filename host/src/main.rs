@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use comb::rollbar::GuestErrorLayer;
 use comb::{
-    config::{CheckConfig, Cli, Command, Exporter, LoadError, PluginsConfig, ServeConfig, Signal},
+    config::{
+        CheckConfig, Cli, Command, Exporter, LoadError, PluginsConfig, PushConfig, ServeConfig,
+        Signal,
+    },
     dashboard::{Recorder, store::Capacity},
     telemetry::{Destination, Telemetry},
 };
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
                 match cli.command {
                     Command::Serve(config) => serve(*config).await,
                     Command::Plugins(config) => check_plugins(config).await,
+                    Command::Push(config) => push(config).await,
                 }
             })
         });
@@ -210,6 +214,33 @@ async fn check_plugins(config: CheckConfig) -> Result<()> {
             reports.len()
         );
     }
+    Ok(())
+}
+
+/// `comb push`: publish one component, print the pinned reference.
+async fn push(config: PushConfig) -> Result<()> {
+    let reference: comb::registry::PluginRef = config.reference.parse().map_err(anyhow::Error::msg)?;
+    let reference = reference.reference;
+    let credentials = match config.username {
+        Some(username) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            Some((username, password.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        None => None,
+    };
+    let options = comb::registry::RegistryOptions {
+        insecure: match config.insecure {
+            true => vec![reference.resolve_registry().to_owned()],
+            false => Vec::new(),
+        },
+        credentials,
+    };
+    let digest = comb::registry::push(&config.file, &reference, &options).await?;
+    tracing::info!(digest = %digest, "pushed {}", reference.whole());
+    println!("{}@{digest}", reference.whole());
     Ok(())
 }
 

@@ -80,7 +80,8 @@ pub async fn run(
     let (routes, reports) = (plugins.routes(), plugins.reports());
     let health = Health::default();
     let ready = health.clone();
-    plugins::watch::load_and_watch(plugins, move || ready.loaded())?;
+    let registry = config.registry.source(config.plugins.cache_dir());
+    plugins::watch::load_and_watch(plugins, registry, move || ready.loaded())?;
     let connection_limits = config.connection_limits();
     let state = Arc::new(AppState {
         routes,

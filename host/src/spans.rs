@@ -48,6 +48,9 @@ pub(crate) mod attributes {
     pub(crate) const PLUGIN_CALL_MS: &str = "plugin.call_ms";
     /// On `plugin.load`: the plugin file's path.
     pub(crate) const PLUGIN_FILE: &str = "plugin.file";
+    /// On `plugin.load` of a plugin from a registry: `REF@sha256:...`,
+    /// the manifest it was pulled as.
+    pub(crate) const PLUGIN_ARTIFACT: &str = "plugin.artifact";
     /// On `plugin.load`: milliseconds spent compiling, or reading the cache.
     pub(crate) const PLUGIN_COMPILE_MS: &str = "plugin.compile_ms";
     /// On `plugin.load`: whether the compiled code came from the cache.

@@ -202,7 +202,7 @@ impl Comb {
                     log.push_str(&line);
                     log.push('\n');
                 }
-                if line.contains("first load of the plugins folder done") {
+                if line.contains("first load of the plugins done") {
                     let _ = address_tx.send(("loaded", String::new()));
                 } else if let Some(url) = line.split("health listening on ").nth(1) {
                     let url = url.split_whitespace().next().unwrap_or_default();

@@ -33,7 +33,7 @@ async fn readiness_follows_the_first_load_and_the_drain() {
         probe(&readyz).await.0 == 200
     })
     .await;
-    assert!(comb.log().contains("first load of the plugins folder done"));
+    assert!(comb.log().contains("first load of the plugins done"));
 
     comb.terminate();
     let terminated = Instant::now();

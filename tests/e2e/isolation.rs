@@ -357,7 +357,7 @@ async fn a_manifest_that_sleeps_is_rejected_while_comb_listens_and_loads_the_res
     });
     let log = comb.log();
     let listening = log.find("listening on http").unwrap();
-    let loaded = log.find("first load of the plugins folder done").unwrap();
+    let loaded = log.find("first load of the plugins done").unwrap();
     assert!(
         listening < loaded,
         "comb listened only after loading:\n{log}"

@@ -84,6 +84,94 @@ pub enum Command {
     /// manifest, sidecar, route clashes) and exits non-zero when any file
     /// fails: useful in a plugin's CI.
     Plugins(CheckConfig),
+    /// Publish a plugin to an OCI registry as a Wasm artifact.
+    ///
+    /// The artifact is the standard one (config
+    /// `application/vnd.wasm.config.v0+json`, one `application/wasm`
+    /// layer) that `wkg`, `oras` and `comb serve --plugin-ref` pull.
+    /// Credentials come from the docker config (`docker login`), or from
+    /// `--username` with `--password-stdin`.
+    Push(PushConfig),
+}
+
+/// What `comb push` needs.
+#[derive(Debug, Clone, Args)]
+pub struct PushConfig {
+    /// The component to publish.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Where: `REGISTRY/REPOSITORY:TAG`.
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+
+    /// Speak plain HTTP to the registry (a registry on loopback or in a
+    /// private network without TLS).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// The registry user; the password is read from standard input.
+    #[arg(long, requires = "password_stdin", value_name = "NAME")]
+    pub username: Option<String>,
+
+    /// Read the password (or token) for `--username` from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+}
+
+/// Plugins pulled from OCI registries, beside the folder's.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Plugins from a registry")]
+pub struct RegistryConfig {
+    /// A plugin to pull and serve: `REGISTRY/REPOSITORY:TAG` (polled, so a
+    /// push of the tag rolls comb forward) or `...@sha256:DIGEST` (pinned),
+    /// optionally `=SIDECAR.toml`. Repeat for several; comma-separated in
+    /// the variable.
+    #[arg(
+        long = "plugin-ref",
+        env = "COMB_PLUGIN_REFS",
+        value_delimiter = ',',
+        value_name = "REFERENCE"
+    )]
+    pub plugin_refs: Vec<crate::registry::PluginRef>,
+
+    /// How often each tag is checked for a new digest, in ms.
+    #[arg(
+        long,
+        env = "COMB_REGISTRY_POLL_INTERVAL_MS",
+        default_value_t = crate::registry::DEFAULT_POLL_INTERVAL.as_millis() as u64,
+        value_name = "MS"
+    )]
+    pub registry_poll_interval_ms: u64,
+
+    /// A registry (`HOST[:PORT]`) spoken to over plain HTTP instead of
+    /// HTTPS. Repeat for several; comma-separated in the variable.
+    #[arg(
+        long = "insecure-registry",
+        env = "COMB_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub insecure_registries: Vec<String>,
+}
+
+impl RegistryConfig {
+    /// The registry source for the lifecycle, or `None` without references.
+    /// Pulled layers are kept under `cache_dir`, when there is one.
+    pub fn source(&self, cache_dir: Option<PathBuf>) -> Option<crate::registry::RegistrySource> {
+        if self.plugin_refs.is_empty() {
+            return None;
+        }
+        Some(crate::registry::RegistrySource {
+            refs: self.plugin_refs.clone(),
+            options: crate::registry::RegistryOptions {
+                insecure: self.insecure_registries.clone(),
+                credentials: None,
+            },
+            poll_interval: Duration::from_millis(self.registry_poll_interval_ms.max(100)),
+            blobs: cache_dir.map(|dir| dir.join("registry")),
+        })
+    }
 }
 
 /// What `comb plugins` needs: the folder and the limits (a sidecar may be
@@ -303,6 +391,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: LimitsConfig,
 
+    /// Plugins from registries.
+    #[command(flatten)]
+    pub registry: RegistryConfig,
+
     /// Rollbar reporting.
     #[command(flatten)]
     pub rollbar: RollbarConfig,
@@ -501,8 +593,35 @@ mod tests {
         let matches = command.try_get_matches_from(argv)?;
         match Cli::from_arg_matches(&matches)?.command {
             Command::Serve(config) => Ok(*config),
-            Command::Plugins(_) => unreachable!(),
+            _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn plugin_references_come_as_a_list_from_the_file_and_the_flag_adds_none() {
+        let file = "plugins = \"wasm\"\nplugin-ref = [\"127.0.0.1:5000/cruddur/home:1\", \
+                    \"registry.example/team/notes@sha256:{}=notes.toml\"]\n\
+                    insecure-registry = [\"127.0.0.1:5000\"]\nregistry-poll-interval-ms = 500\n";
+        let file = file.replace("{}", &"0".repeat(64));
+        let config = serve_over(&file, &[]).unwrap();
+        let refs: Vec<String> = config
+            .registry
+            .plugin_refs
+            .iter()
+            .map(|r| r.name())
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "127.0.0.1:5000/cruddur/home:1".to_owned(),
+                format!("registry.example/team/notes@sha256:{}", "0".repeat(64))
+            ]
+        );
+        let source = config.registry.source(Some("/cache".into())).unwrap();
+        assert_eq!(source.poll_interval, Duration::from_millis(500));
+        assert_eq!(source.options.insecure, ["127.0.0.1:5000"]);
+        assert_eq!(source.blobs, Some("/cache/registry".into()));
+        assert!(serve_over("plugins = \"wasm\"", &[]).unwrap().registry.source(None).is_none());
     }
 
     #[test]

@@ -48,9 +48,13 @@ pub(super) struct Loader {
 
 impl Loader {
     /// Loads one file inside a `plugin.load` span, logging a rejection.
+    /// `stem` names a component without a manifest; `artifact` is set for
+    /// a component pulled from a registry.
     pub(super) async fn load(
         self,
         file: &Path,
+        stem: &str,
+        artifact: Option<String>,
         wasm: Vec<u8>,
         sidecar: Option<(PathBuf, String)>,
     ) -> Result<Arc<Plugin>> {
@@ -59,17 +63,21 @@ impl Loader {
             true => Context::new(),
             false => spans::unsampled_parent(),
         };
+        let mut loading = vec![KeyValue::new(
+            attributes::PLUGIN_FILE,
+            file.display().to_string(),
+        )];
+        if let Some(artifact) = &artifact {
+            loading.push(KeyValue::new(attributes::PLUGIN_ARTIFACT, artifact.clone()));
+        }
         let span = tracer
             .span_builder("plugin.load")
-            .with_attributes([KeyValue::new(
-                attributes::PLUGIN_FILE,
-                file.display().to_string(),
-            )])
+            .with_attributes(loading)
             .start_with_context(&tracer, &parent);
         let cx = Context::new().with_span(span);
         let result = load_file(
             &self.runtime,
-            file,
+            (file, stem, artifact),
             wasm,
             sidecar,
             (&self.limits, self.max_routes),
@@ -107,7 +115,7 @@ impl Loader {
 }
 
 /// An error on one line: wasmtime's messages can span several.
-pub(super) fn one_line(error: &anyhow::Error) -> String {
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
     format!("{error:#}")
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -118,7 +126,7 @@ pub(super) fn one_line(error: &anyhow::Error) -> String {
 /// span in `load`.
 async fn load_file(
     runtime: &Arc<Runtime>,
-    file: &Path,
+    (file, stem, artifact): (&Path, &str, Option<String>),
     wasm: Vec<u8>,
     sidecar: Option<(PathBuf, String)>,
     (defaults, max_routes): (&Limits, usize),
@@ -163,14 +171,12 @@ async fn load_file(
             let manifest = manifest.context("calling the plugin's manifest")?;
             (PreparedPlugin::Comb(pre), manifest)
         }
-        // A standard proxy has no manifest: it is named after its file.
-        PreparedPlugin::Proxy(pre) => {
-            let stem = file.file_stem().unwrap_or_default().to_string_lossy();
-            (
-                PreparedPlugin::Proxy(pre),
-                crate::runtime::proxy::manifest(&stem),
-            )
-        }
+        // A standard proxy has no manifest: it is named after its file
+        // (or repository).
+        PreparedPlugin::Proxy(pre) => (
+            PreparedPlugin::Proxy(pre),
+            crate::runtime::proxy::manifest(stem),
+        ),
     };
     let routes = check_manifest(&manifest, &sidecar, max_routes)?;
     Ok(Plugin {
@@ -181,6 +187,7 @@ async fn load_file(
         description: manifest.description,
         digest,
         file: file.to_owned(),
+        artifact,
         routes,
         loaded_at: SystemTime::now(),
         compiled,
@@ -194,7 +201,7 @@ async fn load_file(
 
 /// Says plainly what a file is when it is not a component, before
 /// wasmtime's parser says it in its own terms.
-fn check_header(wasm: &[u8]) -> Result<()> {
+pub(crate) fn check_header(wasm: &[u8]) -> Result<()> {
     const MAGIC: &[u8] = b"\0asm";
     const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
     if wasm.len() < 8 || &wasm[..4] != MAGIC {

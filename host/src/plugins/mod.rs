@@ -1,4 +1,5 @@
-//! The plugin lifecycle: find the `.wasm` files in the plugins folder,
+//! The plugin lifecycle: find the `.wasm` files in the plugins folder (and
+//! take the components pulled from a registry, see [`crate::registry`]),
 //! compile and link each (off the request path, through the compile cache),
 //! read and check its manifest and sidecar, and publish a new route table.
 //!
@@ -56,7 +57,8 @@ use crate::{
 };
 pub use folder::SETTLE_TIME;
 use folder::{Stamp, plugin_files, read_settled};
-use load::{Loader, one_line};
+use load::Loader;
+pub(crate) use load::{check_header, one_line};
 pub use report::{FileReport, PluginReport};
 pub use routes::{Lookup, Route, RouteOwner, RoutePattern, RouteTable};
 
@@ -80,8 +82,11 @@ pub struct Plugin {
     pub description: Option<String>,
     /// sha256 of the `.wasm` file, hex: which build is serving.
     pub digest: String,
-    /// The file it was loaded from.
+    /// The file it was loaded from (for a pulled plugin, the layer as kept
+    /// in the cache).
     pub file: PathBuf,
+    /// `REF@sha256:...` for a plugin pulled from a registry.
+    pub artifact: Option<String>,
     /// The routes it serves (the sidecar's, else the manifest's).
     pub routes: Vec<(String, RoutePattern)>,
     /// When it was loaded.
@@ -166,11 +171,36 @@ impl Plugin {
 /// What [`Plugins::on_loaded`] calls.
 type OnLoaded = Arc<dyn Fn(&Plugin) + Send + Sync>;
 
-/// The plugins of one folder and the published snapshots of them.
+/// Where a plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Source {
+    /// A `.wasm` file in the plugins folder.
+    File(PathBuf),
+    /// A registry reference, as configured.
+    Reference(String),
+}
+
+/// One version of a source to load.
+struct Candidate {
+    source: Source,
+    /// What tells this version apart (the bytes' hash, or the manifest
+    /// digest).
+    key: String,
+    stamp: Option<Stamp>,
+    /// The file it is read from, and its name for a manifest-less proxy.
+    file: PathBuf,
+    stem: String,
+    artifact: Option<String>,
+    wasm: Vec<u8>,
+    sidecar: Option<(PathBuf, String)>,
+}
+
+/// The plugins of one folder (and of the registry references, if any) and
+/// the published snapshots of them.
 pub struct Plugins {
     dir: PathBuf,
     loader: Loader,
-    files: BTreeMap<PathBuf, FileEntry>,
+    files: BTreeMap<Source, FileEntry>,
     routes: SharedRoutes,
     reports: SharedReports,
     /// Told of each plugin that starts serving (a deploy, for Rollbar).
@@ -251,7 +281,10 @@ impl Plugins {
     pub async fn reload(&mut self) -> Result<ReloadOutcome> {
         let mut outcome = ReloadOutcome::default();
         let files = plugin_files(&self.dir)?;
-        self.files.retain(|file, entry| {
+        self.files.retain(|source, entry| {
+            let Source::File(file) = source else {
+                return true;
+            };
             let kept = files.contains(file);
             if !kept && entry.serving.is_some() {
                 tracing::info!(file = %file.display(), "plugin removed: its routes are gone");
@@ -261,8 +294,9 @@ impl Plugins {
         let mut to_load = Vec::new();
         let mut read = 0;
         for file in &files {
+            let source = Source::File(file.clone());
             let stamp = Stamp::of(file);
-            if let Some(entry) = self.files.get(file)
+            if let Some(entry) = self.files.get(&source)
                 && stamp.is_some()
                 && entry.stamp == stamp
             {
@@ -280,56 +314,111 @@ impl Plugins {
                 Err(error) => {
                     let reason = one_line(&error);
                     tracing::error!(file = %file.display(), "plugin rejected: {reason}");
-                    let entry = self.files.entry(file.clone()).or_default();
+                    let entry = self.files.entry(source).or_default();
                     entry.key.clear();
                     entry.failure = Some(reason);
                     continue;
                 }
             };
-            if let Some(entry) = self.files.get_mut(file)
+            if let Some(entry) = self.files.get_mut(&source)
                 && entry.key == key
             {
                 entry.stamp = stamp;
                 continue;
             }
-            to_load.push((file, key, stamp, wasm, sidecar));
+            let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+            to_load.push(Candidate {
+                stem: stem.into_owned(),
+                file: file.clone(),
+                source,
+                key,
+                stamp,
+                artifact: None,
+                wasm,
+                sidecar,
+            });
         }
-        // Loaded side by side, each published as soon as it is ready: a slow
-        // manifest (it has a deadline) or a big compile does not hold the
-        // others back.
+        tracing::debug!(files = files.len(), read, "plugins folder scanned");
+        self.load(to_load).await;
+        Ok(outcome)
+    }
+
+    /// Takes what one round of registry checks found: loads the new
+    /// versions (a failed one leaves the previous serving), and records the
+    /// failures for the plugin list.
+    pub(crate) async fn apply(&mut self, updates: Vec<crate::registry::Update>) {
+        use crate::registry::Update;
+        let mut to_load = Vec::new();
+        for update in updates {
+            match update {
+                Update::Pulled(pulled) => to_load.push(Candidate {
+                    source: Source::Reference(pulled.reference),
+                    key: pulled.artifact.clone(),
+                    stamp: None,
+                    file: pulled.file,
+                    stem: pulled.stem,
+                    artifact: Some(pulled.artifact),
+                    wasm: pulled.wasm,
+                    sidecar: pulled.sidecar,
+                }),
+                Update::Current { reference } => {
+                    let entry = self.files.entry(Source::Reference(reference)).or_default();
+                    if entry.serving.is_some() {
+                        entry.failure = None;
+                    }
+                }
+                Update::Failed { reference, reason } => {
+                    let entry = self.files.entry(Source::Reference(reference)).or_default();
+                    entry.failure = Some(reason);
+                }
+            }
+        }
+        self.load(to_load).await;
+    }
+
+    /// Loads candidates side by side, each published as soon as it is
+    /// ready: a slow manifest (it has a deadline) or a big compile does not
+    /// hold the others back. Then publishes once more, for removed files
+    /// and the reports, even when nothing loaded.
+    async fn load(&mut self, to_load: Vec<Candidate>) {
         let mut loads: futures_util::stream::FuturesUnordered<_> = to_load
             .into_iter()
-            .map(|(file, key, stamp, wasm, sidecar)| {
+            .map(|candidate| {
                 let loader = self.loader.clone();
                 async move {
-                    let loaded = loader.load(file, wasm, sidecar).await;
-                    (file, key, stamp, loaded)
+                    let loaded = loader
+                        .load(
+                            &candidate.file,
+                            &candidate.stem,
+                            candidate.artifact.clone(),
+                            candidate.wasm,
+                            candidate.sidecar,
+                        )
+                        .await;
+                    (candidate.source, candidate.key, candidate.stamp, loaded)
                 }
             })
             .collect();
-        tracing::debug!(files = files.len(), read, "plugins folder scanned");
-        while let Some((file, key, stamp, loaded)) = loads.next().await {
-            let entry = self.files.entry(file.clone()).or_default();
+        while let Some((source, key, stamp, loaded)) = loads.next().await {
+            let entry = self.files.entry(source.clone()).or_default();
             entry.key = key;
             entry.stamp = stamp;
             let mut candidates = BTreeMap::new();
             match loaded {
                 Ok(plugin) => {
-                    candidates.insert(file.clone(), plugin);
+                    candidates.insert(source, plugin);
                 }
                 Err(error) => entry.failure = Some(one_line(&error)),
             }
             self.publish(candidates);
         }
-        // Removed files, and reports, even when nothing loaded.
         self.publish(BTreeMap::new());
-        Ok(outcome)
     }
 
     /// Builds the new table: plugins already serving keep their routes;
     /// candidates join unless they clash, in which case the file's previous
     /// version, if any, stays.
-    fn publish(&mut self, mut candidates: BTreeMap<PathBuf, Arc<Plugin>>) {
+    fn publish(&mut self, mut candidates: BTreeMap<Source, Arc<Plugin>>) {
         let mut table = RouteTable::default();
         for (file, entry) in &self.files {
             if let (Some(serving), false) = (&entry.serving, candidates.contains_key(file)) {
@@ -337,8 +426,8 @@ impl Plugins {
                 let _ = table.add(routes_of(serving));
             }
         }
-        for (file, entry) in &mut self.files {
-            let Some(candidate) = candidates.remove(file) else {
+        for (source, entry) in &mut self.files {
+            let Some(candidate) = candidates.remove(source) else {
                 continue;
             };
             match table.add(routes_of(&candidate)) {
@@ -346,7 +435,7 @@ impl Plugins {
                     tracing::info!(
                         plugin = %candidate.name,
                         version = %candidate.version,
-                        file = %file.display(),
+                        source = %source,
                         digest = %&candidate.digest[..12],
                         cache_hit = ?candidate.compiled.cache_hit,
                         routes = %candidate.routes.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>().join(", "),
@@ -360,7 +449,7 @@ impl Plugins {
                 }
                 Err(clash) => {
                     let reason = format!("{clash}; the plugin already serving keeps it");
-                    tracing::error!(file = %file.display(), "plugin rejected: {reason}");
+                    tracing::error!(source = %source, "plugin rejected: {reason}");
                     entry.failure = Some(reason);
                     if let Some(previous) = &entry.serving {
                         let _ = table.add(routes_of(previous));
@@ -371,10 +460,19 @@ impl Plugins {
         let reports = self
             .files
             .iter()
-            .map(|(file, entry)| report::report(file, entry))
+            .map(|(source, entry)| report::report(source, entry))
             .collect();
         self.routes.store(Arc::new(table));
         self.reports.store(Arc::new(reports));
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(file) => write!(f, "{}", file.display()),
+            Source::Reference(reference) => f.write_str(reference),
+        }
     }
 }
 

@@ -1,17 +1,18 @@
-//! What the admin list shows about each file in the plugins folder.
-
-use std::path::Path;
+//! What the admin list shows about each plugin source: a file in the
+//! plugins folder or a registry reference.
 
 use serde::Serialize;
 
-use super::FileEntry;
+use super::{FileEntry, Source};
 use crate::spans;
 
 /// One plugin file as the plugin list shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
-    /// The file name in the plugins folder.
+    /// The file name in the plugins folder, or the registry reference.
     pub file: String,
+    /// `folder` or `registry`.
+    pub source: &'static str,
     /// `serving`, or `failed` (with the previous version, if any, serving).
     pub state: &'static str,
     /// Why the latest version of the file failed to load.
@@ -29,6 +30,8 @@ pub struct PluginReport {
     pub version: String,
     /// sha256 of its `.wasm`.
     pub digest: String,
+    /// `REF@sha256:...`: the registry manifest it was pulled as.
+    pub artifact: Option<String>,
     /// `METHOD pattern` for each route.
     pub routes: Vec<String>,
     /// When it was loaded, RFC 3339.
@@ -39,14 +42,21 @@ pub struct PluginReport {
     pub compile_ms: f64,
 }
 
-/// The report of `file` from what the lifecycle knows about it.
-pub(super) fn report(file: &Path, entry: &FileEntry) -> FileReport {
+/// The report of `source` from what the lifecycle knows about it.
+pub(super) fn report(source: &Source, entry: &FileEntry) -> FileReport {
+    let (file, source) = match source {
+        Source::File(file) => (
+            file.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            "folder",
+        ),
+        Source::Reference(reference) => (reference.clone(), "registry"),
+    };
     FileReport {
-        file: file
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
+        file,
+        source,
         state: if entry.failure.is_some() {
             "failed"
         } else {
@@ -57,6 +67,7 @@ pub(super) fn report(file: &Path, entry: &FileEntry) -> FileReport {
             name: plugin.name.clone(),
             version: plugin.version.clone(),
             digest: plugin.digest.clone(),
+            artifact: plugin.artifact.clone(),
             routes: plugin
                 .routes
                 .iter()

@@ -1,5 +1,6 @@
 //! Watching the plugins folder: every real change (debounced) triggers one
-//! reload, run by the task that owns the [`Plugins`].
+//! reload, run by the task that owns the [`Plugins`]. The same task takes
+//! what the registry poller finds, so one writer publishes every table.
 
 use std::time::Duration;
 
@@ -10,22 +11,25 @@ use notify::{
 };
 
 use super::{Plugins, SETTLE_TIME};
+use crate::registry::RegistrySource;
 
 /// How long the folder must be quiet before a reload: one copy or save
 /// makes a burst of events, and one reload should answer the whole burst.
 pub(crate) const DEBOUNCE: Duration = Duration::from_millis(150);
 
-/// The log line that says the first load of the folder is done: every
-/// file there at start is serving or rejected.
-pub(crate) const FIRST_LOAD_DONE: &str = "first load of the plugins folder done";
+/// The log line that says the first load is done: every file in the folder
+/// at start, and every registry reference, is serving or rejected.
+pub(crate) const FIRST_LOAD_DONE: &str = "first load of the plugins done";
 
 /// Watches the folder and loads it, in the background: the listener does
 /// not wait for plugins (a cold compile of large components takes minutes),
-/// they come in as they load. Then keeps reloading on every change until
-/// the runtime shuts down, calling `first_load_done` once the first load
-/// is. Returns once the watch is set up.
+/// they come in as they load. Then keeps reloading on every change (and
+/// loading what the registry poller pulls) until the runtime shuts down,
+/// calling `first_load_done` once the first load of the folder and the
+/// first pull of every reference are done. Returns once the watch is set up.
 pub(crate) fn load_and_watch(
     mut plugins: Plugins,
+    registry: Option<RegistrySource>,
     first_load_done: impl FnOnce() + Send + 'static,
 ) -> Result<()> {
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -46,8 +50,16 @@ pub(crate) fn load_and_watch(
     tokio::spawn(async move {
         // The watcher lives as long as this task: dropping it stops the watch.
         let _watcher = watcher;
+        // Pulls start at once, beside the folder's first load.
+        let mut pulled = registry.map(RegistrySource::watch);
         if let Err(error) = reload_until_settled(&mut plugins).await {
             tracing::error!("loading plugins: {error:#}");
+        }
+        if let Some(first_round) = pulled.as_mut() {
+            match first_round.recv().await {
+                Some(updates) => plugins.apply(updates).await,
+                None => pulled = None,
+            }
         }
         let routes = plugins.routes().load().routes().len();
         first_load_done();
@@ -58,16 +70,34 @@ pub(crate) fn load_and_watch(
                 "no plugin routes to serve yet; every request gets 404 until a plugin is added"
             );
         }
-        while changed_rx.recv().await.is_some() {
-            // Wait for the burst to end, then answer all of it at once.
-            tokio::time::sleep(DEBOUNCE).await;
-            while changed_rx.try_recv().is_ok() {}
-            if let Err(error) = reload_until_settled(&mut plugins).await {
-                tracing::error!("reloading plugins: {error:#}");
+        loop {
+            tokio::select! {
+                changed = changed_rx.recv() => {
+                    if changed.is_none() {
+                        return;
+                    }
+                    // Wait for the burst to end, then answer all of it at once.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while changed_rx.try_recv().is_ok() {}
+                    if let Err(error) = reload_until_settled(&mut plugins).await {
+                        tracing::error!("reloading plugins: {error:#}");
+                    }
+                }
+                Some(updates) = next_round(&mut pulled) => plugins.apply(updates).await,
             }
         }
     });
     Ok(())
+}
+
+/// The registry poller's next round; never, without references.
+async fn next_round(
+    pulled: &mut Option<tokio::sync::mpsc::Receiver<Vec<crate::registry::Update>>>,
+) -> Option<Vec<crate::registry::Update>> {
+    match pulled {
+        Some(rounds) => rounds.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether an event can change what a reload loads: a file created,
