@@ -219,7 +219,8 @@ async fn check_plugins(config: CheckConfig) -> Result<()> {
 
 /// `comb push`: publish one component, print the pinned reference.
 async fn push(config: PushConfig) -> Result<()> {
-    let reference: comb::registry::PluginRef = config.reference.parse().map_err(anyhow::Error::msg)?;
+    let reference: comb::registry::PluginRef =
+        config.reference.parse().map_err(anyhow::Error::msg)?;
     let reference = reference.reference;
     let credentials = match config.username {
         Some(username) => {

@@ -167,9 +167,7 @@ pub async fn push(file: &Path, reference: &Reference, options: &RegistryOptions)
     let layer = ImageLayer::new(
         wasm,
         WASM_LAYER_MEDIA_TYPE.to_owned(),
-        title.map(|title| {
-            BTreeMap::from([("org.opencontainers.image.title".to_owned(), title)])
-        }),
+        title.map(|title| BTreeMap::from([("org.opencontainers.image.title".to_owned(), title)])),
     );
     let layers = [layer];
     let manifest = OciImageManifest::build(&layers, &config, None);
@@ -276,7 +274,12 @@ impl RegistrySource {
     }
 
     /// One reference's check: its digest, and a pull when it moved.
-    async fn check(&self, client: &Client, plugin_ref: &PluginRef, seen: &mut Seen) -> Option<Update> {
+    async fn check(
+        &self,
+        client: &Client,
+        plugin_ref: &PluginRef,
+        seen: &mut Seen,
+    ) -> Option<Update> {
         let pinned = plugin_ref.reference.digest().is_some();
         if pinned && seen.digest.is_some() {
             return None;
@@ -368,7 +371,10 @@ impl RegistrySource {
         };
         Ok(Pulled {
             reference: plugin_ref.name(),
-            artifact: format!("{}@{digest}", plugin_ref.name()),
+            artifact: match plugin_ref.reference.digest() {
+                Some(_) => plugin_ref.name(),
+                None => format!("{}@{digest}", plugin_ref.name()),
+            },
             stem: plugin_ref.stem(),
             file: self
                 .blob_path(&layer.digest)
@@ -505,7 +511,10 @@ mod tests {
         let with_sidecar: PluginRef = "registry.example/team/notes:prod=/etc/comb/notes.toml"
             .parse()
             .unwrap();
-        assert_eq!(with_sidecar.sidecar, Some(PathBuf::from("/etc/comb/notes.toml")));
+        assert_eq!(
+            with_sidecar.sidecar,
+            Some(PathBuf::from("/etc/comb/notes.toml"))
+        );
         assert_eq!(with_sidecar.name(), "registry.example/team/notes:prod");
         let error = "Not A Reference!".parse::<PluginRef>().unwrap_err();
         assert!(error.contains("not an OCI reference"), "{error}");
@@ -529,7 +538,10 @@ mod tests {
         )]))
         .unwrap_err()
         .to_string();
-        assert!(image.contains("its layer is application/vnd.oci.image.layer.v1.tar+gzip"), "{image}");
+        assert!(
+            image.contains("its layer is application/vnd.oci.image.layer.v1.tar+gzip"),
+            "{image}"
+        );
         let two = wasm_layer(&manifest(vec![
             layer(WASM_LAYER_MEDIA_TYPE, 10),
             layer(WASM_LAYER_MEDIA_TYPE, 10),

@@ -137,6 +137,8 @@ pub struct Options<'a> {
     pub health: bool,
     /// Return once comb listens, before the first load of its folder ends.
     pub before_load: bool,
+    /// More flags for `comb serve`.
+    pub args: &'a [&'a str],
 }
 
 impl Comb {
@@ -178,6 +180,7 @@ impl Comb {
                     .into_iter()
                     .flatten(),
             )
+            .args(options.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

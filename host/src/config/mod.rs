@@ -621,7 +621,13 @@ mod tests {
         assert_eq!(source.poll_interval, Duration::from_millis(500));
         assert_eq!(source.options.insecure, ["127.0.0.1:5000"]);
         assert_eq!(source.blobs, Some("/cache/registry".into()));
-        assert!(serve_over("plugins = \"wasm\"", &[]).unwrap().registry.source(None).is_none());
+        assert!(
+            serve_over("plugins = \"wasm\"", &[])
+                .unwrap()
+                .registry
+                .source(None)
+                .is_none()
+        );
     }
 
     #[test]

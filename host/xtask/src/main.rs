@@ -4,7 +4,8 @@
 //!   with comb on 127.0.0.1:8080.
 //! - `cargo xtask test [-- ARGS]`: build the plugins, warm the tests'
 //!   compile cache with the bundled ones, install Debian's
-//!   Chromium if missing (the page test), run every test (with
+//!   Chromium (the page test) and docker-registry (the registry tests) if
+//!   missing, run every test (with
 //!   cargo-nextest when installed, else `cargo test`; ARGS go to it), then
 //!   the guest SDK's doc tests (its examples, the README's) unless ARGS
 //!   filter the run.
@@ -59,6 +60,8 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             warm_test_compile_cache(&built)?;
             // The page test drives a real headless browser.
             ensure_debian_package("chromium", "chromium")?;
+            // The registry tests run the CNCF distribution registry.
+            ensure_debian_package("docker-registry", "docker-registry")?;
             let mut command = cargo();
             command
                 .current_dir(xtask::workspace_root())
