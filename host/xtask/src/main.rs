@@ -7,8 +7,9 @@
 //!   Chromium (the page test) and docker-registry (the registry tests) if
 //!   missing, run every test (with
 //!   cargo-nextest when installed, else `cargo test`; ARGS go to it), then
-//!   the guest SDK's doc tests (its examples, the README's) unless ARGS
-//!   filter the run.
+//!   the guest SDK's doc tests (its examples, the README's) and the
+//!   Kubernetes manifests' checks (tests/deploy/) unless ARGS filter the
+//!   run.
 //! - `cargo xtask plugins`: build the plugins into `target/plugins`.
 //! - `cargo xtask bench`: release builds, then comb against native axum under
 //!   wrk (tests/bench/throughput.py), neighbours' latency while guests
@@ -87,11 +88,11 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             doc.current_dir(xtask::workspace_root())
                 .args(["test", "--doc"]);
             let docs = status(doc)?;
-            Ok(if tests == ExitCode::SUCCESS {
-                docs
-            } else {
-                tests
-            })
+            let deploy = check_kubernetes_manifests()?;
+            Ok([tests, docs, deploy]
+                .into_iter()
+                .find(|code| *code != ExitCode::SUCCESS)
+                .unwrap_or(ExitCode::SUCCESS))
         }
         "bench" => {
             // Release builds of comb and the native baseline, the plugins,
@@ -189,6 +190,46 @@ fn ensure_debian_package(program: &str, package: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The pinned schema validator for deploy/kubernetes/, from PyPI into a
+/// virtual environment of the project's own (never the system's).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// Checks deploy/kubernetes/ against the Kubernetes schemas, comb.toml and
+/// the comb just built (tests/deploy/check_manifests.py).
+fn check_kubernetes_manifests() -> Result<ExitCode> {
+    let root = xtask::workspace_root();
+    let venv = root.join("target/tools/kubernetes-validate");
+    let python = venv.join("bin/python");
+    let marker = venv.join(KUBERNETES_VALIDATE);
+    if !marker.exists() {
+        eprintln!(
+            "xtask: installing {KUBERNETES_VALIDATE} into {}",
+            venv.display()
+        );
+        let created = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("running python3 -m venv")?;
+        let installed = created.success()
+            && Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", KUBERNETES_VALIDATE])
+                .status()
+                .context("running pip")?
+                .success();
+        if !installed {
+            bail!("installing {KUBERNETES_VALIDATE} failed");
+        }
+        std::fs::write(&marker, "")?;
+    }
+    let mut check = Command::new(&python);
+    check
+        .current_dir(&root)
+        .arg("tests/deploy/check_manifests.py")
+        .arg(root.join("target/debug/comb"));
+    status(check)
 }
 
 fn has_nextest() -> bool {
