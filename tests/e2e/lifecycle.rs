@@ -29,8 +29,41 @@ pub(crate) fn copy_in(comb: &Comb, plugin: &str, as_file: &str) {
     std::fs::copy(plugins().wasm(plugin), comb.plugin_path(as_file)).unwrap();
 }
 
-fn is_v2(body: &Value) -> bool {
+/// Whether a home body is `home_activities_v2`'s.
+pub(crate) fn is_v2(body: &Value) -> bool {
     body.get("version").and_then(Value::as_i64) == Some(2)
+}
+
+/// A client that GETs the home route `url` over loopback until `stop` (or
+/// 60 s), failing on any answer but 200 with the old body or the new;
+/// returns how many of each it saw.
+pub(crate) fn hammer(
+    url: &str,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, usize)> {
+    let (url, stop) = (url.to_owned(), stop.clone());
+    tokio::spawn(async move {
+        let client = client();
+        let (mut old, mut new) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            let response = client.get(&url).send().await.expect("a response");
+            let status = response.status().as_u16();
+            let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            assert_eq!(status, 200, "{body}");
+            if is_v2(&body) {
+                new += 1;
+            } else {
+                assert_eq!(
+                    body.as_array().map(Vec::len),
+                    Some(3),
+                    "the old body or the new: {body}"
+                );
+                old += 1;
+            }
+        }
+        (old, new)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,35 +101,7 @@ async fn replacing_a_plugin_under_load_drops_no_request() {
     let url = comb.at("/api/activities/home");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Two clients hammer the route over loopback while the file is swapped.
-    let hammers: Vec<_> = (0..2)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            tokio::spawn(async move {
-                let client = client();
-                let (mut old, mut new) = (0, 0);
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
-                {
-                    let response = client.get(&url).send().await.expect("a response");
-                    let status = response.status().as_u16();
-                    let body: Value =
-                        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-                    assert_eq!(status, 200, "{body}");
-                    if is_v2(&body) {
-                        new += 1;
-                    } else {
-                        assert_eq!(
-                            body.as_array().map(Vec::len),
-                            Some(3),
-                            "the old body or the new: {body}"
-                        );
-                        old += 1;
-                    }
-                }
-                (old, new)
-            })
-        })
-        .collect();
+    let hammers: Vec<_> = (0..2).map(|_| hammer(&url, &stop)).collect();
     for round in 0..3 {
         for (plugin, v2) in [("home_activities_v2", true), ("home_activities", false)] {
             copy_in(&comb, plugin, "home_activities.wasm");

@@ -10,7 +10,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     harness::{Comb, Options, PATIENCE, client, eventually, get_json, plugins, poll},
-    lifecycle::report,
+    lifecycle::{hammer, is_v2, report},
 };
 
 /// A distribution registry on a free loopback port, its storage in a
@@ -32,6 +32,16 @@ struct Registry {
 
 impl Registry {
     async fn start() -> Registry {
+        Registry::start_with(false).await
+    }
+
+    /// A registry that asks for [`USER`] and [`PASSWORD`] (HTTP basic,
+    /// htpasswd) for every request.
+    async fn start_with_auth() -> Registry {
+        Registry::start_with(true).await
+    }
+
+    async fn start_with(auth: bool) -> Registry {
         let storage = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -44,9 +54,21 @@ impl Registry {
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {host}\n",
-                storage.path().join("data").display()
+                 http:\n  addr: {host}\n{}",
+                storage.path().join("data").display(),
+                match auth {
+                    true => format!(
+                        "auth:\n  htpasswd:\n    realm: comb-tests\n    path: {}\n",
+                        storage.path().join("htpasswd").display()
+                    ),
+                    false => String::new(),
+                }
             ),
+        )
+        .unwrap();
+        std::fs::write(
+            storage.path().join("htpasswd"),
+            format!("{USER}:{HTPASSWD}\n"),
         )
         .unwrap();
         let child = Command::new("docker-registry")
@@ -63,11 +85,8 @@ impl Registry {
         };
         let v2 = format!("http://{}/v2/", registry.host);
         poll("the registry answers", String::new, || async {
-            client()
-                .get(&v2)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
+            let answer = client().get(&v2).send().await;
+            answer.is_ok_and(|r| r.status() == if auth { 401 } else { 200 })
         })
         .await;
         registry
@@ -184,25 +203,52 @@ impl Drop for Registry {
     }
 }
 
+/// The test registry's user and password (not a secret: a fixture).
+const USER: &str = "comb";
+const PASSWORD: &str = "not-a-secret";
+/// `PASSWORD`, bcrypt (cost 4, so each request checks it fast).
+const HTPASSWD: &str = "$2b$04$soCNSd9/A4N2aos2niSYnO5KPhbzuEzv9Vu3hzEKCCzR2.ta6AIeO";
+/// `USER:PASSWORD` in base64, as `docker login` writes it.
+const DOCKER_AUTH: &str = "Y29tYjpub3QtYS1zZWNyZXQ=";
+
 fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// `comb push PLUGIN REFERENCE --insecure`; the pinned reference it prints.
 fn comb_push(plugin: &str, reference: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_comb"))
+    comb_push_as(plugin, reference, None).expect("comb push")
+}
+
+/// The same, as `--username USER --password-stdin` when given; the pinned
+/// reference, or what comb said when it failed.
+fn comb_push_as(
+    plugin: &str,
+    reference: &str,
+    user: Option<(&str, &str)>,
+) -> Result<String, String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_comb"));
+    command
         .arg("push")
         .arg(plugins().wasm(plugin))
         .args([reference, "--insecure"])
         .env_remove("COMB_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "comb push failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        // No docker config of the machine's.
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((name, _)) = user {
+        command.args(["--username", name, "--password-stdin"]);
+    }
+    let mut child = command.spawn().unwrap();
+    let password = user.map_or(String::new(), |(_, password)| format!("{password}\n"));
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), password.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    match output.status.success() {
+        true => Ok(String::from_utf8(output.stdout).unwrap().trim().to_owned()),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    }
 }
 
 /// `comb serve` flags for references on `registry`, polled every 200 ms.
@@ -217,10 +263,6 @@ fn serve_refs<'a>(registry: &'a Registry, refs: &'a [String]) -> Vec<&'a str> {
         args.extend(["--plugin-ref", reference.as_str()]);
     }
     args
-}
-
-fn is_v2(body: &Value) -> bool {
-    body.get("version").and_then(Value::as_i64) == Some(2)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,6 +292,47 @@ async fn pushed_plugins_are_pulled_served_and_listed_and_a_missing_one_says_why(
     assert_eq!(status, 200);
     assert_eq!(body.as_array().map(Vec::len), Some(3), "{body}");
     assert_eq!(get_json(&comb.at("/faulty/ok")).await.0, 200);
+
+    // What comb pushed is the standard artifact, as any client reads it.
+    let manifest_url = format!(
+        "http://{}/v2/cruddur/home_activities/manifests/0.1.0",
+        registry.host
+    );
+    let artifact: Value = client()
+        .get(&manifest_url)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        artifact["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(
+        artifact["layers"].as_array().map(Vec::len),
+        Some(1),
+        "{artifact}"
+    );
+    assert_eq!(artifact["layers"][0]["mediaType"], "application/wasm");
+    let layer = client()
+        .get(format!(
+            "http://{}/v2/cruddur/home_activities/blobs/{}",
+            registry.host,
+            artifact["layers"][0]["digest"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        layer,
+        std::fs::read(plugins().wasm("home_activities")).unwrap()
+    );
 
     let listed = report(&comb, &home).await.expect("the tag is listed");
     assert_eq!(listed["source"], "registry");
@@ -294,26 +377,7 @@ async fn a_moved_tag_rolls_forward_under_load_and_a_broken_one_keeps_the_old_ver
     // Two clients over loopback while the tag moves: every answer is 200,
     // from one version or the other.
     let stop = Arc::new(AtomicBool::new(false));
-    let hammers: Vec<_> = (0..2)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            tokio::spawn(async move {
-                let client = client();
-                let (mut old, mut new) = (0, 0);
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let response = client.get(&url).send().await.expect("a response");
-                    assert_eq!(response.status(), 200);
-                    let body: Value = response.json().await.unwrap();
-                    match is_v2(&body) {
-                        true => new += 1,
-                        false => old += 1,
-                    }
-                }
-                (old, new)
-            })
-        })
-        .collect();
+    let hammers: Vec<_> = (0..2).map(|_| hammer(&url, &stop)).collect();
     let pushed = comb_push("home_activities_v2", &live);
     eventually("the new version serves", &comb, || async {
         is_v2(&get_json(&url).await.1)
@@ -432,4 +496,35 @@ async fn three_replicas_converge_on_a_pushed_tag() {
         }
     }
     eprintln!("replicas serving the pushed tag after {converged:?} (poll interval 200 ms)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_the_flags_for_a_push_and_the_docker_config_for_a_pull() {
+    let registry = Registry::start_with_auth().await;
+    let home = registry.reference("cruddur/home_activities:0.1.0");
+    let refused = comb_push_as("home_activities", &home, None).unwrap_err();
+    assert!(
+        refused.contains("pushing to") && refused.contains("401"),
+        "{refused}"
+    );
+    let wrong = comb_push_as("home_activities", &home, Some((USER, "wrong"))).unwrap_err();
+    assert!(wrong.contains("401"), "{wrong}");
+    comb_push_as("home_activities", &home, Some((USER, PASSWORD))).unwrap();
+
+    // comb serve reads the docker config, as a kubelet-mounted
+    // dockerconfigjson Secret provides it.
+    let docker = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docker.path().join("config.json"),
+        json!({"auths": {registry.host.as_str(): {"auth": DOCKER_AUTH}}}).to_string(),
+    )
+    .unwrap();
+    let refs = [home.clone()];
+    let comb = Comb::start(Options {
+        args: &serve_refs(&registry, &refs),
+        env: &[("DOCKER_CONFIG", docker.path().to_str().unwrap())],
+        ..Default::default()
+    });
+    assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
+    assert_eq!(report(&comb, &home).await.unwrap()["state"], "serving");
 }
