@@ -17,7 +17,9 @@
 //!
 //! Layers are kept in the cache folder by digest, so a pull whose layer is
 //! already there reads no blob, and every read is checked against the
-//! digest again.
+//! digest again. A reference pinned by digest whose layer is kept is
+//! served from the cache without asking the registry: a restart does not
+//! depend on it.
 
 use std::{
     collections::BTreeMap,
@@ -285,6 +287,21 @@ impl RegistrySource {
             return None;
         }
         let name = plugin_ref.name();
+        // A pin whose layer is kept needs no registry: a restart serves it
+        // while the registry is down.
+        if let Some(digest) = plugin_ref.reference.digest()
+            && let Some(layer) = self.kept_layer_of(digest)
+            && let Some(wasm) = self.cached(&layer)
+        {
+            match self.pulled(plugin_ref, digest, &layer, wasm) {
+                Ok(pulled) => {
+                    tracing::info!(reference = %name, "plugin pinned by digest, kept in the cache");
+                    seen.digest = Some(digest.to_owned());
+                    return Some(Update::Pulled(pulled));
+                }
+                Err(error) => tracing::warn!(reference = %name, "{error:#}"),
+            }
+        }
         let auth = self.options.auth(plugin_ref.reference.resolve_registry());
         let checked = tokio::time::timeout(PULL_TIMEOUT, async {
             let digest = client
@@ -361,6 +378,19 @@ impl RegistrySource {
                 wasm.bytes
             }
         };
+        self.keep_layer_of(digest, &layer.digest);
+        self.pulled(plugin_ref, digest, &layer.digest, wasm)
+    }
+
+    /// What the lifecycle gets for the manifest `digest` of `plugin_ref`,
+    /// whose layer `layer` is `wasm`.
+    fn pulled(
+        &self,
+        plugin_ref: &PluginRef,
+        digest: &str,
+        layer: &str,
+        wasm: Vec<u8>,
+    ) -> Result<Pulled> {
         let sidecar = match &plugin_ref.sidecar {
             Some(path) => Some((
                 path.clone(),
@@ -377,7 +407,7 @@ impl RegistrySource {
             },
             stem: plugin_ref.stem(),
             file: self
-                .blob_path(&layer.digest)
+                .blob_path(layer)
                 .unwrap_or_else(|| PathBuf::from(plugin_ref.name())),
             wasm,
             sidecar,
@@ -386,12 +416,35 @@ impl RegistrySource {
 
     /// Where the layer `digest` is kept.
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        self.cache_path(digest, "wasm")
+    }
+
+    /// `sha256-HEX.EXTENSION` in the cache folder, for a sha256 digest.
+    fn cache_path(&self, digest: &str, extension: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
         // A digest from the registry names a file: only hex digits pass.
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        Some(self.blobs.as_ref()?.join(format!("sha256-{hex}.wasm")))
+        Some(
+            self.blobs
+                .as_ref()?
+                .join(format!("sha256-{hex}.{extension}")),
+        )
+    }
+
+    /// The layer digest of the manifest `digest`, as kept at its last pull:
+    /// a manifest digest names its content for ever, so this never goes
+    /// stale.
+    fn kept_layer_of(&self, digest: &str) -> Option<String> {
+        let layer = std::fs::read_to_string(self.cache_path(digest, "layer")?).ok()?;
+        self.cache_path(&layer, "wasm").map(|_| layer)
+    }
+
+    fn keep_layer_of(&self, digest: &str, layer: &str) {
+        if let Some(path) = self.cache_path(digest, "layer") {
+            write_aside(&path, layer.as_bytes());
+        }
     }
 
     /// The layer `digest` from the cache, if it is there and intact.
@@ -403,18 +456,24 @@ impl RegistrySource {
     /// Keeps a layer by digest (written aside, then renamed: a reader never
     /// sees half). Losing it only costs a pull.
     fn keep(&self, digest: &str, wasm: &[u8]) {
-        let Some(path) = self.blob_path(digest) else {
-            return;
-        };
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
-            let partial = path.with_extension("partial");
-            std::fs::write(&partial, wasm)?;
-            std::fs::rename(&partial, &path)
-        };
-        if let Err(error) = write() {
-            tracing::warn!(path = %path.display(), "keeping a pulled component: {error}");
+        if let Some(path) = self.blob_path(digest) {
+            write_aside(&path, wasm);
         }
+    }
+}
+
+/// Writes `bytes` to `path` through a file beside it and a rename, so a
+/// reader never sees half; a failure is logged (it only costs a pull).
+fn write_aside(path: &Path, bytes: &[u8]) {
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+        // Unique: two references may share a layer and pull it at once.
+        let partial = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&partial, bytes)?;
+        std::fs::rename(&partial, path)
+    };
+    if let Err(error) = write() {
+        tracing::warn!(path = %path.display(), "keeping a pulled component: {error}");
     }
 }
 

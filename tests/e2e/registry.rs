@@ -251,11 +251,11 @@ fn comb_push_as(
     }
 }
 
-/// `comb serve` flags for references on `registry`, polled every 200 ms.
-fn serve_refs<'a>(registry: &'a Registry, refs: &'a [String]) -> Vec<&'a str> {
+/// `comb serve` flags for references on the registry at `registry`, polled every 200 ms.
+fn serve_refs<'a>(registry: &'a str, refs: &'a [String]) -> Vec<&'a str> {
     let mut args = vec![
         "--insecure-registry",
-        &registry.host,
+        registry,
         "--registry-poll-interval-ms",
         "200",
     ];
@@ -280,7 +280,7 @@ async fn pushed_plugins_are_pulled_served_and_listed_and_a_missing_one_says_why(
     let missing = registry.reference("cruddur/nothing:here");
     let refs = [home.clone(), pinned.clone(), missing.clone()];
     let comb = Comb::start(Options {
-        args: &serve_refs(&registry, &refs),
+        args: &serve_refs(&registry.host, &refs),
         health: true,
         ..Default::default()
     });
@@ -357,6 +357,19 @@ async fn pushed_plugins_are_pulled_served_and_listed_and_a_missing_one_says_why(
         reason.contains("reading the manifest's digest") && reason.contains("manifest unknown"),
         "{reason}"
     );
+
+    // A restart while the registry is down still serves the pin: its layer
+    // is kept in the cache.
+    let host = registry.host.clone();
+    drop(comb);
+    drop(registry);
+    let pins = [pinned.clone()];
+    let comb = Comb::start(Options {
+        args: &serve_refs(&host, &pins),
+        ..Default::default()
+    });
+    assert_eq!(get_json(&comb.at("/faulty/ok")).await.0, 200);
+    assert_eq!(report(&comb, &pinned).await.unwrap()["state"], "serving");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,7 +381,7 @@ async fn a_moved_tag_rolls_forward_under_load_and_a_broken_one_keeps_the_old_ver
     // and this test needs a pull to meet a corrupt blob.
     let cache = tempfile::tempdir().unwrap();
     let comb = Comb::start(Options {
-        args: &serve_refs(&registry, std::slice::from_ref(&live)),
+        args: &serve_refs(&registry.host, std::slice::from_ref(&live)),
         cache_dir: Some(cache.path()),
         ..Default::default()
     });
@@ -456,7 +469,7 @@ async fn three_replicas_converge_on_a_pushed_tag() {
     let registry = Registry::start().await;
     let live = registry.reference("cruddur/home_activities:prod");
     comb_push("home_activities", &live);
-    let args = serve_refs(&registry, std::slice::from_ref(&live));
+    let args = serve_refs(&registry.host, std::slice::from_ref(&live));
     let replicas: Vec<Comb> = (0..3)
         .map(|_| {
             Comb::start(Options {
@@ -521,7 +534,7 @@ async fn credentials_come_from_the_flags_for_a_push_and_the_docker_config_for_a_
     .unwrap();
     let refs = [home.clone()];
     let comb = Comb::start(Options {
-        args: &serve_refs(&registry, &refs),
+        args: &serve_refs(&registry.host, &refs),
         env: &[("DOCKER_CONFIG", docker.path().to_str().unwrap())],
         ..Default::default()
     });
