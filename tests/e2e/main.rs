@@ -16,6 +16,7 @@ mod outgoing;
 mod page;
 mod propagation;
 mod proxy;
+mod python;
 mod registry;
 mod rollbar;
 mod serve;

@@ -8,6 +8,8 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
+mod python;
+
 /// The target plugins are built for.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
@@ -112,7 +114,9 @@ pub fn built_plugins() -> BuiltPlugins {
 
 /// Builds every plugin crate (`plugins/*` and `tests/plugins/*` with a
 /// `cdylib` target) for `wasm32-wasip2` with the `plugin` profile, and
-/// copies the `.wasm` files into `target/plugins` and `target/test-plugins`.
+/// copies the `.wasm` files into `target/plugins` and `target/test-plugins`;
+/// then the Python plugins (`plugins/python/*`, `tests/plugins/python/*`)
+/// likewise.
 ///
 /// Plugins get their own target dir (`target/wasm`): a build started from
 /// inside another cargo command (a test, a build script) must not wait on
@@ -147,6 +151,8 @@ pub fn build_plugins() -> Result<BuiltPlugins> {
     let built = built_plugins();
     copy_wasm(&out, &bundled, &built.bundled_dir)?;
     copy_wasm(&out, &test, &built.test_dir)?;
+    python::build(&root, &root.join("plugins/python"), &built.bundled_dir)?;
+    python::build(&root, &root.join("tests/plugins/python"), &built.test_dir)?;
     Ok(built)
 }
 

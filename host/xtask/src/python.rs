@@ -1,0 +1,164 @@
+//! Python plugins: each `plugins/python/NAME/app.py` (and
+//! `tests/plugins/python/NAME/app.py`) is built with componentize-py
+//! against `wit/plugin.wit` into `NAME_py.wasm`, with the SDK
+//! (`plugins/python/comb`) and the pinned packages of
+//! `plugins/python/requirements.txt` (OpenTelemetry's API) on its path.
+//! The tools are installed into `target/tools/`, never globally.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::SystemTime,
+};
+
+use anyhow::{Context, Result, ensure};
+
+/// The componentize-py comb's plugins are built with.
+pub(crate) const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// Builds every Python plugin in `sources` whose inputs changed into
+/// `out`; returns the file names of all of them.
+pub(crate) fn build(root: &Path, sources: &Path, out: &Path) -> Result<Vec<String>> {
+    let sdk = root.join("plugins/python");
+    let Ok(entries) = std::fs::read_dir(sources) else {
+        return Ok(Vec::new());
+    };
+    let mut plugins: Vec<PathBuf> = entries
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|dir| dir.join("app.py").is_file())
+        .collect();
+    plugins.sort();
+    let names: Vec<String> = plugins.iter().map(|dir| wasm_name(dir)).collect();
+    let inputs = newest([sources, &sdk, &root.join("wit/plugin.wit")]);
+    let stale: Vec<(&PathBuf, &String)> = plugins
+        .iter()
+        .zip(&names)
+        .filter(|(_, name)| modified(&out.join(name)).is_none_or(|built| built < inputs))
+        .collect();
+    if stale.is_empty() {
+        return Ok(names);
+    }
+    let tools = root.join("target/tools");
+    std::fs::create_dir_all(&tools)?;
+    // Test processes may build at once: one installs, the others wait.
+    let lock = std::fs::File::create(tools.join(".python.lock"))?;
+    lock.lock()?;
+    let componentize = install_componentize_py(&tools)?;
+    let packages = install_packages(&tools, &componentize, &sdk.join("requirements.txt"))?;
+    let staging = root.join("target/python");
+    std::fs::create_dir_all(&staging)?;
+    std::fs::create_dir_all(out)?;
+    for (dir, name) in stale {
+        eprintln!("xtask: building {name} with {COMPONENTIZE_PY}");
+        let built = staging.join(name);
+        let status = Command::new(&componentize)
+            .arg("--quiet")
+            .arg("-d")
+            .arg(root.join("wit"))
+            .args(["-w", "plugin", "componentize", "app", "-p"])
+            .arg(dir)
+            .arg("-p")
+            .arg(&sdk)
+            .arg("-p")
+            .arg(&packages)
+            .arg("-o")
+            .arg(&built)
+            .status()
+            .context("running componentize-py")?;
+        ensure!(status.success(), "building {} failed", dir.display());
+        // Renamed in: a running comb never sees half a plugin.
+        std::fs::rename(&built, out.join(name))?;
+    }
+    Ok(names)
+}
+
+/// `NAME_py.wasm` for `plugins/python/NAME`.
+fn wasm_name(dir: &Path) -> String {
+    format!(
+        "{}_py.wasm",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    )
+}
+
+/// componentize-py in a virtual environment of its own; its path.
+fn install_componentize_py(tools: &Path) -> Result<PathBuf> {
+    let venv = tools.join("componentize-py");
+    let program = venv.join("bin/componentize-py");
+    let marker = venv.join(COMPONENTIZE_PY);
+    if !marker.exists() {
+        eprintln!(
+            "xtask: installing {COMPONENTIZE_PY} into {}",
+            venv.display()
+        );
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(venv.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            COMPONENTIZE_PY,
+        ]))?;
+        std::fs::write(&marker, "")?;
+    }
+    Ok(program)
+}
+
+/// The plugins' packages, installed for the guest (pure Python) into a
+/// folder named after the requirements' contents; its path.
+fn install_packages(tools: &Path, componentize: &Path, requirements: &Path) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let key = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let folder = tools.join(format!("python-packages-{key:016x}"));
+    if !folder.exists() {
+        eprintln!(
+            "xtask: installing {} into {}",
+            requirements.display(),
+            folder.display()
+        );
+        let partial = folder.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        // The tools' own pip (a virtual environment's, not the system's).
+        let python = componentize.with_file_name("python");
+        run(Command::new(python)
+            .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+            .arg(&partial)
+            .arg("-r")
+            .arg(requirements))?;
+        std::fs::rename(&partial, &folder)?;
+    }
+    Ok(folder)
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    ensure!(status.success(), "{command:?} failed");
+    Ok(())
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time of any file under `paths`.
+fn newest<'a>(paths: impl IntoIterator<Item = &'a Path>) -> SystemTime {
+    fn walk(path: &Path, newest: &mut SystemTime) {
+        if let Some(time) = modified(path) {
+            *newest = (*newest).max(time);
+        }
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                walk(&entry.path(), newest);
+            }
+        }
+    }
+    let mut time = SystemTime::UNIX_EPOCH;
+    for path in paths {
+        walk(path, &mut time);
+    }
+    time
+}
