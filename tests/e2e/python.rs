@@ -12,7 +12,7 @@ use crate::{
 
 const STATUS_ERROR: i32 = 2;
 
-fn traced<'a>(receiver: &'a Receiver) -> Vec<(&'a str, &'a str)> {
+fn traced(receiver: &Receiver) -> Vec<(&str, &str)> {
     vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.http_url.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
