@@ -8,7 +8,9 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
+mod js;
 mod python;
+mod sources;
 
 /// The target plugins are built for.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
@@ -115,8 +117,8 @@ pub fn built_plugins() -> BuiltPlugins {
 /// Builds every plugin crate (`plugins/*` and `tests/plugins/*` with a
 /// `cdylib` target) for `wasm32-wasip2` with the `plugin` profile, and
 /// copies the `.wasm` files into `target/plugins` and `target/test-plugins`;
-/// then the Python plugins (`plugins/python/*`, `tests/plugins/python/*`)
-/// likewise.
+/// then the Python and JavaScript plugins (`plugins/{python,js}/*`,
+/// `tests/plugins/{python,js}/*`) likewise.
 ///
 /// Plugins get their own target dir (`target/wasm`): a build started from
 /// inside another cargo command (a test, a build script) must not wait on
@@ -153,6 +155,8 @@ pub fn build_plugins() -> Result<BuiltPlugins> {
     copy_wasm(&out, &test, &built.test_dir)?;
     python::build(&root, &root.join("plugins/python"), &built.bundled_dir)?;
     python::build(&root, &root.join("tests/plugins/python"), &built.test_dir)?;
+    js::build(&root, &root.join("plugins/js"), &built.bundled_dir)?;
+    js::build(&root, &root.join("tests/plugins/js"), &built.test_dir)?;
     Ok(built)
 }
 

@@ -8,10 +8,11 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::SystemTime,
 };
 
 use anyhow::{Context, Result, ensure};
+
+use crate::sources::{modified, newest, plugin_dirs, run};
 
 /// The componentize-py comb's plugins are built with.
 pub(crate) const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
@@ -20,14 +21,7 @@ pub(crate) const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 /// `out`; returns the file names of all of them.
 pub(crate) fn build(root: &Path, sources: &Path, out: &Path) -> Result<Vec<String>> {
     let sdk = root.join("plugins/python");
-    let Ok(entries) = std::fs::read_dir(sources) else {
-        return Ok(Vec::new());
-    };
-    let mut plugins: Vec<PathBuf> = entries
-        .filter_map(|entry| Some(entry.ok()?.path()))
-        .filter(|dir| dir.join("app.py").is_file())
-        .collect();
-    plugins.sort();
+    let plugins = plugin_dirs(sources, "app.py");
     let names: Vec<String> = plugins.iter().map(|dir| wasm_name(dir)).collect();
     let inputs = newest([sources, &sdk, &root.join("wit/plugin.wit")]);
     let stale: Vec<(&PathBuf, &String)> = plugins
@@ -130,35 +124,4 @@ fn install_packages(tools: &Path, componentize: &Path, requirements: &Path) -> R
         std::fs::rename(&partial, &folder)?;
     }
     Ok(folder)
-}
-
-fn run(command: &mut Command) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("running {command:?}"))?;
-    ensure!(status.success(), "{command:?} failed");
-    Ok(())
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The newest modification time of any file under `paths`.
-fn newest<'a>(paths: impl IntoIterator<Item = &'a Path>) -> SystemTime {
-    fn walk(path: &Path, newest: &mut SystemTime) {
-        if let Some(time) = modified(path) {
-            *newest = (*newest).max(time);
-        }
-        if let Ok(entries) = std::fs::read_dir(path) {
-            for entry in entries.flatten() {
-                walk(&entry.path(), newest);
-            }
-        }
-    }
-    let mut time = SystemTime::UNIX_EPOCH;
-    for path in paths {
-        walk(path, &mut time);
-    }
-    time
 }

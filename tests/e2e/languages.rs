@@ -1,6 +1,8 @@
-//! Python plugins (componentize-py, comb's Python SDK, OpenTelemetry's own
-//! Python API): the seed's `HomeActivities` code serves and traces as the
-//! Rust plugin does; errors, limits and the API's corners hold too.
+//! Python and JavaScript plugins (componentize-py and componentize-js,
+//! comb's SDKs, OpenTelemetry's own API in each language): the seed's
+//! `HomeActivities` code in Python and the notifications feed in
+//! JavaScript serve and trace as the Rust plugins do; errors, limits,
+//! requests and the API's corners hold alike in both.
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use serde_json::Value as Json;
@@ -53,24 +55,36 @@ fn string<'a>(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_seed_code_in_python_serves_and_traces_as_the_rust_plugin_does() {
+/// A plugin in another language beside its Rust twin: the same JSON but
+/// for the times, the same three-span tree with `app.now` and
+/// `app.result_length`.
+async fn serves_and_traces_as_the_rust_plugin(
+    (plugin, path): (&str, &str),
+    (rust_plugin, rust_path): (&str, &str),
+    span_name: &str,
+    results: i64,
+) {
     let receiver = Receiver::start().await;
     let comb = Comb::start(Options {
-        plugins: &["home_activities", "home_activities_py"],
+        plugins: &[rust_plugin, plugin],
         env: &traced(&receiver),
         ..Default::default()
     });
-    let (status, python, trace) = get(&comb, "/api/python/activities/home").await;
-    assert_eq!(status, 200, "{python}");
-    let (_, rust) = get_json(&comb.at("/api/activities/home")).await;
+    let (status, body, trace) = get(&comb, path).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, rust) = get_json(&comb.at(rust_path)).await;
     assert_eq!(
-        timeless(python.clone()),
+        timeless(body.clone()),
         timeless(rust),
         "the same activities, field by field"
     );
-    // The times are the seed's: ISO 8601 with the offset, two days back.
-    let created = python[0]["created_at"].as_str().unwrap();
+    // The times as Python's isoformat() writes them: two days back.
+    let created = body[0]["created_at"].as_str().unwrap();
+    assert_eq!(
+        created.len(),
+        "2026-11-24T16:11:51.054662+00:00".len(),
+        "{created}"
+    );
     let created = chrono::DateTime::parse_from_rfc3339(created).unwrap();
     let age = chrono::Utc::now() - created.to_utc();
     assert!(
@@ -79,53 +93,102 @@ async fn the_seed_code_in_python_serves_and_traces_as_the_rust_plugin_does() {
     );
 
     let spans = receiver.trace(&trace, 3).await;
-    let server = named(&spans, "GET /api/python/activities/home");
-    let invocation = named(&spans, "invoke home_activities_py");
-    let guest = named(&spans, "home-activites-mock-data");
+    let server = named(&spans, &format!("GET {path}"));
+    let invocation = named(&spans, &format!("invoke {plugin}"));
+    let guest = named(&spans, span_name);
     assert_eq!(invocation.parent_span_id, server.span_id);
     assert_eq!(guest.parent_span_id, invocation.span_id);
     for span in [server, invocation, guest] {
-        assert_eq!(span.string("plugin.name"), "home_activities_py");
+        assert_eq!(span.string("plugin.name"), plugin);
     }
     let now = chrono::DateTime::parse_from_rfc3339(guest.string("app.now")).unwrap();
     assert!((chrono::Utc::now() - now.to_utc()).num_seconds().abs() < 120);
-    assert_eq!(guest.int("app.result_length"), 3);
+    assert_eq!(guest.int("app.result_length"), results);
     assert_eq!(guest.status_code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_code_in_python_serves_and_traces_as_the_rust_plugin_does() {
+    serves_and_traces_as_the_rust_plugin(
+        ("home_activities_py", "/api/python/activities/home"),
+        ("home_activities", "/api/activities/home"),
+        "home-activites-mock-data",
+        3,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_notifications_serve_and_trace_as_the_rust_plugin_does() {
+    serves_and_traces_as_the_rust_plugin(
+        (
+            "notifications_activities_js",
+            "/api/js/activities/notifications",
+        ),
+        ("notifications_activities", "/api/activities/notifications"),
+        "notifications-activities-mock-data",
+        1,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_exceptions_limits_requests_and_the_otel_api() {
+    misbehaves_within_bounds(
+        "py",
+        "ValueError: python plugin failed on purpose",
+        "KeyError",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_exceptions_limits_requests_and_the_otel_api() {
+    misbehaves_within_bounds(
+        "js",
+        "TypeError: javascript plugin failed on purpose",
+        "SyntaxError",
+    )
+    .await;
+}
+
+/// The `misbehave` plugin of a language (`py`, `js`): `raised` is what its
+/// failing route's exception says, `caught` the type it records.
+async fn misbehaves_within_bounds(lang: &str, raised: &str, caught: &str) {
+    let plugin = format!("misbehave_{lang}");
+    let route = |path: &str| format!("/{lang}/{path}");
     let receiver = Receiver::start().await;
     let comb = Comb::start(Options {
-        plugins: &["home_activities", "misbehave_py"],
+        plugins: &["home_activities", &plugin],
         env: &traced(&receiver),
         args: &["--deadline-ms", "2000"],
         ..Default::default()
     });
 
     // An exception: 500, its type and message on the invocation span.
-    let (status, _, trace) = get(&comb, "/py/raise").await;
+    let (status, _, trace) = get(&comb, &route("raise")).await;
     assert_eq!(status, 500);
     let spans = receiver.trace(&trace, 2).await;
-    let invocation = named(&spans, "invoke misbehave_py");
+    let invocation = named(&spans, &format!("invoke {plugin}"));
     assert_eq!(invocation.status_code, STATUS_ERROR);
     assert!(
-        invocation
-            .status_message
-            .contains("ValueError: python plugin failed on purpose"),
+        invocation.status_message.contains(raised),
         "{}",
         invocation.status_message
     );
     let exception = invocation.event("exception").expect("an exception event");
-    assert_eq!(string(exception, "exception.type"), "ValueError");
+    assert_eq!(
+        Some(string(exception, "exception.type")),
+        raised.split(':').next()
+    );
 
     // The client's fault.
-    let (status, body, _) = get(&comb, "/py/bad").await;
+    let (status, body, _) = get(&comb, &route("bad")).await;
     assert_eq!(status, 400, "{body}");
 
     // The request as Python sees it, and the response it builds.
     let response = client()
-        .post(comb.at("/py/echo/ada?x=1&y=2"))
+        .post(comb.at(&route("echo/ada?x=1&y=2")))
         .header("x-test", "yes")
         .body(r#"{"n": 3}"#)
         .send()
@@ -139,7 +202,7 @@ async fn python_exceptions_limits_requests_and_the_otel_api() {
         serde_json::json!({"name": "ada", "query": {"x": "1", "y": "2"}, "header": "yes", "body": {"n": 3}})
     );
     let not_json = client()
-        .post(comb.at("/py/echo/ada"))
+        .post(comb.at(&route("echo/ada")))
         .body("{")
         .send()
         .await
@@ -147,12 +210,13 @@ async fn python_exceptions_limits_requests_and_the_otel_api() {
     assert_eq!(not_json.status(), 400);
 
     // OpenTelemetry's API: nesting, attributes of each type, events,
-    // record_exception, set_status, the invocation span as the current
-    // one outside any `with`, and `logging` as an event.
-    let (status, _, trace) = get(&comb, "/py/otel").await;
+    // recording an exception, an error status, the invocation span as the
+    // current one outside any span, and a log line (Python's `logging`,
+    // JavaScript's `console`) as an event.
+    let (status, _, trace) = get(&comb, &route("otel")).await;
     assert_eq!(status, 200);
     let spans: Vec<ReceivedSpan> = receiver.trace(&trace, 4).await;
-    let invocation = named(&spans, "invoke misbehave_py");
+    let invocation = named(&spans, &format!("invoke {plugin}"));
     let outer = named(&spans, "outer");
     let inner = named(&spans, "inner");
     assert_eq!(outer.parent_span_id, invocation.span_id);
@@ -165,7 +229,7 @@ async fn python_exceptions_limits_requests_and_the_otel_api() {
     assert_eq!(inner.status_code, STATUS_ERROR);
     assert_eq!(inner.status_message, "lookup failed");
     let exception = inner.event("exception").expect("record_exception");
-    assert_eq!(string(exception, "exception.type"), "KeyError");
+    assert_eq!(string(exception, "exception.type"), caught);
     let logged = spans
         .iter()
         .flat_map(|span| &span.events)
@@ -179,8 +243,8 @@ async fn python_exceptions_limits_requests_and_the_otel_api() {
     );
 
     // A loop meets the deadline, a hoard the memory limit; comb serves on.
-    assert_eq!(get(&comb, "/py/spin").await.0, 504);
-    assert_eq!(get(&comb, "/py/memory").await.0, 500);
+    assert_eq!(get(&comb, &route("spin")).await.0, 504);
+    assert_eq!(get(&comb, &route("memory")).await.0, 500);
     assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
-    assert_eq!(get(&comb, "/py/bad").await.0, 400);
+    assert_eq!(get(&comb, &route("bad")).await.0, 400);
 }
