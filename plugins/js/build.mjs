@@ -2,7 +2,9 @@
 // @opentelemetry/api) into one ES module with esbuild, then makes it a
 // component of comb's `plugin` world with componentize-js.
 //
-//   node build.mjs APP_JS WIT_DIR OUT_WASM
+//   node build.mjs APP_JS WIT_DIR OUT_WASM SDK_DIR
+//
+// The app imports the SDK as `comb` (SDK_DIR/index.js).
 //
 // Run by `cargo xtask plugins` from target/tools/js, where the pinned
 // packages of plugins/js/package.json are installed.
@@ -13,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
 import { componentize } from '@bytecodealliance/componentize-js';
 
-const [app, wit, out] = process.argv.slice(2).map((path) => resolve(path));
+const [app, wit, out, sdk] = process.argv.slice(2).map((path) => resolve(path));
 const scratch = await mkdtemp(join(tmpdir(), 'comb-js-'));
 try {
   const bundle = join(scratch, 'plugin.js');
@@ -25,6 +27,7 @@ try {
     platform: 'neutral',
     // comb's interfaces are the component's imports, not modules.
     external: ['comb:plugin/*'],
+    alias: { comb: join(sdk, 'index.js') },
     // The packages live beside this script, not beside the app.
     nodePaths: [join(import.meta.dirname, 'node_modules')],
     logLevel: 'warning',

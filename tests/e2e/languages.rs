@@ -248,3 +248,40 @@ async fn misbehaves_within_bounds(lang: &str, raised: &str, caught: &str) {
     assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
     assert_eq!(get(&comb, &route("bad")).await.0, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_plugin_in_python_and_in_javascript_builds_serves_and_traces() {
+    // `cargo xtask new NAME --lang ...` into a folder laid out like the
+    // repository, built with the repository's SDKs and tools.
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for (name, lang) in [("greeter", xtask::Lang::Python), ("hello", xtask::Lang::Js)] {
+        xtask::new_plugin(root.path(), name, lang).unwrap();
+    }
+    let built = xtask::build_other_languages(&root.path().join("plugins"), out.path()).unwrap();
+    assert_eq!(built, ["greeter_py.wasm", "hello_js.wasm"]);
+    let files: Vec<(&str, Vec<u8>)> = built
+        .iter()
+        .map(|file| (file.as_str(), std::fs::read(out.path().join(file)).unwrap()))
+        .collect();
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(f, b)| (*f, b.as_slice())).collect();
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        files: &files,
+        env: &traced(&receiver),
+        ..Default::default()
+    });
+    for name in ["greeter", "hello"] {
+        let (status, body, trace) = get(&comb, &format!("/{name}?who=ada")).await;
+        assert_eq!((status, body), (200, serde_json::json!({"hello": "ada"})));
+        let spans = receiver.trace(&trace, 3).await;
+        let invocation = named(&spans, &format!("invoke {name}"));
+        let work = named(&spans, &format!("{name}-work"));
+        assert_eq!(work.parent_span_id, invocation.span_id);
+        assert_eq!(work.string("app.who"), "ada");
+        let logged = work
+            .event("log")
+            .expect("the greeting is logged on the span");
+        assert_eq!(string(logged, "log.message"), "greeting ada");
+    }
+}

@@ -51,7 +51,8 @@ pub(crate) fn build(root: &Path, sources: &Path, out: &Path) -> Result<Vec<Strin
             .arg(tools.join("build.mjs"))
             .arg(dir.join("app.js"))
             .arg(root.join("wit"))
-            .arg(&built))
+            .arg(&built)
+            .arg(sdk.join("comb")))
         .with_context(|| format!("building {}", dir.display()))?;
         // Renamed in: a running comb never sees half a plugin.
         std::fs::rename(&built, out.join(name))?;

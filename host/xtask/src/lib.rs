@@ -10,7 +10,10 @@ use anyhow::{Context, Result, bail, ensure};
 
 mod js;
 mod python;
+mod scaffold;
 mod sources;
+
+pub use scaffold::{Lang, new_plugin};
 
 /// The target plugins are built for.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
@@ -153,10 +156,18 @@ pub fn build_plugins() -> Result<BuiltPlugins> {
     let built = built_plugins();
     copy_wasm(&out, &bundled, &built.bundled_dir)?;
     copy_wasm(&out, &test, &built.test_dir)?;
-    python::build(&root, &root.join("plugins/python"), &built.bundled_dir)?;
-    python::build(&root, &root.join("tests/plugins/python"), &built.test_dir)?;
-    js::build(&root, &root.join("plugins/js"), &built.bundled_dir)?;
-    js::build(&root, &root.join("tests/plugins/js"), &built.test_dir)?;
+    build_other_languages(&root.join("plugins"), &built.bundled_dir)?;
+    build_other_languages(&root.join("tests/plugins"), &built.test_dir)?;
+    Ok(built)
+}
+
+/// Builds the Python and JavaScript plugins under `plugins`
+/// (`python/NAME/app.py`, `js/NAME/app.js`) into `out`, with the SDKs
+/// and tools of this repository; returns their file names.
+pub fn build_other_languages(plugins: &Path, out: &Path) -> Result<Vec<String>> {
+    let root = workspace_root();
+    let mut built = python::build(&root, &plugins.join("python"), out)?;
+    built.extend(js::build(&root, &plugins.join("js"), out)?);
     Ok(built)
 }
 

@@ -11,6 +11,8 @@
 //!   Kubernetes manifests' checks (tests/deploy/) unless ARGS filter the
 //!   run.
 //! - `cargo xtask plugins`: build the plugins into `target/plugins`.
+//! - `cargo xtask new NAME [--lang rust|python|js]`: start a plugin (it
+//!   builds, serves `GET /NAME` and traces) under `plugins/`.
 //! - `cargo xtask bench`: release builds, then comb against native axum under
 //!   wrk (tests/bench/throughput.py), neighbours' latency while guests
 //!   loop (tests/bench/neighbours.py) and during a storm of failures
@@ -128,11 +130,24 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "help" | "--help" | "-h" => {
-            eprintln!("usage: cargo xtask <run|test|plugins|bench> [-- ARGS]");
+        "new" => {
+            let (name, lang) = match rest.as_slice() {
+                [name] => (*name, xtask::Lang::Rust),
+                [name, "--lang", lang] | ["--lang", lang, name] => (*name, lang.parse()?),
+                _ => bail!("usage: cargo xtask new NAME [--lang rust|python|js]"),
+            };
+            let dir = xtask::new_plugin(&xtask::workspace_root(), name, lang)?;
+            eprintln!(
+                "xtask: {} written; `cargo xtask run` builds and serves it on GET /{name}",
+                dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        other => bail!("unknown task {other:?}; try run, test or plugins"),
+        "help" | "--help" | "-h" => {
+            eprintln!("usage: cargo xtask <run|test|plugins|bench|new> [-- ARGS]");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown task {other:?}; try run, test, plugins, bench or new"),
     }
 }
 

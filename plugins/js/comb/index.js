@@ -1,6 +1,6 @@
 // comb's JavaScript SDK: a plugin's routes, requests, responses and errors.
 //
-//   import { Plugin } from '../comb/index.js';
+//   import { Plugin } from 'comb';
 //   const plugin = new Plugin('hello', '0.1.0');
 //   plugin.route('GET', '/hello/:name', (request) => ({ hello: request.params.name }));
 //   export const { manifest, handler } = plugin.exports();

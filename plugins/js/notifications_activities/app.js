@@ -3,7 +3,7 @@
 // compare side by side.
 
 import { trace } from '@opentelemetry/api';
-import { Plugin } from '../comb/index.js';
+import { Plugin } from 'comb';
 
 const tracer = trace.getTracer('notifications.activities');
 

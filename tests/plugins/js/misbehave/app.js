@@ -2,7 +2,7 @@
 // API in every way a test asks of it (the Python misbehave's twin).
 
 import { SpanStatusCode, trace } from '@opentelemetry/api';
-import { BadRequest, Plugin, Response } from '../../../../plugins/js/comb/index.js';
+import { BadRequest, Plugin, Response } from 'comb';
 
 const tracer = trace.getTracer('tests.misbehave');
 const plugin = new Plugin('misbehave_js', '0.1.0');
