@@ -16,7 +16,8 @@
 //! - `cargo xtask bench`: release builds, then comb against native axum under
 //!   wrk (tests/bench/throughput.py), neighbours' latency while guests
 //!   loop (tests/bench/neighbours.py) and during a storm of failures
-//!   reported to Rollbar (tests/bench/storm.py).
+//!   reported to Rollbar (tests/bench/storm.py), and the Rust, Python and
+//!   JavaScript plugins side by side (tests/bench/languages.py).
 
 use std::process::{Command, ExitCode};
 
@@ -121,7 +122,12 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             }
             // Neighbours' latency while guests loop on every core, then
             // while a storm of panics is reported to a slow Rollbar.
-            for script in ["tests/bench/neighbours.py", "tests/bench/storm.py"] {
+            // Then what a plugin costs in each language.
+            for script in [
+                "tests/bench/neighbours.py",
+                "tests/bench/storm.py",
+                "tests/bench/languages.py",
+            ] {
                 let mut bench = Command::new("python3");
                 bench.current_dir(&root).arg(script);
                 if status(bench)? != ExitCode::SUCCESS {

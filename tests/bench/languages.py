@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""What a plugin costs in each language: the Rust, Python and JavaScript
+plugins side by side in one release comb: first compile (a cold compile
+cache) and a restart's load (a warm one), sequential latency and server
+CPU per request, comb's RSS loaded and after the load.
+
+Usage: cargo build --release -p comb && cargo xtask plugins &&
+       python3 tests/bench/languages.py [REQUESTS]
+All traffic is on loopback; the run is bounded (REQUESTS per route per
+round, three rounds).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from neighbours import COMB, ROOT, free_port, get
+
+PLUGINS = [
+    # (file, route, language)
+    ("home_activities", "/api/activities/home", "Rust"),
+    ("home_activities_py", "/api/python/activities/home", "Python"),
+    ("notifications_activities", "/api/activities/notifications", "Rust"),
+    ("notifications_activities_js", "/api/js/activities/notifications", "JavaScript"),
+]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def start(folder, cache):
+    port, admin = free_port(), free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ROLLBAR_", "COMB_"))}
+    clean.update(RUST_LOG="warn", OTEL_SDK_DISABLED="true")
+    comb = subprocess.Popen(
+        [COMB, "serve", "--plugins", folder, "--cache-dir", cache,
+         "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if all(get(port, route, timeout=5) == 200 for _, route, _ in PLUGINS):
+                return comb, port, admin
+        except OSError:
+            pass
+        if time.monotonic() > deadline or comb.poll() is not None:
+            comb.kill()
+            raise RuntimeError("comb did not serve every plugin")
+        time.sleep(0.2)
+
+
+def compile_ms(admin):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/_comb/plugins") as response:
+        reports = json.load(response)
+    return {r["plugin"]["name"]: r["plugin"]["compile_ms"] for r in reports if r["plugin"]}
+
+
+def status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def main():
+    requests = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    scratch = tempfile.mkdtemp(prefix="comb-bench-languages-")
+    folder, cache = os.path.join(scratch, "plugins"), os.path.join(scratch, "cache")
+    os.mkdir(folder)
+    for name, _, _ in PLUGINS:
+        built = os.path.join(ROOT, "target", "plugins", f"{name}.wasm")
+        shutil.copy(built, folder)
+    sizes = {name: os.path.getsize(os.path.join(folder, f"{name}.wasm")) for name, _, _ in PLUGINS}
+    try:
+        comb, _, admin = start(folder, cache)
+        cold = compile_ms(admin)
+        comb.terminate()
+        comb.wait()
+        comb, port, admin = start(folder, cache)
+        warm = compile_ms(admin)
+        rss_loaded = status_kib(comb.pid, "VmRSS")
+        latencies = {name: [] for name, _, _ in PLUGINS}
+        cpu = {name: 0.0 for name, _, _ in PLUGINS}
+        # Three rounds, the plugins in turn within each: a slow moment of
+        # this shared machine falls on every plugin alike.
+        for _ in range(3):
+            for name, route, _ in PLUGINS:
+                before = cpu_seconds(comb.pid)
+                for _ in range(requests):
+                    started = time.perf_counter()
+                    assert get(port, route) == 200
+                    latencies[name].append(time.perf_counter() - started)
+                cpu[name] += cpu_seconds(comb.pid) - before
+        rss_after = status_kib(comb.pid, "VmHWM")
+        comb.terminate()
+        comb.wait()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    def quantile(values, q):
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    print(f"{'plugin':<30} {'language':<11} {'size MB':>8} {'compile s':>10} {'cached ms':>10} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
+    for name, _, language in PLUGINS:
+        samples = latencies[name]
+        print(f"{name:<30} {language:<11} {sizes[name] / 1e6:>8.1f} {cold[name] / 1000:>10.2f} "
+              f"{warm[name]:>10.1f} {quantile(samples, 0.5) * 1000:>8.2f} "
+              f"{quantile(samples, 0.99) * 1000:>8.2f} {cpu[name] / len(samples) * 1e6:>11.0f}")
+    print(f"comb RSS: {rss_loaded / 1024:.0f} MiB with the four loaded, "
+          f"{rss_after / 1024:.0f} MiB at most after {3 * requests} requests each "
+          f"(sequential, tracing off; CPU from /proc, 10 ms ticks)")
+
+
+if __name__ == "__main__":
+    main()
