@@ -10,9 +10,9 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 
-use crate::sources::{modified, newest, plugin_dirs, run};
+use crate::sources::{Language, run};
 
 /// The componentize-py comb's plugins are built with.
 pub(crate) const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
@@ -21,56 +21,36 @@ pub(crate) const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 /// `out`; returns the file names of all of them.
 pub(crate) fn build(root: &Path, sources: &Path, out: &Path) -> Result<Vec<String>> {
     let sdk = root.join("plugins/python");
-    let plugins = plugin_dirs(sources, "app.py");
-    let names: Vec<String> = plugins.iter().map(|dir| wasm_name(dir)).collect();
-    let inputs = newest([sources, &sdk, &root.join("wit/plugin.wit")]);
-    let stale: Vec<(&PathBuf, &String)> = plugins
-        .iter()
-        .zip(&names)
-        .filter(|(_, name)| modified(&out.join(name)).is_none_or(|built| built < inputs))
-        .collect();
-    if stale.is_empty() {
-        return Ok(names);
-    }
-    let tools = root.join("target/tools");
-    std::fs::create_dir_all(&tools)?;
-    // Test processes may build at once: one installs, the others wait.
-    let lock = std::fs::File::create(tools.join(".python.lock"))?;
-    lock.lock()?;
-    let componentize = install_componentize_py(&tools)?;
-    let packages = install_packages(&tools, &componentize, &sdk.join("requirements.txt"))?;
-    let staging = root.join("target/python");
-    std::fs::create_dir_all(&staging)?;
-    std::fs::create_dir_all(out)?;
-    for (dir, name) in stale {
-        eprintln!("xtask: building {name} with {COMPONENTIZE_PY}");
-        let built = staging.join(name);
-        let status = Command::new(&componentize)
-            .arg("--quiet")
-            .arg("-d")
-            .arg(root.join("wit"))
-            .args(["-w", "plugin", "componentize", "app", "-p"])
-            .arg(dir)
-            .arg("-p")
-            .arg(&sdk)
-            .arg("-p")
-            .arg(&packages)
-            .arg("-o")
-            .arg(&built)
-            .status()
-            .context("running componentize-py")?;
-        ensure!(status.success(), "building {} failed", dir.display());
-        // Renamed in: a running comb never sees half a plugin.
-        std::fs::rename(&built, out.join(name))?;
-    }
-    Ok(names)
-}
-
-/// `NAME_py.wasm` for `plugins/python/NAME`.
-fn wasm_name(dir: &Path) -> String {
-    format!(
-        "{}_py.wasm",
-        dir.file_name().unwrap_or_default().to_string_lossy()
+    let wit = root.join("wit");
+    let python = Language {
+        entry: "app.py",
+        suffix: "_py",
+        inputs: vec![&sdk, &wit],
+        tools: root.join("target/tools/python"),
+    };
+    let install = |tools: &Path| {
+        let componentize = install_componentize_py(tools)?;
+        let packages = install_packages(tools, &componentize, &sdk.join("requirements.txt"))?;
+        Ok((componentize, packages))
+    };
+    python.build(
+        sources,
+        out,
+        install,
+        |(componentize, packages), dir, staged| {
+            run(Command::new(componentize)
+                .arg("--quiet")
+                .arg("-d")
+                .arg(&wit)
+                .args(["-w", "plugin", "componentize", "app", "-p"])
+                .arg(dir)
+                .arg("-p")
+                .arg(&sdk)
+                .arg("-p")
+                .arg(packages)
+                .arg("-o")
+                .arg(staged))
+        },
     )
 }
 

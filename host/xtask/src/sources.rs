@@ -1,5 +1,6 @@
 //! What the builds of plugins in other languages share: finding them,
-//! telling whether they changed, running their tools.
+//! telling whether they changed, installing their tools once, staging
+//! each build and renaming it in.
 
 use std::{
     path::{Path, PathBuf},
@@ -8,6 +9,66 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
+
+/// One language's plugins: where they are and how they are built.
+pub(crate) struct Language<'a> {
+    /// The file that makes a folder a plugin (`app.py`).
+    pub entry: &'static str,
+    /// What the `.wasm` names end with (`_py`).
+    pub suffix: &'static str,
+    /// Besides a plugin's folder, what its build reads (SDK, WIT, tools).
+    pub inputs: Vec<&'a Path>,
+    /// Where its tools are installed; one build at a time installs them.
+    pub tools: PathBuf,
+}
+
+impl Language<'_> {
+    /// Builds every plugin in `sources` whose inputs changed into `out`,
+    /// installing the tools first (`install`, under a lock: test processes
+    /// may build at once) and building each with `build_one(tools, folder,
+    /// staged_wasm)`; returns the file names of all of them.
+    pub(crate) fn build<T>(
+        &self,
+        sources: &Path,
+        out: &Path,
+        install: impl FnOnce(&Path) -> Result<T>,
+        build_one: impl Fn(&T, &Path, &Path) -> Result<()>,
+    ) -> Result<Vec<String>> {
+        let plugins = plugin_dirs(sources, self.entry);
+        let names: Vec<String> = plugins
+            .iter()
+            .map(|dir| {
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                format!("{name}{}.wasm", self.suffix)
+            })
+            .collect();
+        let inputs = newest(self.inputs.iter().copied().chain([sources]));
+        let stale: Vec<(&PathBuf, &String)> = plugins
+            .iter()
+            .zip(&names)
+            .filter(|(_, name)| modified(&out.join(name)).is_none_or(|built| built < inputs))
+            .collect();
+        if stale.is_empty() {
+            return Ok(names);
+        }
+        std::fs::create_dir_all(&self.tools)?;
+        let lock = std::fs::File::create(self.tools.join(".lock"))?;
+        lock.lock()?;
+        let tools = install(&self.tools)?;
+        let staging = self.tools.join("staging");
+        std::fs::create_dir_all(&staging)?;
+        std::fs::create_dir_all(out)?;
+        for (dir, name) in stale {
+            eprintln!("xtask: building {name}");
+            let staged = staging.join(name);
+            build_one(&tools, dir, &staged)
+                .with_context(|| format!("building {}", dir.display()))?;
+            // Renamed in: a running comb never sees half a plugin.
+            std::fs::rename(&staged, out.join(name))?;
+        }
+        Ok(names)
+    }
+}
 
 /// The folders directly under `sources` that hold `entry` (a plugin each),
 /// sorted; none when `sources` does not exist.
