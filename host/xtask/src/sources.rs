@@ -104,7 +104,9 @@ pub(crate) fn newest<'a>(paths: impl IntoIterator<Item = &'a Path>) -> SystemTim
             *newest = (*newest).max(time);
         }
         if let Ok(entries) = std::fs::read_dir(path) {
-            for entry in entries.flatten() {
+            // The bytecode componentize-py leaves beside the sources is
+            // written by the build itself: not an input.
+            for entry in entries.flatten().filter(|e| e.file_name() != "__pycache__") {
                 walk(&entry.path(), newest);
             }
         }
