@@ -80,6 +80,11 @@ pub struct Limits {
     pub http: HttpTimeouts,
     /// What the guest may put into telemetry.
     pub telemetry: TelemetryLimits,
+    /// Calls one instance may serve: 1, the default, is a fresh instance
+    /// per call. More keeps instances warm between calls
+    /// ([`crate::runtime::warm`]), for large guests (Python, JavaScript)
+    /// whose instantiation costs more than their handler.
+    pub max_instance_reuse_count: u32,
 }
 
 /// How much telemetry one call may produce through the span API. What is
@@ -143,6 +148,7 @@ impl Default for Limits {
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             http: HttpTimeouts::default(),
             telemetry: TelemetryLimits::default(),
+            max_instance_reuse_count: 1,
         }
     }
 }
@@ -169,6 +175,9 @@ pub struct LimitsOverride {
     pub http_first_byte_timeout_ms: Option<u64>,
     /// Milliseconds for a whole outgoing call.
     pub http_timeout_ms: Option<u64>,
+    /// Calls one instance may serve before a fresh one replaces it; above 1
+    /// the plugin's own state outlives a call (see [`crate::runtime::warm`]).
+    pub max_instance_reuse_count: Option<u32>,
 }
 
 impl Limits {
@@ -189,6 +198,9 @@ impl Limits {
         }
         if overrides.max_concurrency == Some(0) {
             return Err("limits.max_concurrency must be at least 1".to_owned());
+        }
+        if overrides.max_instance_reuse_count == Some(0) {
+            return Err("limits.max_instance_reuse_count must be at least 1".to_owned());
         }
         Ok(Limits {
             deadline: overrides
@@ -213,6 +225,9 @@ impl Limits {
                     .map_or(self.http.total, Duration::from_millis),
             },
             telemetry: self.telemetry,
+            max_instance_reuse_count: overrides
+                .max_instance_reuse_count
+                .unwrap_or(self.max_instance_reuse_count),
         })
     }
 }
@@ -245,7 +260,8 @@ impl MemoryLimiter {
         }
     }
 
-    /// The most linear memory the instance held at once.
+    /// The most linear memory the instance held at once: for a reused
+    /// instance, over all its calls so far (a memory never shrinks).
     pub(crate) fn peak(&self) -> usize {
         self.peak
     }
@@ -311,6 +327,13 @@ mod tests {
             ..Default::default()
         };
         assert!(base.with(&fuel).unwrap_err().contains("--fuel"));
+        assert_eq!(base.max_instance_reuse_count, 1, "a fresh instance per call");
+        let reuse = |count| LimitsOverride {
+            max_instance_reuse_count: Some(count),
+            ..Default::default()
+        };
+        assert_eq!(base.with(&reuse(100)).unwrap().max_instance_reuse_count, 100);
+        assert!(base.with(&reuse(0)).unwrap_err().contains("at least 1"));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub(crate) mod attributes {
     pub(crate) const PLUGIN_INSTANTIATE_MS: &str = "plugin.instantiate_ms";
     /// Milliseconds spent in the guest's `handle` call (f64).
     pub(crate) const PLUGIN_CALL_MS: &str = "plugin.call_ms";
+    /// Which call of its instance a call was (1: a fresh instance); only on
+    /// plugins that reuse instances.
+    pub(crate) const PLUGIN_INSTANCE_CALL: &str = "plugin.instance.call";
     /// On `plugin.load`: the plugin file's path.
     pub(crate) const PLUGIN_FILE: &str = "plugin.file";
     /// On `plugin.load` of a plugin from a registry: `REF@sha256:...`,

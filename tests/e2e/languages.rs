@@ -242,11 +242,98 @@ async fn misbehaves_within_bounds(lang: &str, raised: &str, caught: &str) {
         "the logging record is an event: {spans:#?}"
     );
 
+    // Without a sidecar saying otherwise, every call has a fresh instance.
+    for _ in 0..2 {
+        let (status, body, _) = get(&comb, &route("count")).await;
+        assert_eq!((status, body), (200, serde_json::json!({"count": 1})));
+    }
+
     // A loop meets the deadline, a hoard the memory limit; comb serves on.
     assert_eq!(get(&comb, &route("spin")).await.0, 504);
     assert_eq!(get(&comb, &route("memory")).await.0, 500);
     assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
     assert_eq!(get(&comb, &route("bad")).await.0, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_may_reuse_its_instances_and_each_call_stays_its_own() {
+    reuses_instances_call_by_call("py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_plugin_may_reuse_its_instances_and_each_call_stays_its_own() {
+    reuses_instances_call_by_call("js").await;
+}
+
+/// The `misbehave` plugin of `lang` with `max_instance_reuse_count = 5` in
+/// its sidecar: its globals outlive a call, up to five calls per instance;
+/// a trapped instance is never reused, one whose handler failed is; a span
+/// left open ends with its call, and handles kept into a later call reach
+/// neither trace.
+async fn reuses_instances_call_by_call(lang: &str) {
+    let plugin = format!("misbehave_{lang}");
+    let route = |path: &str| format!("/{lang}/{path}");
+    let sidecar = format!("{plugin}.toml");
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &[&plugin],
+        files: &[(&sidecar, b"[limits]\nmax_instance_reuse_count = 5\n")],
+        env: &traced(&receiver),
+        args: &["--deadline-ms", "2000"],
+        ..Default::default()
+    });
+    // What the plugin counted, and which call of its instance comb says it was.
+    let count = async || {
+        let (status, body, trace) = get(&comb, &route("count")).await;
+        assert_eq!(status, 200, "{body}");
+        let spans = receiver.trace(&trace, 2).await;
+        let invocation = named(&spans, &format!("invoke {plugin}"));
+        (
+            body["count"].as_i64().unwrap(),
+            invocation.int("plugin.instance.call"),
+        )
+    };
+    assert_eq!(count().await, (1, 1));
+    assert_eq!(count().await, (2, 2));
+
+    // Call 3 keeps its invocation span and a span it leaves open; call 4
+    // sets attributes and events on both and ends the open one.
+    let (status, _, kept) = get(&comb, &route("keep")).await;
+    assert_eq!(status, 200);
+    // The span left open ended (and so was exported) with its call, before
+    // the instance's next call.
+    let kept = receiver.trace(&kept, 3).await;
+    let left_open = named(&kept, "left-open");
+    assert_eq!(
+        left_open.parent_span_id,
+        named(&kept, &format!("invoke {plugin}")).span_id,
+    );
+    let (status, _, stale) = get(&comb, &route("stale")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        count().await,
+        (3, 5),
+        "the fifth call is the instance's last"
+    );
+    let kept = receiver.trace(&kept[0].trace_id, 3).await;
+    let stale = receiver.trace(&stale, 2).await;
+    for span in kept.iter().chain(&stale) {
+        assert!(span.attribute("app.stale").is_none(), "{span:#?}");
+        assert!(span.event("stale").is_none(), "{span:#?}");
+    }
+    assert_eq!(
+        stale.len(),
+        2,
+        "nothing but the call's own spans: {stale:#?}"
+    );
+
+    // A fresh instance after five calls; one that met the deadline is
+    // dropped; one whose handler raised serves on.
+    assert_eq!(count().await, (1, 1));
+    assert_eq!(get(&comb, &route("spin")).await.0, 504);
+    assert_eq!(count().await, (1, 1), "the trapped instance was not reused");
+    assert_eq!(get(&comb, &route("raise")).await.0, 500);
+    assert_eq!(count().await, (2, 3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -544,6 +544,9 @@ impl LimitsConfig {
                 spans_per_call: self.max_spans_per_call,
                 bytes_per_call: self.max_telemetry_bytes_per_call,
             },
+            // Per plugin, in its sidecar: reuse trades isolation between
+            // the plugin's own calls for speed, the deployer's choice.
+            max_instance_reuse_count: 1,
         }
     }
 }

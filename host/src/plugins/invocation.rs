@@ -69,6 +69,12 @@ pub(crate) fn end_invocation_span(cx: &Context, stats: &CallStats, failure: Opti
     if let Some(fuel) = stats.fuel_consumed {
         span.set_attribute(KeyValue::new(attributes::PLUGIN_FUEL_CONSUMED, fuel as i64));
     }
+    if let Some(call) = stats.instance_call {
+        span.set_attribute(KeyValue::new(
+            attributes::PLUGIN_INSTANCE_CALL,
+            i64::from(call),
+        ));
+    }
     for (key, count) in [
         (attributes::PLUGIN_LOG_DROPPED, stats.log_dropped),
         (

@@ -23,7 +23,7 @@ use super::{
 use crate::{
     limits::Limits,
     metrics::Metrics,
-    runtime::{Manifest, PreparedPlugin, Runtime},
+    runtime::{Manifest, PreparedPlugin, Runtime, warm::WarmInstances},
     spans::{self, PluginIdentity, attributes},
 };
 
@@ -173,6 +173,12 @@ async fn load_file(
         }
         // A standard proxy has no manifest: it is named after its file
         // (or repository).
+        PreparedPlugin::Proxy(_) if limits.max_instance_reuse_count > 1 => {
+            bail!(
+                "limits.max_instance_reuse_count is for comb plugins; a wasi:http proxy \
+                 component gets a fresh instance per request"
+            )
+        }
         PreparedPlugin::Proxy(pre) => (
             PreparedPlugin::Proxy(pre),
             crate::runtime::proxy::manifest(stem),
@@ -192,6 +198,7 @@ async fn load_file(
         loaded_at: SystemTime::now(),
         compiled,
         slots: Arc::new(Semaphore::new(limits.max_concurrency)),
+        idle: WarmInstances::new(limits.max_concurrency),
         limits,
         sandbox,
         pre,

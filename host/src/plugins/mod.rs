@@ -51,7 +51,7 @@ use crate::{
     metrics::Metrics,
     runtime::{
         Answer, CallStats, Compiled, Guest, InvokeError, PreparedPlugin, RoutedRequest, Runtime,
-        sandbox::Sandbox,
+        sandbox::Sandbox, warm::WarmInstances,
     },
     spans::PluginIdentity,
 };
@@ -106,6 +106,8 @@ pub struct Plugin {
     identity: PluginIdentity,
     /// Set after the first call: that call is the cold start.
     warm: AtomicBool,
+    /// Its instances between calls, when its limits allow reuse.
+    idle: WarmInstances,
 }
 
 impl RouteOwner for Arc<Plugin> {
@@ -131,7 +133,8 @@ impl Plugin {
         !self.warm.swap(true, Ordering::Relaxed)
     }
 
-    /// Runs one request in a fresh instance on the runtime's guest pool,
+    /// Runs one request in a fresh instance (or, when its limits allow
+    /// reuse, a warm one) on the runtime's guest pool,
     /// guest spans under `invocation`. The call holds `slot` until it ends,
     /// even when the client has gone and the request was dropped.
     pub async fn invoke(
@@ -152,6 +155,7 @@ impl Plugin {
                         name: &plugin.identity.name,
                         limits: &plugin.limits,
                         sandbox: &plugin.sandbox,
+                        warm: &plugin.idle,
                     },
                     request,
                     invocation,

@@ -78,6 +78,19 @@ impl GuestLog {
         })))
     }
 
+    /// Starts a reused instance's next call: nothing logged yet, lines go
+    /// on `current`, and no earlier call's unfinished line or stderr is
+    /// carried into it.
+    pub(crate) fn next_call(&self, current: CurrentSpan) {
+        let mut state = self.state();
+        state.current = current;
+        state.lines = 0;
+        state.bytes = 0;
+        state.dropped = 0;
+        state.partial = Default::default();
+        state.stderr_tail.clear();
+    }
+
     fn state(&self) -> MutexGuard<'_, LogState> {
         // A panic while logging leaves nothing half-done worth refusing.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -326,6 +339,7 @@ mod tests {
             Context::new(),
             "p".into(),
             Default::default(),
+            1,
         );
         GuestLog::new("p".into(), spans.current_span())
     }
@@ -376,5 +390,24 @@ mod tests {
         assert_eq!(guest.state().lines, 5);
         assert!(guest.state().partial.iter().all(Vec::is_empty));
         assert_eq!(guest.stderr().len(), 2 * MAX_LINE_BYTES + 1);
+    }
+
+    #[test]
+    fn a_reused_instance_s_next_call_starts_with_a_clean_log() {
+        let mut guest = guest_log();
+        let mut stderr = guest.stream(Stdio::Stderr);
+        for _ in 0..MAX_LINES + 1 {
+            log(&mut guest, "line", "v");
+        }
+        OutputStream::write(&mut stderr, "panicked at half a li".into()).unwrap();
+        guest.next_call(guest_log().state().current.clone());
+        // The stream the guest kept writes to the same log, now the new call's.
+        OutputStream::write(&mut stderr, "ne\n".into()).unwrap();
+        assert_eq!((guest.state().lines, guest.dropped()), (1, 0));
+        assert_eq!(
+            guest.stderr(),
+            "ne\n",
+            "no earlier call's stderr in a trap report"
+        );
     }
 }

@@ -1,12 +1,15 @@
 //! The wasmtime side of comb: one engine and one linker for all plugins, a
-//! fresh store and instance per call.
+//! fresh store and instance per call (or a warm one, for a plugin whose
+//! sidecar opts into reuse: [`warm`]).
 //!
 //! Following wasmtime's own `serve`: compile a component once, link it once
 //! into an [`InstancePre`](wasmtime::component::InstancePre) (here the
 //! generated [`PluginPre`], or a [`ProxyPre`] for a standard
 //! `wasi:http/proxy` component), then per request create a `Store`,
 //! instantiate from the pre-linked component and call the export. A fresh instance per
-//! request is comb's isolation promise: nothing leaks between requests.
+//! request is comb's isolation promise: nothing leaks between requests —
+//! unless a plugin's deployer trades it, for that plugin's own calls only,
+//! for speed ([`warm`]).
 //! The deadline bounds the whole call, host calls included, and a long
 //! call moves off the request path's threads (`guest_pool`).
 
@@ -19,6 +22,7 @@ pub(crate) mod proxy;
 pub(crate) mod sandbox;
 pub(crate) mod span_api;
 mod state;
+pub(crate) mod warm;
 
 use std::{
     sync::Arc,
@@ -38,6 +42,7 @@ use guest_pool::{CallPanicked, GuestPool};
 pub use outcome::{ERROR_TYPES, InvokeError, TrapKind};
 use sandbox::Sandbox;
 use state::InvocationState;
+use warm::{WarmInstance, WarmInstances};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::limits::{Limits, MemoryLimitExceeded};
@@ -169,6 +174,8 @@ pub(crate) struct Guest<'a> {
     pub limits: &'a Limits,
     /// What the call may reach.
     pub sandbox: &'a Sandbox,
+    /// Its idle instances, when it reuses them.
+    pub warm: &'a WarmInstances,
 }
 
 /// What one call took and used.
@@ -191,6 +198,9 @@ pub struct CallStats {
     pub telemetry_dropped: u64,
     /// Attempts to set comb's own attribute keys or span names.
     pub telemetry_refused: u64,
+    /// Which call of its instance this was (1: a fresh instance), for a
+    /// plugin that reuses instances.
+    pub instance_call: Option<u32>,
 }
 
 impl Runtime {
@@ -337,8 +347,8 @@ impl Runtime {
         Ok(manifest?)
     }
 
-    /// Runs one request in a fresh instance. Guest spans become children of
-    /// the span in `invocation`.
+    /// Runs one request in a fresh instance, or a warm one of a plugin that
+    /// reuses them. Guest spans become children of the span in `invocation`.
     ///
     /// The deadline is wall-clock for the whole call: instantiation, guest
     /// code (interrupted at an epoch tick) and host calls (a sleep, an
@@ -382,17 +392,21 @@ impl Runtime {
             name: plugin_name,
             limits,
             sandbox,
+            warm,
         } = guest;
         let mut stats = CallStats::default();
         let started = Instant::now();
-        let state = InvocationState::new(tracer, invocation.clone(), plugin_name, sandbox, limits);
-        let mut store = match self.store(state, limits) {
-            Ok(store) => store,
-            Err(error) => return (Err(InvokeError::Instantiate(format!("{error:#}"))), stats),
-        };
         let pre = match pre {
             PreparedPlugin::Comb(pre) => pre,
             PreparedPlugin::Proxy(pre) => {
+                let state =
+                    InvocationState::new(tracer, invocation.clone(), plugin_name, sandbox, limits);
+                let mut store = match self.store(state, limits) {
+                    Ok(store) => store,
+                    Err(error) => {
+                        return (Err(InvokeError::Instantiate(format!("{error:#}"))), stats);
+                    }
+                };
                 // Instantiation and the call are one step for a proxy.
                 let result = proxy::call(
                     pre,
@@ -407,13 +421,34 @@ impl Runtime {
                 let result = result
                     .map(|answered| answered.map(Answer::Http))
                     .unwrap_or_else(|error| Err(call_error(error, &store)));
-                return (result, self.finish(&store, limits, stats));
+                return (result, self.finish(&mut store, limits, stats));
             }
         };
         let request = Request::from(request);
-        let instantiated = pre.instantiate_async(&mut store).await;
+        let (mut store, instantiated) = match warm.take() {
+            Some(WarmInstance { mut store, plugin }) => {
+                store
+                    .data_mut()
+                    .next_call(tracer, invocation, plugin_name, sandbox, limits);
+                let armed = self.arm(&mut store, limits);
+                (store, armed.map(|()| plugin))
+            }
+            None => {
+                let state = InvocationState::new(tracer, invocation, plugin_name, sandbox, limits);
+                let mut store = match self.store(state, limits) {
+                    Ok(store) => store,
+                    Err(error) => {
+                        return (Err(InvokeError::Instantiate(format!("{error:#}"))), stats);
+                    }
+                };
+                let instantiated = pre.instantiate_async(&mut store).await;
+                (store, instantiated)
+            }
+        };
         stats.instantiate = started.elapsed();
-        let result = match instantiated {
+        // The instance, when it came through its call sound: not after a
+        // trap or a limit, which may leave it mid-way through anything.
+        let (result, sound) = match instantiated {
             Ok(plugin) => {
                 let called = Instant::now();
                 let result = plugin
@@ -422,27 +457,34 @@ impl Runtime {
                     .await;
                 stats.call = called.elapsed();
                 match result {
-                    Ok(Ok(response)) => Ok(Answer::Record(response)),
-                    Ok(Err(error)) => Err(InvokeError::Guest(error)),
-                    Err(error) => Err(trap(error, &store.data().log().stderr())),
+                    Ok(Ok(response)) => (Ok(Answer::Record(response)), Some(plugin)),
+                    Ok(Err(error)) => (Err(InvokeError::Guest(error)), Some(plugin)),
+                    Err(error) => (Err(trap(error, &store.data().log().stderr())), None),
                 }
             }
-            Err(error) => Err(call_error(error, &store)),
+            Err(error) => (Err(call_error(error, &store)), None),
         };
-        (result, self.finish(&store, limits, stats))
+        let stats = self.finish(&mut store, limits, stats);
+        if let Some(plugin) = sound
+            && store.data().call() < limits.max_instance_reuse_count
+        {
+            warm.put(WarmInstance { store, plugin });
+        }
+        (result, stats)
     }
 
     /// The store's accounting of a finished call, added to `stats`; logs
     /// what is left of the guest's unfinished output lines.
     fn finish(
         &self,
-        store: &Store<InvocationState>,
+        store: &mut Store<InvocationState>,
         limits: &Limits,
         mut stats: CallStats,
     ) -> CallStats {
+        store.data_mut().end_call();
+        stats.instance_call = (limits.max_instance_reuse_count > 1).then(|| store.data().call());
         stats.guest_cpu = store.data().guest_clock.total();
         stats.memory_peak = store.data().limiter.peak();
-        store.data().log().finish();
         stats.log_dropped = store.data().log().dropped();
         stats.telemetry_dropped = store.data().spans().dropped();
         stats.telemetry_refused = store.data().spans().refused();
@@ -466,6 +508,12 @@ impl Runtime {
             context.data_mut().guest_clock.on(hook);
             Ok(())
         });
+        self.arm(&mut store, limits)?;
+        Ok(store)
+    }
+
+    /// Sets the deadline and fuel of the call about to run in `store`.
+    fn arm(&self, store: &mut Store<InvocationState>, limits: &Limits) -> wasmtime::Result<()> {
         // Check the deadline at every epoch tick, and yield in between; a
         // call running long gives its thread's cores to shorter ones.
         let started = Instant::now();
@@ -484,7 +532,7 @@ impl Runtime {
         if let Some(fuel) = limits.fuel.filter(|_| self.fuel) {
             store.set_fuel(fuel)?;
         }
-        Ok(store)
+        Ok(())
     }
 }
 

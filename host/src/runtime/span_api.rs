@@ -42,6 +42,9 @@ pub struct GuestSpan {
     cx: Context,
     /// What the guest may do with it.
     role: Role,
+    /// The call of its instance it was handed out in: a reused instance's
+    /// handle from an earlier call belongs to another request's trace.
+    call: u32,
 }
 
 /// How a guest came by a span handle.
@@ -214,6 +217,9 @@ pub(crate) struct SpanApiCtx {
     shared: CurrentSpan,
     /// What the guest may still add, and what it was refused.
     budget: Budget,
+    /// Which call of its instance this is; handles from other calls are
+    /// inert.
+    call: u32,
 }
 
 impl SpanApiCtx {
@@ -223,8 +229,10 @@ impl SpanApiCtx {
         invocation: Context,
         plugin_name: StringValue,
         limits: TelemetryLimits,
+        call: u32,
     ) -> Self {
         SpanApiCtx {
+            call,
             budget: Budget {
                 limits,
                 spans: 0,
@@ -261,6 +269,28 @@ impl SpanApiCtx {
     /// Attempts to set comb's own keys or rename its invocation span.
     pub(crate) fn refused(&self) -> u64 {
         self.budget.refused
+    }
+
+    /// Ends the spans the guest left open, innermost first.
+    pub(crate) fn end_open(&mut self) {
+        while let Some(cx) = self.open.pop() {
+            cx.span().end();
+        }
+        self.shared.set(&self.invocation);
+    }
+
+    /// A handle this call made, unless nothing it does is recorded:
+    /// started past the span budget, or handed out in an earlier call of a
+    /// reused instance: that span is another request's, whose invocation
+    /// span may not even have ended yet (the instance is idle again as soon
+    /// as its call returns).
+    fn recorded<'t>(
+        &self,
+        table: &'t ResourceTable,
+        span: &Resource<GuestSpan>,
+    ) -> wasmtime::Result<Option<&'t GuestSpan>> {
+        let span = table.get(span)?;
+        Ok((span.role != Role::Unrecorded && span.call == self.call).then_some(span))
     }
 
     fn close(&mut self, span_id: SpanId) {
@@ -311,7 +341,8 @@ impl wit::Host for SpanApiView<'_> {
             Role::Borrowed
         };
         let cx = self.ctx.current().clone();
-        Ok(self.table.push(GuestSpan { cx, role })?)
+        let call = self.ctx.call;
+        Ok(self.table.push(GuestSpan { cx, role, call })?)
     }
 
     fn baggage(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
@@ -337,6 +368,7 @@ impl wit::HostSpan for SpanApiView<'_> {
             return Ok(self.table.push(GuestSpan {
                 cx,
                 role: Role::Unrecorded,
+                call: self.ctx.call,
             })?);
         }
         budget.spans += 1;
@@ -352,6 +384,7 @@ impl wit::HostSpan for SpanApiView<'_> {
         Ok(self.table.push(GuestSpan {
             cx,
             role: Role::Owned,
+            call: self.ctx.call,
         })?)
     }
 
@@ -369,10 +402,9 @@ impl wit::HostSpan for SpanApiView<'_> {
         span: Resource<GuestSpan>,
         attributes: Vec<wit::KeyValue>,
     ) -> wasmtime::Result<()> {
-        let span = self.table.get(&span)?;
-        if span.role == Role::Unrecorded {
+        let Some(span) = self.ctx.recorded(self.table, &span)? else {
             return Ok(());
-        }
+        };
         let kept = self.ctx.budget.attributes(attributes, span.role);
         if !kept.is_empty() {
             span.cx.span().set_attributes(kept);
@@ -386,10 +418,12 @@ impl wit::HostSpan for SpanApiView<'_> {
         name: String,
         attributes: Vec<wit::KeyValue>,
     ) -> wasmtime::Result<()> {
-        let span = self.table.get(&span)?;
+        let Some(span) = self.ctx.recorded(self.table, &span)? else {
+            return Ok(());
+        };
         let budget = &mut self.ctx.budget;
         let name = budget.cut(name);
-        if span.role == Role::Unrecorded || !budget.spend(name.len()) {
+        if !budget.spend(name.len()) {
             return Ok(());
         }
         // An event's attributes are the guest's own, whatever the span.
@@ -399,11 +433,10 @@ impl wit::HostSpan for SpanApiView<'_> {
     }
 
     fn set_status(&mut self, span: Resource<GuestSpan>, status: Status) -> wasmtime::Result<()> {
-        let span = self.table.get(&span)?;
-        let budget = &mut self.ctx.budget;
-        if span.role == Role::Unrecorded {
+        let Some(span) = self.ctx.recorded(self.table, &span)? else {
             return Ok(());
-        }
+        };
+        let budget = &mut self.ctx.budget;
         let status = match status {
             Status::Unset => OtelStatus::Unset,
             Status::Ok => OtelStatus::Ok,
@@ -425,10 +458,12 @@ impl wit::HostSpan for SpanApiView<'_> {
         error_type: String,
         message: String,
     ) -> wasmtime::Result<()> {
-        let span = self.table.get(&span)?;
+        let Some(span) = self.ctx.recorded(self.table, &span)? else {
+            return Ok(());
+        };
         let budget = &mut self.ctx.budget;
         let (error_type, message) = (budget.cut(error_type), budget.cut(message));
-        if span.role == Role::Unrecorded || !budget.spend(error_type.len() + message.len()) {
+        if !budget.spend(error_type.len() + message.len()) {
             return Ok(());
         }
         span.cx.span().add_event(
@@ -442,7 +477,9 @@ impl wit::HostSpan for SpanApiView<'_> {
     }
 
     fn update_name(&mut self, span: Resource<GuestSpan>, name: String) -> wasmtime::Result<()> {
-        let span = self.table.get(&span)?;
+        let Some(span) = self.ctx.recorded(self.table, &span)? else {
+            return Ok(());
+        };
         let budget = &mut self.ctx.budget;
         match span.role {
             Role::Unrecorded => {}
@@ -469,7 +506,9 @@ impl wit::HostSpan for SpanApiView<'_> {
     }
 
     fn end(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<()> {
-        let span = self.table.get(&span)?;
+        let Some(span) = self.ctx.recorded(self.table, &span)? else {
+            return Ok(());
+        };
         if span.role == Role::Owned {
             // Ending twice is a no-op in the SDK, so no bookkeeping here.
             span.cx.span().end();
@@ -481,7 +520,8 @@ impl wit::HostSpan for SpanApiView<'_> {
 
     fn drop(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<()> {
         let span = self.table.delete(span)?;
-        if span.role == Role::Owned {
+        // An earlier call's span ended with that call.
+        if span.role == Role::Owned && span.call == self.ctx.call {
             span.cx.span().end();
             self.ctx.close(span.cx.span().span_context().span_id());
         }

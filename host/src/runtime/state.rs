@@ -39,6 +39,9 @@ pub(crate) struct InvocationState {
     pub(super) limiter: MemoryLimiter,
     /// Time spent executing guest code, as opposed to host calls.
     pub(super) guest_clock: GuestClock,
+    /// Which call of this store's instance runs now: 1 for a fresh one,
+    /// more when the plugin reuses instances.
+    call: u32,
 }
 
 impl InvocationState {
@@ -50,11 +53,13 @@ impl InvocationState {
         sandbox: &Sandbox,
         limits: &Limits,
     ) -> Self {
+        const FIRST: u32 = 1;
         let spans = SpanApiCtx::new(
             tracer,
             invocation.clone(),
             plugin_name.clone(),
             limits.telemetry,
+            FIRST,
         );
         let log = GuestLog::new(plugin_name.clone(), spans.current_span());
         InvocationState {
@@ -66,7 +71,48 @@ impl InvocationState {
             http: WasiHttpCtx::new(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
             guest_clock: GuestClock::default(),
+            call: FIRST,
         }
+    }
+
+    /// Readies a reused instance's store for its next call: everything a
+    /// call reports or is bounded by starts afresh under `invocation`;
+    /// what the instance holds (its resource table, its memory and the
+    /// cap on it, which counts all of it) carries over. The log keeps its identity because the
+    /// guest's stdout and stderr streams, which may outlive a call, write
+    /// to it.
+    pub(crate) fn next_call(
+        &mut self,
+        tracer: Arc<BoxedTracer>,
+        invocation: Context,
+        plugin_name: &StringValue,
+        sandbox: &Sandbox,
+        limits: &Limits,
+    ) {
+        self.call += 1;
+        self.spans = SpanApiCtx::new(
+            tracer,
+            invocation.clone(),
+            plugin_name.clone(),
+            limits.telemetry,
+            self.call,
+        );
+        self.log.next_call(self.spans.current_span());
+        self.wasi = sandbox.wasi(&self.log, invocation.clone());
+        self.client = ClientHooks::new(invocation, sandbox.http_grants(), limits.http);
+        self.guest_clock = GuestClock::default();
+    }
+
+    /// Ends what the guest left open when its call returned: its spans
+    /// end with the call, as they would when a fresh store is dropped.
+    pub(crate) fn end_call(&mut self) {
+        self.log.finish();
+        self.spans.end_open();
+    }
+
+    /// Which call of its instance this is (1: a fresh instance).
+    pub(crate) fn call(&self) -> u32 {
+        self.call
     }
 
     /// The call's log: what the guest wrote to stderr, lines dropped.

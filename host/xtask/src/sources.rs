@@ -42,6 +42,9 @@ impl Language<'_> {
                 format!("{name}{}.wasm", self.suffix)
             })
             .collect();
+        for (dir, name) in plugins.iter().zip(&names) {
+            copy_sidecar(dir, &out.join(name))?;
+        }
         let inputs = newest(self.inputs.iter().copied().chain([sources]));
         let stale: Vec<(&PathBuf, &String)> = plugins
             .iter()
@@ -68,6 +71,24 @@ impl Language<'_> {
         }
         Ok(names)
     }
+}
+
+/// A plugin folder's `sidecar.toml` (the settings it is served with, such
+/// as instance reuse) beside its built `.wasm`, as comb looks for it.
+/// Written only when it differs: comb reloads a plugin whose sidecar
+/// changes.
+fn copy_sidecar(dir: &Path, wasm: &Path) -> Result<()> {
+    let Ok(text) = std::fs::read(dir.join("sidecar.toml")) else {
+        return Ok(());
+    };
+    let target = wasm.with_extension("toml");
+    if std::fs::read(&target).ok().as_deref() != Some(text.as_slice()) {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&target, text)?;
+    }
+    Ok(())
 }
 
 /// The folders directly under `sources` that hold `entry` (a plugin each),

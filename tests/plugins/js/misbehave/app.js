@@ -59,4 +59,26 @@ plugin.route('GET', '/js/otel', () => {
   return { ok: true };
 });
 
+// What outlives a call when the plugin reuses its instances.
+let calls = 0;
+const kept = {};
+
+plugin.route('GET', '/js/count', () => ({ count: ++calls }));
+
+plugin.route('GET', '/js/keep', () => {
+  // This call's invocation span, and a span left open, kept for a later call.
+  kept.invocation = trace.getActiveSpan();
+  kept.open = tracer.startSpan('left-open');
+  return { kept: true };
+});
+
+plugin.route('GET', '/js/stale', () => {
+  for (const span of Object.values(kept)) {
+    span.setAttribute('app.stale', true);
+    span.addEvent('stale');
+  }
+  kept.open.end();
+  return { stale: true };
+});
+
 export const { manifest, handler } = plugin.exports();

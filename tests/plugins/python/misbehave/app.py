@@ -69,4 +69,33 @@ def otel(request: Request):
     return {"ok": True}
 
 
+# What outlives a call when the plugin reuses its instances.
+calls = 0
+kept = {}
+
+
+@plugin.route("GET", "/py/count")
+def count(request: Request):
+    global calls
+    calls += 1
+    return {"count": calls}
+
+
+@plugin.route("GET", "/py/keep")
+def keep(request: Request):
+    # This call's invocation span, and a span left open, kept for a later call.
+    kept["invocation"] = trace.get_current_span()
+    kept["open"] = tracer.start_span("left-open")
+    return {"kept": True}
+
+
+@plugin.route("GET", "/py/stale")
+def stale(request: Request):
+    for span in kept.values():
+        span.set_attribute("app.stale", True)
+        span.add_event("stale")
+    kept["open"].end()
+    return {"stale": True}
+
+
 Manifest, Handler = plugin.exports()
