@@ -327,12 +327,18 @@ mod tests {
             ..Default::default()
         };
         assert!(base.with(&fuel).unwrap_err().contains("--fuel"));
-        assert_eq!(base.max_instance_reuse_count, 1, "a fresh instance per call");
+        assert_eq!(
+            base.max_instance_reuse_count, 1,
+            "a fresh instance per call"
+        );
         let reuse = |count| LimitsOverride {
             max_instance_reuse_count: Some(count),
             ..Default::default()
         };
-        assert_eq!(base.with(&reuse(100)).unwrap().max_instance_reuse_count, 100);
+        assert_eq!(
+            base.with(&reuse(100)).unwrap().max_instance_reuse_count,
+            100
+        );
         assert!(base.with(&reuse(0)).unwrap_err().contains("at least 1"));
     }
 

@@ -2,7 +2,10 @@
 """What a plugin costs in each language: the Rust, Python and JavaScript
 plugins side by side in one release comb: first compile (a cold compile
 cache) and a restart's load (a warm one), sequential latency and server
-CPU per request, comb's RSS loaded and after the load.
+CPU per request, comb's RSS loaded and after the load. Twice: with a
+fresh instance per call (comb's default), then with the Python and
+JavaScript plugins reusing instances as their bundled sidecars ask
+(`max_instance_reuse_count`).
 
 Usage: cargo build --release -p comb && cargo xtask plugins &&
        python3 tests/bench/languages.py [REQUESTS]
@@ -72,55 +75,69 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def measure(folder, cache, requests):
+    """One comb over `folder`: compile times cold and cached, and per
+    plugin latencies and CPU over three interleaved rounds."""
+    comb, _, admin = start(folder, cache)
+    cold = compile_ms(admin)
+    comb.terminate()
+    comb.wait()
+    comb, port, admin = start(folder, cache)
+    warm = compile_ms(admin)
+    rss_loaded = status_kib(comb.pid, "VmRSS")
+    latencies = {name: [] for name, _, _ in PLUGINS}
+    cpu = {name: 0.0 for name, _, _ in PLUGINS}
+    # Three rounds, the plugins in turn within each: a slow moment of
+    # this shared machine falls on every plugin alike.
+    for _ in range(3):
+        for name, route, _ in PLUGINS:
+            before = cpu_seconds(comb.pid)
+            for _ in range(requests):
+                started = time.perf_counter()
+                assert get(port, route) == 200
+                latencies[name].append(time.perf_counter() - started)
+            cpu[name] += cpu_seconds(comb.pid) - before
+    rss_after = status_kib(comb.pid, "VmHWM")
+    comb.terminate()
+    comb.wait()
+    return cold, warm, latencies, cpu, rss_loaded, rss_after
+
+
+def quantile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def main():
     requests = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     scratch = tempfile.mkdtemp(prefix="comb-bench-languages-")
-    folder, cache = os.path.join(scratch, "plugins"), os.path.join(scratch, "cache")
-    os.mkdir(folder)
-    for name, _, _ in PLUGINS:
-        built = os.path.join(ROOT, "target", "plugins", f"{name}.wasm")
-        shutil.copy(built, folder)
-    sizes = {name: os.path.getsize(os.path.join(folder, f"{name}.wasm")) for name, _, _ in PLUGINS}
+    built = os.path.join(ROOT, "target", "plugins")
+    print(f"{'plugin':<30} {'language':<11} {'instances':<10} {'size MB':>8} {'compile s':>10} "
+          f"{'cached ms':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
     try:
-        comb, _, admin = start(folder, cache)
-        cold = compile_ms(admin)
-        comb.terminate()
-        comb.wait()
-        comb, port, admin = start(folder, cache)
-        warm = compile_ms(admin)
-        rss_loaded = status_kib(comb.pid, "VmRSS")
-        latencies = {name: [] for name, _, _ in PLUGINS}
-        cpu = {name: 0.0 for name, _, _ in PLUGINS}
-        # Three rounds, the plugins in turn within each: a slow moment of
-        # this shared machine falls on every plugin alike.
-        for _ in range(3):
-            for name, route, _ in PLUGINS:
-                before = cpu_seconds(comb.pid)
-                for _ in range(requests):
-                    started = time.perf_counter()
-                    assert get(port, route) == 200
-                    latencies[name].append(time.perf_counter() - started)
-                cpu[name] += cpu_seconds(comb.pid) - before
-        rss_after = status_kib(comb.pid, "VmHWM")
-        comb.terminate()
-        comb.wait()
+        for mode in ("fresh", "reused"):
+            folder = os.path.join(scratch, mode, "plugins")
+            cache = os.path.join(scratch, mode, "cache")
+            os.makedirs(folder)
+            for name, _, _ in PLUGINS:
+                shutil.copy(os.path.join(built, f"{name}.wasm"), folder)
+                sidecar = os.path.join(built, f"{name}.toml")
+                if mode == "reused" and os.path.exists(sidecar):
+                    shutil.copy(sidecar, folder)
+            cold, warm, latencies, cpu, rss_loaded, rss_after = measure(folder, cache, requests)
+            for name, _, language in PLUGINS:
+                samples = latencies[name]
+                size = os.path.getsize(os.path.join(folder, f"{name}.wasm"))
+                reused = os.path.exists(os.path.join(folder, f"{name}.toml"))
+                print(f"{name:<30} {language:<11} {'reused' if reused else 'fresh':<10} "
+                      f"{size / 1e6:>8.1f} {cold[name] / 1000:>10.2f} "
+                      f"{warm[name]:>10.1f} {quantile(samples, 0.5) * 1000:>8.2f} "
+                      f"{quantile(samples, 0.99) * 1000:>8.2f} {cpu[name] / len(samples) * 1e6:>11.0f}")
+            print(f"comb RSS ({mode}): {rss_loaded / 1024:.0f} MiB with the four loaded, "
+                  f"{rss_after / 1024:.0f} MiB at most after {3 * requests} requests each")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-    def quantile(values, q):
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    print(f"{'plugin':<30} {'language':<11} {'size MB':>8} {'compile s':>10} {'cached ms':>10} "
-          f"{'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
-    for name, _, language in PLUGINS:
-        samples = latencies[name]
-        print(f"{name:<30} {language:<11} {sizes[name] / 1e6:>8.1f} {cold[name] / 1000:>10.2f} "
-              f"{warm[name]:>10.1f} {quantile(samples, 0.5) * 1000:>8.2f} "
-              f"{quantile(samples, 0.99) * 1000:>8.2f} {cpu[name] / len(samples) * 1e6:>11.0f}")
-    print(f"comb RSS: {rss_loaded / 1024:.0f} MiB with the four loaded, "
-          f"{rss_after / 1024:.0f} MiB at most after {3 * requests} requests each "
-          f"(sequential, tracing off; CPU from /proc, 10 ms ticks)")
+    print("(sequential, tracing off; CPU from /proc, 10 ms ticks)")
 
 
 if __name__ == "__main__":

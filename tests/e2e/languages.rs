@@ -347,8 +347,11 @@ async fn a_new_plugin_in_python_and_in_javascript_builds_serves_and_traces() {
     }
     let built = xtask::build_other_languages(&root.path().join("plugins"), out.path()).unwrap();
     assert_eq!(built, ["greeter_py.wasm", "hello_js.wasm"]);
+    // Each with its sidecar beside it: the scaffold's reuses instances.
+    let sidecars: Vec<String> = built.iter().map(|f| f.replace(".wasm", ".toml")).collect();
     let files: Vec<(&str, Vec<u8>)> = built
         .iter()
+        .chain(&sidecars)
         .map(|file| (file.as_str(), std::fs::read(out.path().join(file)).unwrap()))
         .collect();
     let files: Vec<(&str, &[u8])> = files.iter().map(|(f, b)| (*f, b.as_slice())).collect();
@@ -363,6 +366,11 @@ async fn a_new_plugin_in_python_and_in_javascript_builds_serves_and_traces() {
         assert_eq!((status, body), (200, serde_json::json!({"hello": "ada"})));
         let spans = receiver.trace(&trace, 3).await;
         let invocation = named(&spans, &format!("invoke {name}"));
+        assert_eq!(
+            invocation.int("plugin.instance.call"),
+            1,
+            "reusing, first call"
+        );
         let work = named(&spans, &format!("{name}-work"));
         assert_eq!(work.parent_span_id, invocation.span_id);
         assert_eq!(work.string("app.who"), "ada");

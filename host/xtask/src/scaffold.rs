@@ -47,11 +47,11 @@ pub fn new_plugin(root: &Path, name: &str, lang: Lang) -> Result<PathBuf> {
         ),
         Lang::Python => (
             root.join("plugins/python").join(name),
-            vec![("app.py", PYTHON_PLUGIN)],
+            vec![("app.py", PYTHON_PLUGIN), ("sidecar.toml", REUSE_SIDECAR)],
         ),
         Lang::Js => (
             root.join("plugins/js").join(name),
-            vec![("app.js", JS_PLUGIN)],
+            vec![("app.js", JS_PLUGIN), ("sidecar.toml", REUSE_SIDECAR)],
         ),
     };
     ensure!(!dir.exists(), "{} exists already", dir.display());
@@ -62,6 +62,17 @@ pub fn new_plugin(root: &Path, name: &str, lang: Lang) -> Result<PathBuf> {
     }
     Ok(dir)
 }
+
+/// How a Python or JavaScript plugin is served: an interpreter's fresh
+/// instance costs milliseconds, so it reuses instances (docs/limits.md).
+const REUSE_SIDECAR: &str = r#"# How comb serves this plugin; `cargo xtask plugins` copies it beside the
+# built .wasm. An interpreter's fresh instance costs milliseconds, its
+# handler a fraction of that: each instance serves up to 1000 calls. Module
+# globals then persist between this plugin's calls; spans, logs and limits
+# stay per call. Remove it for a fresh instance per call.
+[limits]
+max_instance_reuse_count = 1000
+"#;
 
 const RUST_MANIFEST: &str = r#"[package]
 name = "NAME"
