@@ -403,7 +403,8 @@ mod tests {
         guest.next_call(guest_log().state().current.clone());
         // The stream the guest kept writes to the same log, now the new call's.
         OutputStream::write(&mut stderr, "ne\n".into()).unwrap();
-        assert_eq!((guest.state().lines, guest.dropped()), (1, 0));
+        let lines = guest.state().lines;
+        assert_eq!((lines, guest.dropped()), (1, 0));
         assert_eq!(
             guest.stderr(),
             "ne\n",
