@@ -242,10 +242,14 @@ async fn misbehaves_within_bounds(lang: &str, raised: &str, caught: &str) {
         "the logging record is an event: {spans:#?}"
     );
 
-    // Without a sidecar saying otherwise, every call has a fresh instance.
+    // Without a sidecar saying otherwise, every call has a fresh instance,
+    // and its invocation span says nothing of instances.
     for _ in 0..2 {
-        let (status, body, _) = get(&comb, &route("count")).await;
+        let (status, body, trace) = get(&comb, &route("count")).await;
         assert_eq!((status, body), (200, serde_json::json!({"count": 1})));
+        let spans = receiver.trace(&trace, 2).await;
+        let invocation = named(&spans, &format!("invoke {plugin}"));
+        assert!(invocation.attribute("plugin.instance.call").is_none());
     }
 
     // A loop meets the deadline, a hoard the memory limit; comb serves on.

@@ -100,6 +100,37 @@ async fn a_sidecar_routes_a_proxy_component_elsewhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_component_is_refused_instance_reuse() {
+    // Reuse is for comb plugins, whose calls comb frames one by one; a
+    // proxy asking for it is rejected with the reason, not served.
+    let comb = Comb::start(Options {
+        plugins: &["proxy_hello"],
+        files: &[(
+            "proxy_hello.toml",
+            b"[limits]\nmax_instance_reuse_count = 2\n",
+        )],
+        ..Options::default()
+    });
+    let response = client()
+        .get(comb.at("/proxy_hello/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let report = crate::lifecycle::report(&comb, "proxy_hello.wasm")
+        .await
+        .unwrap();
+    assert_eq!(report["state"], "failed", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_instance_reuse_count is for comb plugins"),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_or_panicking_proxy_ends_that_call_only() {
     let comb = Comb::start(Options {
         plugins: &["proxy_hello"],

@@ -343,7 +343,7 @@ impl Runtime {
                     MANIFEST_DEADLINE.as_secs()
                 )
             })?;
-        store.data().log().finish();
+        store.data_mut().end_call();
         Ok(manifest?)
     }
 
@@ -396,16 +396,18 @@ impl Runtime {
         } = guest;
         let mut stats = CallStats::default();
         let started = Instant::now();
+        let fresh_store = |invocation| {
+            let state =
+                InvocationState::new(tracer.clone(), invocation, plugin_name, sandbox, limits);
+            self.store(state, limits)
+                .map_err(|error| InvokeError::Instantiate(format!("{error:#}")))
+        };
         let pre = match pre {
             PreparedPlugin::Comb(pre) => pre,
             PreparedPlugin::Proxy(pre) => {
-                let state =
-                    InvocationState::new(tracer, invocation.clone(), plugin_name, sandbox, limits);
-                let mut store = match self.store(state, limits) {
+                let mut store = match fresh_store(invocation.clone()) {
                     Ok(store) => store,
-                    Err(error) => {
-                        return (Err(InvokeError::Instantiate(format!("{error:#}"))), stats);
-                    }
+                    Err(error) => return (Err(error), stats),
                 };
                 // Instantiation and the call are one step for a proxy.
                 let result = proxy::call(
@@ -427,19 +429,20 @@ impl Runtime {
         let request = Request::from(request);
         let (mut store, instantiated) = match warm.take() {
             Some(WarmInstance { mut store, plugin }) => {
-                store
-                    .data_mut()
-                    .next_call(tracer, invocation, plugin_name, sandbox, limits);
+                store.data_mut().next_call(
+                    tracer.clone(),
+                    invocation,
+                    plugin_name,
+                    sandbox,
+                    limits,
+                );
                 let armed = self.arm(&mut store, limits);
                 (store, armed.map(|()| plugin))
             }
             None => {
-                let state = InvocationState::new(tracer, invocation, plugin_name, sandbox, limits);
-                let mut store = match self.store(state, limits) {
+                let mut store = match fresh_store(invocation) {
                     Ok(store) => store,
-                    Err(error) => {
-                        return (Err(InvokeError::Instantiate(format!("{error:#}"))), stats);
-                    }
+                    Err(error) => return (Err(error), stats),
                 };
                 let instantiated = pre.instantiate_async(&mut store).await;
                 (store, instantiated)

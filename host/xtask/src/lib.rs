@@ -145,7 +145,7 @@ pub fn build_plugins() -> Result<BuiltPlugins> {
             "--target-dir",
         ])
         .arg(&target_dir);
-    for name in bundled.iter().chain(&test) {
+    for (name, _) in bundled.iter().chain(&test) {
         build.args(["--package", name]);
     }
     let status = build
@@ -173,10 +173,11 @@ pub fn build_other_languages(plugins: &Path, out: &Path) -> Result<Vec<String>> 
 
 /// The package names of the plugin crates directly under `dir`: those whose
 /// manifest declares a `cdylib` (the SDK is a plain library).
-fn plugin_crates(dir: &Path) -> Result<Vec<String>> {
+fn plugin_crates(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let manifest = entry?.path().join("Cargo.toml");
+        let folder = entry?.path();
+        let manifest = folder.join("Cargo.toml");
         let Ok(text) = std::fs::read_to_string(&manifest) else {
             continue;
         };
@@ -187,26 +188,25 @@ fn plugin_crates(dir: &Path) -> Result<Vec<String>> {
             .lines()
             .find_map(|line| line.trim().strip_prefix("name = \"")?.strip_suffix('"'))
             .with_context(|| format!("no package name in {}", manifest.display()))?;
-        names.push(name.to_owned());
+        names.push((name.to_owned(), folder));
     }
     names.sort();
     Ok(names)
 }
 
-/// Copies the built `.wasm` files in, replacing through a temporary file
-/// and a rename so a running comb never sees a half-written plugin.
-fn copy_wasm(from: &Path, crates: &[String], to: &Path) -> Result<()> {
+/// Copies the built `.wasm` files in (with each crate's `sidecar.toml`),
+/// replacing through a temporary file and a rename so a running comb never
+/// sees a half-written plugin.
+fn copy_wasm(from: &Path, crates: &[(String, PathBuf)], to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
-    for name in crates {
+    for (name, folder) in crates {
         let file = format!("{}.wasm", name.replace('-', "_"));
         let source = from.join(&file);
         if !source.exists() {
             bail!("cargo built {name} but {} is missing", source.display());
         }
-        // Per process: test processes run side by side and copy too.
-        let temporary = to.join(format!(".{file}.{}.tmp", std::process::id()));
-        std::fs::copy(&source, &temporary)?;
-        std::fs::rename(&temporary, to.join(&file))?;
+        sources::replace(&to.join(&file), &std::fs::read(&source)?)?;
+        sources::copy_sidecar(folder, &to.join(&file))?;
     }
     Ok(())
 }

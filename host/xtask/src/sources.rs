@@ -73,21 +73,34 @@ impl Language<'_> {
     }
 }
 
-/// A plugin folder's `sidecar.toml` (the settings it is served with, such
-/// as instance reuse) beside its built `.wasm`, as comb looks for it.
-/// Written only when it differs: comb reloads a plugin whose sidecar
-/// changes.
-fn copy_sidecar(dir: &Path, wasm: &Path) -> Result<()> {
-    let Ok(text) = std::fs::read(dir.join("sidecar.toml")) else {
+/// The file a plugin folder's serving settings (a sidecar: limits such as
+/// instance reuse) are kept in; not an input of its build.
+const SIDECAR: &str = "sidecar.toml";
+
+/// A plugin folder's `sidecar.toml` beside its built `.wasm`, as comb
+/// looks for it. Written only when it differs: comb reloads a plugin whose
+/// sidecar changes.
+pub(crate) fn copy_sidecar(dir: &Path, wasm: &Path) -> Result<()> {
+    let Ok(text) = std::fs::read(dir.join(SIDECAR)) else {
         return Ok(());
     };
     let target = wasm.with_extension("toml");
     if std::fs::read(&target).ok().as_deref() != Some(text.as_slice()) {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&target, text)?;
+        replace(&target, &text)?;
     }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// running comb never reads half of it. The temporary name is per process:
+/// test processes build side by side.
+pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let folder = path.parent().context("a file path has a folder")?;
+    std::fs::create_dir_all(folder)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = folder.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)?;
     Ok(())
 }
 
@@ -126,8 +139,12 @@ pub(crate) fn newest<'a>(paths: impl IntoIterator<Item = &'a Path>) -> SystemTim
         }
         if let Ok(entries) = std::fs::read_dir(path) {
             // The bytecode componentize-py leaves beside the sources is
-            // written by the build itself: not an input.
-            for entry in entries.flatten().filter(|e| e.file_name() != "__pycache__") {
+            // written by the build itself, and the sidecar is read by comb,
+            // not the build: neither is an input.
+            for entry in entries
+                .flatten()
+                .filter(|e| e.file_name() != "__pycache__" && e.file_name() != SIDECAR)
+            {
                 walk(&entry.path(), newest);
             }
         }

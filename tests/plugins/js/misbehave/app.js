@@ -20,8 +20,10 @@ plugin.route('GET', '/js/spin', () => {
 });
 
 plugin.route('GET', '/js/memory', () => {
+  // Past the 64 MiB limit in one step: refused as the memory grows, not
+  // after filling pages a slow machine might take the deadline to fill.
   const hoard = [];
-  for (;;) hoard.push(new Uint8Array(16 << 20).fill(1));
+  for (;;) hoard.push(new Uint8Array(96 << 20).fill(1));
 });
 
 plugin.route('POST', '/js/echo/:name', (request) =>

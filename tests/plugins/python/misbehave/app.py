@@ -32,9 +32,11 @@ def spin(request: Request):
 
 @plugin.route("GET", "/py/memory")
 def memory(request: Request):
+    # Past the 64 MiB limit in one step: refused as the memory grows, not
+    # after filling pages a slow machine might take the deadline to fill.
     hoard = []
     while True:
-        hoard.append(bytearray(16 << 20))
+        hoard.append(bytearray(96 << 20))
 
 
 @plugin.route("POST", "/py/echo/:name")
