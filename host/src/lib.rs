@@ -8,7 +8,7 @@
 //! - [`plugins`]: the plugin lifecycle and the immutable route table.
 //! - [`runtime`]: wasmtime; a fresh instance per call, the host side of
 //!   the WIT (span API, guest logs and stdio, outgoing HTTP), the sandbox,
-//!   and standard `wasi:http/proxy` components.
+//!   and standard `wasi:http` components (`wasi:http/proxy@0.2`, `wasi:http/service@0.3`).
 //! - [`spans`]: the span model: names, kinds, attributes.
 //! - [`metrics`]: the metric model: instruments, units, attributes.
 //! - [`telemetry`]: the OTel SDK, OTLP exporters and propagators.

@@ -307,3 +307,54 @@ async fn failed_and_slow_calls_end_at_the_plugins_timeouts_as_failed_client_span
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasi_0_3_component_calls_out_as_a_client_span_within_its_sandbox() {
+    // WASI 0.3's `wasi:http/client` goes through the same hooks as 0.2's
+    // outgoing handler: the same CLIENT span, propagation and grants.
+    let receiver = Receiver::start().await;
+    let upstream = Upstream::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["service_hello"],
+        files: &[("service_hello.toml", b"[sandbox]\nhttp = [\"127.0.0.1\"]\n")],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    });
+    let port = upstream.url.rsplit(':').next().unwrap();
+    let fetch = |host: &str| comb.at(&format!("/service_hello/fetch/{host}:{port}/hello"));
+
+    let response = client().get(fetch("127.0.0.1")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let trace = trace_id(&response);
+    let body = response.text().await.unwrap();
+    assert_eq!(body, "status=200\nbody=hello from upstream");
+    let spans = receiver.trace(&trace, 3).await;
+    let invocation = named(&spans, "invoke service_hello");
+    let call = named(&spans, "GET");
+    assert_eq!(call.kind, SpanKind::Client);
+    assert_eq!(call.parent_span_id, invocation.span_id);
+    assert_eq!(call.string("url.full"), format!("{}/hello", upstream.url));
+    assert_eq!(call.int("http.response.status_code"), 200);
+    let traceparent = upstream.header("traceparent");
+    assert_eq!(traceparent, format!("00-{trace}-{}-01", call.span_id));
+
+    // `localhost` is not granted: denied before anything is sent.
+    let sent = upstream.seen.lock().unwrap().len();
+    let response = client().get(fetch("localhost")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let trace = trace_id(&response);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert_eq!(
+        upstream.seen.lock().unwrap().len(),
+        sent,
+        "nothing was sent"
+    );
+    let spans = receiver.trace(&trace, 3).await;
+    let call = named(&spans, "GET");
+    assert_eq!(call.string("error.type"), "http.request_denied");
+    assert_eq!(call.status_code, 2);
+}

@@ -1,5 +1,6 @@
-//! Standard `wasi:http/proxy` components served unmodified, beside comb's
-//! own plugins: routed under their file name, traced like any plugin.
+//! Standard `wasi:http` components served unmodified, beside comb's own
+//! plugins — WASI 0.2 `wasi:http/proxy` and WASI 0.3 `wasi:http/service`:
+//! routed under their file name, traced and bounded like any plugin.
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
 
@@ -8,72 +9,81 @@ use crate::{
     otlp::{Receiver, find, named},
 };
 
+/// The standard components under test, one per WASI version, twins that
+/// answer alike: `proxy_hello` (0.2 `wasi:http/proxy`) and `service_hello`
+/// (0.3 `wasi:http/service`, its body written by a task after it returns).
+const STANDARD: [&str; 2] = ["proxy_hello", "service_hello"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_component_serves_every_method_under_its_name_and_is_traced() {
+async fn standard_components_serve_every_method_under_their_name_and_are_traced() {
     let receiver = Receiver::start().await;
     let comb = Comb::start(Options {
-        plugins: &["proxy_hello", "home_activities"],
+        plugins: &["proxy_hello", "service_hello", "home_activities"],
         env: &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
         ..Options::default()
     });
-    // A header value that is not UTF-8 (Latin-1 "café") is legal HTTP; a
-    // proxy gets its bytes, and its own answer goes back untouched.
-    let latin1 = b"caf\xe9";
-    let response = client()
-        .post(comb.at("/proxy_hello/a/b?x=1"))
-        .header(
-            "x-echo",
-            reqwest::header::HeaderValue::from_bytes(latin1).unwrap(),
-        )
-        .body("abc")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    assert_eq!(response.headers()["x-proxy"], "hello");
-    assert_eq!(response.headers()["x-echo"].as_bytes(), latin1);
-    let trace = trace_id(&response);
-    let body = response.text().await.unwrap();
-    let seen: Vec<&str> = body.lines().collect();
-    assert_eq!(seen[0], "method=POST", "{body}");
-    assert_eq!(seen[1], "path=/proxy_hello/a/b?x=1", "{body}");
-    assert_eq!(seen[3], "body=3", "{body}");
-    // Other methods and the bare prefix reach it too; comb's plugins still serve.
-    for (method, path) in [("GET", "/proxy_hello"), ("DELETE", "/proxy_hello/x")] {
+    for name in STANDARD {
+        // A header value that is not UTF-8 (Latin-1 "café") is legal HTTP; a
+        // component gets its bytes, and its own answer goes back untouched.
+        let latin1 = b"caf\xe9";
         let response = client()
-            .request(method.parse().unwrap(), comb.at(path))
+            .post(comb.at(&format!("/{name}/a/b?x=1")))
+            .header(
+                "x-echo",
+                reqwest::header::HeaderValue::from_bytes(latin1).unwrap(),
+            )
+            .body("abc")
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 201, "{method} {path}");
-    }
-    assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
+        assert_eq!(response.status(), 201, "{name}");
+        assert_eq!(response.headers()["x-proxy"], "hello", "{name}");
+        assert_eq!(response.headers()["x-echo"].as_bytes(), latin1, "{name}");
+        let trace = trace_id(&response);
+        let body = response.text().await.unwrap();
+        let seen: Vec<&str> = body.lines().collect();
+        assert_eq!(seen[0], "method=POST", "{name}: {body}");
+        assert_eq!(seen[1], format!("path=/{name}/a/b?x=1"), "{name}: {body}");
+        assert_eq!(seen[3], "body=3", "{name}: {body}");
+        // Other methods and the bare prefix reach it too.
+        for (method, path) in [
+            ("GET", format!("/{name}")),
+            ("DELETE", format!("/{name}/x")),
+        ] {
+            let response = client()
+                .request(method.parse().unwrap(), comb.at(&path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201, "{method} {path}");
+        }
 
-    // server span → invocation span, the guest's stdout on it, and the
-    // guest saw the invocation span as its parent.
-    let spans = receiver.trace(&trace, 2).await;
-    let server = named(&spans, "POST /proxy_hello/...");
-    let invocation = named(&spans, "invoke proxy_hello");
-    assert_eq!(invocation.parent_span_id, server.span_id);
-    assert_eq!(invocation.string("plugin.name"), "proxy_hello");
-    assert_eq!(server.string("http.route"), "/proxy_hello/...");
-    let traceparent = seen[2].strip_prefix("traceparent=").unwrap();
-    assert_eq!(
-        traceparent,
-        format!("00-{trace}-{}-01", invocation.span_id),
-        "the guest's parent is the invocation span"
-    );
-    let logged = invocation.events.iter().any(|(name, attributes)| {
-        name == "log"
-            && find(attributes, "log.message")
-                == Some(&OtlpValue::StringValue(
-                    "proxy_hello handled POST /proxy_hello/a/b?x=1".into(),
-                ))
-    });
-    assert!(logged, "{invocation:#?}");
+        // server span → invocation span, the guest's stdout on it, and the
+        // guest saw the invocation span as its parent.
+        let spans = receiver.trace(&trace, 2).await;
+        let server = named(&spans, &format!("POST /{name}/..."));
+        let invocation = named(&spans, &format!("invoke {name}"));
+        assert_eq!(invocation.parent_span_id, server.span_id);
+        assert_eq!(invocation.string("plugin.name"), name);
+        assert_eq!(server.string("http.route"), format!("/{name}/..."));
+        let traceparent = seen[2].strip_prefix("traceparent=").unwrap();
+        assert_eq!(
+            traceparent,
+            format!("00-{trace}-{}-01", invocation.span_id),
+            "{name}: the guest's parent is the invocation span"
+        );
+        let line = format!("{name} handled POST /{name}/a/b?x=1");
+        let logged = invocation.events.iter().any(|(event, attributes)| {
+            event == "log"
+                && find(attributes, "log.message") == Some(&OtlpValue::StringValue(line.clone()))
+        });
+        assert!(logged, "{invocation:#?}");
+    }
+    // comb's own plugins still serve beside them.
+    assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,55 +110,67 @@ async fn a_sidecar_routes_a_proxy_component_elsewhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_component_is_refused_instance_reuse() {
+async fn a_standard_component_is_refused_instance_reuse() {
     // Reuse is for comb plugins, whose calls comb frames one by one; a
-    // proxy asking for it is rejected with the reason, not served.
+    // standard component asking for it is rejected with the reason.
     let comb = Comb::start(Options {
-        plugins: &["proxy_hello"],
-        files: &[(
-            "proxy_hello.toml",
-            b"[limits]\nmax_instance_reuse_count = 2\n",
-        )],
+        plugins: &STANDARD,
+        files: &[
+            (
+                "proxy_hello.toml",
+                b"[limits]\nmax_instance_reuse_count = 2\n",
+            ),
+            (
+                "service_hello.toml",
+                b"[limits]\nmax_instance_reuse_count = 2\n",
+            ),
+        ],
         ..Options::default()
     });
-    let response = client()
-        .get(comb.at("/proxy_hello/x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
-    let report = crate::lifecycle::report(&comb, "proxy_hello.wasm")
-        .await
-        .unwrap();
-    assert_eq!(report["state"], "failed", "{report}");
-    assert!(
-        report["reason"]
-            .as_str()
-            .unwrap()
-            .contains("max_instance_reuse_count is for comb plugins"),
-        "{report}"
-    );
+    for name in STANDARD {
+        let response = client()
+            .get(comb.at(&format!("/{name}/x")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{name}");
+        let report = crate::lifecycle::report(&comb, &format!("{name}.wasm"))
+            .await
+            .unwrap();
+        assert_eq!(report["state"], "failed", "{report}");
+        assert!(
+            report["reason"]
+                .as_str()
+                .unwrap()
+                .contains("max_instance_reuse_count is for comb plugins"),
+            "{report}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_looping_or_panicking_proxy_ends_that_call_only() {
+async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
+    let limits = b"[limits]\ndeadline_ms = 300\n";
     let comb = Comb::start(Options {
-        plugins: &["proxy_hello"],
-        files: &[("proxy_hello.toml", b"[limits]\ndeadline_ms = 300\n")],
+        plugins: &STANDARD,
+        files: &[("proxy_hello.toml", limits), ("service_hello.toml", limits)],
         ..Options::default()
     });
-    let (status, body) = get_json(&comb.at("/proxy_hello/loop")).await;
-    assert_eq!(status, 504, "{body}");
-    let (status, body) = get_json(&comb.at("/proxy_hello/panic")).await;
-    assert_eq!(status, 500, "{body}");
-    assert!(
-        body.to_string().contains("proxy_hello was asked to panic"),
-        "{body}"
-    );
-    let response = client()
-        .get(comb.at("/proxy_hello/fine"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    for name in STANDARD {
+        let (status, body) = get_json(&comb.at(&format!("/{name}/loop"))).await;
+        assert_eq!(status, 504, "{name}: {body}");
+        let (status, body) = get_json(&comb.at(&format!("/{name}/panic"))).await;
+        assert_eq!(status, 500, "{name}: {body}");
+        assert!(
+            body.to_string()
+                .contains(&format!("{name} was asked to panic")),
+            "{body}"
+        );
+        let response = client()
+            .get(comb.at(&format!("/{name}/fine")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{name}");
+    }
 }

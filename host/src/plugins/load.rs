@@ -149,7 +149,7 @@ async fn load_file(
         .context("the compile task panicked")?
         .context(
             "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit) \
-             or wasi:http/proxy",
+             or wasi:http (wasi:http/proxy@0.2, wasi:http/service@0.3)",
         )?;
     tracing::debug!(file = %file.display(), elapsed = ?started.elapsed(), "compiled");
     let (pre, manifest) = match pre {
@@ -179,10 +179,10 @@ async fn load_file(
                  component gets a fresh instance per request"
             )
         }
-        PreparedPlugin::Proxy(pre) => (
-            PreparedPlugin::Proxy(pre),
-            crate::runtime::proxy::manifest(stem),
-        ),
+        PreparedPlugin::Proxy(pre) => {
+            let manifest = crate::runtime::proxy::manifest(stem, &pre);
+            (PreparedPlugin::Proxy(pre), manifest)
+        }
     };
     let routes = check_manifest(&manifest, &sidecar, max_routes)?;
     Ok(Plugin {

@@ -5,7 +5,7 @@
 //! Following wasmtime's own `serve`: compile a component once, link it once
 //! into an [`InstancePre`](wasmtime::component::InstancePre) (here the
 //! generated [`PluginPre`], or a [`ProxyPre`] for a standard
-//! `wasi:http/proxy` component), then per request create a `Store`,
+//! `wasi:http` component), then per request create a `Store`,
 //! instantiate from the pre-linked component and call the export. A fresh instance per
 //! request is comb's isolation promise: nothing leaks between requests —
 //! unless a plugin's deployer trades it, for that plugin's own calls only,
@@ -40,10 +40,10 @@ use wasmtime::{
 pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
 use guest_pool::{CallPanicked, GuestPool};
 pub use outcome::{ERROR_TYPES, InvokeError, TrapKind};
+use proxy::ProxyPre;
 use sandbox::Sandbox;
 use state::InvocationState;
 use warm::{WarmInstance, WarmInstances};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::limits::{Limits, MemoryLimitExceeded};
 
@@ -92,7 +92,7 @@ pub struct EngineConfig {
 /// A request as the server read it (head, and body read whole within the
 /// plugin's limit) with the route that matched. Each kind of plugin gets it
 /// in its own form, chosen while it is still HTTP: a comb plugin comb's
-/// WIT record, a `wasi:http/proxy` component the HTTP request itself, its
+/// WIT record, a standard `wasi:http` component the HTTP request itself, its
 /// header bytes intact.
 pub struct RoutedRequest {
     /// The request.
@@ -109,7 +109,7 @@ pub struct RoutedRequest {
 pub enum Answer {
     /// A comb plugin's response record.
     Record(Response),
-    /// A `wasi:http/proxy` component's response, its body read whole.
+    /// A standard `wasi:http` component's response, its body read whole.
     Http(http::Response<Bytes>),
 }
 
@@ -125,12 +125,12 @@ impl Answer {
 
 /// A plugin compiled and linked against comb's imports, ready to
 /// instantiate: a component of comb's `plugin` world, or a standard
-/// `wasi:http/proxy` one.
+/// `wasi:http` one (WASI 0.2 or 0.3).
 pub(crate) enum PreparedPlugin {
     /// comb's world: a manifest and a handler.
     Comb(PluginPre<InvocationState>),
-    /// `wasi:http/proxy`: an incoming handler (see [`proxy`]).
-    Proxy(ProxyPre<InvocationState>),
+    /// A standard `wasi:http` component, WASI 0.2 or 0.3 (see [`proxy`]).
+    Proxy(ProxyPre),
 }
 
 /// The engine and linker shared by every plugin.
@@ -216,6 +216,8 @@ impl Runtime {
         // callback decides to yield or to interrupt. Cheaper than fuel, and
         // it bounds wall-clock time, which is what callers wait on.
         config.epoch_interruption(true);
+        // WASI 0.3 components: async exports, streams and futures.
+        config.wasm_component_model_async(true);
         // Fuel counts instructions: deterministic, but it costs on every
         // call, so it is on only when asked for.
         config.consume_fuel(settings.fuel);
@@ -284,18 +286,15 @@ impl Runtime {
                 .zip(self.cache.as_ref())
                 .map(|(before, cache)| cache.cache_hits() > before),
         };
+        let pre = self.linker.instantiate_pre(&component)?;
+        if let Some(proxy) = ProxyPre::new(&pre) {
+            return Ok((PreparedPlugin::Proxy(proxy?), compiled));
+        }
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        let pre = self.linker.instantiate_pre(&component)?;
-        if exports
-            .iter()
-            .any(|name| name.starts_with(proxy::INCOMING_HANDLER))
-        {
-            return Ok((PreparedPlugin::Proxy(ProxyPre::new(pre)?), compiled));
-        }
         let pre = PluginPre::new(pre).map_err(|error| {
             // Say what the component does export: typically the same
             // interfaces at another version of the WIT package.

@@ -1,29 +1,72 @@
-//! Standard `wasi:http/proxy` components, served unmodified — what
-//! `wasmtime serve` and Spin run. comb hands such a component the request
-//! as a `wasi:http` incoming request and reads the response it sets, under
-//! the same invocation span, limits, sandbox, logs and outgoing-call spans
-//! as a comb plugin. It has no manifest: comb names it after its file and
+//! Standard `wasi:http` components, served unmodified — what `wasmtime
+//! serve` and Spin run: a WASI 0.2 `wasi:http/proxy` component (its
+//! `incoming-handler`) or a WASI 0.3 `wasi:http/service` one (its async
+//! `handler`, what spin-sdk 6 and later build). comb hands such a component
+//! the request as it arrived and reads the response it answers, under the
+//! same invocation span, limits, sandbox, logs and outgoing-call spans as a
+//! comb plugin. It has no manifest: comb names it after its file and
 //! serves it, by default, on every method under `/NAME/...`.
 
 use bytes::{Bytes, BytesMut};
+use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use opentelemetry::Context;
-use wasmtime::Store;
-use wasmtime_wasi_http::{
-    WasiHttpView,
-    p2::bindings::{ProxyPre, http::types::Scheme},
-};
+use wasmtime::{Store, component::InstancePre};
+use wasmtime_wasi_http::{WasiHttpView, p2::bindings::http::types::Scheme, p3};
 
 use super::{HandlerError, InvokeError, Manifest, Route, state::InvocationState};
 use crate::spans;
 
-/// The export that makes a component a proxy, at any 0.2 version.
-pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+/// The export that makes a component a WASI 0.2 proxy, at any 0.2 version.
+const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
-/// The manifest comb gives a proxy component from the file named `stem`:
+/// The export that makes a component a WASI 0.3 service, at any 0.3 version.
+const HANDLER: &str = "wasi:http/handler@0.3";
+
+/// A standard `wasi:http` component, linked and ready to instantiate.
+pub(crate) enum ProxyPre {
+    /// WASI 0.2: `wasi:http/proxy`.
+    P2(wasmtime_wasi_http::p2::bindings::ProxyPre<InvocationState>),
+    /// WASI 0.3: `wasi:http/service`.
+    P3(p3::bindings::ServicePre<InvocationState>),
+}
+
+impl ProxyPre {
+    /// The component in `pre` as a `wasi:http` component, or `None` when it
+    /// exports no `wasi:http` handler (so it may be a comb plugin).
+    pub(crate) fn new(pre: &InstancePre<InvocationState>) -> Option<wasmtime::Result<Self>> {
+        let engine = pre.engine();
+        let exports = pre.component().component_type();
+        let mut exports = exports.exports(engine);
+        exports.find_map(|(name, _)| {
+            if name.starts_with(INCOMING_HANDLER) {
+                let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone());
+                Some(pre.map(ProxyPre::P2))
+            } else if name.starts_with(HANDLER) {
+                Some(p3::bindings::ServicePre::new(pre.clone()).map(ProxyPre::P3))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The world it serves, as its docs name it.
+    fn world(&self) -> &'static str {
+        match self {
+            ProxyPre::P2(_) => "wasi:http/proxy",
+            ProxyPre::P3(_) => "wasi:http/service",
+        }
+    }
+}
+
+/// The manifest comb gives the component `pre` from the file named `stem`:
 /// its name is the stem in lower case, anything but letters, digits, `_`
 /// and `-` turned into `-` (`Hello.v2` serves `/hello-v2/...`).
-pub(crate) fn manifest(stem: &str) -> Manifest {
+pub(crate) fn manifest(stem: &str, pre: &ProxyPre) -> Manifest {
+    named(stem, pre.world())
+}
+
+fn named(stem: &str, world: &str) -> Manifest {
     let name: String = stem
         .chars()
         .map(|c| match c.to_ascii_lowercase() {
@@ -39,7 +82,7 @@ pub(crate) fn manifest(stem: &str) -> Manifest {
         }],
         name,
         version: "0.0.0".to_owned(),
-        description: Some("a wasi:http/proxy component".to_owned()),
+        description: Some(format!("a {world} component")),
     }
 }
 
@@ -49,16 +92,25 @@ pub(crate) fn manifest(stem: &str) -> Manifest {
 /// body is read up to `max_body + 1` bytes (enough for the caller to see it
 /// is too large, never more) and until `deadline`.
 pub(crate) async fn call(
-    pre: &ProxyPre<InvocationState>,
+    pre: &ProxyPre,
     store: &mut Store<InvocationState>,
-    mut request: http::Request<Bytes>,
+    request: http::Request<Bytes>,
     invocation: &Context,
     max_body: usize,
     deadline: std::time::Instant,
 ) -> Result<Result<http::Response<Bytes>, InvokeError>, wasmtime::Error> {
-    let proxy = pre.instantiate_async(&mut *store).await?;
-    // wasi:http needs an authority, from the URI or a readable `host`;
-    // an HTTP/1.0 client may send none.
+    let request = as_received(request, invocation);
+    let answered = match pre {
+        ProxyPre::P2(pre) => call_p2(pre, store, request, max_body, deadline).await?,
+        ProxyPre::P3(pre) => call_p3(pre, store, request, max_body, deadline).await?,
+    };
+    Ok(answered.map_err(|message| InvokeError::Guest(HandlerError::Internal(message))))
+}
+
+/// The request a component is handed: an authority, which wasi:http needs
+/// (from the URI or a readable `host`; an HTTP/1.0 client may send none),
+/// and the invocation's trace context.
+fn as_received(mut request: http::Request<Bytes>, invocation: &Context) -> http::Request<Bytes> {
     let has_authority = request.uri().authority().is_some()
         || (request.headers().get(http::header::HOST)).is_some_and(|host| host.to_str().is_ok());
     if !has_authority {
@@ -68,6 +120,19 @@ pub(crate) async fn call(
         );
     }
     spans::inject(invocation, request.headers_mut());
+    request
+}
+
+/// A WASI 0.2 proxy: the guest sets the response through an outparam and
+/// may go on writing the body after it returns.
+async fn call_p2(
+    pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<InvocationState>,
+    store: &mut Store<InvocationState>,
+    request: http::Request<Bytes>,
+    max_body: usize,
+    deadline: std::time::Instant,
+) -> wasmtime::Result<Result<http::Response<Bytes>, String>> {
+    let proxy = pre.instantiate_async(&mut *store).await?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (incoming, outparam) = {
         let mut http = store.data_mut().http();
@@ -87,39 +152,91 @@ pub(crate) async fn call(
             Ok(Err(code)) => return Err(format!("the component answered {code:?}")),
             Err(_) => return Err("the component returned without setting a response".to_owned()),
         };
-        let (parts, mut body) = response.into_parts();
-        let mut bytes = BytesMut::new();
-        while bytes.len() <= max_body {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        bytes.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(error)) => return Err(format!("reading the response body: {error}")),
-                None => break,
-            }
-        }
-        Ok(http::Response::from_parts(parts, bytes.freeze()))
+        let (parts, body) = response.into_parts();
+        let body = read_body(body, max_body).await?;
+        Ok(http::Response::from_parts(parts, body))
     };
     tokio::pin!(handled, read);
-    let read = tokio::select! {
+    Ok(tokio::select! {
         // A trap (the deadline, say) leaves the response channel open in
         // the store: stop at once instead of waiting on it.
         handled = &mut handled => {
             handled?;
             // The guest returned, so the response is set or never will be;
             // only a body the guest left unfinished could keep this open.
-            tokio::time::timeout_at(deadline.into(), read)
-                .await
-                .unwrap_or_else(|_| Err("the response body did not end by the deadline".to_owned()))
+            until(deadline, read).await
         }
         read = &mut read => {
             handled.await?;
             read
         }
-    };
-    Ok(read.map_err(|message| InvokeError::Guest(HandlerError::Internal(message))))
+    })
+}
+
+/// A WASI 0.3 service: the guest returns the response, its body a stream
+/// that the guest's own tasks may go on writing, so it is read while the
+/// store runs them.
+async fn call_p3(
+    pre: &p3::bindings::ServicePre<InvocationState>,
+    store: &mut Store<InvocationState>,
+    request: http::Request<Bytes>,
+    max_body: usize,
+    deadline: std::time::Instant,
+) -> wasmtime::Result<Result<http::Response<Bytes>, String>> {
+    let service = pre.instantiate_async(&mut *store).await?;
+    let (request, request_io) =
+        p3::Request::from_http(store.data_mut().http().hooks, request.map(Full::new));
+    store
+        .run_concurrent(async |accessor| {
+            let response = match service.handle(accessor, request).await? {
+                Ok(response) => response,
+                Err(code) => return Ok(Err(format!("the component answered {code:?}"))),
+            };
+            // Errors reading the request body reach the guest through the
+            // response's transmit future, as in `wasmtime serve`.
+            let response = accessor.with(|store| response.into_http(store, request_io))?;
+            let (parts, body) = response.into_parts();
+            let read = async {
+                Ok(http::Response::from_parts(
+                    parts,
+                    read_body(body, max_body).await?,
+                ))
+            };
+            Ok(until(deadline, read).await)
+        })
+        .await?
+}
+
+/// A response body read whole, or its first `max_body + 1` bytes.
+async fn read_body<B>(mut body: B, max_body: usize) -> Result<Bytes, String>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut bytes = BytesMut::new();
+    while bytes.len() <= max_body {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Some(Err(error)) => return Err(format!("reading the response body: {error}")),
+            None => break,
+        }
+    }
+    Ok(bytes.freeze())
+}
+
+/// `read`, unless the deadline passes first: a guest that leaves its body
+/// unfinished must not hold the call past it.
+async fn until<T>(
+    deadline: std::time::Instant,
+    read: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout_at(deadline.into(), read)
+        .await
+        .unwrap_or_else(|_| Err("the response body did not end by the deadline".to_owned()))
 }
 
 #[cfg(test)]
@@ -128,9 +245,13 @@ mod tests {
 
     #[test]
     fn a_proxy_is_named_and_routed_after_its_file() {
-        let manifest = manifest("Hello.v2");
+        let manifest = named("Hello.v2", "wasi:http/proxy");
         assert_eq!(manifest.name, "hello-v2");
         assert_eq!(manifest.routes[0].method, "*");
         assert_eq!(manifest.routes[0].pattern, "/hello-v2/...");
+        assert_eq!(
+            manifest.description.as_deref(),
+            Some("a wasi:http/proxy component")
+        );
     }
 }

@@ -193,6 +193,9 @@ impl GuestClock {
 pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    // WASI 0.3, for `wasi:http/service` components (see `proxy`).
+    wasmtime_wasi::p3::add_to_linker(linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(linker)?;
     span_api::add_to_linker(linker, InvocationState::span_api)?;
     guest_log::add_to_linker(linker, InvocationState::guest_log)
 }
