@@ -5,7 +5,9 @@ cache) and a restart's load (a warm one), sequential latency and server
 CPU per request, comb's RSS loaded and after the load. Twice: with a
 fresh instance per call (comb's default), then with the Python and
 JavaScript plugins reusing instances as their bundled sidecars ask
-(`max_instance_reuse_count`).
+(`max_instance_reuse_count`). Then the standard `wasi:http` components,
+the WASI 0.2 `wasi:http/proxy` test component next to its WASI 0.3
+`wasi:http/service` twin (same answer), beside the Rust home plugin.
 
 Usage: cargo build --release -p comb && cargo xtask plugins &&
        python3 tests/bench/languages.py [REQUESTS]
@@ -24,16 +26,21 @@ import time
 from neighbours import COMB, ROOT, free_port, get
 
 PLUGINS = [
-    # (file, route, language)
-    ("home_activities", "/api/activities/home", "Rust"),
-    ("home_activities_py", "/api/python/activities/home", "Python"),
-    ("notifications_activities", "/api/activities/notifications", "Rust"),
-    ("notifications_activities_js", "/api/js/activities/notifications", "JavaScript"),
+    # (folder under target/, file, route and its status, language or kind)
+    ("plugins", "home_activities", "/api/activities/home", 200, "Rust"),
+    ("plugins", "home_activities_py", "/api/python/activities/home", 200, "Python"),
+    ("plugins", "notifications_activities", "/api/activities/notifications", 200, "Rust"),
+    ("plugins", "notifications_activities_js", "/api/js/activities/notifications", 200, "JavaScript"),
+]
+WASI_HTTP = [
+    ("plugins", "home_activities", "/api/activities/home", 200, "comb"),
+    ("test-plugins", "proxy_hello", "/proxy_hello/bench", 201, "WASI 0.2"),
+    ("test-plugins", "service_hello", "/service_hello/bench", 201, "WASI 0.3"),
 ]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def start(folder, cache):
+def start(folder, cache, plugins):
     port, admin = free_port(), free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ROLLBAR_", "COMB_"))}
     clean.update(RUST_LOG="warn", OTEL_SDK_DISABLED="true")
@@ -44,7 +51,7 @@ def start(folder, cache):
     deadline = time.monotonic() + 300
     while True:
         try:
-            if all(get(port, route, timeout=5) == 200 for _, route, _ in PLUGINS):
+            if all(get(port, route, timeout=5) == status for _, _, route, status, _ in plugins):
                 return comb, port, admin
         except OSError:
             pass
@@ -75,26 +82,26 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def measure(folder, cache, requests):
+def measure(folder, cache, requests, plugins):
     """One comb over `folder`: compile times cold and cached, and per
     plugin latencies and CPU over three interleaved rounds."""
-    comb, _, admin = start(folder, cache)
+    comb, _, admin = start(folder, cache, plugins)
     cold = compile_ms(admin)
     comb.terminate()
     comb.wait()
-    comb, port, admin = start(folder, cache)
+    comb, port, admin = start(folder, cache, plugins)
     warm = compile_ms(admin)
     rss_loaded = status_kib(comb.pid, "VmRSS")
-    latencies = {name: [] for name, _, _ in PLUGINS}
-    cpu = {name: 0.0 for name, _, _ in PLUGINS}
+    latencies = {name: [] for _, name, _, _, _ in plugins}
+    cpu = {name: 0.0 for _, name, _, _, _ in plugins}
     # Three rounds, the plugins in turn within each: a slow moment of
     # this shared machine falls on every plugin alike.
     for _ in range(3):
-        for name, route, _ in PLUGINS:
+        for _, name, route, status, _ in plugins:
             before = cpu_seconds(comb.pid)
             for _ in range(requests):
                 started = time.perf_counter()
-                assert get(port, route) == 200
+                assert get(port, route) == status
                 latencies[name].append(time.perf_counter() - started)
             cpu[name] += cpu_seconds(comb.pid) - before
     rss_after = status_kib(comb.pid, "VmHWM")
@@ -111,21 +118,21 @@ def quantile(values, q):
 def main():
     requests = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     scratch = tempfile.mkdtemp(prefix="comb-bench-languages-")
-    built = os.path.join(ROOT, "target", "plugins")
     print(f"{'plugin':<30} {'language':<11} {'instances':<10} {'size MB':>8} {'compile s':>10} "
           f"{'cached ms':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
     try:
-        for mode in ("fresh", "reused"):
+        for mode, plugins in (("fresh", PLUGINS), ("reused", PLUGINS), ("wasi-http", WASI_HTTP)):
             folder = os.path.join(scratch, mode, "plugins")
             cache = os.path.join(scratch, mode, "cache")
             os.makedirs(folder)
-            for name, _, _ in PLUGINS:
+            for under, name, _, _, _ in plugins:
+                built = os.path.join(ROOT, "target", under)
                 shutil.copy(os.path.join(built, f"{name}.wasm"), folder)
                 sidecar = os.path.join(built, f"{name}.toml")
                 if mode == "reused" and os.path.exists(sidecar):
                     shutil.copy(sidecar, folder)
-            cold, warm, latencies, cpu, rss_loaded, rss_after = measure(folder, cache, requests)
-            for name, _, language in PLUGINS:
+            cold, warm, latencies, cpu, rss_loaded, rss_after = measure(folder, cache, requests, plugins)
+            for _, name, _, _, language in plugins:
                 samples = latencies[name]
                 size = os.path.getsize(os.path.join(folder, f"{name}.wasm"))
                 reused = os.path.exists(os.path.join(folder, f"{name}.toml"))
@@ -133,7 +140,7 @@ def main():
                       f"{size / 1e6:>8.1f} {cold[name] / 1000:>10.2f} "
                       f"{warm[name]:>10.1f} {quantile(samples, 0.5) * 1000:>8.2f} "
                       f"{quantile(samples, 0.99) * 1000:>8.2f} {cpu[name] / len(samples) * 1e6:>11.0f}")
-            print(f"comb RSS ({mode}): {rss_loaded / 1024:.0f} MiB with the four loaded, "
+            print(f"comb RSS ({mode}): {rss_loaded / 1024:.0f} MiB with the {len(plugins)} loaded, "
                   f"{rss_after / 1024:.0f} MiB at most after {3 * requests} requests each")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -173,4 +173,13 @@ async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
             .unwrap();
         assert_eq!(response.status(), 201, "{name}");
     }
+    // A WASI 0.3 body is written by the guest's own task after the
+    // response: one that never ends is cut off at the deadline.
+    let (status, body) = get_json(&comb.at("/service_hello/stall")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.to_string()
+            .contains("the response body did not end by the deadline"),
+        "{body}"
+    );
 }

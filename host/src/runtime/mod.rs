@@ -34,7 +34,7 @@ use opentelemetry::{Context, StringValue, global::BoxedTracer};
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
     PoolingAllocationConfig, Store, Trap, UpdateDeadline, WasmBacktrace,
-    component::{Component, Linker},
+    component::{Component, InstancePre, Linker},
 };
 
 pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
@@ -63,6 +63,10 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(20);
 /// More concurrent calls than this get 503, so the host's memory stays
 /// bounded at about slots × the memory limit.
 pub(crate) const POOL_INSTANCES: u32 = 256;
+
+/// Slots of the second engine's pool, for WASI 0.3 components (see
+/// [`Runtime`]): on top of [`POOL_INSTANCES`].
+const CONCURRENT_POOL_INSTANCES: u32 = 64;
 
 /// Linear memory (and table bytes) a pooling slot keeps resident between
 /// calls. Without it every call faults its pages in and every release
@@ -133,13 +137,32 @@ pub(crate) enum PreparedPlugin {
     Proxy(ProxyPre),
 }
 
-/// The engine and linker shared by every plugin.
+impl PreparedPlugin {
+    /// The engine it was compiled for, which its stores must come from.
+    fn engine(&self) -> &Engine {
+        match self {
+            PreparedPlugin::Comb(pre) => pre.engine(),
+            PreparedPlugin::Proxy(pre) => pre.engine(),
+        }
+    }
+}
+
+/// The engines and linkers shared by every plugin.
+///
+/// Two engines: WASI 0.3 components need the component model's concurrency
+/// (async exports, streams, futures), and a store of an engine with it
+/// costs every call — measured at +25–43 % CPU per request of a plain
+/// plugin (`tests/bench/throughput.py`, `BENCH_BASELINE`). So plugins and
+/// WASI 0.2 components run on an engine without it, and only a component
+/// that needs it (it fails to validate or link without) on the second.
 pub struct Runtime {
     /// Where a long call moves, so a busy guest never holds a worker that
     /// accepts connections and polls sockets.
     pool: GuestPool,
-    engine: Engine,
-    linker: Linker<InvocationState>,
+    /// The engine almost every plugin runs on.
+    sync: Linked,
+    /// The engine with the component model's concurrency, for WASI 0.3.
+    concurrent: Linked,
     /// Advances the epoch that deadlines are counted in; stops on drop.
     _ticker: EpochTicker,
     /// Whether instances come from the pooling allocator.
@@ -230,14 +253,13 @@ impl Runtime {
             None => None,
         };
         config.cache(cache.clone());
-        let (engine, pooled) = engine(config, settings)?;
-        let mut linker = Linker::new(&engine);
-        state::add_to_linker(&mut linker)?;
+        let (sync, pooled) = Linked::new(config.clone(), settings, false)?;
+        let (concurrent, _) = Linked::new(config, settings, true)?;
         Ok(Runtime {
-            pool: GuestPool::new(POOL_INSTANCES as usize + 16),
-            _ticker: EpochTicker::start(engine.clone()),
-            engine,
-            linker,
+            pool: GuestPool::new((POOL_INSTANCES + CONCURRENT_POOL_INSTANCES) as usize + 16),
+            _ticker: EpochTicker::start(vec![sync.engine.clone(), concurrent.engine.clone()]),
+            sync,
+            concurrent,
             pooled,
             fuel: settings.fuel,
             cache,
@@ -279,20 +301,26 @@ impl Runtime {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let hits_before = self.cache.as_ref().map(Cache::cache_hits);
         let started = Instant::now();
-        let component = Component::from_binary(&self.engine, wasm)?;
+        // A component that needs concurrency fails on the first engine
+        // (async lifts do not validate, WASI 0.3 imports do not link); one
+        // that fails on both is reported with the second's reason, whose
+        // linker has every import comb provides.
+        let (component, pre) = self
+            .sync
+            .link(wasm)
+            .or_else(|_| self.concurrent.link(wasm))?;
         let compiled = Compiled {
             duration: started.elapsed(),
             cache_hit: hits_before
                 .zip(self.cache.as_ref())
                 .map(|(before, cache)| cache.cache_hits() > before),
         };
-        let pre = self.linker.instantiate_pre(&component)?;
         if let Some(proxy) = ProxyPre::new(&pre) {
             return Ok((PreparedPlugin::Proxy(proxy?), compiled));
         }
         let exports: Vec<String> = component
             .component_type()
-            .exports(&self.engine)
+            .exports(pre.engine())
             .map(|(name, _)| name.to_owned())
             .collect();
         let pre = PluginPre::new(pre).map_err(|error| {
@@ -324,7 +352,7 @@ impl Runtime {
         };
         let file = StringValue::from(file.to_owned());
         let state = InvocationState::new(tracer, load, &file, &Sandbox::default(), &limits);
-        let mut store = self.store(state, &limits)?;
+        let mut store = self.store(pre.engine(), state, &limits)?;
         let describe = async {
             let plugin = pre.instantiate_async(&mut store).await?;
             plugin
@@ -398,7 +426,7 @@ impl Runtime {
         let fresh_store = |invocation| {
             let state =
                 InvocationState::new(tracer.clone(), invocation, plugin_name, sandbox, limits);
-            self.store(state, limits)
+            self.store(pre.engine(), state, limits)
                 .map_err(|error| InvokeError::Instantiate(format!("{error:#}")))
         };
         let pre = match pre {
@@ -501,10 +529,11 @@ impl Runtime {
     /// A store for one call under `limits`.
     fn store(
         &self,
+        engine: &Engine,
         state: InvocationState,
         limits: &Limits,
     ) -> wasmtime::Result<Store<InvocationState>> {
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
         store.call_hook(|mut context, hook| {
             context.data_mut().guest_clock.on(hook);
@@ -535,6 +564,41 @@ impl Runtime {
             store.set_fuel(fuel)?;
         }
         Ok(())
+    }
+}
+
+/// One engine, and comb's imports linked for it.
+struct Linked {
+    engine: Engine,
+    linker: Linker<InvocationState>,
+}
+
+impl Linked {
+    /// An engine from `config`, with the component model's concurrency
+    /// (and WASI 0.3) when `concurrent`; and whether it pools instances.
+    fn new(
+        mut config: Config,
+        settings: &EngineConfig,
+        concurrent: bool,
+    ) -> anyhow::Result<(Self, bool)> {
+        config.concurrency_support(concurrent);
+        config.wasm_component_model_async(concurrent);
+        let slots = if concurrent {
+            CONCURRENT_POOL_INSTANCES
+        } else {
+            POOL_INSTANCES
+        };
+        let (engine, pooled) = engine(config, settings, slots)?;
+        let mut linker = Linker::new(&engine);
+        state::add_to_linker(&mut linker, concurrent)?;
+        Ok((Linked { engine, linker }, pooled))
+    }
+
+    /// Compiles `wasm` and links it.
+    fn link(&self, wasm: &[u8]) -> wasmtime::Result<(Component, InstancePre<InvocationState>)> {
+        let component = Component::from_binary(&self.engine, wasm)?;
+        let pre = self.linker.instantiate_pre(&component)?;
+        Ok((component, pre))
     }
 }
 
@@ -604,14 +668,18 @@ fn is_pool_exhausted(error: &wasmtime::Error) -> bool {
 /// of mmap calls, and the host's memory has a hard bound. Where virtual
 /// memory is too tight (a container with a low ulimit), fall back to
 /// allocating on demand, with one log line.
-fn engine(mut config: Config, settings: &EngineConfig) -> anyhow::Result<(Engine, bool)> {
+fn engine(
+    mut config: Config,
+    settings: &EngineConfig,
+    slots: u32,
+) -> anyhow::Result<(Engine, bool)> {
     if settings.pooling {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
-            .total_stacks(POOL_INSTANCES)
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(slots * 2)
+            .total_tables(slots * CORE_INSTANCES_PER_COMPONENT)
+            .total_stacks(slots)
             .max_memory_size(settings.max_memory_bytes)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(KEEP_RESIDENT_BYTES / 16)
@@ -628,7 +696,7 @@ fn engine(mut config: Config, settings: &EngineConfig) -> anyhow::Result<(Engine
     Ok((Engine::new(&config)?, false))
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread,
+/// Advances the engines' epoch every [`EPOCH_TICK`] on its own thread,
 /// which it joins when dropped.
 struct EpochTicker {
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -636,7 +704,7 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    fn start(engines: Vec<Engine>) -> Self {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
@@ -644,7 +712,7 @@ impl EpochTicker {
             .spawn(move || {
                 while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    engines.iter().for_each(Engine::increment_epoch);
                 }
             })
             .expect("spawning the epoch thread");

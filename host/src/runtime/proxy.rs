@@ -12,7 +12,11 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use opentelemetry::Context;
 use wasmtime::{Store, component::InstancePre};
-use wasmtime_wasi_http::{WasiHttpView, p2::bindings::http::types::Scheme, p3};
+use wasmtime_wasi_http::{
+    WasiHttpView,
+    p2::{self, bindings::http::types::Scheme},
+    p3,
+};
 
 use super::{HandlerError, InvokeError, Manifest, Route, state::InvocationState};
 use crate::spans;
@@ -26,7 +30,7 @@ const HANDLER: &str = "wasi:http/handler@0.3";
 /// A standard `wasi:http` component, linked and ready to instantiate.
 pub(crate) enum ProxyPre {
     /// WASI 0.2: `wasi:http/proxy`.
-    P2(wasmtime_wasi_http::p2::bindings::ProxyPre<InvocationState>),
+    P2(p2::bindings::ProxyPre<InvocationState>),
     /// WASI 0.3: `wasi:http/service`.
     P3(p3::bindings::ServicePre<InvocationState>),
 }
@@ -35,19 +39,25 @@ impl ProxyPre {
     /// The component in `pre` as a `wasi:http` component, or `None` when it
     /// exports no `wasi:http` handler (so it may be a comb plugin).
     pub(crate) fn new(pre: &InstancePre<InvocationState>) -> Option<wasmtime::Result<Self>> {
-        let engine = pre.engine();
-        let exports = pre.component().component_type();
-        let mut exports = exports.exports(engine);
+        let component = pre.component().component_type();
+        let mut exports = component.exports(pre.engine());
         exports.find_map(|(name, _)| {
             if name.starts_with(INCOMING_HANDLER) {
-                let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone());
-                Some(pre.map(ProxyPre::P2))
+                Some(p2::bindings::ProxyPre::new(pre.clone()).map(ProxyPre::P2))
             } else if name.starts_with(HANDLER) {
                 Some(p3::bindings::ServicePre::new(pre.clone()).map(ProxyPre::P3))
             } else {
                 None
             }
         })
+    }
+
+    /// The engine it was compiled for.
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            ProxyPre::P2(pre) => pre.engine(),
+            ProxyPre::P3(pre) => pre.engine(),
+        }
     }
 
     /// The world it serves, as its docs name it.
@@ -126,7 +136,7 @@ fn as_received(mut request: http::Request<Bytes>, invocation: &Context) -> http:
 /// A WASI 0.2 proxy: the guest sets the response through an outparam and
 /// may go on writing the body after it returns.
 async fn call_p2(
-    pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<InvocationState>,
+    pre: &p2::bindings::ProxyPre<InvocationState>,
     store: &mut Store<InvocationState>,
     request: http::Request<Bytes>,
     max_body: usize,

@@ -189,13 +189,19 @@ impl GuestClock {
     }
 }
 
-/// Links every host capability a plugin may import.
-pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+/// Links every host capability a plugin may import; WASI 0.3 too when the
+/// linker's engine has the component model's concurrency.
+pub(super) fn add_to_linker(
+    linker: &mut Linker<InvocationState>,
+    concurrent: bool,
+) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     // WASI 0.3, for `wasi:http/service` components (see `proxy`).
-    wasmtime_wasi::p3::add_to_linker(linker)?;
-    wasmtime_wasi_http::p3::add_to_linker(linker)?;
+    if concurrent {
+        wasmtime_wasi::p3::add_to_linker(linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(linker)?;
+    }
     span_api::add_to_linker(linker, InvocationState::span_api)?;
     guest_log::add_to_linker(linker, InvocationState::guest_log)
 }

@@ -3,7 +3,8 @@
 //! request with what it saw — method, path with query, `traceparent`, body
 //! length — and logs one line to stdout; the bytes of an `x-echo` request
 //! header come back in an `x-echo` response header, untouched; a path
-//! ending in `/loop` loops forever, one ending in `/panic` panics;
+//! ending in `/loop` loops forever, one ending in `/panic` panics, one
+//! ending in `/stall` starts its body and never finishes it;
 //! `/service_hello/fetch/HOST:PORT/PATH` makes an outgoing
 //! `GET http://HOST:PORT/PATH` with `wasi:http/client` and answers its
 //! status and body (502 and the error code when it fails). The body is
@@ -60,8 +61,26 @@ impl Guest for ServiceHello {
         let text = format!(
             "method={method}\npath={path}\ntraceparent={traceparent}\nbody={body_length}\n"
         );
+        if path.ends_with("/stall") {
+            return Ok(stall());
+        }
         Ok(respond(201, echoes.collect(), text))
     }
+}
+
+/// A response whose body starts and then does not end for an hour: its
+/// writer sleeps (on the host's clock), holding the stream open.
+fn stall() -> Response {
+    let (mut body, contents) = wit_stream::new();
+    let (trailers_sender, trailers) = wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(Fields::new(), Some(contents), trailers);
+    wit_bindgen::spawn_local(async move {
+        body.write_all(b"partial".to_vec()).await;
+        const HOUR_NS: u64 = 3_600 * 1_000_000_000;
+        wasip3::clocks::monotonic_clock::wait_for(HOUR_NS).await;
+        drop((body, trailers_sender));
+    });
+    response
 }
 
 /// A text response with `x-proxy: hello` and `headers`, its body written by
