@@ -10,7 +10,7 @@ the WASI 0.2 `wasi:http/proxy` test component next to its WASI 0.3
 `wasi:http/service` twin (same answer), beside the Rust home plugin.
 
 Usage: cargo build --release -p comb && cargo xtask plugins &&
-       python3 tests/bench/languages.py [REQUESTS]
+       python3 tests/bench/languages.py [REQUESTS] [fresh|reused|wasi-http ...]
 All traffic is on loopback; the run is bounded (REQUESTS per route per
 round, three rounds).
 """
@@ -121,7 +121,8 @@ def main():
     print(f"{'plugin':<30} {'language':<11} {'instances':<10} {'size MB':>8} {'compile s':>10} "
           f"{'cached ms':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
     try:
-        for mode, plugins in (("fresh", PLUGINS), ("reused", PLUGINS), ("wasi-http", WASI_HTTP)):
+        modes = (("fresh", PLUGINS), ("reused", PLUGINS), ("wasi-http", WASI_HTTP))
+        for mode, plugins in [m for m in modes if m[0] in (sys.argv[2:] or [m[0]])]:
             folder = os.path.join(scratch, mode, "plugins")
             cache = os.path.join(scratch, mode, "cache")
             os.makedirs(folder)

@@ -1,5 +1,5 @@
-//! The wasmtime side of comb: one engine and one linker for all plugins, a
-//! fresh store and instance per call (or a warm one, for a plugin whose
+//! The wasmtime side of comb: one engine and linker for all plugins (and a
+//! second for WASI 0.3 components: [`Runtime`] says why), a fresh store and instance per call (or a warm one, for a plugin whose
 //! sidecar opts into reuse: [`warm`]).
 //!
 //! Following wasmtime's own `serve`: compile a component once, link it once
