@@ -82,7 +82,7 @@ pub struct Limits {
     pub telemetry: TelemetryLimits,
     /// Calls one instance may serve: 1, the default, is a fresh instance
     /// per call. More keeps instances warm between calls
-    /// ([`crate::runtime::warm`]), for large guests (Python, JavaScript)
+    /// (`runtime::warm`), for large guests (Python, JavaScript)
     /// whose instantiation costs more than their handler.
     pub max_instance_reuse_count: u32,
 }
@@ -176,7 +176,7 @@ pub struct LimitsOverride {
     /// Milliseconds for a whole outgoing call.
     pub http_timeout_ms: Option<u64>,
     /// Calls one instance may serve before a fresh one replaces it; above 1
-    /// the plugin's own state outlives a call (see [`crate::runtime::warm`]).
+    /// the plugin's own state outlives a call (see `runtime::warm`).
     pub max_instance_reuse_count: Option<u32>,
 }
 

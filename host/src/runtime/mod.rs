@@ -1,15 +1,15 @@
 //! The wasmtime side of comb: one engine and linker for all plugins (and a
 //! second for WASI 0.3 components: [`Runtime`] says why), a fresh store and instance per call (or a warm one, for a plugin whose
-//! sidecar opts into reuse: [`warm`]).
+//! sidecar opts into reuse: `warm`).
 //!
 //! Following wasmtime's own `serve`: compile a component once, link it once
 //! into an [`InstancePre`](wasmtime::component::InstancePre) (here the
-//! generated [`PluginPre`], or a [`ProxyPre`] for a standard
+//! generated [`PluginPre`], or a `proxy::ProxyPre` for a standard
 //! `wasi:http` component), then per request create a `Store`,
 //! instantiate from the pre-linked component and call the export. A fresh instance per
 //! request is comb's isolation promise: nothing leaks between requests —
 //! unless a plugin's deployer trades it, for that plugin's own calls only,
-//! for speed ([`warm`]).
+//! for speed (`warm`).
 //! The deadline bounds the whole call, host calls included, and a long
 //! call moves off the request path's threads (`guest_pool`).
 
