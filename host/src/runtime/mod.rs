@@ -3,7 +3,7 @@
 //! sidecar opts into reuse: `warm`).
 //!
 //! Following wasmtime's own `serve`: compile a component once, link it once
-//! into an [`InstancePre`](wasmtime::component::InstancePre) (here the
+//! into an [`InstancePre`] (here the
 //! generated [`PluginPre`], or a `proxy::ProxyPre` for a standard
 //! `wasi:http` component), then per request create a `Store`,
 //! instantiate from the pre-linked component and call the export. A fresh instance per
