@@ -1,6 +1,7 @@
 //! The wasmtime side of comb: one engine and linker for all plugins (and a
-//! second for WASI 0.3 components: [`Runtime`] says why), a fresh store and instance per call (or a warm one, for a plugin whose
-//! sidecar opts into reuse: `warm`).
+//! second for WASI 0.3 components: [`Runtime`] says why), a fresh store
+//! and instance per call (or a warm one, for a plugin whose sidecar opts
+//! into reuse: `warm`).
 //!
 //! Following wasmtime's own `serve`: compile a component once, link it once
 //! into an [`InstancePre`] (here the
@@ -239,8 +240,6 @@ impl Runtime {
         // callback decides to yield or to interrupt. Cheaper than fuel, and
         // it bounds wall-clock time, which is what callers wait on.
         config.epoch_interruption(true);
-        // WASI 0.3 components: async exports, streams and futures.
-        config.wasm_component_model_async(true);
         // Fuel counts instructions: deterministic, but it costs on every
         // call, so it is on only when asked for.
         config.consume_fuel(settings.fuel);
@@ -301,14 +300,7 @@ impl Runtime {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let hits_before = self.cache.as_ref().map(Cache::cache_hits);
         let started = Instant::now();
-        // A component that needs concurrency fails on the first engine
-        // (async lifts do not validate, WASI 0.3 imports do not link); one
-        // that fails on both is reported with the second's reason, whose
-        // linker has every import comb provides.
-        let (component, pre) = self
-            .sync
-            .link(wasm)
-            .or_else(|_| self.concurrent.link(wasm))?;
+        let (component, pre) = self.link(wasm)?;
         let compiled = Compiled {
             duration: started.elapsed(),
             cache_hit: hits_before
@@ -334,6 +326,22 @@ impl Runtime {
             anyhow::Error::from(error).context(format!("the component exports {exports}"))
         })?;
         Ok((PreparedPlugin::Comb(pre), compiled))
+    }
+
+    /// Compiles and links `wasm` on the engine it needs. A component that
+    /// needs concurrency fails on the first engine before anything is
+    /// compiled (async lifts and streams do not validate), or links there
+    /// only if it imports WASI 0.3; any other failure is the component's
+    /// own, reported without compiling it a second time.
+    fn link(&self, wasm: &[u8]) -> wasmtime::Result<(Component, InstancePre<InvocationState>)> {
+        let Ok(component) = Component::from_binary(&self.sync.engine, wasm) else {
+            return self.concurrent.link(wasm);
+        };
+        match self.sync.linker.instantiate_pre(&component) {
+            Ok(pre) => Ok((component, pre)),
+            Err(_) if imports_wasi_0_3(&component, &self.sync.engine) => self.concurrent.link(wasm),
+            Err(error) => Err(error),
+        }
     }
 
     /// Calls the plugin's `manifest.describe` in a throwaway instance whose
@@ -602,6 +610,14 @@ impl Linked {
     }
 }
 
+/// Whether `component` imports an interface of WASI 0.3 (`wasi:…@0.3.x`).
+fn imports_wasi_0_3(component: &Component, engine: &Engine) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("wasi:") && name.contains("@0.3."))
+}
+
 /// A failed instantiation (or proxy call) as an [`InvokeError`]: every
 /// pool slot busy, a trap (with the guest's panic message), or else a
 /// failure to instantiate.
@@ -735,6 +751,46 @@ impl Drop for EpochTicker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runtime() -> Runtime {
+        Runtime::new(&EngineConfig {
+            cache_dir: None,
+            max_memory_bytes: crate::limits::DEFAULT_MEMORY_BYTES,
+            fuel: false,
+            pooling: false,
+        })
+        .unwrap()
+    }
+
+    /// Why `prepare` refused `wat`.
+    fn refusal(wat: &str) -> String {
+        let wasm = wat::parse_str(wat).unwrap();
+        match runtime().prepare(&wasm) {
+            Ok(_) => panic!("prepared"),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    #[test]
+    fn a_component_importing_wasi_0_3_links_on_the_concurrent_engine() {
+        // Valid without the component model's concurrency (a sync
+        // function), but only the second engine's linker has WASI 0.3: it
+        // links there, and then fails only for lacking comb's exports.
+        let reason = refusal(
+            r#"(component
+                (import "wasi:random/random@0.3.0"
+                    (instance (export "get-random-u64" (func (result u64))))))"#,
+        );
+        assert!(reason.contains("the component exports nothing"), "{reason}");
+        // An import comb has on neither engine is the component's own
+        // failure, named.
+        let reason = refusal(
+            r#"(component
+                (import "example:nope/thing@1.0.0"
+                    (instance (export "f" (func)))))"#,
+        );
+        assert!(reason.contains("example:nope/thing@1.0.0"), "{reason}");
+    }
 
     #[test]
     fn panic_message_wins_over_the_trap() {
