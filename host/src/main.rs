@@ -20,6 +20,9 @@ use tracing_subscriber::{EnvFilter, prelude::*};
 /// comb's log level when `RUST_LOG` is not set: comb at info; its
 /// libraries (the OTel SDK, wasmtime) only when something goes wrong, such
 /// as a failed export or a full span queue.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const DEFAULT_LOG_FILTER: &str = "warn,comb=info";
 
 /// The same when traces are exported: the per-request access log
