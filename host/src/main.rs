@@ -17,12 +17,19 @@ use comb::{
 };
 use tracing_subscriber::{EnvFilter, prelude::*};
 
-/// comb's log level when `RUST_LOG` is not set: comb at info; its
-/// libraries (the OTel SDK, wasmtime) only when something goes wrong, such
-/// as a failed export or a full span queue.
+/// jemalloc, with its default settings: a request allocates and frees
+/// hundreds of small objects across Tokio's workers, the guest pool and the
+/// span threads; glibc's malloc and free took ~12 % of its CPU.
+/// Measured in one run (tests/bench/throughput.py): 1.20x req/s tracing
+/// off, 1.37x traced; RSS with every bundled plugin +15-20 %. mimalloc was
+/// faster still but kept ~260 MiB more after plugin loads; jemalloc's
+/// background threads doubled RSS. See docs/performance.md.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// comb's log level when `RUST_LOG` is not set: comb at info; its
+/// libraries (the OTel SDK, wasmtime) only when something goes wrong, such
+/// as a failed export or a full span queue.
 const DEFAULT_LOG_FILTER: &str = "warn,comb=info";
 
 /// The same when traces are exported: the per-request access log

@@ -22,7 +22,7 @@ use opentelemetry_sdk::{
         exporter::PushMetricExporter,
     },
     propagation::{BaggagePropagator, TraceContextPropagator},
-    trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter},
+    trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter},
 };
 
 use crate::{
@@ -90,8 +90,15 @@ impl Telemetry {
         let target = config.otlp_target(Signal::Traces);
         if let Some(target) = &target {
             let exporter = span_exporter(target)?;
-            tracing = tracing
-                .with_span_processor(BatchSpanProcessor::builder(OnRuntime::new(exporter)).build());
+            let batch = BatchConfigBuilder::default()
+                .with_max_queue_size(config.bsp_max_queue_size)
+                .with_max_export_batch_size(config.bsp_max_export_batch_size)
+                .build();
+            tracing = tracing.with_span_processor(
+                BatchSpanProcessor::builder(OnRuntime::new(exporter))
+                    .with_batch_config(batch)
+                    .build(),
+            );
         }
         let tracer_provider = tracing.build();
         global::set_tracer_provider(tracer_provider.clone());

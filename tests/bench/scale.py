@@ -106,8 +106,9 @@ class Server:
 
     def __init__(self, command, env=None, ready="/api/activities/home"):
         self.port = free_port()
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(command(self.port), env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, stderr=self.log)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(self.url + ready)
 
@@ -120,6 +121,10 @@ class Server:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.log.seek(0)
+        found = re.search(r"dropped_span_count=(\d+)", self.log.read())
+        # Spans the batch processor dropped (queue full), from its warning at shutdown.
+        self.dropped_spans = int(found.group(1)) if found else 0
 
 
 def comb(binary, folder, cache, env_extra):
@@ -148,6 +153,7 @@ def main():
                 wait_for(server.url + "/api/python/activities/home")
         curve = {}
         mixed = {}
+        dropped = {}
         for _ in range(ROUNDS):
             with Server(lambda port: [NATIVE, f"127.0.0.1:{port}"]) as native:
                 for n in CONNECTIONS:
@@ -160,6 +166,7 @@ def main():
                         for n in CONNECTIONS:
                             curve.setdefault((name, n), []).append(
                                 load(server.url + "/api/activities/home", server.process.pid, n))
+                    dropped[name] = dropped.get(name, 0) + server.dropped_spans
                     with comb(binary, PLUGINS, cache, env) as server:
                         pid = server.process.pid
                         wait_for(server.url + "/api/python/activities/home")
@@ -169,14 +176,15 @@ def main():
                         result["rss_peak_mib"] = rss_mib(pid, "VmHWM")
                         time.sleep(5)
                         result["rss_idle_mib"] = rss_mib(pid)
-                        mixed.setdefault(name, []).append(result)
-        report(curve, mixed)
+                    result["dropped_spans"] = server.dropped_spans
+                    mixed.setdefault(name, []).append(result)
+        report(curve, mixed, dropped)
         os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
         with open(os.path.join(ROOT, "target", "bench", "scale.json"), "w") as f:
             json.dump({"rounds": ROUNDS, "duration": DURATION,
                        "curve": [{"variant": v, "connections": n, "runs": r}
                                  for (v, n), r in curve.items()],
-                       "mixed": mixed}, f, indent=2)
+                       "mixed": mixed, "curve_dropped_spans": dropped}, f, indent=2)
     finally:
         sink_process.terminate()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -186,7 +194,7 @@ def median(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
-def report(curve, mixed):
+def report(curve, mixed, dropped):
     print(f"Scale curve: wrk -d{DURATION} on GET /api/activities/home, {ROUNDS} interleaved rounds (medians)\n")
     print("| variant | connections | req/s | vs native | p50 ms | p99 ms | p99/p50 | CPU µs/req | RSS MiB | non-2xx |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -196,15 +204,18 @@ def report(curve, mixed):
         print(f"| {name} | {n} | {rps:.0f} | {rps / native:.2f} | {p50:.2f} | {p99:.2f} | "
               f"{p99 / p50:.1f} | {median(runs, 'cpu_us_per_request'):.1f} | "
               f"{median(runs, 'rss_mib'):.0f} | {sum(r['errors'] for r in runs)} |")
+    print("\nSpans the batch processor dropped over the curve (all rounds): "
+          + ", ".join(f"{name}: {count}" for name, count in dropped.items()))
     print(f"\nMixed workload: the ten Cruddur routes in turn, every bundled plugin loaded, "
           f"wrk -c{MIXED_CONNECTIONS} -d{DURATION} (medians)\n")
-    print("| variant | req/s | p50 ms | p99 ms | CPU µs/req | RSS loaded | RSS peak | RSS 5 s idle | non-2xx |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| variant | req/s | p50 ms | p99 ms | CPU µs/req | RSS loaded | RSS peak | RSS 5 s idle | non-2xx | spans dropped |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, runs in mixed.items():
         print(f"| {name} | {median(runs, 'rps'):.0f} | {median(runs, 'p50_ms'):.2f} | "
               f"{median(runs, 'p99_ms'):.2f} | {median(runs, 'cpu_us_per_request'):.1f} | "
               f"{median(runs, 'rss_loaded_mib'):.0f} MiB | {median(runs, 'rss_peak_mib'):.0f} MiB | "
-              f"{median(runs, 'rss_idle_mib'):.0f} MiB | {sum(r['errors'] for r in runs)} |")
+              f"{median(runs, 'rss_idle_mib'):.0f} MiB | {sum(r['errors'] for r in runs)} | "
+              f"{sum(r['dropped_spans'] for r in runs)} |")
 
 
 if __name__ == "__main__":

@@ -680,6 +680,26 @@ mod tests {
     }
 
     #[test]
+    fn the_span_queue_holds_a_loaded_second_of_spans_unless_set() {
+        let default = telemetry(&[]);
+        assert_eq!(
+            (
+                default.bsp_max_queue_size,
+                default.bsp_max_export_batch_size
+            ),
+            (8192, 2048)
+        );
+        let set = telemetry(&[
+            "--otel-bsp-max-queue-size=100",
+            "--otel-bsp-max-export-batch-size=10",
+        ]);
+        assert_eq!(
+            (set.bsp_max_queue_size, set.bsp_max_export_batch_size),
+            (100, 10)
+        );
+    }
+
+    #[test]
     fn compression_is_per_signal_over_the_general_setting() {
         let config = telemetry(&[
             "--otlp-endpoint=http://collector:4318",

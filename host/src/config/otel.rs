@@ -239,6 +239,30 @@ pub struct TelemetryConfig {
     )]
     pub span_attribute_count_limit: usize,
 
+    /// Ended spans waiting for export; past it, spans are dropped (counted
+    /// in the log). The SDK's default is 2048; comb ends three spans per
+    /// request, and at 10 000+ requests a second on two cores a queue of
+    /// 2048 overflowed between two exports to a healthy local collector
+    /// (~18 % of spans lost; see docs/performance.md).
+    #[arg(
+        long = "otel-bsp-max-queue-size",
+        env = "OTEL_BSP_MAX_QUEUE_SIZE",
+        default_value_t = 8192,
+        value_name = "N"
+    )]
+    pub bsp_max_queue_size: usize,
+
+    /// Spans per export request (the SDK's default is 512). Exports go out
+    /// one at a time, so the batch bounds how many spans a second reach
+    /// the collector; larger requests are still cut at about 1 MiB.
+    #[arg(
+        long = "otel-bsp-max-export-batch-size",
+        env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        default_value_t = 2048,
+        value_name = "N"
+    )]
+    pub bsp_max_export_batch_size: usize,
+
     /// How often metrics are exported, in milliseconds.
     #[arg(
         long = "metric-export-interval",

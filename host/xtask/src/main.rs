@@ -14,7 +14,8 @@
 //! - `cargo xtask new NAME [--lang rust|python|js]`: start a plugin (it
 //!   builds, serves `GET /NAME` and traces) under `plugins/`.
 //! - `cargo xtask bench`: release builds, then comb against native axum under
-//!   wrk (tests/bench/throughput.py), neighbours' latency while guests
+//!   wrk (tests/bench/throughput.py), the scale curve and a mixed workload
+//!   (tests/bench/scale.py), neighbours' latency while guests
 //!   loop (tests/bench/neighbours.py) and during a storm of failures
 //!   reported to Rollbar (tests/bench/storm.py), and the Rust, Python and
 //!   JavaScript plugins side by side (tests/bench/languages.py).
@@ -120,10 +121,12 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             if status(harness)? != ExitCode::SUCCESS {
                 return Ok(ExitCode::FAILURE);
             }
-            // Neighbours' latency while guests loop on every core, then
-            // while a storm of panics is reported to a slow Rollbar.
-            // Then what a plugin costs in each language.
+            // How cost grows with connections and over the ten routes;
+            // neighbours' latency while guests loop on every core, then
+            // while a storm of panics is reported to a slow Rollbar; then
+            // what a plugin costs in each language.
             for script in [
+                "tests/bench/scale.py",
                 "tests/bench/neighbours.py",
                 "tests/bench/storm.py",
                 "tests/bench/languages.py",
