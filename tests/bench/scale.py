@@ -28,12 +28,11 @@ import subprocess
 import tempfile
 import time
 
-from throughput import (COMB, NATIVE, PLUGIN, ROOT, cpu_seconds, free_port, start_sink,
-                        to_ms, wait_for)
+import throughput
+from throughput import COMB, NATIVE, PLUGIN, ROOT, free_port, start_sink, wait_for
 
 BASELINE = os.environ.get("BENCH_BASELINE")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
-DURATION = os.environ.get("BENCH_DURATION", "5s")
 CONNECTIONS = [1, 16, 64, 256]
 MIXED_CONNECTIONS = 32
 PLUGINS = os.path.join(ROOT, "target", "plugins")
@@ -83,22 +82,10 @@ def rss_mib(pid, field="VmRSS"):
 
 
 def load(url, pid, connections, script=None):
-    """wrk on `url`; the server's CPU per request and RSS at the end."""
-    subprocess.run(["wrk", "-t1", "-c4", "-d1s", url] + (["-s", script] if script else []),
-                   capture_output=True)  # warm up
-    threads = min(2, connections)
-    cpu = cpu_seconds(pid)
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}", "--latency", url]
-    out = subprocess.run(command + (["-s", script] if script else []),
-                         capture_output=True, text=True).stdout
-    cpu = cpu_seconds(pid) - cpu
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    latency = {p: to_ms(v) for p, v in re.findall(r"\s+(50|99)%\s+([\d.]+\w+)", out)}
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"],
-            "cpu_us_per_request": cpu / max(requests, 1) * 1e6,
-            "rss_mib": rss_mib(pid), "errors": int(errors.group(1)) if errors else 0}
+    """throughput.load, plus the server's RSS at the end of the load."""
+    result = throughput.load(url, pid, connections, script)
+    result["rss_mib"] = rss_mib(pid)
+    return result
 
 
 class Server:
@@ -181,7 +168,7 @@ def main():
         report(curve, mixed, dropped)
         os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
         with open(os.path.join(ROOT, "target", "bench", "scale.json"), "w") as f:
-            json.dump({"rounds": ROUNDS, "duration": DURATION,
+            json.dump({"rounds": ROUNDS, "duration": throughput.DURATION,
                        "curve": [{"variant": v, "connections": n, "runs": r}
                                  for (v, n), r in curve.items()],
                        "mixed": mixed, "curve_dropped_spans": dropped}, f, indent=2)
@@ -195,7 +182,7 @@ def median(runs, key):
 
 
 def report(curve, mixed, dropped):
-    print(f"Scale curve: wrk -d{DURATION} on GET /api/activities/home, {ROUNDS} interleaved rounds (medians)\n")
+    print(f"Scale curve: wrk -d{throughput.DURATION} on GET /api/activities/home, {ROUNDS} interleaved rounds (medians)\n")
     print("| variant | connections | req/s | vs native | p50 ms | p99 ms | p99/p50 | CPU µs/req | RSS MiB | non-2xx |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (name, n), runs in curve.items():
@@ -207,7 +194,7 @@ def report(curve, mixed, dropped):
     print("\nSpans the batch processor dropped over the curve (all rounds): "
           + ", ".join(f"{name}: {count}" for name, count in dropped.items()))
     print(f"\nMixed workload: the ten Cruddur routes in turn, every bundled plugin loaded, "
-          f"wrk -c{MIXED_CONNECTIONS} -d{DURATION} (medians)\n")
+          f"wrk -c{MIXED_CONNECTIONS} -d{throughput.DURATION} (medians)\n")
     print("| variant | req/s | p50 ms | p99 ms | CPU µs/req | RSS loaded | RSS peak | RSS 5 s idle | non-2xx | spans dropped |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, runs in mixed.items():

@@ -92,11 +92,15 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(url, pid):
-    subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True)  # warm up
+def load(url, pid, connections=CONNECTIONS, script=None):
+    """wrk on `url` (with a Lua `script`, if given) after a short warm-up;
+    req/s, latency and the server's CPU per request."""
+    extra = ["-s", script] if script else []
+    subprocess.run(["wrk", "-t1", "-c4", "-d1s", url] + extra, capture_output=True)  # warm up
     cpu = cpu_seconds(pid)
-    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", url],
-                         capture_output=True, text=True).stdout
+    threads = min(2, int(connections))
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}", "--latency", url]
+                         + extra, capture_output=True, text=True).stdout
     cpu = cpu_seconds(pid) - cpu
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
