@@ -20,8 +20,9 @@ use tracing_subscriber::{EnvFilter, prelude::*};
 /// jemalloc, with its default settings: a request allocates and frees
 /// hundreds of small objects across Tokio's workers, the guest pool and the
 /// span threads; glibc's malloc and free took ~12 % of its CPU.
-/// Measured in one run (tests/bench/throughput.py): 1.20x req/s tracing
-/// off, 1.37x traced; RSS with every bundled plugin +15-20 %. mimalloc was
+/// Measured against glibc in one interleaved run (tests/bench/throughput.py):
+/// traced 1.25-1.37x req/s, tracing off 1.03-1.20x; RSS with every bundled
+/// plugin +15-20 %. mimalloc was
 /// faster still but kept ~260 MiB more after plugin loads; jemalloc's
 /// background threads doubled RSS. See docs/performance.md.
 #[global_allocator]
