@@ -3,7 +3,15 @@
 //! behind comb's own page. Nothing else in comb touches the SDK; the rest of
 //! the code uses the OTel API through [`crate::spans`] and [`crate::metrics`].
 
-use std::{collections::HashMap, future::Future, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use opentelemetry::{
@@ -22,7 +30,10 @@ use opentelemetry_sdk::{
         exporter::PushMetricExporter,
     },
     propagation::{BaggagePropagator, TraceContextPropagator},
-    trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter},
+    trace::{
+        BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
+        SpanProcessor,
+    },
 };
 
 use crate::{
@@ -94,11 +105,17 @@ impl Telemetry {
                 .with_max_queue_size(config.bsp_max_queue_size)
                 .with_max_export_batch_size(config.bsp_max_export_batch_size)
                 .build();
-            tracing = tracing.with_span_processor(
-                BatchSpanProcessor::builder(OnRuntime::new(exporter))
+            let budget = Arc::new(ExportBudget::new(
+                config.bsp_max_queue_size,
+                EXPORT_QUEUE_BYTES,
+            ));
+            let exporter = OnRuntime::new(exporter).releasing(budget.clone());
+            tracing = tracing.with_span_processor(Budgeted {
+                batch: BatchSpanProcessor::builder(exporter)
                     .with_batch_config(batch)
                     .build(),
-            );
+                budget,
+            });
         }
         let tracer_provider = tracing.build();
         global::set_tracer_provider(tracer_provider.clone());
@@ -195,6 +212,8 @@ fn propagator(names: &[Propagator]) -> TextMapCompositePropagator {
 struct OnRuntime<E> {
     exporter: E,
     runtime: tokio::runtime::Handle,
+    /// For spans: what each export hands back once it is over.
+    budget: Option<Arc<ExportBudget>>,
 }
 
 impl<E> OnRuntime<E> {
@@ -203,6 +222,16 @@ impl<E> OnRuntime<E> {
         OnRuntime {
             exporter,
             runtime: tokio::runtime::Handle::current(),
+            budget: None,
+        }
+    }
+
+    /// Releases each exported batch from `budget` when its export is over
+    /// (sent, failed, or abandoned).
+    fn releasing(self, budget: Arc<ExportBudget>) -> Self {
+        OnRuntime {
+            budget: Some(budget),
+            ..self
         }
     }
 
@@ -223,11 +252,128 @@ impl<E> OnRuntime<E> {
 /// HTTP receivers), and with them every other plugin's spans in the batch.
 const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
 
+/// The most span data waiting for export or being exported, estimated.
+/// The SDK's queue bounds only the number of spans, and a plugin's call may
+/// put up to its telemetry budget (256 KiB) into one span: behind a
+/// stalled collector, 8192 such spans would hold 2 GiB. Ordinary spans
+/// are under 1 KiB, so this is never reached by honest traffic.
+const EXPORT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Spans admitted for export and not yet exported, by count and bytes.
+///
+/// Admission counts a span until its export is over, so the count also
+/// covers the SDK's own queue: kept within the queue's size, the SDK never
+/// drops a span behind comb's back, and what is dropped is counted here.
+#[derive(Debug)]
+struct ExportBudget {
+    spans: AtomicUsize,
+    bytes: AtomicUsize,
+    max_spans: usize,
+    max_bytes: usize,
+    dropped: AtomicU64,
+}
+
+impl ExportBudget {
+    fn new(max_spans: usize, max_bytes: usize) -> Self {
+        ExportBudget {
+            spans: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_spans,
+            max_bytes,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes room for one span of `bytes`, or counts it dropped. Reserves
+    /// first and backs out when over, so concurrent ends never overshoot.
+    fn admit(&self, bytes: usize) -> bool {
+        let spans = self.spans.fetch_add(1, Ordering::Relaxed);
+        let held = self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if spans < self.max_spans && held + bytes <= self.max_bytes {
+            return true;
+        }
+        self.release(1, bytes);
+        if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                "the span export queue is full; dropping spans until the collector catches up"
+            );
+        }
+        false
+    }
+
+    fn release(&self, spans: usize, bytes: usize) {
+        self.spans.fetch_sub(spans, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Holds `batch`'s room until the returned guard drops.
+    fn held(&self, batch: &[SpanData]) -> Held<'_> {
+        Held {
+            budget: self,
+            spans: batch.len(),
+            bytes: batch.iter().map(estimated_size).sum(),
+        }
+    }
+}
+
+/// A batch's room in the [`ExportBudget`], released on drop.
+struct Held<'a> {
+    budget: &'a ExportBudget,
+    spans: usize,
+    bytes: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.release(self.spans, self.bytes);
+    }
+}
+
+/// The batch span processor behind an [`ExportBudget`].
+#[derive(Debug)]
+struct Budgeted {
+    batch: BatchSpanProcessor,
+    budget: Arc<ExportBudget>,
+}
+
+impl SpanProcessor for Budgeted {
+    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
+        self.batch.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.budget.admit(estimated_size(&span)) {
+            self.batch.on_end(span);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.batch.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let dropped = self.budget.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            // The same field the SDK's own warning uses, for scripts.
+            tracing::warn!(
+                dropped_span_count = dropped,
+                "spans dropped because the export queue was full"
+            );
+        }
+        self.batch.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.batch.set_resource(resource);
+    }
+}
+
 impl<E: SpanExporter> SpanExporter for OnRuntime<E> {
     /// Exports `batch` in requests of at most [`EXPORT_CHUNK_BYTES`], so a
     /// plugin with heavy spans costs at most its own chunk, never the
     /// batch. A guest's data per call is bounded well below a chunk.
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let _held = self.budget.as_deref().map(|budget| budget.held(&batch));
         let mut result = Ok(());
         let mut chunk = Vec::new();
         let mut chunk_bytes = 0;
@@ -437,6 +583,31 @@ mod tests {
             status: Status::Unset,
             instrumentation_scope: Default::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn spans_waiting_for_export_are_bounded_in_bytes_and_count_until_exported() {
+        let heavy = span_with(100 * 1024);
+        let size = estimated_size(&heavy);
+        let budget = Arc::new(ExportBudget::new(1000, 3 * size));
+        let admitted: Vec<_> = (0..5)
+            .map(|_| heavy.clone())
+            .filter(|span| budget.admit(estimated_size(span)))
+            .collect();
+        assert_eq!(admitted.len(), 3, "three heavy spans fit, not five");
+        assert_eq!(budget.dropped.load(Ordering::Relaxed), 2);
+        // The export hands the room back once it is over.
+        let exporter = OnRuntime::new(Requests::default()).releasing(budget.clone());
+        exporter.export(admitted).await.unwrap();
+        assert_eq!(budget.bytes.load(Ordering::Relaxed), 0);
+        assert!(budget.admit(size), "room again after the export");
+        // Light spans stop at the count, the SDK queue's size.
+        let budget = ExportBudget::new(3, usize::MAX);
+        let light = estimated_size(&span_with(10));
+        assert_eq!((0..5).filter(|_| budget.admit(light)).count(), 3);
+        // An abandoned export (its future dropped) releases too.
+        drop(budget.held(&[span_with(10), span_with(10)]));
+        assert_eq!(budget.spans.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
