@@ -8,8 +8,9 @@ use std::{
     future::Future,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
+    task::Poll,
     time::Duration,
 };
 
@@ -24,7 +25,7 @@ use opentelemetry_otlp::{
 };
 use opentelemetry_sdk::{
     Resource,
-    error::OTelSdkResult,
+    error::{OTelSdkError, OTelSdkResult},
     metrics::{
         PeriodicReader, SdkMeterProvider, Temporality, data::ResourceMetrics,
         exporter::PushMetricExporter,
@@ -60,6 +61,8 @@ pub struct Telemetry {
     meter_provider: Option<SdkMeterProvider>,
     destination: Destination,
     metrics_target: Option<OtlpTarget>,
+    /// Set once shutdown has flushed what it could: see `OnRuntime`.
+    closing: Arc<AtomicBool>,
 }
 
 impl Telemetry {
@@ -77,6 +80,7 @@ impl Telemetry {
                 meter_provider: None,
                 destination: Destination::Disabled,
                 metrics_target: None,
+                closing: Arc::default(),
             });
         }
         let resource = Resource::builder_empty()
@@ -88,6 +92,7 @@ impl Telemetry {
             )
             .build();
 
+        let closing = Arc::new(AtomicBool::new(false));
         let mut tracing = SdkTracerProvider::builder()
             .with_resource(resource.clone())
             .with_max_events_per_span(config.span_event_count_limit)
@@ -109,7 +114,7 @@ impl Telemetry {
                 config.bsp_max_queue_size,
                 EXPORT_QUEUE_BYTES,
             ));
-            let exporter = OnRuntime::new(exporter).releasing(budget.clone());
+            let exporter = OnRuntime::new(exporter, &closing).releasing(budget.clone());
             tracing = tracing.with_span_processor(Budgeted {
                 batch: BatchSpanProcessor::builder(exporter)
                     .with_batch_config(batch)
@@ -125,9 +130,10 @@ impl Telemetry {
         let metrics_target = config.otlp_target(Signal::Metrics);
         let meter_provider = match &metrics_target {
             Some(target) => {
-                let reader = PeriodicReader::builder(OnRuntime::new(metric_exporter(target)?))
-                    .with_interval(Duration::from_millis(config.metric_export_interval_ms))
-                    .build();
+                let reader =
+                    PeriodicReader::builder(OnRuntime::new(metric_exporter(target)?, &closing))
+                        .with_interval(Duration::from_millis(config.metric_export_interval_ms))
+                        .build();
                 let provider = SdkMeterProvider::builder()
                     .with_resource(resource)
                     .with_reader(reader)
@@ -142,6 +148,7 @@ impl Telemetry {
             meter_provider,
             destination: target.map_or(Destination::LogOnly, Destination::Otlp),
             metrics_target,
+            closing,
         })
     }
 
@@ -163,9 +170,13 @@ impl Telemetry {
     /// a runtime worker.
     pub async fn shutdown(self) -> Result<()> {
         let (tracer_provider, meter_provider) = (self.tracer_provider, self.meter_provider);
+        let closing = self.closing;
         tokio::task::spawn_blocking(move || -> Result<()> {
             let traces = tracer_provider.map(|provider| provider.shutdown());
             let metrics = meter_provider.map(|provider| provider.shutdown());
+            // Exports still running (the SDK gave up waiting: a stalled
+            // collector) must not outlive the runtime they poll on.
+            closing.store(true, Ordering::Release);
             traces.transpose().context("flushing spans at shutdown")?;
             metrics
                 .transpose()
@@ -214,15 +225,19 @@ struct OnRuntime<E> {
     runtime: tokio::runtime::Handle,
     /// For spans: what each export hands back once it is over.
     budget: Option<Arc<ExportBudget>>,
+    /// Set when comb is about to drop its runtime: polling an export then
+    /// would panic in the runtime's timers, so it is abandoned instead.
+    closing: Arc<AtomicBool>,
 }
 
 impl<E> OnRuntime<E> {
     /// Wraps `exporter`; must be called on the runtime.
-    fn new(exporter: E) -> Self {
+    fn new(exporter: E, closing: &Arc<AtomicBool>) -> Self {
         OnRuntime {
             exporter,
             runtime: tokio::runtime::Handle::current(),
             budget: None,
+            closing: closing.clone(),
         }
     }
 
@@ -237,9 +252,14 @@ impl<E> OnRuntime<E> {
 
     /// Polls `future` with the runtime entered. The guard lives only
     /// inside each poll, so the future stays `Send`.
-    async fn entered<F: Future>(&self, future: F) -> F::Output {
+    async fn entered<F: Future<Output = OTelSdkResult>>(&self, future: F) -> OTelSdkResult {
         let mut future = std::pin::pin!(future);
         std::future::poll_fn(|cx| {
+            if self.closing.load(Ordering::Acquire) {
+                return Poll::Ready(Err(OTelSdkError::InternalFailure(
+                    "comb shut down before this export finished".into(),
+                )));
+            }
             let _entered = self.runtime.enter();
             future.as_mut().poll(cx)
         })
@@ -597,7 +617,8 @@ mod tests {
         assert_eq!(admitted.len(), 3, "three heavy spans fit, not five");
         assert_eq!(budget.dropped.load(Ordering::Relaxed), 2);
         // The export hands the room back once it is over.
-        let exporter = OnRuntime::new(Requests::default()).releasing(budget.clone());
+        let exporter =
+            OnRuntime::new(Requests::default(), &Arc::default()).releasing(budget.clone());
         exporter.export(admitted).await.unwrap();
         assert_eq!(budget.bytes.load(Ordering::Relaxed), 0);
         assert!(budget.admit(size), "room again after the export");
@@ -613,7 +634,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_goes_out_in_requests_of_bounded_size() {
         let requests = Requests::default();
-        let exporter = OnRuntime::new(requests.clone());
+        let exporter = OnRuntime::new(requests.clone(), &Arc::default());
         // Ten heavy spans (300 KiB each) among a hundred light ones.
         let batch = (0..100)
             .map(|i| span_with(if i % 10 == 0 { 300 * 1024 } else { 10 }))
@@ -625,7 +646,7 @@ mod tests {
         assert!(sizes.len() >= 4, "{sizes:?}");
         // A batch of light spans is one request.
         let requests = Requests::default();
-        let exporter = OnRuntime::new(requests.clone());
+        let exporter = OnRuntime::new(requests.clone(), &Arc::default());
         exporter
             .export((0..512).map(|_| span_with(100)).collect())
             .await

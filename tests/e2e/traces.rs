@@ -495,3 +495,36 @@ async fn a_dead_collector_costs_requests_nothing_and_is_logged() {
         comb.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_collector_at_shutdown_is_given_up_cleanly() {
+    // A collector that accepts and never answers: every export waits out
+    // its timeout, so shutdown's flush gives up (after 5 s) with exports
+    // still queued, and comb must exit without them panicking.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut env = traced_env(&endpoint, "http/protobuf");
+    env.extend([
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+        // Small batches: many exports are queued when shutdown starts.
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4"),
+    ]);
+    let mut comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    for _ in 0..30 {
+        assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
+    }
+    assert!(comb.stop(), "comb exits:\n{}", comb.log());
+    let log = comb.log();
+    assert!(log.contains("flushing spans at shutdown"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
