@@ -42,6 +42,20 @@ impl<T> Done for Option<T> {
     }
 }
 
+/// A loopback listener that accepts connections and never answers (a
+/// stalled collector or service); its address.
+pub async fn silent_listener() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    address
+}
+
 /// Runs `check` every 50 ms until it is done and returns its value; after
 /// [`PATIENCE`], fails the test with `what` and what `context` tells.
 pub async fn poll<F, Fut>(

@@ -18,7 +18,7 @@ use axum::{
 use serde_json::Value;
 
 use crate::{
-    harness::{Comb, Options, client, eventually, poll, trace_id},
+    harness::{Comb, Options, client, eventually, poll, silent_listener, trace_id},
     otlp::{Receiver, named},
 };
 
@@ -337,15 +337,7 @@ async fn a_refused_token_is_logged_once_and_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollbar_that_never_answers_slows_nothing() {
-    // A listener that accepts and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/api/1/", silent.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let endpoint = format!("http://{}/api/1/", silent_listener().await);
     let mut comb = Comb::start(Options {
         plugins: &["faulty"],
         env: &[

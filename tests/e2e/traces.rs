@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::{common::v1::any_value::Value, trace::v1::span::
 use sha2::{Digest, Sha256};
 
 use crate::{
-    harness::{Comb, Options, client, eventually, plugins, trace_id},
+    harness::{Comb, Options, client, eventually, plugins, silent_listener, trace_id},
     otlp::{ReceivedSpan, Receiver, TlsIdentity, find, named},
 };
 
@@ -501,14 +501,7 @@ async fn a_stalled_collector_at_shutdown_is_given_up_cleanly() {
     // A collector that accepts and never answers: every export waits out
     // its timeout, so shutdown's flush gives up (after 5 s) with exports
     // still queued, and comb must exit without them panicking.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", silent.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let endpoint = format!("http://{}", silent_listener().await);
     let mut env = traced_env(&endpoint, "http/protobuf");
     env.extend([
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
