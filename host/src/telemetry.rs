@@ -450,19 +450,25 @@ impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
     }
 }
 
-/// About how many bytes `span` takes encoded: its strings and 8 bytes per
-/// other value; ids, times and framing are small next to a chunk.
+/// About how many bytes `span` takes encoded: its strings, and 8 bytes per
+/// number (2 per bool), lists counted element by element — a plugin's
+/// `s64-list` of 32 768 numbers is 256 KiB, not one value; ids, times and
+/// framing are small next to a chunk.
 fn estimated_size(span: &SpanData) -> usize {
+    use opentelemetry::{Array, Value};
     fn attributes(attributes: &[KeyValue]) -> usize {
         attributes
             .iter()
             .map(|kv| {
                 kv.key.as_str().len()
                     + match &kv.value {
-                        opentelemetry::Value::String(s) => s.as_str().len(),
-                        opentelemetry::Value::Array(opentelemetry::Array::String(list)) => {
+                        Value::String(s) => s.as_str().len(),
+                        Value::Array(Array::String(list)) => {
                             list.iter().map(|s| s.as_str().len() + 2).sum()
                         }
+                        Value::Array(Array::I64(list)) => 8 * list.len(),
+                        Value::Array(Array::F64(list)) => 8 * list.len(),
+                        Value::Array(Array::Bool(list)) => 2 * list.len(),
                         _ => 8,
                     }
                     + 4
@@ -603,6 +609,26 @@ mod tests {
             status: Status::Unset,
             instrumentation_scope: Default::default(),
         }
+    }
+
+    #[test]
+    fn number_lists_count_by_their_length() {
+        let mut span = span_with(0);
+        span.attributes = vec![
+            KeyValue::new(
+                "app.s64",
+                opentelemetry::Value::Array(vec![1_i64; 32 * 1024].into()),
+            ),
+            KeyValue::new(
+                "app.f64",
+                opentelemetry::Value::Array(vec![1.0; 1024].into()),
+            ),
+            KeyValue::new(
+                "app.bool",
+                opentelemetry::Value::Array(vec![true; 1024].into()),
+            ),
+        ];
+        assert!(estimated_size(&span) >= 256 * 1024 + 8 * 1024 + 2 * 1024);
     }
 
     #[tokio::test]

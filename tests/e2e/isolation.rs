@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use crate::{
-    harness::{Comb, Options, client, eventually, get_json, trace_id},
+    harness::{Comb, Options, client, eventually, get_json, silent_listener, trace_id},
     lifecycle::{copy_in, report},
     limits::traced,
     otlp::{Receiver, named},
@@ -522,4 +522,33 @@ async fn looping_guests_on_every_core_leave_other_routes_answering() {
     );
     // Loose, for a loaded debug build: the benchmark has the real figure.
     assert!(median < Duration::from_millis(250), "median {median:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_waiting_on_a_stalled_collector_are_bounded_in_bytes() {
+    // Every export hangs on a collector that never answers, so spans pile
+    // up. Each call puts ~240 KiB into its span (30 values of 8 KiB), so
+    // 400 calls are ~94 MiB in under 1 600 spans: far below the queue's
+    // 8 192 spans, past its ~64 MiB. Only the byte bound drops them.
+    let endpoint = format!("http://{}", silent_listener().await);
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "30000"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+    ];
+    let comb = Comb::start(Options {
+        plugins: &["misbehave", "home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    for _ in 0..400 {
+        let (status, _) = get_json(&comb.at("/misbehave/attributes?kib=8&count=30")).await;
+        assert_eq!(status, 200, "the plugin's callers lose nothing");
+    }
+    eventually("comb drops spans past the byte bound", &comb, || async {
+        comb.log().contains("the span export queue is full")
+    })
+    .await;
+    assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
 }

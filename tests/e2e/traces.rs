@@ -497,6 +497,37 @@ async fn a_dead_collector_costs_requests_nothing_and_is_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_batch_flag_caps_each_export_request() {
+    let receiver = Receiver::start().await;
+    let env = traced_env(&receiver.http_url, "http/protobuf");
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        args: &["--otel-bsp-max-export-batch-size=4"],
+        ..Default::default()
+    });
+    for _ in 0..10 {
+        assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
+    }
+    eventually("all 30 spans arrive", &comb, || async {
+        receiver.spans().len() >= 30
+    })
+    .await;
+    let sizes: Vec<usize> = receiver
+        .exports()
+        .iter()
+        .map(|export| {
+            let spans = export.request.resource_spans.iter();
+            spans
+                .flat_map(|resource| &resource.scope_spans)
+                .map(|scope| scope.spans.len())
+                .sum()
+        })
+        .collect();
+    assert!(sizes.iter().all(|&n| n <= 4), "{sizes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_collector_at_shutdown_is_given_up_cleanly() {
     // A collector that accepts and never answers: every export waits out
     // its timeout, so shutdown's flush gives up (after 5 s) with exports
