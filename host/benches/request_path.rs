@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
         max_memory_bytes: comb::limits::DEFAULT_MEMORY_BYTES,
         fuel: false,
         pooling: true,
+        perf_map: false,
     };
     let runtime = Arc::new(Runtime::new(&engine).unwrap());
     let mut plugins = Plugins::new(

@@ -532,6 +532,7 @@ mod tests {
             max_memory_bytes: crate::limits::DEFAULT_MEMORY_BYTES,
             fuel: false,
             pooling: false,
+            perf_map: false,
         }
     }
 

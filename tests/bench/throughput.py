@@ -17,7 +17,10 @@ few seconds. Run it with `cargo xtask bench`.
 
 BENCH_BASELINE=<a comb binary> adds that build, tracing off and traced, to
 the same interleaved rounds and prints the current build's ratios to it:
-a before/after measured in one run.
+a before/after measured in one run. BENCH_BASELINE_PLUGIN=<a
+home_activities.wasm> serves that plugin in the baseline's variants (and
+makes this build the baseline when BENCH_BASELINE is unset): a change on
+the guest's side, measured the same way.
 """
 
 import json
@@ -35,7 +38,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # BENCH_COMB: another comb build to measure (say, one from before a change).
 COMB = os.environ.get("BENCH_COMB", os.path.join(ROOT, "target", "release", "comb"))
-BASELINE = os.environ.get("BENCH_BASELINE")
+BASELINE_PLUGIN = os.environ.get("BENCH_BASELINE_PLUGIN")
+BASELINE = os.environ.get("BENCH_BASELINE") or (COMB if BASELINE_PLUGIN else None)
 NATIVE = os.path.join(ROOT, "target", "release", "native-home")
 SINK = os.path.join(ROOT, "target", "release", "otlp-sink")
 PLUGIN = os.path.join(ROOT, "target", "plugins", "home_activities.wasm")
@@ -172,11 +176,15 @@ def main():
         "5 comb, collector black-holing": lambda: run_comb(
             folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": black_hole, "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}),
     }
+    baseline_folder = folder
     if BASELINE:
+        if BASELINE_PLUGIN:
+            baseline_folder = tempfile.mkdtemp(prefix="comb-bench-baseline-")
+            shutil.copy(BASELINE_PLUGIN, os.path.join(baseline_folder, os.path.basename(PLUGIN)))
         variants["6 baseline, tracing off"] = lambda: run_comb(
-            folder, {"OTEL_SDK_DISABLED": "true"}, BASELINE)
+            baseline_folder, {"OTEL_SDK_DISABLED": "true"}, BASELINE)
         variants["6b baseline, traced to a sink"] = lambda: run_comb(
-            folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink}, BASELINE)
+            baseline_folder, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink}, BASELINE)
     try:
         raw = {name: [] for name in variants}
         for _ in range(ROUNDS):
@@ -196,7 +204,8 @@ def main():
             print(f"| {name} | {rps:.0f} | {rounds} | {p50:.2f} | {p99:.2f} | "
                   f"{rps / native:.2f} | {rps / off:.2f} | {cpu:.1f} | {sum(r['errors'] for r in runs)} |")
         if BASELINE:
-            print(f"\nthis build vs {BASELINE}, same rounds:")
+            against = BASELINE + (f" serving {BASELINE_PLUGIN}" if BASELINE_PLUGIN else "")
+            print(f"\nthis build vs {against}, same rounds:")
             for mine, theirs in [("2 comb, tracing off", "6 baseline, tracing off"),
                                  ("3 comb, traced to a sink", "6b baseline, traced to a sink")]:
                 rps = [statistics.median(r["rps"] for r in raw[n]) for n in (mine, theirs)]
@@ -213,7 +222,8 @@ def main():
             json.dump({"rounds": ROUNDS, "duration": DURATION, "connections": CONNECTIONS, "raw": raw}, f, indent=2)
     finally:
         sink_process.terminate()
-        shutil.rmtree(folder, ignore_errors=True)
+        for scratch in {folder, baseline_folder}:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

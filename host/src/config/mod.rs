@@ -203,6 +203,11 @@ pub struct PluginsConfig {
     #[arg(long, env = "COMB_NO_CACHE")]
     pub no_cache: bool,
 
+    /// Write the compiled plugins' function names to `/tmp/perf-PID.map`,
+    /// so `perf report` names guest code (as `wasmtime --profile=perfmap`).
+    #[arg(long, env = "COMB_PERF_MAP")]
+    pub perf_map: bool,
+
     /// Routes one plugin may declare; a manifest (or sidecar) with more is
     /// rejected.
     #[arg(long, env = "COMB_MAX_ROUTES_PER_PLUGIN", default_value_t = crate::plugins::DEFAULT_MAX_ROUTES, value_name = "N")]
@@ -217,6 +222,7 @@ impl PluginsConfig {
             max_memory_bytes: limits.memory_bytes,
             fuel: limits.fuel.is_some(),
             pooling: !limits.no_pooling,
+            perf_map: self.perf_map,
         }
     }
 

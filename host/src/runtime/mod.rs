@@ -34,7 +34,7 @@ use bytes::Bytes;
 use opentelemetry::{Context, StringValue, global::BoxedTracer};
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
-    PoolingAllocationConfig, Store, Trap, UpdateDeadline, WasmBacktrace,
+    PoolingAllocationConfig, ProfilingStrategy, Store, Trap, UpdateDeadline, WasmBacktrace,
     component::{Component, InstancePre, Linker},
 };
 
@@ -92,6 +92,9 @@ pub struct EngineConfig {
     pub fuel: bool,
     /// Whether to try the pooling instance allocator.
     pub pooling: bool,
+    /// Whether to write compiled guest code's symbols to
+    /// `/tmp/perf-PID.map`, where `perf` finds them.
+    pub perf_map: bool,
 }
 
 /// A request as the server read it (head, and body read whole within the
@@ -243,6 +246,9 @@ impl Runtime {
         // Fuel counts instructions: deterministic, but it costs on every
         // call, so it is on only when asked for.
         config.consume_fuel(settings.fuel);
+        if settings.perf_map {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let cache = match &settings.cache_dir {
             Some(dir) => {
                 let mut cache_config = CacheConfig::new();
@@ -758,6 +764,7 @@ mod tests {
             max_memory_bytes: crate::limits::DEFAULT_MEMORY_BYTES,
             fuel: false,
             pooling: false,
+            perf_map: false,
         })
         .unwrap()
     }
