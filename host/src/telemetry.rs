@@ -37,10 +37,13 @@ use opentelemetry_sdk::{
     },
 };
 
+use self::otlp_http::HttpSpanExporter;
 use crate::{
     config::{OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig},
     dashboard::Recorder,
 };
+
+mod otlp_http;
 
 /// Where comb's spans go, for the start-up log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,22 +108,39 @@ impl Telemetry {
         }
         let target = config.otlp_target(Signal::Traces);
         if let Some(target) = &target {
-            let exporter = span_exporter(target)?;
-            let batch = BatchConfigBuilder::default()
-                .with_max_queue_size(config.bsp_max_queue_size)
-                .with_max_export_batch_size(config.bsp_max_export_batch_size)
-                .build();
             let budget = Arc::new(ExportBudget::new(
                 config.bsp_max_queue_size,
                 EXPORT_QUEUE_BYTES,
             ));
-            let exporter = OnRuntime::new(exporter, &closing).releasing(budget.clone());
-            tracing = tracing.with_span_processor(Budgeted {
-                batch: BatchSpanProcessor::builder(exporter)
-                    .with_batch_config(batch)
-                    .build(),
-                budget,
-            });
+            let batch = |exporter| {
+                BatchSpanProcessor::builder(
+                    OnRuntime::new(exporter, &closing).releasing(budget.clone()),
+                )
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(config.bsp_max_queue_size)
+                        .with_max_export_batch_size(config.bsp_max_export_batch_size)
+                        .build(),
+                )
+                .build()
+            };
+            let batch = match target.protocol {
+                OtlpProtocol::HttpProtobuf => batch(SpanSender::Http(HttpSpanExporter::new(
+                    target,
+                    http_client(target)?,
+                )?)),
+                OtlpProtocol::Grpc => batch(SpanSender::Grpc(
+                    grpc(
+                        opentelemetry_otlp::SpanExporter::builder().with_tonic(),
+                        target,
+                    )?
+                    .build()
+                    .with_context(|| {
+                        format!("building the OTLP span exporter for {}", target.url)
+                    })?,
+                )),
+            };
+            tracing = tracing.with_span_processor(Budgeted { batch, budget });
         }
         let tracer_provider = tracing.build();
         global::set_tracer_provider(tracer_provider.clone());
@@ -488,13 +508,42 @@ fn estimated_size(span: &SpanData) -> usize {
         }
 }
 
-fn span_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::SpanExporter> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let exporter = match target.protocol {
-        OtlpProtocol::HttpProtobuf => http(builder.with_http(), target)?.build(),
-        OtlpProtocol::Grpc => grpc(builder.with_tonic(), target)?.build(),
-    };
-    exporter.with_context(|| format!("building the OTLP span exporter for {}", target.url))
+/// The span exporter for either transport: over HTTP comb's own (see
+/// [`otlp_http`]), over gRPC the OTLP crate's.
+#[derive(Debug)]
+enum SpanSender {
+    Http(HttpSpanExporter),
+    Grpc(opentelemetry_otlp::SpanExporter),
+}
+
+impl SpanExporter for SpanSender {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        match self {
+            SpanSender::Http(exporter) => exporter.export(batch).await,
+            SpanSender::Grpc(exporter) => exporter.export(batch).await,
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        match self {
+            SpanSender::Http(exporter) => exporter.shutdown_with_timeout(timeout),
+            SpanSender::Grpc(exporter) => exporter.shutdown_with_timeout(timeout),
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        match self {
+            SpanSender::Http(exporter) => exporter.force_flush(),
+            SpanSender::Grpc(exporter) => exporter.force_flush(),
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        match self {
+            SpanSender::Http(exporter) => exporter.set_resource(resource),
+            SpanSender::Grpc(exporter) => exporter.set_resource(resource),
+        }
+    }
 }
 
 fn metric_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::MetricExporter> {
@@ -506,29 +555,31 @@ fn metric_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::MetricExpo
     exporter.with_context(|| format!("building the OTLP metric exporter for {}", target.url))
 }
 
-/// An http/protobuf exporter builder (either signal) set up for `target`.
+/// An http/protobuf exporter builder set up for `target` (metrics; spans
+/// go through [`HttpSpanExporter`]).
 fn http<B: WithExportConfig + WithHttpConfig>(builder: B, target: &OtlpTarget) -> Result<B> {
     let mut builder = builder
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(&target.url)
         .with_timeout(target.timeout)
-        .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>());
+        .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
+        .with_http_client(http_client(target)?);
     if target.gzip {
         builder = builder.with_compression(Compression::Gzip);
     }
+    Ok(builder)
+}
+
+/// The HTTP client for `target`: its timeout, and with a certificate file
+/// trusting exactly that CA (as OTel SDKs do), else the system's roots.
+fn http_client(target: &OtlpTarget) -> Result<reqwest::Client> {
+    let mut client = reqwest::Client::builder().timeout(target.timeout);
     if let Some(path) = &target.certificate {
-        // The exporter's own client trusts the system's roots only; this
-        // one trusts exactly the given CA, as OTel SDKs do.
         let certificates = reqwest::Certificate::from_pem_bundle(&read_pem(path)?)
             .with_context(|| format!("reading the certificates in {}", path.display()))?;
-        let client = reqwest::Client::builder()
-            .timeout(target.timeout)
-            .tls_certs_only(certificates)
-            .build()
-            .context("building the OTLP HTTP client")?;
-        builder = builder.with_http_client(client);
+        client = client.tls_certs_only(certificates);
     }
-    Ok(builder)
+    client.build().context("building the OTLP HTTP client")
 }
 
 /// A PEM file's bytes, with the file named in the error.

@@ -53,9 +53,10 @@ STAGES = [
     ("ending spans, all of them", [r"SpanRef::end_with_timestamp"], "max"),
     ("— `SpanData::clone`, once per processor", [r"SpanData as core::clone::Clone>::clone"], "max"),
     ("span export, on the exporter's thread", [r"BatchSpanProcessor::get_spans_and_export"], "max"),
-    ("— OTLP encoding", [r"build_trace_export_body"], "max"),
-    ("—— grouping by resource and scope", [r"group_spans_by_resource_and_scope"], "max"),
-    ("comb's page recording", [r"comb::dashboard::aggregate"], "max"),
+    ("— OTLP encoding", [r"comb::telemetry::otlp_http::export_request", r"build_trace_export_body"],
+     "max"),
+    ("comb's page recording", [r"comb::dashboard::aggregate", r"comb::dashboard::store::Store::add"],
+     "max"),
     ("the allocator (self time)",
      [r"^_rjem_", r"^(__libc_)?(malloc|free|calloc|realloc)$", r"^_int_(malloc|free)",
       r"^malloc_consolidate$", r"^cfree"], "self"),
@@ -135,7 +136,7 @@ def main():
     print("|---|---|")
     for stage, share in stage_shares(report).items():
         print(f"| {stage} | {share:.1f} % |")
-    guest = [(float(share), re.sub(r"::h[0-9a-f]{16}$", "", symbol.strip()))
+    guest = [(float(share), re.sub(r"::h[0-9a-f]{16}\b", "", symbol))
              for share, symbol in (m.groups() for m in map(GUEST_LINE.match, by_dso.splitlines()) if m)]
     print(f"| guest code (self time) | {sum(share for share, _ in guest):.1f} % |")
     for share, symbol in sorted(guest, reverse=True)[:8]:

@@ -33,19 +33,19 @@ pub fn isoformat_naive(time: &NaiveDateTime) -> String {
     out
 }
 
-/// Writes the fields one by one, digits by hand: chrono's `format("%Y-…")`
-/// parses its format string on every call, and `core::fmt`'s padding was
-/// next — a tenth of a home_activities request's guest time (perf, with
-/// wasmtime's perf map).
+/// Writes the fields one by one, two digits at a time: chrono's
+/// `format("%Y-…")` parses its format string on every call, and
+/// `core::fmt`'s padding was next — a tenth of a home_activities request's
+/// guest time (perf, with comb's `--perf-map`).
 fn write_isoformat(out: &mut String, time: &NaiveDateTime) {
     let (date, clock) = (time.date(), time.time());
     // A leap second shows as 60, as Python would; never as 1_000_000 µs.
     let second = clock.second() + clock.nanosecond() / 1_000_000_000;
     let micros = clock.nanosecond() % 1_000_000_000 / 1_000;
     match u32::try_from(date.year()) {
-        Ok(year) => push_padded(out, year, 4),
-        // Before year 0 (Python has none): the sign, as `{:04}` writes it.
-        Err(_) => {
+        Ok(year) if year <= 9999 => push_digits(out, year, 4),
+        // Outside Python's years: as `{:04}` writes them.
+        _ => {
             let _ = write!(out, "{:04}", date.year());
         }
     }
@@ -57,30 +57,25 @@ fn write_isoformat(out: &mut String, time: &NaiveDateTime) {
         (':', second),
     ] {
         out.push(separator);
-        push_padded(out, value, 2);
+        push_digits(out, value, 2);
     }
     // Python prints microseconds only when there are some.
     if micros != 0 {
         out.push('.');
-        push_padded(out, micros, 6);
+        push_digits(out, micros, 6);
     }
 }
 
-/// Appends `value` in decimal, zero-padded to at least `width` digits.
-fn push_padded(out: &mut String, mut value: u32, width: usize) {
-    let mut digits = [b'0'; 10];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
+/// "00" to "99", back to back.
+const PAIRS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/// Appends the last `digits` (an even number) decimal digits of `value`,
+/// zero-padded.
+fn push_digits(out: &mut String, value: u32, digits: u32) {
+    for pair in (0..digits / 2).rev() {
+        let at = (value / 100_u32.pow(pair) % 100) as usize * 2;
+        out.push_str(&PAIRS[at..at + 2]);
     }
-    let start = start.min(digits.len().saturating_sub(width));
-    // ASCII digits: always UTF-8, and one copy instead of a push per char.
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 #[cfg(test)]
