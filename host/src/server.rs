@@ -16,7 +16,7 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts};
-use opentelemetry::{Context, global::BoxedTracer, trace::TraceContextExt as _};
+use opentelemetry::{Context, StringValue, global::BoxedTracer, trace::TraceContextExt as _};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use anyhow::Context as _;
@@ -214,7 +214,7 @@ async fn serve_request(
         Lookup::MethodNotAllowed { pattern, .. } => (Some(pattern.as_str()), None),
         Lookup::NotFound => (None, None),
     };
-    let plugin = identity.map(|identity| identity.name.as_str());
+    let plugin = identity.map(|identity| &identity.name);
     let server_cx = spans::start_server_span(
         &state.tracer,
         &spans::extract(&parts.headers),
@@ -267,7 +267,7 @@ async fn serve_request(
         target: ACCESS_LOG,
         trace_id = %spans::trace_id(&server_cx),
         route = route.unwrap_or("-"),
-        plugin = plugin.unwrap_or("-"),
+        plugin = plugin.map_or("-", StringValue::as_str),
         status = response.status().as_u16(),
         duration_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
