@@ -484,6 +484,12 @@ async fn a_dead_collector_costs_requests_nothing_and_is_logged() {
             .any(|l| (l.contains("WARN") || l.contains("ERROR")) && l.contains("opentelemetry")),
         "the failed export is logged:\n{log}"
     );
+    // Where it went and why it failed, not only that it did.
+    assert!(
+        log.contains(&format!("OTLP export to {endpoint}/v1/traces failed"))
+            && log.contains("Connection refused"),
+        "the failed export names the collector and the cause:\n{log}"
+    );
     assert_eq!(
         get_traced(&comb, "/api/activities/home", None).await.0,
         200,
@@ -493,6 +499,44 @@ async fn a_dead_collector_costs_requests_nothing_and_is_logged() {
         comb.stop(),
         "shutdown does not hang on a dead collector:\n{}",
         comb.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_refusing_exports_is_logged_with_its_answer() {
+    // A collector that answers every export with 400 and a reason.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(|| async {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                "spans rejected: dataset unknown",
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let env = traced_env(&endpoint, "http/protobuf");
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
+    eventually(
+        "the refusal is logged with the collector's answer",
+        &comb,
+        || async {
+            comb.log()
+                .contains("HTTP 400 Bad Request: spans rejected: dataset unknown")
+        },
+    )
+    .await;
+    assert_eq!(
+        get_traced(&comb, "/api/activities/home", None).await.0,
+        200,
+        "still serving"
     );
 }
 

@@ -75,8 +75,11 @@ impl HttpSpanExporter {
         })
     }
 
-    fn failed(&self, what: impl std::fmt::Display) -> OTelSdkError {
-        OTelSdkError::InternalFailure(format!("OTLP export to {} failed: {what}", self.url))
+    /// The error the batch processor logs: the collector and the whole
+    /// cause ("… tcp connect error: Connection refused", "HTTP 413 …").
+    fn failed(&self, what: impl Into<anyhow::Error>) -> OTelSdkError {
+        let what = what.into();
+        OTelSdkError::InternalFailure(format!("OTLP export to {} failed: {what:#}", self.url))
     }
 }
 
@@ -105,7 +108,7 @@ impl SpanExporter for HttpSpanExporter {
         }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&answer[..answer.len().min(512)]);
-            return Err(self.failed(format_args!("HTTP {status}: {text}")));
+            return Err(self.failed(anyhow::anyhow!("HTTP {status}: {text}")));
         }
         warn_on_partial_success(&answer);
         Ok(())
