@@ -293,3 +293,35 @@ async fn a_settings_file_sets_defaults_that_the_environment_overrides() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_map_names_the_guests_compiled_functions() {
+    let mut comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        args: &["--perf-map"],
+        ..Default::default()
+    });
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", comb.pid()));
+    assert_eq!(
+        client()
+            .get(comb.at("/api/activities/home"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let symbols = std::fs::read_to_string(&map).unwrap_or_default();
+    assert!(comb.stop());
+    let _ = std::fs::remove_file(&map);
+    // `perf` reads "START SIZE NAME" lines; the plugin's own code is there
+    // by name (its SDK's handler export), not only as addresses.
+    assert!(
+        symbols
+            .lines()
+            .any(|line| line.split(' ').count() >= 3 && line.contains("comb_sdk")),
+        "no guest function in {}:\n{}",
+        map.display(),
+        &symbols[..symbols.len().min(2000)]
+    );
+}

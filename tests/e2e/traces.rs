@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::{common::v1::any_value::Value, trace::v1::span::
 use sha2::{Digest, Sha256};
 
 use crate::{
-    harness::{Comb, Options, client, eventually, plugins, silent_listener, trace_id},
+    harness::{Comb, Options, client, eventually, get_json, plugins, silent_listener, trace_id},
     otlp::{ReceivedSpan, Receiver, TlsIdentity, find, named},
 };
 
@@ -537,6 +537,83 @@ async fn a_collector_refusing_exports_is_logged_with_its_answer() {
         get_traced(&comb, "/api/activities/home", None).await.0,
         200,
         "still serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collectors_partial_success_is_logged() {
+    // A collector that takes the export but reports spans it rejected.
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    use prost::Message as _;
+    let answer = ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: 2,
+            error_message: "spans too old".into(),
+        }),
+    }
+    .encode_to_vec();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move || async move {
+            ([("content-type", "application/x-protobuf")], answer)
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let env = traced_env(&endpoint, "http/protobuf");
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
+    eventually("the rejected spans are logged", &comb, || async {
+        let log = comb.log();
+        log.contains("the OTLP collector rejected part of an export")
+            && log.contains("rejected_spans=2")
+            && log.contains("spans too old")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_trace_is_on_combs_page_too() {
+    // The page and the exporter share one span processor: each gets
+    // every span of the trace.
+    let receiver = Receiver::start().await;
+    let env = traced_env(&receiver.http_url, "http/protobuf");
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &env,
+        ..Default::default()
+    });
+    let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
+    assert_eq!(status, 200);
+    assert_home_tree(&receiver.trace(&trace, 3).await, true);
+    let url = format!("{}/_comb/api/traces/{trace}", comb.admin_url);
+    let page = eventually("the page has the trace", &comb, || async {
+        let (status, body) = get_json(&url).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    let mut names: Vec<_> = page["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|span| span["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "GET /api/activities/home",
+            "home-activites-mock-data",
+            "invoke home_activities"
+        ],
+        "{page:#}"
     );
 }
 
