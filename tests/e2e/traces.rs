@@ -31,6 +31,31 @@ fn traced_env<'a>(endpoint: &'a str, protocol: &'a str) -> Vec<(&'a str, &'a str
     ]
 }
 
+/// comb serving home_activities with `env`.
+fn home_comb(env: &[(&str, &str)]) -> Comb {
+    Comb::start(Options {
+        plugins: &["home_activities"],
+        env,
+        ..Default::default()
+    })
+}
+
+/// A collector on loopback answering every trace export with `answer`;
+/// its endpoint.
+async fn collector_answering<A>(answer: A) -> String
+where
+    A: axum::response::IntoResponse + Clone + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move || std::future::ready(answer.clone())),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    endpoint
+}
+
 /// GETs `path` and returns status and the trace id from `traceresponse`.
 async fn get_traced(comb: &Comb, path: &str, traceparent: Option<&str>) -> (u16, String) {
     let mut request = client().get(comb.at(path));
@@ -120,11 +145,7 @@ async fn home_request_is_one_trace(protocol: &str) {
         receiver.http_url.clone()
     };
     let env = traced_env(&endpoint, protocol);
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let comb = home_comb(&env);
 
     let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
     assert_eq!(status, 200);
@@ -166,11 +187,7 @@ async fn home_request_is_one_trace_over_grpc() {
 /// Starts comb with `env`, makes one home_activities request and checks
 /// its whole trace arrived at `receiver`.
 async fn one_traced_home_request(receiver: &Receiver, env: &[(&str, &str)]) {
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env,
-        ..Default::default()
-    });
+    let comb = home_comb(env);
     let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
     assert_eq!(status, 200);
     assert_home_tree(&receiver.trace(&trace, 3).await, true);
@@ -217,11 +234,7 @@ async fn gzipped_exports_arrive_whole_over_grpc() {
 async fn incoming_traceparent_continues_the_callers_trace() {
     let receiver = Receiver::start().await;
     let env = traced_env(&receiver.http_url, "http/protobuf");
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let comb = home_comb(&env);
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
     let (status, answered) = get_traced(
@@ -240,11 +253,7 @@ async fn incoming_traceparent_continues_the_callers_trace() {
 async fn not_found_and_wrong_method_are_traced_without_error_status() {
     let receiver = Receiver::start().await;
     let env = traced_env(&receiver.http_url, "http/protobuf");
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let comb = home_comb(&env);
 
     let (status, trace) = get_traced(&comb, "/api/nothing", None).await;
     assert_eq!(status, 404);
@@ -343,11 +352,7 @@ async fn shutdown_flushes_pending_spans() {
     // deliver these spans.
     env.retain(|(key, _)| *key != "OTEL_BSP_SCHEDULE_DELAY");
     env.push(("OTEL_BSP_SCHEDULE_DELAY", "600000"));
-    let mut comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let mut comb = home_comb(&env);
     let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
     assert_eq!(status, 200);
     // Not a wait for something: a window in which a wrong early export
@@ -431,11 +436,7 @@ async fn sdk_disabled_records_and_exports_nothing() {
     let receiver = Receiver::start().await;
     let mut env = traced_env(&receiver.http_url, "http/protobuf");
     env.push(("OTEL_SDK_DISABLED", "true"));
-    let mut comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let mut comb = home_comb(&env);
     let response = client()
         .get(comb.at("/api/activities/home"))
         .send()
@@ -466,11 +467,7 @@ async fn a_dead_collector_costs_requests_nothing_and_is_logged() {
         .port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let env = traced_env(&endpoint, "http/protobuf");
-    let mut comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let mut comb = home_comb(&env);
     for _ in 0..20 {
         assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
     }
@@ -505,24 +502,13 @@ async fn a_dead_collector_costs_requests_nothing_and_is_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_refusing_exports_is_logged_with_its_answer() {
     // A collector that answers every export with 400 and a reason.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(|| async {
-            (
-                axum::http::StatusCode::BAD_REQUEST,
-                "spans rejected: dataset unknown",
-            )
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let endpoint = collector_answering((
+        axum::http::StatusCode::BAD_REQUEST,
+        "spans rejected: dataset unknown",
+    ))
+    .await;
     let env = traced_env(&endpoint, "http/protobuf");
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let comb = home_comb(&env);
     assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
     eventually(
         "the refusal is logged with the collector's answer",
@@ -554,21 +540,10 @@ async fn a_collectors_partial_success_is_logged() {
         }),
     }
     .encode_to_vec();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move || async move {
-            ([("content-type", "application/x-protobuf")], answer)
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let endpoint =
+        collector_answering(([("content-type", "application/x-protobuf")], answer)).await;
     let env = traced_env(&endpoint, "http/protobuf");
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let comb = home_comb(&env);
     assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
     eventually("the rejected spans are logged", &comb, || async {
         let log = comb.log();
@@ -585,11 +560,7 @@ async fn an_exported_trace_is_on_combs_page_too() {
     // every span of the trace.
     let receiver = Receiver::start().await;
     let env = traced_env(&receiver.http_url, "http/protobuf");
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let comb = home_comb(&env);
     let (status, trace) = get_traced(&comb, "/api/activities/home", None).await;
     assert_eq!(status, 200);
     assert_home_tree(&receiver.trace(&trace, 3).await, true);
@@ -660,11 +631,7 @@ async fn a_stalled_collector_at_shutdown_is_given_up_cleanly() {
         // Small batches: many exports are queued when shutdown starts.
         ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4"),
     ]);
-    let mut comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &env,
-        ..Default::default()
-    });
+    let mut comb = home_comb(&env);
     for _ in 0..30 {
         assert_eq!(get_traced(&comb, "/api/activities/home", None).await.0, 200);
     }
