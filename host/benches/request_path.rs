@@ -149,7 +149,7 @@ fn bench(c: &mut Criterion) {
     let app = app(Arc::new(AppState {
         routes: routes.clone(),
         runtime: runtime.clone(),
-        tracer: spans::host_tracer(),
+        tracer: Some(spans::host_tracer()),
         cors_allowed_origins: vec![],
         metrics: comb::metrics::Metrics::new(),
         rollbar: None,

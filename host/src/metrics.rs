@@ -43,7 +43,10 @@ const DURATION_BUCKETS: [f64; 14] = [
 /// comb's instruments, from the global meter provider (a no-op one unless
 /// metrics are exported). Cheap to clone.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Option<Instruments>);
+
+#[derive(Clone)]
+struct Instruments {
     request_duration: Histogram<f64>,
     invoke_duration: Histogram<f64>,
     init_duration: Histogram<f64>,
@@ -69,6 +72,12 @@ pub(crate) struct AnsweredRequest<'a> {
 }
 
 impl Metrics {
+    /// No metrics: nothing recorded, and no attribute sets built for the
+    /// no-op meter to drop. For when metrics are not exported.
+    pub fn off() -> Self {
+        Metrics(None)
+    }
+
     /// Creates the instruments on the current global meter provider.
     pub fn new() -> Self {
         let meter = global::meter(METER_NAME);
@@ -80,7 +89,7 @@ impl Metrics {
                 .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build()
         };
-        Metrics {
+        Metrics(Some(Instruments {
             request_duration: seconds(
                 HTTP_SERVER_REQUEST_DURATION,
                 "Duration of HTTP server requests.",
@@ -108,11 +117,12 @@ impl Metrics {
                 .with_unit("{load}")
                 .with_description("Plugin files loaded or rejected.")
                 .build(),
-        }
+        }))
     }
 
     /// Records one answered request.
     pub(crate) fn record_request(&self, request: &AnsweredRequest<'_>) {
+        let Some(instruments) = &self.0 else { return };
         let mut attributes = vec![
             KeyValue::new(
                 attributes::HTTP_REQUEST_METHOD,
@@ -133,7 +143,8 @@ impl Metrics {
         if let Some(error_type) = request.error_type {
             attributes.push(KeyValue::new(attributes::ERROR_TYPE, error_type.to_owned()));
         }
-        self.request_duration
+        instruments
+            .request_duration
             .record(request.duration.as_secs_f64(), &attributes);
     }
 
@@ -147,28 +158,32 @@ impl Metrics {
         total: Duration,
         error_type: Option<&str>,
     ) {
+        let Some(instruments) = &self.0 else { return };
         let mut attributes = vec![
             KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()),
             KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.clone()),
         ];
-        self.init_duration
+        instruments
+            .init_duration
             .record(instantiate.as_secs_f64(), &attributes);
         if coldstart {
-            self.coldstarts.add(1, &attributes);
+            instruments.coldstarts.add(1, &attributes);
         }
         attributes.push(KeyValue::new(attributes::FAAS_TRIGGER, "http"));
         if let Some(error_type) = error_type {
             attributes.push(KeyValue::new(attributes::ERROR_TYPE, error_type.to_owned()));
-            self.errors.add(1, &attributes);
+            instruments.errors.add(1, &attributes);
         }
-        self.invoke_duration
+        instruments
+            .invoke_duration
             .record(total.as_secs_f64(), &attributes);
     }
 
     /// Records one plugin file loaded (`true`) or rejected.
     pub(crate) fn record_load(&self, loaded: bool) {
+        let Some(instruments) = &self.0 else { return };
         let outcome = if loaded { "loaded" } else { "rejected" };
-        self.loads.add(
+        instruments.loads.add(
             1,
             &[KeyValue::new(attributes::PLUGIN_LOAD_OUTCOME, outcome)],
         );

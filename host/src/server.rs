@@ -86,9 +86,13 @@ pub async fn run(
     let state = Arc::new(AppState {
         routes,
         runtime,
-        tracer: spans::host_tracer(),
+        tracer: (!config.telemetry.sdk_disabled).then(spans::host_tracer),
         cors_allowed_origins: config.cors_allowed_origins,
-        metrics: Metrics::new(),
+        metrics: if config.telemetry.exports_metrics() {
+            Metrics::new()
+        } else {
+            Metrics::off()
+        },
         rollbar,
     });
     // One shutdown signal for every listener, after the delay in which
@@ -154,8 +158,9 @@ pub struct AppState {
     pub routes: SharedRoutes,
     /// The wasmtime engine and linker.
     pub runtime: Arc<Runtime>,
-    /// The tracer for server and invocation spans.
-    pub tracer: BoxedTracer,
+    /// The tracer for server and invocation spans; `None` when
+    /// OpenTelemetry is off (`OTEL_SDK_DISABLED`), so none is built.
+    pub tracer: Option<BoxedTracer>,
     /// Origins allowed by CORS; none means no CORS headers at all.
     pub cors_allowed_origins: Vec<HeaderValue>,
     /// comb's instruments.
@@ -216,7 +221,7 @@ async fn serve_request(
     };
     let plugin = identity.map(|identity| &identity.name);
     let server_cx = spans::start_server_span(
-        &state.tracer,
+        state.tracer.as_ref(),
         &spans::extract(&parts.headers),
         &IncomingRequest {
             method: &parts.method,
@@ -325,7 +330,7 @@ async fn call_plugin(
     };
     let coldstart = plugin.take_coldstart();
     let invocation_cx = invocation::start_invocation_span(
-        &state.tracer,
+        state.tracer.as_ref(),
         server_cx,
         plugin.identity(),
         limits,
@@ -540,7 +545,7 @@ mod tests {
         app(Arc::new(AppState {
             routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             runtime: Arc::new(Runtime::new(&test_engine()).unwrap()),
-            tracer: spans::host_tracer(),
+            tracer: Some(spans::host_tracer()),
             cors_allowed_origins,
             metrics: Metrics::new(),
             rollbar: None,

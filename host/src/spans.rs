@@ -175,11 +175,18 @@ pub(crate) struct IncomingRequest<'a> {
 /// Starts the SERVER span for a request, child of the propagated `parent`.
 /// Named `"{METHOD} {route}"`, or `"{METHOD}"` when no route matched (a raw
 /// path would make span names unbounded).
+///
+/// With no tracer (OpenTelemetry off) the request runs in `parent`, which
+/// is what the no-op tracer's span would carry, without building the name
+/// and attributes it would throw away.
 pub(crate) fn start_server_span(
-    tracer: &BoxedTracer,
+    tracer: Option<&BoxedTracer>,
     parent: &Context,
     request: &IncomingRequest<'_>,
 ) -> Context {
+    let Some(tracer) = tracer else {
+        return parent.clone();
+    };
     let method = known_method(request.method);
     let name = match request.route {
         Some(route) => [method, " ", route].concat(),

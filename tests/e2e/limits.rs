@@ -88,6 +88,50 @@ async fn an_infinite_loop_ends_at_its_deadline_while_neighbours_keep_answering()
     );
 }
 
+/// Guest CPU time is measured only for a call whose invocation span is
+/// recorded (it is reported nowhere else); an instance reused after a call
+/// nobody recorded measures its next, recorded call all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_cpu_time_is_measured_on_a_reused_instance_after_an_unrecorded_call() {
+    const UNSAMPLED: &str = "0af7651916cd43dd8448eb211c80319c";
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        files: &[(
+            "home_activities.toml",
+            b"[limits]\nmax_instance_reuse_count = 2\n",
+        )],
+        env: &traced(&receiver),
+        ..Default::default()
+    });
+    // The caller's trace is not sampled, and comb's default sampler follows
+    // its parent: nothing of this call is recorded.
+    let unrecorded = client()
+        .get(comb.at("/api/activities/home"))
+        .header("traceparent", format!("00-{UNSAMPLED}-b7ad6b7169203331-00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unrecorded.status(), 200);
+    let (status, _, trace) = call(&comb, "/api/activities/home").await;
+    assert_eq!(status, 200);
+    let spans = receiver.trace(&trace, 3).await;
+    let invocation = named(&spans, "invoke home_activities");
+    assert_eq!(
+        invocation.int("plugin.instance.call"),
+        2,
+        "the unrecorded call's instance"
+    );
+    assert!(invocation.double("plugin.guest_cpu_ms") > 0.0);
+    assert!(
+        !receiver
+            .spans()
+            .iter()
+            .any(|span| span.trace_id == UNSAMPLED),
+        "the unsampled call was recorded"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_hog_is_stopped_at_its_cap_and_the_host_stays_bounded() {
     let receiver = Receiver::start().await;

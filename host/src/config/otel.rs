@@ -354,6 +354,12 @@ impl TelemetryConfig {
         }
     }
 
+    /// Whether metrics are exported: OpenTelemetry on and a metrics target
+    /// configured. Otherwise the global meter stays the no-op one.
+    pub fn exports_metrics(&self) -> bool {
+        !self.sdk_disabled && self.otlp_target(Signal::Metrics).is_some()
+    }
+
     /// Where `signal` goes, or `None` when its exporter is `none` or no
     /// endpoint is configured: then comb makes no export attempts at all
     /// (the OTel default of localhost:4318 would only produce connection

@@ -15,14 +15,19 @@ use crate::{
 };
 
 /// Starts the invocation span around instantiating and calling a plugin:
-/// `invoke {plugin.name}`, a stable per-plugin name to group by.
+/// `invoke {plugin.name}`, a stable per-plugin name to group by. With no
+/// tracer (OpenTelemetry off), the call runs in `parent`, as the server
+/// span does.
 pub(crate) fn start_invocation_span(
-    tracer: &BoxedTracer,
+    tracer: Option<&BoxedTracer>,
     parent: &Context,
     plugin: &PluginIdentity,
     limits: &Limits,
     coldstart: bool,
 ) -> Context {
+    let Some(tracer) = tracer else {
+        return parent.clone();
+    };
     let mut attributes = vec![
         KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()),
         KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.clone()),

@@ -31,7 +31,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use opentelemetry::{Context, StringValue, global::BoxedTracer};
+use opentelemetry::{Context, StringValue, global::BoxedTracer, trace::TraceContextExt};
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
     PoolingAllocationConfig, ProfilingStrategy, Store, Trap, UpdateDeadline, WasmBacktrace,
@@ -437,11 +437,20 @@ impl Runtime {
         } = guest;
         let mut stats = CallStats::default();
         let started = Instant::now();
+        // Guest CPU time is reported on the invocation span only: a call
+        // whose span is not recorded (tracing off, or sampled out) does
+        // not pay for a clock read at every host call.
+        let clocked = invocation.span().is_recording();
         let fresh_store = |invocation| {
             let state =
                 InvocationState::new(tracer.clone(), invocation, plugin_name, sandbox, limits);
-            self.store(pre.engine(), state, limits)
-                .map_err(|error| InvokeError::Instantiate(format!("{error:#}")))
+            let mut store = self
+                .store(pre.engine(), state, limits)
+                .map_err(|error| InvokeError::Instantiate(format!("{error:#}")))?;
+            if clocked {
+                state::clock_guest(&mut store);
+            }
+            Ok(store)
         };
         let pre = match pre {
             PreparedPlugin::Comb(pre) => pre,
@@ -477,6 +486,9 @@ impl Runtime {
                     sandbox,
                     limits,
                 );
+                if clocked {
+                    state::clock_guest(&mut store);
+                }
                 let armed = self.arm(&mut store, limits);
                 (store, armed.map(|()| plugin))
             }
@@ -549,10 +561,6 @@ impl Runtime {
     ) -> wasmtime::Result<Store<InvocationState>> {
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.call_hook(|mut context, hook| {
-            context.data_mut().guest_clock.on(hook);
-            Ok(())
-        });
         self.arm(&mut store, limits)?;
         Ok(store)
     }

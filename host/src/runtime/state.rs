@@ -8,7 +8,7 @@ use std::{
 
 use opentelemetry::{Context, StringValue, global::BoxedTracer};
 use wasmtime::{
-    CallHook,
+    CallHook, Store,
     component::{Linker, ResourceTable},
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -187,6 +187,16 @@ impl GuestClock {
     pub(super) fn total(&self) -> Duration {
         self.total
     }
+}
+
+/// Starts measuring the guest's CPU time in `store` (see [`GuestClock`]).
+/// A reused instance's store may have its clock from an earlier call;
+/// setting the hook again replaces it.
+pub(super) fn clock_guest(store: &mut Store<InvocationState>) {
+    store.call_hook(|mut context, hook| {
+        context.data_mut().guest_clock.on(hook);
+        Ok(())
+    });
 }
 
 /// Links every host capability a plugin may import; WASI 0.3 too when the
