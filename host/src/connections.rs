@@ -30,12 +30,31 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
+use opentelemetry::StringValue;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{Semaphore, watch},
 };
 use tower::ServiceExt as _;
+
+/// The client end of a connection, carried by every request on it as
+/// `ConnectInfo<Peer>`: its address, and the IP as the server span's
+/// `client.address`, formatted once per connection rather than per request.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub address: SocketAddr,
+    pub ip: StringValue,
+}
+
+impl Peer {
+    fn new(address: SocketAddr) -> Self {
+        Peer {
+            address,
+            ip: StringValue::from(Arc::<str>::from(address.ip().to_string())),
+        }
+    }
+}
 
 /// The default cap on connections open at once, per listener.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -153,8 +172,9 @@ async fn connection(
         started,
         activity: activity.clone(),
     });
+    let client = Peer::new(peer);
     let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(ConnectInfo(client.clone()));
         app.clone().oneshot(request)
     });
     let conn = builder.serve_connection_with_upgrades(io, service);

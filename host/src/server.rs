@@ -3,7 +3,6 @@
 
 use std::{
     future::Future,
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -25,7 +24,7 @@ use tokio::net::TcpListener;
 use crate::{
     admin,
     config::ServeConfig,
-    connections,
+    connections::{self, Peer},
     dashboard::Recorder,
     error::ApiError,
     health::{self, Health},
@@ -205,8 +204,8 @@ async fn serve_request(
     let (parts, body) = request.into_parts();
     let client = parts
         .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+        .get::<ConnectInfo<Peer>>()
+        .map(|info| &info.0);
     // A full Arc, not a guard: the table must outlive a long plugin call
     // without pinning arc-swap's fast-path slots.
     let table = state.routes.load_full();
@@ -228,7 +227,7 @@ async fn serve_request(
             uri: &parts.uri,
             version: parts.version,
             headers: &parts.headers,
-            client_address: client,
+            client_address: client.map(|peer| &peer.ip),
             route,
             plugin,
         },
@@ -305,7 +304,7 @@ async fn call_plugin(
     // plugin takes the host's memory down.
     // What a Rollbar item shows of the request; kept only when it is on.
     let head = state.rollbar.as_ref().map(|_| {
-        let client = (parts.extensions.get::<ConnectInfo<SocketAddr>>()).map(|info| info.0.ip());
+        let client = (parts.extensions.get::<ConnectInfo<Peer>>()).map(|info| info.0.address.ip());
         FailedRequest {
             method: parts.method.clone(),
             uri: parts.uri.clone(),

@@ -164,8 +164,8 @@ pub(crate) struct IncomingRequest<'a> {
     pub uri: &'a http::Uri,
     pub version: http::Version,
     pub headers: &'a http::HeaderMap,
-    /// The peer's IP address.
-    pub client_address: Option<std::net::IpAddr>,
+    /// The peer's IP address (formatted once per connection).
+    pub client_address: Option<&'a StringValue>,
     /// The matched route pattern, when one matched.
     pub route: Option<&'a str>,
     /// The plugin serving the route, when one matched (shared, not copied).
@@ -223,10 +223,7 @@ pub(crate) fn start_server_span(
         ));
     }
     if let Some(address) = request.client_address {
-        attributes.push(KeyValue::new(
-            attributes::CLIENT_ADDRESS,
-            address.to_string(),
-        ));
+        attributes.push(KeyValue::new(attributes::CLIENT_ADDRESS, address.clone()));
     }
     if let Some(route) = request.route {
         attributes.push(KeyValue::new(attributes::HTTP_ROUTE, route.to_owned()));
@@ -271,6 +268,8 @@ pub(crate) struct PluginIdentity {
     pub version: StringValue,
     /// `plugin.digest`.
     pub digest: StringValue,
+    /// Its invocation span's name, `invoke {plugin.name}`.
+    pub invocation_span: String,
 }
 
 impl PluginIdentity {
@@ -281,6 +280,7 @@ impl PluginIdentity {
             name: shared(name),
             version: shared(version),
             digest: shared(digest),
+            invocation_span: [INVOCATION_SPAN_PREFIX, name].concat(),
         }
     }
 }

@@ -99,6 +99,7 @@ fn assert_home_tree(
     assert_eq!(server.string("url.path"), "/api/activities/home");
     assert_eq!(server.string("url.scheme"), "http");
     assert_eq!(server.string("server.address"), "127.0.0.1");
+    assert_eq!(server.string("client.address"), "127.0.0.1");
     assert_eq!(server.string("network.protocol.version"), "1.1");
     assert_eq!(server.int("http.response.status_code"), 200);
     assert_eq!(server.status_code, STATUS_UNSET);

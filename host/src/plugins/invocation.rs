@@ -11,7 +11,7 @@ use opentelemetry::{
 use crate::{
     limits::Limits,
     runtime::{CallStats, InvokeError},
-    spans::{self, PluginIdentity, attributes, millis},
+    spans::{PluginIdentity, attributes, millis},
 };
 
 /// Starts the invocation span around instantiating and calling a plugin:
@@ -51,7 +51,7 @@ pub(crate) fn start_invocation_span(
         attributes.push(KeyValue::new(attributes::PLUGIN_LIMIT_FUEL, fuel as i64));
     }
     let span = tracer
-        .span_builder(format!("{}{}", spans::INVOCATION_SPAN_PREFIX, plugin.name))
+        .span_builder(plugin.invocation_span.clone())
         .with_kind(SpanKind::Internal)
         .with_attributes(attributes)
         .start_with_context(tracer, parent);
