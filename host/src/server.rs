@@ -259,9 +259,7 @@ async fn serve_request(
     });
     // W3C Trace Context's `traceresponse`: the caller learns which trace to
     // look up, as X-Ray's middleware answers `X-Amzn-Trace-Id`.
-    if let Some(value) =
-        spans::traceresponse(&server_cx).and_then(|v| HeaderValue::from_str(&v).ok())
-    {
+    if let Some(value) = spans::traceresponse(&server_cx) {
         response.headers_mut().insert(TRACERESPONSE, value);
     }
     // The access log, on its own target so it can be turned on or off:

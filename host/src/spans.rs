@@ -307,17 +307,31 @@ pub(crate) fn trace_id(cx: &Context) -> String {
 
 /// The `traceresponse` header value for the span in `cx`,
 /// `00-{trace id}-{span id}-{flags}`; `None` when tracing is off.
-pub(crate) fn traceresponse(cx: &Context) -> Option<String> {
+pub(crate) fn traceresponse(cx: &Context) -> Option<http::HeaderValue> {
     let span = cx.span();
     let context = span.span_context();
-    context.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            context.trace_id(),
-            context.span_id(),
-            context.trace_flags().to_u8()
-        )
-    })
+    if !context.is_valid() {
+        return None;
+    }
+    // Hex by hand: `format!` with the ids' `{:032x}` padding was ~0.5 % of
+    // a request's CPU, on every request.
+    let mut value = Vec::with_capacity(55);
+    value.extend_from_slice(b"00-");
+    push_hex(&mut value, &context.trace_id().to_bytes());
+    value.push(b'-');
+    push_hex(&mut value, &context.span_id().to_bytes());
+    value.push(b'-');
+    push_hex(&mut value, &[context.trace_flags().to_u8()]);
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+}
+
+/// Appends `bytes` as lower-case hex.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0xf)]);
+    }
 }
 
 /// A duration in milliseconds, as comb's `*_ms` attributes carry it.
@@ -417,4 +431,26 @@ fn host_and_port(headers: &http::HeaderMap) -> Option<(String, Option<u16>)> {
     let host = headers.get(http::header::HOST)?.to_str().ok()?;
     let authority: http::uri::Authority = host.parse().ok()?;
     Some((authority.host().to_owned(), authority.port_u16()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceresponse_is_the_w3c_header_of_the_span() {
+        let span = SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let cx = Context::new().with_remote_span_context(span);
+        assert_eq!(
+            traceresponse(&cx).unwrap(),
+            "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+        );
+        assert!(traceresponse(&Context::new()).is_none());
+    }
 }
