@@ -50,6 +50,17 @@ pub(crate) const DEFAULT_SERVICE_NAME: &str = "comb";
 /// (the OTel spec's default, 10 s).
 pub(crate) const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Parses a count that must be at least 1: a zero would not mean "none"
+/// but refuse everything, silently (no connection accepted, every call
+/// overloaded, every span dropped).
+pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(count) => Ok(count),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// comb serves HTTP routes from WebAssembly component plugins and traces
 /// every call with OpenTelemetry.
 #[derive(Debug, Parser)]
@@ -407,7 +418,7 @@ pub struct ServeConfig {
 
     /// Connections each listener keeps open at once; past it, new ones
     /// wait in the kernel's backlog until one closes.
-    #[arg(long, env = "COMB_MAX_CONNECTIONS", default_value_t = connections::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    #[arg(long, env = "COMB_MAX_CONNECTIONS", default_value_t = connections::DEFAULT_MAX_CONNECTIONS, value_name = "N", value_parser = at_least_one)]
     pub max_connections: usize,
 
     /// Time a request's head (request line and headers) may take to arrive,
@@ -475,7 +486,7 @@ pub struct LimitsConfig {
     pub fuel: Option<u64>,
 
     /// Calls one plugin may run at once; more get 503 with Retry-After.
-    #[arg(long = "max-concurrency", env = "COMB_MAX_CONCURRENCY", default_value_t = limits::DEFAULT_MAX_CONCURRENCY, value_name = "N")]
+    #[arg(long = "max-concurrency", env = "COMB_MAX_CONCURRENCY", default_value_t = limits::DEFAULT_MAX_CONCURRENCY, value_name = "N", value_parser = at_least_one)]
     pub max_concurrency: usize,
 
     /// The largest request body, in bytes; larger ones get 413.
@@ -561,7 +572,7 @@ impl ServeConfig {
     /// How each listener treats its connections.
     pub fn connection_limits(&self) -> ConnectionLimits {
         ConnectionLimits {
-            max_connections: self.max_connections.max(1),
+            max_connections: self.max_connections,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             drain_timeout: Duration::from_millis(self.shutdown_timeout_ms),
@@ -703,6 +714,26 @@ mod tests {
             (set.bsp_max_queue_size, set.bsp_max_export_batch_size),
             (100, 10)
         );
+    }
+
+    #[test]
+    fn counts_that_cannot_be_zero_are_refused_at_zero() {
+        for flag in [
+            "--max-connections",
+            "--max-concurrency",
+            "--otel-bsp-max-queue-size",
+            "--otel-bsp-max-export-batch-size",
+        ] {
+            let error = serve_over("", &["--plugins", ".", flag, "0"]).unwrap_err();
+            assert!(
+                error.to_string().contains("must be at least 1"),
+                "{flag}: {error}"
+            );
+            assert!(
+                serve_over("", &["--plugins", ".", flag, "1"]).is_ok(),
+                "{flag}"
+            );
+        }
     }
 
     #[test]

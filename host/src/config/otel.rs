@@ -248,7 +248,8 @@ pub struct TelemetryConfig {
         long = "otel-bsp-max-queue-size",
         env = "OTEL_BSP_MAX_QUEUE_SIZE",
         default_value_t = 8192,
-        value_name = "N"
+        value_name = "N",
+        value_parser = super::at_least_one
     )]
     pub bsp_max_queue_size: usize,
 
@@ -259,7 +260,8 @@ pub struct TelemetryConfig {
         long = "otel-bsp-max-export-batch-size",
         env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
         default_value_t = 2048,
-        value_name = "N"
+        value_name = "N",
+        value_parser = super::at_least_one
     )]
     pub bsp_max_export_batch_size: usize,
 
