@@ -734,6 +734,9 @@ mod tests {
                 "{flag}"
             );
         }
+        // From the settings file too.
+        let error = serve_over("max-concurrency = 0\n", &["--plugins", "."]).unwrap_err();
+        assert!(error.to_string().contains("must be at least 1"), "{error}");
     }
 
     #[test]
