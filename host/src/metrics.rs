@@ -15,10 +15,10 @@
 //! name and version, never instance, request or trace ids — so one
 //! Honeycomb query groups plugins side by side.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use opentelemetry::{
-    KeyValue, global,
+    KeyValue, StringValue, global,
     metrics::{Counter, Histogram},
 };
 use opentelemetry_semantic_conventions::metric::{
@@ -59,8 +59,8 @@ struct Instruments {
 pub(crate) struct AnsweredRequest<'a> {
     /// The request method.
     pub method: &'a http::Method,
-    /// The matched route pattern, if any.
-    pub route: Option<&'a str>,
+    /// The matched route pattern, if any (shared, not copied).
+    pub route: Option<&'a Arc<str>>,
     /// The plugin that served it, if any.
     pub plugin: Option<&'a PluginIdentity>,
     /// The response status.
@@ -135,7 +135,10 @@ impl Metrics {
             KeyValue::new(attributes::URL_SCHEME, "http"),
         ];
         if let Some(route) = request.route {
-            attributes.push(KeyValue::new(attributes::HTTP_ROUTE, route.to_owned()));
+            attributes.push(KeyValue::new(
+                attributes::HTTP_ROUTE,
+                StringValue::from(route.clone()),
+            ));
         }
         if let Some(plugin) = request.plugin {
             attributes.push(KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()));

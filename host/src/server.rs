@@ -213,9 +213,9 @@ async fn serve_request(
     // Borrowed from the table, which outlives the request: no copies.
     let (route, identity) = match &lookup {
         Lookup::Found { route, .. } => {
-            (Some(route.pattern.as_str()), Some(route.target.identity()))
+            (Some(route.pattern.shared()), Some(route.target.identity()))
         }
-        Lookup::MethodNotAllowed { pattern, .. } => (Some(pattern.as_str()), None),
+        Lookup::MethodNotAllowed { pattern, .. } => (Some(pattern.shared()), None),
         Lookup::NotFound => (None, None),
     };
     let plugin = identity.map(|identity| &identity.name);
@@ -268,7 +268,7 @@ async fn serve_request(
     tracing::info!(
         target: ACCESS_LOG,
         trace_id = %spans::trace_id(&server_cx),
-        route = route.unwrap_or("-"),
+        route = route.map_or("-", |route| &**route),
         plugin = plugin.map_or("-", StringValue::as_str),
         status = response.status().as_u16(),
         duration_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),

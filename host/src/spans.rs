@@ -12,7 +12,7 @@
 //! 5xx set it to Error with `error.type`. A trap sets the invocation span
 //! to Error with a low-cardinality `error.type` and an `exception` event.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use http::StatusCode;
 use opentelemetry::{
@@ -166,8 +166,8 @@ pub(crate) struct IncomingRequest<'a> {
     pub headers: &'a http::HeaderMap,
     /// The peer's IP address (formatted once per connection).
     pub client_address: Option<&'a StringValue>,
-    /// The matched route pattern, when one matched.
-    pub route: Option<&'a str>,
+    /// The matched route pattern, when one matched (shared, not copied).
+    pub route: Option<&'a Arc<str>>,
     /// The plugin serving the route, when one matched (shared, not copied).
     pub plugin: Option<&'a StringValue>,
 }
@@ -226,7 +226,10 @@ pub(crate) fn start_server_span(
         attributes.push(KeyValue::new(attributes::CLIENT_ADDRESS, address.clone()));
     }
     if let Some(route) = request.route {
-        attributes.push(KeyValue::new(attributes::HTTP_ROUTE, route.to_owned()));
+        attributes.push(KeyValue::new(
+            attributes::HTTP_ROUTE,
+            StringValue::from(route.clone()),
+        ));
     }
     if let Some(plugin) = request.plugin {
         attributes.push(KeyValue::new(attributes::PLUGIN_NAME, plugin.clone()));

@@ -11,12 +11,14 @@
 //!
 //! A route's method may be `*`: any method, less specific than a named one.
 
-use std::{collections::HashMap, fmt, str::FromStr};
+use std::{collections::HashMap, fmt, str::FromStr, sync::Arc};
 
 /// A parsed route pattern such as `/api/activities/@:handle`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePattern {
-    text: String,
+    /// Shared: the pattern is `http.route` on every request's span and
+    /// metrics, which then copy none of it.
+    text: Arc<str>,
     segments: Vec<Segment>,
 }
 
@@ -98,7 +100,7 @@ impl FromStr for RoutePattern {
             segments.push(parsed);
         }
         Ok(RoutePattern {
-            text: text.to_owned(),
+            text: Arc::from(text),
             segments,
         })
     }
@@ -111,8 +113,8 @@ impl fmt::Display for RoutePattern {
 }
 
 impl RoutePattern {
-    /// The pattern as written, e.g. for `http.route`.
-    pub(crate) fn as_str(&self) -> &str {
+    /// The pattern as written, shared: `http.route`.
+    pub(crate) fn shared(&self) -> &Arc<str> {
         &self.text
     }
 
@@ -531,7 +533,7 @@ mod tests {
         assert!(matches!(table.lookup("GET", "/nothing"), Lookup::NotFound));
         match table.lookup("GET", "/api/activities/1/reply") {
             Lookup::MethodNotAllowed { pattern, allowed } => {
-                assert_eq!(pattern.as_str(), "/api/activities/:uuid/reply");
+                assert_eq!(&**pattern.shared(), "/api/activities/:uuid/reply");
                 assert_eq!(allowed, vec!["POST".to_owned()]);
             }
             _ => panic!("expected 405"),
