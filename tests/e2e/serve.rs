@@ -292,6 +292,14 @@ async fn a_settings_file_sets_defaults_that_the_environment_overrides() {
         stderr.contains("--deadline-ms") && stderr.contains("bad.toml"),
         "{stderr}"
     );
+    // A zero that would refuse every call is refused itself.
+    let stderr = refused("zero.toml", "max-concurrency = 0\n");
+    assert!(
+        stderr.contains("--max-concurrency")
+            && stderr.contains("must be at least 1")
+            && stderr.contains("zero.toml"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
