@@ -162,24 +162,28 @@ impl Metrics {
         error_type: Option<&str>,
     ) {
         let Some(instruments) = &self.0 else { return };
-        let mut attributes = vec![
-            KeyValue::new(attributes::PLUGIN_NAME, plugin.name.clone()),
-            KeyValue::new(attributes::PLUGIN_VERSION, plugin.version.clone()),
-        ];
+        // Built at load: a successful call allocates no attribute set.
+        let call = &plugin.call_metric_attributes;
+        let identity = &call[..2];
         instruments
             .init_duration
-            .record(instantiate.as_secs_f64(), &attributes);
+            .record(instantiate.as_secs_f64(), identity);
         if coldstart {
-            instruments.coldstarts.add(1, &attributes);
+            instruments.coldstarts.add(1, identity);
         }
-        attributes.push(KeyValue::new(attributes::FAAS_TRIGGER, "http"));
-        if let Some(error_type) = error_type {
-            attributes.push(KeyValue::new(attributes::ERROR_TYPE, error_type.to_owned()));
-            instruments.errors.add(1, &attributes);
+        match error_type {
+            None => instruments
+                .invoke_duration
+                .record(total.as_secs_f64(), call),
+            Some(error_type) => {
+                let mut failed = call.to_vec();
+                failed.push(KeyValue::new(attributes::ERROR_TYPE, error_type.to_owned()));
+                instruments.errors.add(1, &failed);
+                instruments
+                    .invoke_duration
+                    .record(total.as_secs_f64(), &failed);
+            }
         }
-        instruments
-            .invoke_duration
-            .record(total.as_secs_f64(), &attributes);
     }
 
     /// Records one plugin file loaded (`true`) or rejected.

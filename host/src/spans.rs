@@ -273,15 +273,24 @@ pub(crate) struct PluginIdentity {
     pub digest: StringValue,
     /// Its invocation span's name, `invoke {plugin.name}`.
     pub invocation_span: String,
+    /// Its call metrics' attributes: `plugin.name`, `plugin.version` (the
+    /// two alone for instantiation and cold starts) and `faas.trigger`.
+    pub call_metric_attributes: [KeyValue; 3],
 }
 
 impl PluginIdentity {
     /// The identity of plugin `name` at `version`, built from `digest`.
     pub(crate) fn new(name: &str, version: &str, digest: &str) -> Self {
         let shared = |text: &str| StringValue::from(std::sync::Arc::<str>::from(text));
+        let (name_value, version) = (shared(name), shared(version));
         PluginIdentity {
-            name: shared(name),
-            version: shared(version),
+            call_metric_attributes: [
+                KeyValue::new(attributes::PLUGIN_NAME, name_value.clone()),
+                KeyValue::new(attributes::PLUGIN_VERSION, version.clone()),
+                KeyValue::new(attributes::FAAS_TRIGGER, "http"),
+            ],
+            name: name_value,
+            version,
             digest: shared(digest),
             invocation_span: [INVOCATION_SPAN_PREFIX, name].concat(),
         }
