@@ -296,6 +296,28 @@ async fn a_sidecar_overrides_routes_and_a_bad_one_names_line_and_column() {
     );
 }
 
+/// A route pattern names every span and metric of its requests: one past
+/// comb's bound is refused at load, and the other plugins serve on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_pattern_past_its_bound_is_refused_at_load() {
+    let long = format!("/{}", "a".repeat(300));
+    let sidecar = format!("routes = [{{ method = \"GET\", pattern = \"{long}\" }}]\n");
+    let comb = Comb::start(Options {
+        plugins: &["home_activities", "faulty"],
+        files: &[("home_activities.toml", sidecar.as_bytes())],
+        ..Default::default()
+    });
+    let report = report(&comb, "home_activities.wasm").await.unwrap();
+    assert_eq!(report["state"], "failed", "{report}");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("(301 bytes) must be at most 256 bytes of printable ASCII"),
+        "{reason}"
+    );
+    assert_eq!(get_json(&comb.at(&long)).await.0, 404);
+    assert_eq!(get_json(&comb.at("/faulty/ok")).await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_with_a_warm_cache_compiles_nothing() {
     let cache = tempfile::tempdir().unwrap();

@@ -225,24 +225,42 @@ pub(crate) fn check_header(wasm: &[u8]) -> Result<()> {
 
 /// The plugin's routes: the sidecar's when it has some, else the
 /// manifest's; each method known and each pattern valid.
+/// The longest plugin name or version accepted.
+const MAX_NAME_BYTES: usize = 64;
+
+/// `text` cut short for an error message.
+fn cut(text: &str) -> String {
+    text.chars().take(MAX_NAME_BYTES).collect()
+}
+
 fn check_manifest(
     manifest: &Manifest,
     sidecar: &Sidecar,
     max_routes: usize,
 ) -> Result<Vec<(String, RoutePattern)>> {
+    // Name and version go on every span and metric of the plugin's calls.
     let name_ok = !manifest.name.is_empty()
+        && manifest.name.len() <= MAX_NAME_BYTES
         && manifest
             .name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !name_ok {
         bail!(
-            "manifest name {:?} must be non-empty lower case, digits, '_' or '-'",
-            manifest.name
+            "manifest name {:?} must be non-empty lower case, digits, '_' or '-', \
+             at most {MAX_NAME_BYTES} bytes",
+            cut(&manifest.name)
         );
     }
-    if manifest.version.is_empty() {
-        bail!("manifest of {:?} has an empty version", manifest.name);
+    let version_ok = !manifest.version.is_empty()
+        && manifest.version.len() <= MAX_NAME_BYTES
+        && manifest.version.bytes().all(|b| b.is_ascii_graphic());
+    if !version_ok {
+        bail!(
+            "manifest version {:?} of {:?} must be 1 to {MAX_NAME_BYTES} bytes of printable ASCII",
+            cut(&manifest.version),
+            manifest.name
+        );
     }
     let routes: Vec<(&str, &str)> = match &sidecar.routes {
         Some(routes) => routes
@@ -335,6 +353,34 @@ mod tests {
             let error = format!("{:#}", check_manifest(&bad, &none, 2).unwrap_err());
             assert!(error.contains(expected), "{expected}: {error}");
         }
+        // Name, version and patterns go on every span: each is bounded.
+        let mut long_version = manifest("home", &[("GET", "/")]);
+        long_version.version = "1".repeat(MAX_NAME_BYTES + 1);
+        let mut spaced_version = manifest("home", &[("GET", "/")]);
+        spaced_version.version = "1.0 beta".to_owned();
+        for (bad, expected) in [
+            (
+                manifest(&"a".repeat(MAX_NAME_BYTES + 1), &[("GET", "/")]),
+                "at most 64 bytes",
+            ),
+            (long_version, "1 to 64 bytes of printable ASCII"),
+            (spaced_version, "1 to 64 bytes of printable ASCII"),
+            (
+                manifest("home", &[("GET", &format!("/{}", "a".repeat(300)))]),
+                "(301 bytes) must be at most 256 bytes",
+            ),
+        ] {
+            let error = format!("{:#}", check_manifest(&bad, &none, 2).unwrap_err());
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        assert!(
+            check_manifest(
+                &manifest(&"a".repeat(MAX_NAME_BYTES), &[("GET", "/")]),
+                &none,
+                2
+            )
+            .is_ok()
+        );
         // A sidecar's routes replace the manifest's.
         let sidecar = sidecar::parse(
             "routes = [{ method = \"POST\", pattern = \"/x\" }]\n",

@@ -36,6 +36,10 @@ enum Segment {
 /// The method of a route that serves every method.
 pub(crate) const ANY_METHOD: &str = "*";
 
+/// The longest route pattern accepted: a plugin's pattern names every span
+/// and metric of the requests it serves.
+pub(crate) const MAX_PATTERN_BYTES: usize = 256;
+
 /// The last segment that matches the rest of the path.
 const REST: &str = "...";
 
@@ -45,6 +49,18 @@ pub enum PatternError {
     /// Patterns are absolute paths.
     #[error("route pattern {0:?} must start with '/'")]
     NotAbsolute(String),
+    /// Too long, or not printable ASCII (a request's path is, so such a
+    /// pattern could never match); shown cut to its start.
+    #[error(
+        "route pattern {start:?}… ({bytes} bytes) must be at most {MAX_PATTERN_BYTES} bytes \
+         of printable ASCII"
+    )]
+    Unfit {
+        /// The pattern's first characters.
+        start: String,
+        /// Its length.
+        bytes: usize,
+    },
     /// `:` with nothing after it.
     #[error("route pattern {0:?} has a parameter without a name")]
     UnnamedParam(String),
@@ -65,6 +81,12 @@ impl FromStr for RoutePattern {
     type Err = PatternError;
 
     fn from_str(text: &str) -> Result<Self, PatternError> {
+        if text.len() > MAX_PATTERN_BYTES || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(PatternError::Unfit {
+                start: text.chars().take(32).collect(),
+                bytes: text.len(),
+            });
+        }
         let Some(rest) = text.strip_prefix('/') else {
             return Err(PatternError::NotAbsolute(text.to_owned()));
         };
@@ -455,6 +477,30 @@ mod tests {
             "/:a/:a".parse::<RoutePattern>(),
             Err(PatternError::DuplicateParam { .. })
         ));
+    }
+
+    #[test]
+    fn a_pattern_is_bounded_printable_ascii() {
+        let longest = format!("/{}", "a".repeat(MAX_PATTERN_BYTES - 1));
+        assert!(longest.parse::<RoutePattern>().is_ok());
+        let error = format!("{longest}a").parse::<RoutePattern>().unwrap_err();
+        assert_eq!(
+            error,
+            PatternError::Unfit {
+                start: longest[..32].to_owned(),
+                bytes: MAX_PATTERN_BYTES + 1
+            }
+        );
+        assert!(error.to_string().contains("at most 256 bytes"), "{error}");
+        for unfit in ["/a b", "/a\nb", "/café"] {
+            assert!(
+                matches!(
+                    unfit.parse::<RoutePattern>(),
+                    Err(PatternError::Unfit { .. })
+                ),
+                "{unfit:?}"
+            );
+        }
     }
 
     #[test]
