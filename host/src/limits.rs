@@ -196,11 +196,26 @@ impl Limits {
                 "limits.fuel is set but fuel metering is off: start comb with --fuel".to_owned(),
             );
         }
-        if overrides.max_concurrency == Some(0) {
-            return Err("limits.max_concurrency must be at least 1".to_owned());
-        }
-        if overrides.max_instance_reuse_count == Some(0) {
-            return Err("limits.max_instance_reuse_count must be at least 1".to_owned());
+        // A zero would not lift the limit but refuse every call.
+        let zeros = [
+            ("max_concurrency", overrides.max_concurrency == Some(0)),
+            (
+                "max_instance_reuse_count",
+                overrides.max_instance_reuse_count == Some(0),
+            ),
+            ("deadline_ms", overrides.deadline_ms == Some(0)),
+            (
+                "http_connect_timeout_ms",
+                overrides.http_connect_timeout_ms == Some(0),
+            ),
+            (
+                "http_first_byte_timeout_ms",
+                overrides.http_first_byte_timeout_ms == Some(0),
+            ),
+            ("http_timeout_ms", overrides.http_timeout_ms == Some(0)),
+        ];
+        if let Some((key, _)) = zeros.iter().find(|(_, zero)| *zero) {
+            return Err(format!("limits.{key} must be at least 1"));
         }
         Ok(Limits {
             deadline: overrides
@@ -340,6 +355,52 @@ mod tests {
             100
         );
         assert!(base.with(&reuse(0)).unwrap_err().contains("at least 1"));
+    }
+
+    #[test]
+    fn zero_counts_and_times_are_refused_naming_the_key() {
+        let zeros = [
+            LimitsOverride {
+                max_concurrency: Some(0),
+                ..Default::default()
+            },
+            LimitsOverride {
+                deadline_ms: Some(0),
+                ..Default::default()
+            },
+            LimitsOverride {
+                http_connect_timeout_ms: Some(0),
+                ..Default::default()
+            },
+            LimitsOverride {
+                http_first_byte_timeout_ms: Some(0),
+                ..Default::default()
+            },
+            LimitsOverride {
+                http_timeout_ms: Some(0),
+                ..Default::default()
+            },
+        ];
+        let keys = [
+            "max_concurrency",
+            "deadline_ms",
+            "http_connect_timeout_ms",
+            "http_first_byte_timeout_ms",
+            "http_timeout_ms",
+        ];
+        for (zero, key) in zeros.iter().zip(keys) {
+            let error = Limits::default().with(zero).unwrap_err();
+            assert_eq!(error, format!("limits.{key} must be at least 1"));
+        }
+        // Zero bodies are a choice (a route that takes no body), not a mistake.
+        let no_body = LimitsOverride {
+            max_request_body: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            Limits::default().with(&no_body).unwrap().max_request_body,
+            0
+        );
     }
 
     #[test]

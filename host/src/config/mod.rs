@@ -50,13 +50,18 @@ pub(crate) const DEFAULT_SERVICE_NAME: &str = "comb";
 /// (the OTel spec's default, 10 s).
 pub(crate) const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Parses a count that must be at least 1: a zero would not mean "none"
-/// but refuse everything, silently (no connection accepted, every call
-/// overloaded, every span dropped).
-pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
-        Ok(count) => Ok(count),
+/// Parses a count or a time in ms that must be at least 1: a zero would
+/// not mean "none" or "no limit" but refuse everything (no connection
+/// accepted, every call overloaded or past its deadline, every span
+/// dropped, every outgoing call timed out).
+pub(crate) fn at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialEq + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    match text.parse::<T>() {
+        Ok(value) if value == T::from(0) => Err("must be at least 1".to_owned()),
+        Ok(value) => Ok(value),
         Err(error) => Err(error.to_string()),
     }
 }
@@ -418,17 +423,17 @@ pub struct ServeConfig {
 
     /// Connections each listener keeps open at once; past it, new ones
     /// wait in the kernel's backlog until one closes.
-    #[arg(long, env = "COMB_MAX_CONNECTIONS", default_value_t = connections::DEFAULT_MAX_CONNECTIONS, value_name = "N", value_parser = at_least_one)]
+    #[arg(long, env = "COMB_MAX_CONNECTIONS", default_value_t = connections::DEFAULT_MAX_CONNECTIONS, value_name = "N", value_parser = at_least_one::<usize>)]
     pub max_connections: usize,
 
     /// Time a request's head (request line and headers) may take to arrive,
     /// in ms; past it the connection is closed.
-    #[arg(long, env = "COMB_HEADER_READ_TIMEOUT_MS", default_value_t = connections::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    #[arg(long, env = "COMB_HEADER_READ_TIMEOUT_MS", default_value_t = connections::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64, value_name = "MS", value_parser = at_least_one::<u64>)]
     pub header_read_timeout_ms: u64,
 
     /// Time a connection may send and receive nothing, in ms; past it the
     /// connection is closed (a request in flight still gets its answer).
-    #[arg(long, env = "COMB_IDLE_TIMEOUT_MS", default_value_t = connections::DEFAULT_IDLE_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    #[arg(long, env = "COMB_IDLE_TIMEOUT_MS", default_value_t = connections::DEFAULT_IDLE_TIMEOUT.as_millis() as u64, value_name = "MS", value_parser = at_least_one::<u64>)]
     pub idle_timeout_ms: u64,
 
     /// Time comb keeps serving after SIGTERM, in ms, with `/readyz`
@@ -472,7 +477,7 @@ pub struct ServeConfig {
 #[command(next_help_heading = "Limits (per plugin; a sidecar [limits] table overrides)")]
 pub struct LimitsConfig {
     /// Wall-clock deadline of one call, in milliseconds; past it: 504.
-    #[arg(long = "deadline-ms", env = "COMB_DEADLINE_MS", default_value_t = limits::DEFAULT_DEADLINE.as_millis() as u64, value_name = "MS")]
+    #[arg(long = "deadline-ms", env = "COMB_DEADLINE_MS", default_value_t = limits::DEFAULT_DEADLINE.as_millis() as u64, value_name = "MS", value_parser = at_least_one::<u64>)]
     pub deadline_ms: u64,
 
     /// Linear memory of one instance, in bytes; past it the call traps (500).
@@ -486,7 +491,7 @@ pub struct LimitsConfig {
     pub fuel: Option<u64>,
 
     /// Calls one plugin may run at once; more get 503 with Retry-After.
-    #[arg(long = "max-concurrency", env = "COMB_MAX_CONCURRENCY", default_value_t = limits::DEFAULT_MAX_CONCURRENCY, value_name = "N", value_parser = at_least_one)]
+    #[arg(long = "max-concurrency", env = "COMB_MAX_CONCURRENCY", default_value_t = limits::DEFAULT_MAX_CONCURRENCY, value_name = "N", value_parser = at_least_one::<usize>)]
     pub max_concurrency: usize,
 
     /// The largest request body, in bytes; larger ones get 413.
@@ -498,16 +503,16 @@ pub struct LimitsConfig {
     pub max_response_body: usize,
 
     /// Time a plugin's outgoing HTTP call may take to connect, in ms.
-    #[arg(long = "http-connect-timeout-ms", env = "COMB_HTTP_CONNECT_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_CONNECT_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    #[arg(long = "http-connect-timeout-ms", env = "COMB_HTTP_CONNECT_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_CONNECT_TIMEOUT.as_millis() as u64, value_name = "MS", value_parser = at_least_one::<u64>)]
     pub http_connect_timeout_ms: u64,
 
     /// Time an outgoing HTTP call waits for the response's first byte, and
     /// then between body chunks, in ms.
-    #[arg(long = "http-first-byte-timeout-ms", env = "COMB_HTTP_FIRST_BYTE_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_FIRST_BYTE_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    #[arg(long = "http-first-byte-timeout-ms", env = "COMB_HTTP_FIRST_BYTE_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_FIRST_BYTE_TIMEOUT.as_millis() as u64, value_name = "MS", value_parser = at_least_one::<u64>)]
     pub http_first_byte_timeout_ms: u64,
 
     /// Time an outgoing HTTP call may take in all, body included, in ms.
-    #[arg(long = "http-timeout-ms", env = "COMB_HTTP_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    #[arg(long = "http-timeout-ms", env = "COMB_HTTP_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_TIMEOUT.as_millis() as u64, value_name = "MS", value_parser = at_least_one::<u64>)]
     pub http_timeout_ms: u64,
 
     /// Allocate instances on demand instead of from the pooling allocator.
@@ -717,12 +722,18 @@ mod tests {
     }
 
     #[test]
-    fn counts_that_cannot_be_zero_are_refused_at_zero() {
+    fn counts_and_times_that_cannot_be_zero_are_refused_at_zero() {
         for flag in [
             "--max-connections",
             "--max-concurrency",
             "--otel-bsp-max-queue-size",
             "--otel-bsp-max-export-batch-size",
+            "--header-read-timeout-ms",
+            "--idle-timeout-ms",
+            "--deadline-ms",
+            "--http-connect-timeout-ms",
+            "--http-first-byte-timeout-ms",
+            "--http-timeout-ms",
         ] {
             let error = serve_over("", &["--plugins", ".", flag, "0"]).unwrap_err();
             assert!(

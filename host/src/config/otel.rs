@@ -249,7 +249,7 @@ pub struct TelemetryConfig {
         env = "OTEL_BSP_MAX_QUEUE_SIZE",
         default_value_t = 8192,
         value_name = "N",
-        value_parser = super::at_least_one
+        value_parser = super::at_least_one::<usize>
     )]
     pub bsp_max_queue_size: usize,
 
@@ -261,7 +261,7 @@ pub struct TelemetryConfig {
         env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
         default_value_t = 2048,
         value_name = "N",
-        value_parser = super::at_least_one
+        value_parser = super::at_least_one::<usize>
     )]
     pub bsp_max_export_batch_size: usize,
 

@@ -190,7 +190,7 @@ async fn load_file(
         identity: PluginIdentity::new(&manifest.name, &manifest.version, &digest),
         name: manifest.name,
         version: manifest.version,
-        description: manifest.description,
+        description: shown_description(manifest.description),
         digest,
         file: file.to_owned(),
         artifact,
@@ -223,16 +223,32 @@ pub(crate) fn check_header(wasm: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The plugin's routes: the sidecar's when it has some, else the
-/// manifest's; each method known and each pattern valid.
 /// The longest plugin name or version accepted.
 const MAX_NAME_BYTES: usize = 64;
+
+/// The longest description kept; the rest is cut off.
+const MAX_DESCRIPTION_BYTES: usize = 256;
 
 /// `text` cut short for an error message.
 fn cut(text: &str) -> String {
     text.chars().take(MAX_NAME_BYTES).collect()
 }
 
+/// A manifest's description as the plugin list and comb's page show it: the
+/// first line, at most [`MAX_DESCRIPTION_BYTES`] (a plugin author's text,
+/// held as long as the plugin is loaded and sent with every plugin list).
+fn shown_description(description: Option<String>) -> Option<String> {
+    let description = description?;
+    let line = description.lines().next().unwrap_or_default().trim();
+    let mut end = line.len().min(MAX_DESCRIPTION_BYTES);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    (end > 0).then(|| line[..end].to_owned())
+}
+
+/// The plugin's routes: the sidecar's when it has some, else the
+/// manifest's; each method known and each pattern valid.
 fn check_manifest(
     manifest: &Manifest,
     sidecar: &Sidecar,
@@ -393,5 +409,18 @@ mod tests {
             (routes[0].0.as_str(), &**routes[0].1.shared()),
             ("POST", "/x")
         );
+    }
+
+    #[test]
+    fn a_description_is_kept_to_its_first_line_and_bounded() {
+        assert_eq!(shown_description(None), None);
+        assert_eq!(shown_description(Some(" \n".into())), None);
+        assert_eq!(
+            shown_description(Some("Cruddur's feed\n<script>".into())).as_deref(),
+            Some("Cruddur's feed")
+        );
+        let long = shown_description(Some("é".repeat(1000))).unwrap();
+        assert_eq!(long.len(), MAX_DESCRIPTION_BYTES);
+        assert!(long.chars().all(|c| c == 'é'));
     }
 }
