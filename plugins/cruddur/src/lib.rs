@@ -6,6 +6,7 @@
 //! the data, and validates message lengths in characters. Each plugin ports
 //! one service; this crate keeps the conventions in one place.
 
+pub mod activities;
 pub mod time;
 
 use comb_sdk::{
