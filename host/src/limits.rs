@@ -359,37 +359,22 @@ mod tests {
 
     #[test]
     fn zero_counts_and_times_are_refused_naming_the_key() {
-        let zeros = [
-            LimitsOverride {
-                max_concurrency: Some(0),
-                ..Default::default()
-            },
-            LimitsOverride {
-                deadline_ms: Some(0),
-                ..Default::default()
-            },
-            LimitsOverride {
-                http_connect_timeout_ms: Some(0),
-                ..Default::default()
-            },
-            LimitsOverride {
-                http_first_byte_timeout_ms: Some(0),
-                ..Default::default()
-            },
-            LimitsOverride {
-                http_timeout_ms: Some(0),
-                ..Default::default()
-            },
+        type Set = fn(&mut LimitsOverride);
+        let zeros: [(&str, Set); 5] = [
+            ("max_concurrency", |o| o.max_concurrency = Some(0)),
+            ("deadline_ms", |o| o.deadline_ms = Some(0)),
+            ("http_connect_timeout_ms", |o| {
+                o.http_connect_timeout_ms = Some(0)
+            }),
+            ("http_first_byte_timeout_ms", |o| {
+                o.http_first_byte_timeout_ms = Some(0)
+            }),
+            ("http_timeout_ms", |o| o.http_timeout_ms = Some(0)),
         ];
-        let keys = [
-            "max_concurrency",
-            "deadline_ms",
-            "http_connect_timeout_ms",
-            "http_first_byte_timeout_ms",
-            "http_timeout_ms",
-        ];
-        for (zero, key) in zeros.iter().zip(keys) {
-            let error = Limits::default().with(zero).unwrap_err();
+        for (key, set) in zeros {
+            let mut zero = LimitsOverride::default();
+            set(&mut zero);
+            let error = Limits::default().with(&zero).unwrap_err();
             assert_eq!(error, format!("limits.{key} must be at least 1"));
         }
         // Zero bodies are a choice (a route that takes no body), not a mistake.
