@@ -7,7 +7,7 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::Poll,
@@ -303,7 +303,13 @@ const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
 /// are under 1 KiB, so this is never reached by honest traffic.
 const EXPORT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Spans admitted for export and not yet exported, by count and bytes.
+/// The part of the export queue the spans of one plugin's calls may hold:
+/// half. A plugin (or a client) flooding spans behind a slow collector then
+/// loses that plugin's spans, never all of the other plugins'.
+const PLUGIN_SHARE_DIVISOR: usize = 2;
+
+/// Spans admitted for export and not yet exported, by count and bytes, in
+/// all and per plugin.
 ///
 /// Admission counts a span until its export is over, so the count also
 /// covers the SDK's own queue: kept within the queue's size, the SDK never
@@ -315,6 +321,33 @@ struct ExportBudget {
     max_spans: usize,
     max_bytes: usize,
     dropped: AtomicU64,
+    /// What each plugin's spans hold, by plugin name; only plugins with
+    /// spans in the queue have an entry.
+    plugins: Mutex<HashMap<String, Share>>,
+}
+
+/// One plugin's spans in the export queue.
+#[derive(Debug, Default)]
+struct Share {
+    spans: usize,
+    bytes: usize,
+    /// Whether its dropping was logged since it last had nothing queued.
+    warned: bool,
+}
+
+/// The plugin whose call `span` belongs to: its first `plugin.name`, which
+/// comb sets when it starts the server, invocation, guest and outgoing
+/// spans of a plugin's calls (a guest cannot set `plugin.*` keys). comb's
+/// own spans without a plugin (a 404) are nobody's.
+fn plugin_of(span: &SpanData) -> Option<&str> {
+    let name = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == crate::spans::attributes::PLUGIN_NAME)?;
+    match &name.value {
+        opentelemetry::Value::String(name) => Some(name.as_str()),
+        _ => None,
+    }
 }
 
 impl ExportBudget {
@@ -325,21 +358,52 @@ impl ExportBudget {
             max_spans,
             max_bytes,
             dropped: AtomicU64::new(0),
+            plugins: Mutex::default(),
         }
     }
 
-    /// Takes room for one span of `bytes`, or counts it dropped. Reserves
-    /// first and backs out when over, so concurrent ends never overshoot.
-    fn admit(&self, bytes: usize) -> bool {
+    /// Takes room for `span`, or counts it dropped: room in the queue, and
+    /// for a plugin's span room in its share. Reserves first and backs out
+    /// when over, so concurrent ends never overshoot.
+    fn admit(&self, span: &SpanData) -> bool {
+        let bytes = estimated_size(span);
         let spans = self.spans.fetch_add(1, Ordering::Relaxed);
         let held = self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        if spans < self.max_spans && held + bytes <= self.max_bytes {
+        if spans >= self.max_spans || held + bytes > self.max_bytes {
+            self.release(1, bytes);
+            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    "the span export queue is full; dropping spans until the collector catches up"
+                );
+            }
+            return false;
+        }
+        let Some(plugin) = plugin_of(span) else {
+            return true;
+        };
+        let mut plugins = self.plugins();
+        if !plugins.contains_key(plugin) {
+            // Only while the plugin has spans queued: a String per episode,
+            // not per span.
+            plugins.insert(plugin.to_owned(), Share::default());
+        }
+        let share = plugins.get_mut(plugin).expect("inserted above");
+        if share.spans < self.max_spans / PLUGIN_SHARE_DIVISOR
+            && share.bytes + bytes <= self.max_bytes / PLUGIN_SHARE_DIVISOR
+        {
+            share.spans += 1;
+            share.bytes += bytes;
             return true;
         }
+        let warn = !std::mem::replace(&mut share.warned, true);
+        drop(plugins);
         self.release(1, bytes);
-        if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        if warn {
             tracing::warn!(
-                "the span export queue is full; dropping spans until the collector catches up"
+                plugin,
+                "the plugin's spans fill half the span export queue; dropping them until \
+                 the collector catches up"
             );
         }
         false
@@ -350,12 +414,35 @@ impl ExportBudget {
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    fn plugins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Share>> {
+        // Counts stay consistent: nothing in the lock can panic halfway.
+        self.plugins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Holds `batch`'s room until the returned guard drops.
     fn held(&self, batch: &[SpanData]) -> Held<'_> {
+        let mut plugins: Vec<(String, Share)> = Vec::new();
+        let mut bytes = 0;
+        for span in batch {
+            let size = estimated_size(span);
+            bytes += size;
+            if let Some(plugin) = plugin_of(span) {
+                let index = match plugins.iter().position(|(name, _)| name == plugin) {
+                    Some(index) => index,
+                    None => {
+                        plugins.push((plugin.to_owned(), Share::default()));
+                        plugins.len() - 1
+                    }
+                };
+                plugins[index].1.spans += 1;
+                plugins[index].1.bytes += size;
+            }
+        }
         Held {
             budget: self,
             spans: batch.len(),
-            bytes: batch.iter().map(estimated_size).sum(),
+            bytes,
+            plugins,
         }
     }
 }
@@ -365,10 +452,23 @@ struct Held<'a> {
     budget: &'a ExportBudget,
     spans: usize,
     bytes: usize,
+    plugins: Vec<(String, Share)>,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        if !self.plugins.is_empty() {
+            let mut shares = self.budget.plugins();
+            for (plugin, held) in &self.plugins {
+                if let Some(share) = shares.get_mut(plugin) {
+                    share.spans -= held.spans.min(share.spans);
+                    share.bytes -= held.bytes.min(share.bytes);
+                    if share.spans == 0 {
+                        shares.remove(plugin);
+                    }
+                }
+            }
+        }
         self.budget.release(self.spans, self.bytes);
     }
 }
@@ -420,7 +520,7 @@ impl SpanProcessor for Budgeted {
     }
 
     fn on_end(&self, span: SpanData) {
-        if self.budget.admit(estimated_size(&span)) {
+        if self.budget.admit(&span) {
             self.batch.on_end(span);
         }
     }
@@ -700,6 +800,14 @@ mod tests {
         }
     }
 
+    /// A span of `bytes` in a call of plugin `name`.
+    fn plugin_span(name: &str, bytes: usize) -> SpanData {
+        let mut span = span_with(bytes);
+        span.attributes
+            .insert(0, KeyValue::new("plugin.name", name.to_owned()));
+        span
+    }
+
     #[test]
     fn number_lists_count_by_their_length() {
         let mut span = span_with(0);
@@ -727,7 +835,7 @@ mod tests {
         let budget = Arc::new(ExportBudget::new(1000, 3 * size));
         let admitted: Vec<_> = (0..5)
             .map(|_| heavy.clone())
-            .filter(|span| budget.admit(estimated_size(span)))
+            .filter(|span| budget.admit(span))
             .collect();
         assert_eq!(admitted.len(), 3, "three heavy spans fit, not five");
         assert_eq!(budget.dropped.load(Ordering::Relaxed), 2);
@@ -736,14 +844,44 @@ mod tests {
             OnRuntime::new(Requests::default(), &Arc::default()).releasing(budget.clone());
         exporter.export(admitted).await.unwrap();
         assert_eq!(budget.bytes.load(Ordering::Relaxed), 0);
-        assert!(budget.admit(size), "room again after the export");
+        assert!(budget.admit(&heavy), "room again after the export");
         // Light spans stop at the count, the SDK queue's size.
         let budget = ExportBudget::new(3, usize::MAX);
-        let light = estimated_size(&span_with(10));
-        assert_eq!((0..5).filter(|_| budget.admit(light)).count(), 3);
+        let light = span_with(10);
+        assert_eq!((0..5).filter(|_| budget.admit(&light)).count(), 3);
         // An abandoned export (its future dropped) releases too.
         drop(budget.held(&[span_with(10), span_with(10)]));
         assert_eq!(budget.spans.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn one_plugins_spans_take_at_most_half_the_queue() {
+        let budget = Arc::new(ExportBudget::new(100, usize::MAX));
+        let flood: Vec<_> = (0..100)
+            .map(|_| plugin_span("flood", 10))
+            .filter(|span| budget.admit(span))
+            .collect();
+        assert_eq!(flood.len(), 50, "half the count");
+        // comb's own spans and another plugin's still get in.
+        let others: Vec<_> = (0..30)
+            .map(|i| match i % 2 {
+                0 => span_with(10),
+                _ => plugin_span("quiet", 10),
+            })
+            .filter(|span| budget.admit(span))
+            .collect();
+        assert_eq!(others.len(), 30);
+        assert_eq!(budget.dropped.load(Ordering::Relaxed), 50);
+        // Exported, the flood's share is free again, and its entry gone.
+        let exporter =
+            OnRuntime::new(Requests::default(), &Arc::default()).releasing(budget.clone());
+        exporter.export(flood).await.unwrap();
+        assert!(!budget.plugins().contains_key("flood"));
+        assert!(budget.admit(&plugin_span("flood", 10)));
+        // The share holds for bytes as well: half of 4 heavy spans.
+        let heavy = plugin_span("heavy", 1000);
+        let budget = ExportBudget::new(1000, 4 * estimated_size(&heavy));
+        assert_eq!((0..4).filter(|_| budget.admit(&heavy)).count(), 2);
     }
 
     #[tokio::test]

@@ -45,15 +45,47 @@ impl<T> Done for Option<T> {
 /// A loopback listener that accepts connections and never answers (a
 /// stalled collector or service); its address.
 pub async fn silent_listener() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
+    SilentListener::start().await.leave()
+}
+
+/// A [`silent_listener`] that comes to an end: dropped, it closes its port
+/// and hangs up on every connection, as a stalled collector restarted.
+pub struct SilentListener {
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SilentListener {
+    /// Listens on a free loopback port.
+    pub async fn start() -> SilentListener {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        SilentListener {
+            address,
+            task: Some(task),
         }
-    });
-    address
+    }
+
+    /// Keeps it listening for the rest of the test; its address.
+    fn leave(mut self) -> std::net::SocketAddr {
+        self.task.take();
+        self.address
+    }
+}
+
+impl Drop for SilentListener {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Runs `check` every 50 ms until it is done and returns its value; after

@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use crate::{
-    harness::{Comb, Options, client, eventually, get_json, silent_listener, trace_id},
+    harness::{Comb, Options, SilentListener, client, eventually, get_json, poll, trace_id},
     lifecycle::{copy_in, report},
     limits::traced,
     otlp::{Receiver, named},
@@ -525,12 +525,14 @@ async fn looping_guests_on_every_core_leave_other_routes_answering() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_waiting_on_a_stalled_collector_are_bounded_in_bytes() {
+async fn a_plugin_flooding_a_stalled_collector_takes_half_the_queue_not_the_others_room() {
     // Every export hangs on a collector that never answers, so spans pile
     // up. Each call puts ~240 KiB into its span (30 values of 8 KiB), so
     // 400 calls are ~94 MiB in under 1 600 spans: far below the queue's
-    // 8 192 spans, past its ~64 MiB. Only the byte bound drops them.
-    let endpoint = format!("http://{}", silent_listener().await);
+    // 8 192 spans, past its ~64 MiB and past the half of it the spans of
+    // one plugin's calls may hold. Only that plugin's spans are dropped.
+    let collector = SilentListener::start().await;
+    let endpoint = format!("http://{}", collector.address);
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "30000"),
@@ -546,9 +548,34 @@ async fn spans_waiting_on_a_stalled_collector_are_bounded_in_bytes() {
         let (status, _) = get_json(&comb.at("/misbehave/attributes?kib=8&count=30")).await;
         assert_eq!(status, 200, "the plugin's callers lose nothing");
     }
-    eventually("comb drops spans past the byte bound", &comb, || async {
-        comb.log().contains("the span export queue is full")
+    eventually("comb drops the flooding plugin's spans", &comb, || async {
+        comb.log().contains("fill half the span export queue")
     })
     .await;
-    assert_eq!(get_json(&comb.at("/api/activities/home")).await.0, 200);
+    let log = comb.log();
+    assert!(log.contains("plugin=misbehave"), "{log}");
+    assert!(!log.contains("the span export queue is full"), "{log}");
+    // Another plugin's spans still find room while the collector stalls.
+    let response = client()
+        .get(comb.at("/api/activities/home"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let home = trace_id(&response);
+    // The collector comes back on its port: the hung export fails, and
+    // what waited in the queue goes out, home's trace with it.
+    let address = collector.address.to_string();
+    drop(collector);
+    let receiver = poll(
+        "the collector restarts on its port",
+        || comb.log(),
+        || async { Receiver::start_on(&address).await.ok() },
+    )
+    .await;
+    let spans = receiver.trace(&home, 3).await;
+    assert!(
+        spans.iter().any(|s| s.name == "home-activites-mock-data"),
+        "{spans:#?}"
+    );
 }
