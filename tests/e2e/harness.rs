@@ -391,9 +391,14 @@ pub fn trace_id(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
+/// GETs `url` with [`client`].
+pub async fn get_response(url: impl reqwest::IntoUrl) -> reqwest::Response {
+    client().get(url).send().await.expect("GET")
+}
+
 /// GETs `url` and returns status and body parsed as JSON.
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
-    json_of(client().get(url).send().await.expect("GET")).await
+    json_of(get_response(url).await).await
 }
 
 /// POSTs `body` (sent as is, typed JSON) and returns status and JSON body.

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Comb, Options, client, eventually, get_json};
+use crate::harness::{Comb, Options, eventually, get_json, get_response};
 
 async fn probe(url: &str) -> (u16, String) {
-    let response = client().get(url).send().await.unwrap();
+    let response = get_response(url).await;
     (response.status().as_u16(), response.text().await.unwrap())
 }
 

@@ -14,7 +14,9 @@ use tokio::{
 };
 
 use crate::{
-    harness::{Comb, Options, SilentListener, client, eventually, get_json, poll, trace_id},
+    harness::{
+        Comb, Options, SilentListener, client, eventually, get_json, get_response, poll, trace_id,
+    },
     lifecycle::{copy_in, report},
     limits::traced,
     otlp::{Receiver, named},
@@ -121,11 +123,7 @@ async fn comb_frames_responses_so_a_plugin_cannot_answer_the_next_request() {
 
     // Too many headers: a clear 500, never a panic; comb keeps serving.
     for count in [65, 100_000] {
-        let response = client()
-            .get(comb.at(&format!("/misbehave/headers?count={count}")))
-            .send()
-            .await
-            .unwrap();
+        let response = get_response(comb.at(&format!("/misbehave/headers?count={count}"))).await;
         assert_eq!(response.status(), 500, "{count} headers");
         let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
         assert_eq!(body["error"]["code"], "invalid_response", "{body}");
@@ -137,11 +135,7 @@ async fn comb_frames_responses_so_a_plugin_cannot_answer_the_next_request() {
             "{body}"
         );
     }
-    let response = client()
-        .get(comb.at("/misbehave/headers?count=64"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/misbehave/headers?count=64")).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-h63"));
 }
@@ -157,11 +151,7 @@ async fn a_plugin_cannot_forge_combs_attributes_or_rename_its_invocation() {
     });
     // A first call, so comb's faas.coldstart of the next one is false.
     assert_eq!(get_json(&comb.at("/misbehave/sleep?ms=0")).await.0, 200);
-    let response = client()
-        .get(comb.at("/misbehave/forge"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/misbehave/forge")).await;
     assert_eq!(response.status(), 200);
     let spans = receiver.trace(&trace_id(&response), 5).await;
     let invocation = named(&spans, "invoke misbehave");
@@ -205,19 +195,11 @@ async fn big_attributes_are_cut_the_host_stays_bounded_and_other_plugins_spans_a
     // would stay in memory (752 MiB for 50 MiB values before the limits).
     let mut traces = Vec::new();
     for _ in 0..10 {
-        let response = client()
-            .get(comb.at("/misbehave/attributes?kib=10240&count=1"))
-            .send()
-            .await
-            .unwrap();
+        let response = get_response(comb.at("/misbehave/attributes?kib=10240&count=1")).await;
         assert_eq!(response.status(), 200);
         traces.push(trace_id(&response));
     }
-    let home = client()
-        .get(comb.at("/api/activities/home"))
-        .send()
-        .await
-        .unwrap();
+    let home = get_response(comb.at("/api/activities/home")).await;
     assert_eq!(home.status(), 200);
     let grown_mib = comb.rss_kib().saturating_sub(before) / 1024;
     eprintln!("RSS grew {grown_mib} MiB over ten calls with 2 × 10 MiB of attributes");
@@ -236,11 +218,7 @@ async fn big_attributes_are_cut_the_host_stays_bounded_and_other_plugins_spans_a
 
     // Many values: the per-call byte budget (256 KiB) holds, the excess
     // is counted.
-    let response = client()
-        .get(comb.at("/misbehave/attributes?kib=8&count=60"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/misbehave/attributes?kib=8&count=60")).await;
     assert_eq!(response.status(), 200);
     let spans = receiver.trace(&trace_id(&response), 3).await;
     let kept = spans
@@ -260,11 +238,7 @@ async fn big_attributes_are_cut_the_host_stays_bounded_and_other_plugins_spans_a
 
     // The invocation span keeps room for comb's own attributes: of 120 the
     // guest sets there, 96 (the SDK's 128 less 32) are kept.
-    let response = client()
-        .get(comb.at("/misbehave/attributes?kib=0&count=120"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/misbehave/attributes?kib=0&count=120")).await;
     let spans = receiver.trace(&trace_id(&response), 3).await;
     let invocation = named(&spans, "invoke misbehave");
     let guest_keys = invocation
@@ -278,11 +252,7 @@ async fn big_attributes_are_cut_the_host_stays_bounded_and_other_plugins_spans_a
     assert_eq!(named(&spans, "misbehave").attributes.len(), 1 + 120);
 
     // Spans past the per-call cap (512) are not recorded, and counted.
-    let response = client()
-        .get(comb.at("/misbehave/attributes?spans=600"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/misbehave/attributes?spans=600")).await;
     assert_eq!(response.status(), 200);
     let spans = receiver.trace(&trace_id(&response), 3 + 511).await;
     let children = spans.iter().filter(|s| s.name == "child").count();
@@ -306,11 +276,7 @@ async fn a_guest_waiting_in_a_host_call_gets_its_504_at_the_deadline() {
     });
     let started = Instant::now();
     // wasi `poll` on a one-minute timer: no epoch tick can interrupt it.
-    let response = client()
-        .get(comb.at("/misbehave/sleep?ms=60000"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/misbehave/sleep?ms=60000")).await;
     let elapsed = started.elapsed();
     assert_eq!(response.status(), 504);
     assert!(
@@ -556,11 +522,7 @@ async fn a_plugin_flooding_a_stalled_collector_takes_half_the_queue_not_the_othe
     assert!(log.contains("plugin=misbehave"), "{log}");
     assert!(!log.contains("the span export queue is full"), "{log}");
     // Another plugin's spans still find room while the collector stalls.
-    let response = client()
-        .get(comb.at("/api/activities/home"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/api/activities/home")).await;
     assert_eq!(response.status(), 200);
     let home = trace_id(&response);
     // The collector comes back on its port: the hung export fails, and

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use serde_json::Value as Json;
 
 use crate::{
-    harness::{Comb, Options, client, get_json, trace_id},
+    harness::{Comb, Options, client, get_json, get_response, trace_id},
     otlp::{ReceivedSpan, Receiver, find, named},
 };
 
@@ -29,7 +29,7 @@ fn traced(receiver: &Receiver) -> Vec<(&str, &str)> {
 
 /// GETs `path`: status, body, trace id.
 async fn get(comb: &Comb, path: &str) -> (u16, Json, String) {
-    let response = client().get(comb.at(path)).send().await.unwrap();
+    let response = get_response(comb.at(path)).await;
     let (status, trace) = (response.status().as_u16(), trace_id(&response));
     let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Json::Null);
     (status, body, trace)

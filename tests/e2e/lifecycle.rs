@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
 use serde_json::Value;
 
 use crate::{
-    harness::{Comb, Options, client, eventually, get_json, plugins},
+    harness::{Comb, Options, client, eventually, get_json, get_response, plugins},
     otlp::Receiver,
 };
 
@@ -390,11 +390,7 @@ async fn with_trace_loads_off_only_requests_are_traced() {
         ],
         ..Default::default()
     });
-    let response = client()
-        .get(comb.at("/api/activities/home"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/api/activities/home")).await;
     let trace = crate::harness::trace_id(&response);
     receiver.trace(&trace, 2).await;
     assert!(comb.stop(), "{}", comb.log());

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
 use serde_json::Value;
 
 use crate::{
-    harness::{Comb, Options, client, eventually, get_json, trace_id},
+    harness::{Comb, Options, client, eventually, get_json, get_response, trace_id},
     otlp::{Receiver, find, named},
 };
 
@@ -22,7 +22,7 @@ pub(crate) fn traced(receiver: &Receiver) -> Vec<(&str, &str)> {
 
 /// GETs `path` and returns status, JSON body (or Null) and trace id.
 async fn call(comb: &Comb, path: &str) -> (u16, Value, String) {
-    let response = client().get(comb.at(path)).send().await.unwrap();
+    let response = get_response(comb.at(path)).await;
     let trace = trace_id(&response);
     let status = response.status().as_u16();
     let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
@@ -43,7 +43,7 @@ async fn an_infinite_loop_ends_at_its_deadline_while_neighbours_keep_answering()
     let looping = tokio::spawn({
         let url = comb.at("/misbehave/loop");
         async move {
-            let response = client().get(url).send().await.unwrap();
+            let response = get_response(url).await;
             (
                 response.status().as_u16(),
                 trace_id(&response),
@@ -216,7 +216,7 @@ async fn calls_over_the_concurrency_limit_get_503_with_retry_after() {
         .map(|_| {
             let url = comb.at("/misbehave/sleep?ms=2000");
             tokio::spawn(async move {
-                let response = client().get(url).send().await.unwrap();
+                let response = get_response(url).await;
                 let retry_after = response
                     .headers()
                     .get("retry-after")

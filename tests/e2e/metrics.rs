@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::{
 };
 
 use crate::{
-    harness::{Comb, Options, client, eventually, get_json, trace_id},
+    harness::{Comb, Options, client, eventually, get_json, get_response, trace_id},
     otlp::{Receiver, find},
 };
 
@@ -253,11 +253,7 @@ async fn otel_metrics_exporter_none_exports_traces_only() {
         ],
         ..Options::default()
     });
-    let response = client()
-        .get(comb.at("/api/activities/home"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/api/activities/home")).await;
     assert_eq!(response.status(), 200);
     receiver.trace(&trace_id(&response), 2).await;
     assert!(comb.stop(), "{}", comb.log());

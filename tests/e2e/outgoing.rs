@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    harness::{Comb, Options, client, get_json, trace_id},
+    harness::{Comb, Options, get_json, get_response, trace_id},
     otlp::{Receiver, named},
 };
 
@@ -127,11 +127,8 @@ async fn an_outgoing_call_is_a_client_span_whose_context_reaches_the_server() {
 async fn two_hops_through_comb_are_one_trace() {
     let receiver = Receiver::start().await;
     let comb = start(&receiver, "tracecontext,baggage");
-    let response = crate::harness::client()
-        .get(fetch(&comb, &comb.at("/api/activities/home")))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        crate::harness::get_response(fetch(&comb, &comb.at("/api/activities/home"))).await;
     assert_eq!(response.status(), 200);
     let trace = crate::harness::trace_id(&response);
 
@@ -156,11 +153,8 @@ async fn a_destination_the_sidecar_does_not_grant_is_denied() {
         ],
         ..Options::default()
     });
-    let response = crate::harness::client()
-        .get(fetch(&comb, &format!("{}/hello", upstream.url)))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        crate::harness::get_response(fetch(&comb, &format!("{}/hello", upstream.url))).await;
     let trace = crate::harness::trace_id(&response);
     assert_eq!(response.status(), 502);
     let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
@@ -278,11 +272,7 @@ async fn failed_and_slow_calls_end_at_the_plugins_timeouts_as_failed_client_span
     ];
     for (server, guest_error, error_type, at_least_ms) in cases {
         let started = Instant::now();
-        let response = client()
-            .get(fetch(&comb, &format!("{server}/slow")))
-            .send()
-            .await
-            .unwrap();
+        let response = get_response(fetch(&comb, &format!("{server}/slow"))).await;
         let elapsed = started.elapsed();
         let trace = trace_id(&response);
         assert_eq!(response.status(), 502, "{server}");
@@ -326,7 +316,7 @@ async fn a_wasi_0_3_component_calls_out_as_a_client_span_within_its_sandbox() {
     let port = upstream.url.rsplit(':').next().unwrap();
     let fetch = |host: &str| comb.at(&format!("/service_hello/fetch/{host}:{port}/hello"));
 
-    let response = client().get(fetch("127.0.0.1")).send().await.unwrap();
+    let response = get_response(fetch("127.0.0.1")).await;
     assert_eq!(response.status(), 200);
     let trace = trace_id(&response);
     let body = response.text().await.unwrap();
@@ -343,7 +333,7 @@ async fn a_wasi_0_3_component_calls_out_as_a_client_span_within_its_sandbox() {
 
     // `localhost` is not granted: denied before anything is sent.
     let sent = upstream.seen.lock().unwrap().len();
-    let response = client().get(fetch("localhost")).send().await.unwrap();
+    let response = get_response(fetch("localhost")).await;
     assert_eq!(response.status(), 502);
     let trace = trace_id(&response);
     let body = response.text().await.unwrap();

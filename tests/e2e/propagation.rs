@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
-    harness::{Comb, Options, client, trace_id},
+    harness::{Comb, Options, client, get_response, trace_id},
     otlp::Receiver,
 };
 
@@ -96,11 +96,7 @@ async fn xray_trace_ids_begin_with_the_start_time() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let response = client()
-        .get(comb.at("/api/activities/home"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/api/activities/home")).await;
     let after = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

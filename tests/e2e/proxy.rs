@@ -5,7 +5,7 @@
 use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
 
 use crate::{
-    harness::{Comb, Options, client, get_json, trace_id},
+    harness::{Comb, Options, client, get_json, get_response, trace_id},
     otlp::{Receiver, find, named},
 };
 
@@ -96,14 +96,10 @@ async fn a_sidecar_routes_a_proxy_component_elsewhere() {
         )],
         ..Options::default()
     });
-    let response = client().get(comb.at("/hello/there")).send().await.unwrap();
+    let response = get_response(comb.at("/hello/there")).await;
     assert_eq!(response.status(), 201);
     assert!(response.text().await.unwrap().contains("path=/hello/there"));
-    let response = client()
-        .get(comb.at("/proxy_hello/x"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/proxy_hello/x")).await;
     assert_eq!(response.status(), 404);
     let response = client().post(comb.at("/hello/there")).send().await.unwrap();
     assert_eq!(response.status(), 405);
@@ -128,11 +124,7 @@ async fn a_standard_component_is_refused_instance_reuse() {
         ..Options::default()
     });
     for name in STANDARD {
-        let response = client()
-            .get(comb.at(&format!("/{name}/x")))
-            .send()
-            .await
-            .unwrap();
+        let response = get_response(comb.at(&format!("/{name}/x"))).await;
         assert_eq!(response.status(), 404, "{name}");
         let report = crate::lifecycle::report(&comb, &format!("{name}.wasm"))
             .await
@@ -166,11 +158,7 @@ async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
                 .contains(&format!("{name} was asked to panic")),
             "{body}"
         );
-        let response = client()
-            .get(comb.at(&format!("/{name}/fine")))
-            .send()
-            .await
-            .unwrap();
+        let response = get_response(comb.at(&format!("/{name}/fine"))).await;
         assert_eq!(response.status(), 201, "{name}");
     }
     // A WASI 0.3 body is written by the guest's own task after the

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    harness::{Comb, Options, PATIENCE, client, eventually, get_json, plugins, poll},
+    harness::{Comb, Options, PATIENCE, client, eventually, get_json, get_response, plugins, poll},
     lifecycle::{hammer, is_v2, report},
 };
 
@@ -286,7 +286,7 @@ async fn pushed_plugins_are_pulled_served_and_listed_and_a_missing_one_says_why(
     });
     // Started means the first pull of every reference is over: ready.
     let readyz = format!("{}/readyz", comb.health_url.as_ref().unwrap());
-    assert_eq!(client().get(&readyz).send().await.unwrap().status(), 200);
+    assert_eq!(get_response(&readyz).await.status(), 200);
 
     let (status, body) = get_json(&comb.at("/api/activities/home")).await;
     assert_eq!(status, 200);
@@ -317,18 +317,15 @@ async fn pushed_plugins_are_pulled_served_and_listed_and_a_missing_one_says_why(
         "{artifact}"
     );
     assert_eq!(artifact["layers"][0]["mediaType"], "application/wasm");
-    let layer = client()
-        .get(format!(
-            "http://{}/v2/cruddur/home_activities/blobs/{}",
-            registry.host,
-            artifact["layers"][0]["digest"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let layer = get_response(format!(
+        "http://{}/v2/cruddur/home_activities/blobs/{}",
+        registry.host,
+        artifact["layers"][0]["digest"].as_str().unwrap()
+    ))
+    .await
+    .bytes()
+    .await
+    .unwrap();
     assert_eq!(
         layer,
         std::fs::read(plugins().wasm("home_activities")).unwrap()

@@ -18,7 +18,7 @@ use axum::{
 use serde_json::Value;
 
 use crate::{
-    harness::{Comb, Options, client, eventually, poll, silent_listener, trace_id},
+    harness::{Comb, Options, client, eventually, get_response, poll, silent_listener, trace_id},
     otlp::{Receiver, named},
 };
 
@@ -237,7 +237,7 @@ async fn the_same_failure_is_one_group_and_a_storm_is_bounded_per_plugin() {
         ..Default::default()
     });
     for _ in 0..10 {
-        let response = client().get(comb.at("/faulty/panic")).send().await.unwrap();
+        let response = get_response(comb.at("/faulty/panic")).await;
         assert_eq!(response.status(), 500);
     }
     poll(
@@ -273,7 +273,7 @@ async fn sent_again(answer: Answer, path: &str, wait: Duration, class: &str) {
         env: &env(&rollbar, &[]),
         ..Default::default()
     });
-    let response = client().get(comb.at(path)).send().await.unwrap();
+    let response = get_response(comb.at(path)).await;
     assert_eq!(response.status(), 500);
     eventually("the item is sent again", &comb, || async {
         rollbar.received.lock().unwrap().len() >= 2
@@ -313,7 +313,7 @@ async fn a_refused_token_is_logged_once_and_not_retried() {
         ..Default::default()
     });
     for _ in 0..2 {
-        let response = client().get(comb.at("/faulty/panic")).send().await.unwrap();
+        let response = get_response(comb.at("/faulty/panic")).await;
         assert_eq!(response.status(), 500);
     }
     eventually("both items are tried", &comb, || async {
@@ -347,9 +347,9 @@ async fn a_rollbar_that_never_answers_slows_nothing() {
         ..Default::default()
     });
     for _ in 0..20 {
-        let failed = client().get(comb.at("/faulty/panic")).send().await.unwrap();
+        let failed = get_response(comb.at("/faulty/panic")).await;
         assert_eq!(failed.status(), 500);
-        let ok = client().get(comb.at("/faulty/ok")).send().await.unwrap();
+        let ok = get_response(comb.at("/faulty/ok")).await;
         assert_eq!(ok.status(), 200);
     }
     // Shutdown waits a bounded time for the queue, then goes.
@@ -414,11 +414,7 @@ async fn a_plugins_error_log_line_is_a_message_item_when_asked_for() {
         ..Default::default()
     });
     // Info and warn lines are not items; the error line is.
-    let response = client()
-        .get(comb.at("/misbehave/log?lines=2&error=1"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/misbehave/log?lines=2&error=1")).await;
     assert_eq!(response.status(), 200);
     let trace = trace_id(&response);
     let item = eventually("the message item arrives", &comb, || async {

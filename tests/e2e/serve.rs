@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, FixedOffset};
 use serde_json::{Value, json};
 
-use crate::harness::{Comb, Options, client, get_json};
+use crate::harness::{Comb, Options, client, get_json, get_response};
 
 fn time(value: &Value) -> DateTime<FixedOffset> {
     let text = value.as_str().expect("a timestamp string");
@@ -199,11 +199,7 @@ async fn every_response_names_its_trace() {
         plugins: &["home_activities"],
         ..Default::default()
     });
-    let response = client()
-        .get(comb.at("/api/activities/home"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/api/activities/home")).await;
     let header = response.headers()["traceresponse"]
         .to_str()
         .unwrap()
@@ -242,10 +238,7 @@ async fn a_settings_file_sets_defaults_that_the_environment_overrides() {
         env: &[("COMB_CONFIG", file)],
         ..Default::default()
     });
-    assert_eq!(
-        client().get(comb.at(slow)).send().await.unwrap().status(),
-        504
-    );
+    assert_eq!(get_response(comb.at(slow)).await.status(), 504);
     let response = client()
         .get(comb.at("/misbehave/sleep?ms=0"))
         .header("origin", "http://localhost:3000")
@@ -264,10 +257,7 @@ async fn a_settings_file_sets_defaults_that_the_environment_overrides() {
         env: &[("COMB_CONFIG", file), ("COMB_DEADLINE_MS", "5000")],
         ..Default::default()
     });
-    assert_eq!(
-        client().get(comb.at(slow)).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(get_response(comb.at(slow)).await.status(), 200);
 
     // A bad file stops comb at start: comb's error for a key that is no
     // flag, clap's for a bad value, each naming the file.
@@ -311,12 +301,7 @@ async fn perf_map_names_the_guests_compiled_functions() {
     });
     let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", comb.pid()));
     assert_eq!(
-        client()
-            .get(comb.at("/api/activities/home"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_response(comb.at("/api/activities/home")).await.status(),
         200
     );
     let symbols = std::fs::read_to_string(&map).unwrap_or_default();

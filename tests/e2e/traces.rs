@@ -7,7 +7,10 @@ use opentelemetry_proto::tonic::{common::v1::any_value::Value, trace::v1::span::
 use sha2::{Digest, Sha256};
 
 use crate::{
-    harness::{Comb, Options, client, eventually, get_json, plugins, silent_listener, trace_id},
+    harness::{
+        Comb, Options, client, eventually, get_json, get_response, plugins, silent_listener,
+        trace_id,
+    },
     otlp::{ReceivedSpan, Receiver, TlsIdentity, find, named},
 };
 
@@ -438,11 +441,7 @@ async fn sdk_disabled_records_and_exports_nothing() {
     let mut env = traced_env(&receiver.http_url, "http/protobuf");
     env.push(("OTEL_SDK_DISABLED", "true"));
     let mut comb = home_comb(&env);
-    let response = client()
-        .get(comb.at("/api/activities/home"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_response(comb.at("/api/activities/home")).await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers().get("traceresponse").is_none(),
