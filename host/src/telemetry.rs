@@ -303,9 +303,10 @@ const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
 /// are under 1 KiB, so this is never reached by honest traffic.
 const EXPORT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
-/// The part of the export queue the spans of one plugin's calls may hold:
-/// half. A plugin (or a client) flooding spans behind a slow collector then
-/// loses that plugin's spans, never all of the other plugins'.
+/// The part of the export queue the spans of one plugin's calls may hold,
+/// and comb's spans of no plugin: half. A plugin (or a client) flooding
+/// spans behind a slow collector then loses that plugin's spans (or a
+/// client's 404s, theirs), never all of the other plugins'.
 const PLUGIN_SHARE_DIVISOR: usize = 2;
 
 /// Spans admitted for export and not yet exported, by count and bytes, in
@@ -321,8 +322,8 @@ struct ExportBudget {
     max_spans: usize,
     max_bytes: usize,
     dropped: AtomicU64,
-    /// What each plugin's spans hold, by plugin name; only plugins with
-    /// spans in the queue have an entry.
+    /// What each plugin's spans hold, by plugin name ("" for spans of no
+    /// plugin); only owners with spans in the queue have an entry.
     plugins: Mutex<HashMap<String, Share>>,
 }
 
@@ -335,18 +336,19 @@ struct Share {
     warned: bool,
 }
 
-/// The plugin whose call `span` belongs to: its first `plugin.name`, which
-/// comb sets when it starts the server, invocation, guest and outgoing
-/// spans of a plugin's calls (a guest cannot set `plugin.*` keys). comb's
-/// own spans without a plugin (a 404) are nobody's.
-fn plugin_of(span: &SpanData) -> Option<&str> {
+/// Whose share `span` counts in: the plugin whose call it belongs to, by
+/// its first `plugin.name`, which comb sets when it starts the server,
+/// invocation, guest and outgoing spans of a plugin's calls (a guest
+/// cannot set `plugin.*` keys); "" (no plugin's name) for comb's spans of
+/// no plugin, such as a 404's.
+fn owner_of(span: &SpanData) -> &str {
     let name = span
         .attributes
         .iter()
-        .find(|kv| kv.key.as_str() == crate::spans::attributes::PLUGIN_NAME)?;
-    match &name.value {
-        opentelemetry::Value::String(name) => Some(name.as_str()),
-        _ => None,
+        .find(|kv| kv.key.as_str() == crate::spans::attributes::PLUGIN_NAME);
+    match name.map(|kv| &kv.value) {
+        Some(opentelemetry::Value::String(name)) => name.as_str(),
+        _ => "",
     }
 }
 
@@ -363,8 +365,8 @@ impl ExportBudget {
     }
 
     /// Takes room for `span`, or counts it dropped: room in the queue, and
-    /// for a plugin's span room in its share. Reserves first and backs out
-    /// when over, so concurrent ends never overshoot.
+    /// room in its owner's share. Reserves first and backs out when over,
+    /// so concurrent ends never overshoot.
     fn admit(&self, span: &SpanData) -> bool {
         let bytes = estimated_size(span);
         let spans = self.spans.fetch_add(1, Ordering::Relaxed);
@@ -378,16 +380,14 @@ impl ExportBudget {
             }
             return false;
         }
-        let Some(plugin) = plugin_of(span) else {
-            return true;
-        };
+        let owner = owner_of(span);
         let mut plugins = self.plugins();
-        if !plugins.contains_key(plugin) {
-            // Only while the plugin has spans queued: a String per episode,
+        if !plugins.contains_key(owner) {
+            // Only while the owner has spans queued: a String per episode,
             // not per span.
-            plugins.insert(plugin.to_owned(), Share::default());
+            plugins.insert(owner.to_owned(), Share::default());
         }
-        let share = plugins.get_mut(plugin).expect("inserted above");
+        let share = plugins.get_mut(owner).expect("inserted above");
         if share.spans < self.max_spans / PLUGIN_SHARE_DIVISOR
             && share.bytes + bytes <= self.max_bytes / PLUGIN_SHARE_DIVISOR
         {
@@ -399,12 +399,17 @@ impl ExportBudget {
         drop(plugins);
         self.release(1, bytes);
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        if warn {
-            tracing::warn!(
+        match owner {
+            _ if !warn => {}
+            "" => tracing::warn!(
+                "spans of no plugin (such as 404s) fill half the span export queue; dropping \
+                 them until the collector catches up"
+            ),
+            plugin => tracing::warn!(
                 plugin,
                 "the plugin's spans fill half the span export queue; dropping them until \
                  the collector catches up"
-            );
+            ),
         }
         false
     }
@@ -426,17 +431,16 @@ impl ExportBudget {
         for span in batch {
             let size = estimated_size(span);
             bytes += size;
-            if let Some(plugin) = plugin_of(span) {
-                let index = match plugins.iter().position(|(name, _)| name == plugin) {
-                    Some(index) => index,
-                    None => {
-                        plugins.push((plugin.to_owned(), Share::default()));
-                        plugins.len() - 1
-                    }
-                };
-                plugins[index].1.spans += 1;
-                plugins[index].1.bytes += size;
-            }
+            let owner = owner_of(span);
+            let index = match plugins.iter().position(|(name, _)| name == owner) {
+                Some(index) => index,
+                None => {
+                    plugins.push((owner.to_owned(), Share::default()));
+                    plugins.len() - 1
+                }
+            };
+            plugins[index].1.spans += 1;
+            plugins[index].1.bytes += size;
         }
         Held {
             budget: self,
@@ -830,11 +834,12 @@ mod tests {
 
     #[tokio::test]
     async fn spans_waiting_for_export_are_bounded_in_bytes_and_count_until_exported() {
-        let heavy = span_with(100 * 1024);
-        let size = estimated_size(&heavy);
+        // Each span another plugin's, so that only the whole queue's bounds apply.
+        let heavy = |i: usize| plugin_span(&format!("p{i}"), 100 * 1024);
+        let size = estimated_size(&heavy(0));
         let budget = Arc::new(ExportBudget::new(1000, 3 * size));
         let admitted: Vec<_> = (0..5)
-            .map(|_| heavy.clone())
+            .map(heavy)
             .filter(|span| budget.admit(span))
             .collect();
         assert_eq!(admitted.len(), 3, "three heavy spans fit, not five");
@@ -844,13 +849,13 @@ mod tests {
             OnRuntime::new(Requests::default(), &Arc::default()).releasing(budget.clone());
         exporter.export(admitted).await.unwrap();
         assert_eq!(budget.bytes.load(Ordering::Relaxed), 0);
-        assert!(budget.admit(&heavy), "room again after the export");
+        assert!(budget.admit(&heavy(9)), "room again after the export");
         // Light spans stop at the count, the SDK queue's size.
         let budget = ExportBudget::new(3, usize::MAX);
-        let light = span_with(10);
-        assert_eq!((0..5).filter(|_| budget.admit(&light)).count(), 3);
+        let light = |i: usize| plugin_span(&format!("p{i}"), 10);
+        assert_eq!((0..5).filter(|&i| budget.admit(&light(i))).count(), 3);
         // An abandoned export (its future dropped) releases too.
-        drop(budget.held(&[span_with(10), span_with(10)]));
+        drop(budget.held(&[light(0), light(1)]));
         assert_eq!(budget.spans.load(Ordering::Relaxed), 1);
     }
 
@@ -862,7 +867,7 @@ mod tests {
             .filter(|span| budget.admit(span))
             .collect();
         assert_eq!(flood.len(), 50, "half the count");
-        // comb's own spans and another plugin's still get in.
+        // Spans of no plugin (a 404's) and another plugin's still get in.
         let others: Vec<_> = (0..30)
             .map(|i| match i % 2 {
                 0 => span_with(10),
@@ -878,6 +883,12 @@ mod tests {
         exporter.export(flood).await.unwrap();
         assert!(!budget.plugins().contains_key("flood"));
         assert!(budget.admit(&plugin_span("flood", 10)));
+        // So do spans of no plugin, up to their own half.
+        let nobody = (0..100)
+            .map(|_| span_with(10))
+            .filter(|span| budget.admit(span))
+            .count();
+        assert_eq!(nobody, 50 - 15, "15 were admitted above");
         // The share holds for bytes as well: half of 4 heavy spans.
         let heavy = plugin_span("heavy", 1000);
         let budget = ExportBudget::new(1000, 4 * estimated_size(&heavy));
