@@ -153,6 +153,7 @@ fn bench(c: &mut Criterion) {
         cors_allowed_origins: vec![],
         metrics: comb::metrics::Metrics::new(),
         rollbar: None,
+        loaded: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     }));
     c.bench_function(
         "whole app without a socket (server span, invoke, response)",

@@ -49,6 +49,19 @@ impl ApiError {
         )
     }
 
+    /// 503 with `Retry-After`: no route serves this path yet, and comb is
+    /// still loading its plugins, one of which may serve it.
+    pub(crate) fn loading(method: &http::Method, path: &str) -> Self {
+        ApiError {
+            headers: vec![(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "loading",
+                format!("no route for {method} {path} yet: comb is still loading its plugins"),
+            )
+        }
+    }
+
     /// 405 with `Allow`: the path is served, not for this method.
     pub(crate) fn method_not_allowed(
         method: &http::Method,

@@ -3,7 +3,10 @@
 
 use std::{
     future::Future,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -78,9 +81,13 @@ pub async fn run(
     }
     let (routes, reports) = (plugins.routes(), plugins.reports());
     let health = Health::default();
-    let ready = health.clone();
+    let loaded = Arc::new(AtomicBool::new(false));
+    let (ready, first_load) = (health.clone(), loaded.clone());
     let registry = config.registry.source(config.plugins.cache_dir());
-    plugins::watch::load_and_watch(plugins, registry, move || ready.loaded())?;
+    plugins::watch::load_and_watch(plugins, registry, move || {
+        first_load.store(true, Ordering::Relaxed);
+        ready.loaded();
+    })?;
     let connection_limits = config.connection_limits();
     let state = Arc::new(AppState {
         routes,
@@ -93,6 +100,7 @@ pub async fn run(
             Metrics::off()
         },
         rollbar,
+        loaded,
     });
     // One shutdown signal for every listener, after the delay in which
     // comb is not ready but still serves.
@@ -166,6 +174,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Where failed calls are reported, when Rollbar is configured.
     pub rollbar: Option<Arc<Rollbar>>,
+    /// Whether the first load of the plugins is done. Before, a path no
+    /// route serves answers 503 `loading`, not 404: comb listens at once,
+    /// and the plugin that serves it may still be compiling.
+    pub loaded: Arc<AtomicBool>,
 }
 
 /// The HTTP app: every path goes through the plugin route table, behind
@@ -234,6 +246,10 @@ async fn serve_request(
     );
     let method = parts.method.clone();
     let (mut response, error_type) = match lookup {
+        Lookup::NotFound if !state.loaded.load(Ordering::Relaxed) => (
+            ApiError::loading(&parts.method, parts.uri.path()).into_response(),
+            None,
+        ),
         Lookup::NotFound => (
             ApiError::not_found(&parts.method, parts.uri.path()).into_response(),
             None,
@@ -539,6 +555,10 @@ mod tests {
     }
 
     fn empty_app(cors_allowed_origins: Vec<HeaderValue>) -> Router {
+        app_loaded(cors_allowed_origins, true)
+    }
+
+    fn app_loaded(cors_allowed_origins: Vec<HeaderValue>, loaded: bool) -> Router {
         app(Arc::new(AppState {
             routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             runtime: Arc::new(Runtime::new(&test_engine()).unwrap()),
@@ -546,20 +566,31 @@ mod tests {
             cors_allowed_origins,
             metrics: Metrics::new(),
             rollbar: None,
+            loaded: Arc::new(AtomicBool::new(loaded)),
         }))
     }
 
     #[tokio::test]
-    async fn no_route_is_a_json_404() {
-        let request = http::Request::get("/api/activities/home")
-            .body(Body::empty())
-            .unwrap();
-        let response = empty_app(vec![]).oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-        let body: serde_json::Value =
-            serde_json::from_slice(&to_bytes(response.into_body(), 1024).await.unwrap()).unwrap();
-        assert_eq!(body["error"]["code"], "not_found");
+    async fn no_route_is_a_json_404_once_the_plugins_are_loaded_and_503_before() {
+        for (loaded, status, code) in [
+            (true, StatusCode::NOT_FOUND, "not_found"),
+            (false, StatusCode::SERVICE_UNAVAILABLE, "loading"),
+        ] {
+            let request = http::Request::get("/api/activities/home")
+                .body(Body::empty())
+                .unwrap();
+            let response = app_loaded(vec![], loaded).oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).is_some(),
+                !loaded
+            );
+            let body: serde_json::Value =
+                serde_json::from_slice(&to_bytes(response.into_body(), 1024).await.unwrap())
+                    .unwrap();
+            assert_eq!(body["error"]["code"], code);
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The orchestrator's probes on their own listener: ready only between the
-//! first load of the folder and SIGTERM, and serving on through the
-//! shutdown delay.
+//! first load of the folder and SIGTERM (until then a path nothing serves
+//! yet is 503, not 404), and serving on through the shutdown delay.
 
 use std::time::{Duration, Instant};
 
@@ -28,12 +28,20 @@ async fn readiness_follows_the_first_load_and_the_drain() {
     assert_eq!(probe(&readyz).await, (503, "loading plugins\n".to_owned()));
     // The probes are all that listener serves.
     assert_eq!(probe(&format!("{health}/_comb/")).await.0, 404);
+    // A path no plugin serves yet may be a still loading plugin's: 503.
+    let unknown = comb.at("/served/by/nobody");
+    let response = get_response(&unknown).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "loading");
 
     eventually("ready once the first load is done", &comb, || async {
         probe(&readyz).await.0 == 200
     })
     .await;
     assert!(comb.log().contains("first load of the plugins done"));
+    assert_eq!(get_json(&unknown).await.0, 404);
 
     comb.terminate();
     let terminated = Instant::now();
