@@ -23,7 +23,8 @@ pub(crate) struct Health(Arc<Flags>);
 
 #[derive(Default)]
 struct Flags {
-    loaded: AtomicBool,
+    /// Shared with the request path, which answers 503 before it is set.
+    loaded: Arc<AtomicBool>,
     draining: AtomicBool,
 }
 
@@ -31,6 +32,11 @@ impl Health {
     /// The first load (folder and references) is done.
     pub(crate) fn loaded(&self) {
         self.0.loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// The flag [`Health::loaded`] sets, for the request path.
+    pub(crate) fn first_load_done(&self) -> Arc<AtomicBool> {
+        self.0.loaded.clone()
     }
 
     /// Shutdown has begun: no longer ready, still serving.

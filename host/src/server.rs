@@ -81,13 +81,9 @@ pub async fn run(
     }
     let (routes, reports) = (plugins.routes(), plugins.reports());
     let health = Health::default();
-    let loaded = Arc::new(AtomicBool::new(false));
-    let (ready, first_load) = (health.clone(), loaded.clone());
+    let ready = health.clone();
     let registry = config.registry.source(config.plugins.cache_dir());
-    plugins::watch::load_and_watch(plugins, registry, move || {
-        first_load.store(true, Ordering::Relaxed);
-        ready.loaded();
-    })?;
+    plugins::watch::load_and_watch(plugins, registry, move || ready.loaded())?;
     let connection_limits = config.connection_limits();
     let state = Arc::new(AppState {
         routes,
@@ -100,7 +96,7 @@ pub async fn run(
             Metrics::off()
         },
         rollbar,
-        loaded,
+        loaded: health.first_load_done(),
     });
     // One shutdown signal for every listener, after the delay in which
     // comb is not ready but still serves.
