@@ -539,3 +539,28 @@ async fn output_while_loading_is_logged_on_the_load_span() {
         "attributed to the file: {logged}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_plugins_serve_while_a_big_one_compiles() {
+    // Compiles run one at a time. A 20 MB Python component first in the
+    // folder's name order, on a cold cache, kept every plugin after it out
+    // for its whole compile; loaded smallest first, home serves meanwhile.
+    let cache = tempfile::tempdir().unwrap();
+    let python = std::fs::read(plugins().wasm("home_activities_py")).unwrap();
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        files: &[("aaa_python.wasm", &python)],
+        cache_dir: Some(cache.path()),
+        before_load: true,
+        ..Default::default()
+    });
+    eventually("home serves", &comb, || async {
+        get_json(&comb.at("/api/activities/home")).await.0 == 200
+    })
+    .await;
+    let log = comb.log();
+    assert!(
+        !log.contains("first load of the plugins done"),
+        "home waited for the Python compile:\n{log}"
+    );
+}
