@@ -240,11 +240,8 @@ fn cut(text: &str) -> String {
 fn shown_description(description: Option<String>) -> Option<String> {
     let description = description?;
     let line = description.lines().next().unwrap_or_default().trim();
-    let mut end = line.len().min(MAX_DESCRIPTION_BYTES);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    (end > 0).then(|| line[..end].to_owned())
+    let line = &line[..line.floor_char_boundary(MAX_DESCRIPTION_BYTES)];
+    (!line.is_empty()).then(|| line.to_owned())
 }
 
 /// The plugin's routes: the sidecar's when it has some, else the
