@@ -9,7 +9,10 @@ use axum::{
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use crate::runtime::{HandlerError, InvokeError};
+use crate::{
+    connections::BodyTimeout,
+    runtime::{HandlerError, InvokeError},
+};
 
 /// How long a client should wait after a 503, in seconds: calls finish in
 /// milliseconds, so a slot is free again almost at once.
@@ -86,6 +89,23 @@ impl ApiError {
             "body_too_large",
             format!("request body larger than {limit} bytes"),
         )
+    }
+
+    /// 408: the body came too slowly (below the minimum rate, or past its
+    /// deadline); `close` asks the client to close the connection.
+    pub(crate) fn body_timeout(timeout: &BodyTimeout, close: bool) -> Self {
+        let headers = match close {
+            true => vec![(header::CONNECTION, "close".to_owned())],
+            false => Vec::new(),
+        };
+        ApiError {
+            headers,
+            ..Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                timeout.to_string(),
+            )
+        }
     }
 
     /// 400: the body could not be read.

@@ -57,6 +57,17 @@ pub(crate) const DEFAULT_SPANS_PER_CALL: usize = 512;
 /// holds a bounded amount.
 pub(crate) const DEFAULT_TELEMETRY_BYTES_PER_CALL: usize = 256 * 1024;
 
+/// Host-side resources (handles: WASI streams and pollables, wasi:http
+/// header fields, requests, responses and bodies, comb's spans) one call
+/// may hold at once. Each costs comb memory outside the guest's linear
+/// memory, so it is bounded as that is.
+pub const DEFAULT_MAX_HOST_RESOURCES: usize = 1000;
+
+/// Bytes of names and values one wasi:http header-fields resource may hold:
+/// comb's cap on a response's headers, so a header map a plugin builds
+/// costs at most that.
+pub(crate) const MAX_FIELDS_BYTES: usize = 64 * 1024;
+
 /// Table elements an instance may grow to: generous for Rust guests'
 /// indirect-call tables, small enough to bound the host.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -80,6 +91,8 @@ pub struct Limits {
     pub http: HttpTimeouts,
     /// What the guest may put into telemetry.
     pub telemetry: TelemetryLimits,
+    /// Host-side resources (handles) one call may hold at once.
+    pub max_host_resources: usize,
     /// Calls one instance may serve: 1, the default, is a fresh instance
     /// per call. More keeps instances warm between calls
     /// (`runtime::warm`), for large guests (Python, JavaScript)
@@ -148,6 +161,7 @@ impl Default for Limits {
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             http: HttpTimeouts::default(),
             telemetry: TelemetryLimits::default(),
+            max_host_resources: DEFAULT_MAX_HOST_RESOURCES,
             max_instance_reuse_count: 1,
         }
     }
@@ -175,6 +189,8 @@ pub struct LimitsOverride {
     pub http_first_byte_timeout_ms: Option<u64>,
     /// Milliseconds for a whole outgoing call.
     pub http_timeout_ms: Option<u64>,
+    /// Host-side resources one call may hold at once.
+    pub max_host_resources: Option<usize>,
     /// Calls one instance may serve before a fresh one replaces it; above 1
     /// the plugin's own state outlives a call (see `runtime::warm`).
     pub max_instance_reuse_count: Option<u32>,
@@ -204,6 +220,10 @@ impl Limits {
                 overrides.max_instance_reuse_count == Some(0),
             ),
             ("deadline_ms", overrides.deadline_ms == Some(0)),
+            (
+                "max_host_resources",
+                overrides.max_host_resources == Some(0),
+            ),
             (
                 "http_connect_timeout_ms",
                 overrides.http_connect_timeout_ms == Some(0),
@@ -240,6 +260,9 @@ impl Limits {
                     .map_or(self.http.total, Duration::from_millis),
             },
             telemetry: self.telemetry,
+            max_host_resources: overrides
+                .max_host_resources
+                .unwrap_or(self.max_host_resources),
             max_instance_reuse_count: overrides
                 .max_instance_reuse_count
                 .unwrap_or(self.max_instance_reuse_count),

@@ -88,13 +88,20 @@ fn main() -> ExitCode {
         .build()
         .context("starting the Tokio runtime")
         .and_then(|runtime| {
-            runtime.block_on(async {
+            let result = runtime.block_on(async {
                 match cli.command {
                     Command::Serve(config) => serve(*config).await,
                     Command::Plugins(config) => check_plugins(config).await,
                     Command::Push(config) => push(config).await,
                 }
-            })
+            });
+            // Dropping the runtime would wait for its blocking threads: a
+            // plugin still compiling (seconds for a 20 MB Python component,
+            // minutes in a debug build) would hold the exit that
+            // `--shutdown-timeout-ms` bounds. Requests are drained and
+            // telemetry flushed by now; what is left is abandoned.
+            runtime.shutdown_background();
+            result
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -239,7 +246,8 @@ async fn push(config: PushConfig) -> Result<()> {
             std::io::stdin()
                 .read_line(&mut password)
                 .context("reading the password from standard input")?;
-            Some((username, password.trim_end_matches(['\r', '\n']).to_owned()))
+            let password = password.trim_end_matches(['\r', '\n']);
+            Some((username, comb::config::Secret::from(password)))
         }
         None => None,
     };

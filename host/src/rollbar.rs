@@ -131,7 +131,10 @@ struct Window {
 impl Rollbar {
     /// Starts the reporter when an access token is configured.
     pub(crate) fn start(config: &RollbarConfig) -> anyhow::Result<Option<Rollbar>> {
-        let Some(token) = config.access_token.clone().filter(|t| !t.is_empty()) else {
+        let Some(token) = (config.access_token.as_ref())
+            .map(|token| token.expose().to_owned())
+            .filter(|token| !token.is_empty())
+        else {
             return Ok(None);
         };
         let endpoint = config.endpoint.trim_end_matches('/').to_owned();

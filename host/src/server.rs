@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use crate::{
     admin,
     config::ServeConfig,
-    connections::{self, Peer},
+    connections::{self, BodyTimeout, Peer},
     dashboard::Recorder,
     error::ApiError,
     health::{self, Health},
@@ -84,7 +84,22 @@ pub async fn run(
     let ready = health.clone();
     let registry = config.registry.source(config.plugins.cache_dir());
     plugins::watch::load_and_watch(plugins, registry, move || ready.loaded())?;
-    let connection_limits = config.connection_limits();
+    let mut connection_limits = config.connection_limits();
+    // Every connection is a file descriptor: the caps of all listeners
+    // together stay under the process's limit, with room for the rest.
+    let open_files = connections::raise_open_files_limit();
+    let listeners = 1 + usize::from(admin.is_some()) + usize::from(config.health_listen.is_some());
+    let cap = connections::connection_cap(connection_limits.max_connections, listeners, open_files);
+    if cap < connection_limits.max_connections {
+        tracing::warn!(
+            "open files: {open_files}; connections capped at {cap} per listener ({listeners} listeners, {} kept for plugins, exports and registries), under --max-connections {}",
+            connections::FD_HEADROOM,
+            connection_limits.max_connections
+        );
+    } else {
+        tracing::info!("open files: {open_files}; connections capped at {cap} per listener");
+    }
+    connection_limits.max_connections = cap;
     let state = Arc::new(AppState {
         routes,
         runtime,
@@ -304,9 +319,12 @@ async fn call_plugin(
     let body = match read_body(&parts, body, limits.max_request_body).await {
         Ok(body) => body,
         Err(error) => {
-            if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                spans::record_limit_hit(server_cx, Some("request_body"));
-            }
+            let limit = match error.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => Some("request_body"),
+                StatusCode::REQUEST_TIMEOUT => Some("request_body_time"),
+                _ => None,
+            };
+            spans::record_limit_hit(server_cx, limit);
             return (error.into_response(), None);
         }
     };
@@ -423,10 +441,18 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Api
         let too_large = std::error::Error::source(&error)
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if too_large {
-            ApiError::body_too_large(limit)
-        } else {
-            ApiError::unreadable_body(error)
+            return ApiError::body_too_large(limit);
         }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(error) = cause {
+            if let Some(timeout) = error.downcast_ref::<BodyTimeout>() {
+                // HTTP/1 has no other way to stop the rest of the body than
+                // closing the connection; an HTTP/2 stream is reset.
+                return ApiError::body_timeout(timeout, parts.version < http::Version::HTTP_2);
+            }
+            cause = error.source();
+        }
+        ApiError::unreadable_body(error)
     })
 }
 

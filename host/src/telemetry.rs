@@ -20,9 +20,6 @@ use opentelemetry::{
     propagation::{TextMapCompositePropagator, TextMapPropagator},
 };
 use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
-use opentelemetry_otlp::{
-    Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
-};
 use opentelemetry_sdk::{
     Resource,
     error::{OTelSdkError, OTelSdkResult},
@@ -37,13 +34,18 @@ use opentelemetry_sdk::{
     },
 };
 
-use self::otlp_http::HttpSpanExporter;
+use self::{
+    exporters::{grpc, http_client, metric_exporter},
+    otlp_http::HttpSpanExporter,
+};
 use crate::{
     config::{OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig},
     dashboard::Recorder,
 };
 
+mod exporters;
 mod otlp_http;
+mod retry;
 
 /// Where comb's spans go, for the start-up log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -686,81 +688,6 @@ impl SpanExporter for SpanSender {
             SpanSender::Grpc(exporter) => exporter.set_resource(resource),
         }
     }
-}
-
-fn metric_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::MetricExporter> {
-    let builder = opentelemetry_otlp::MetricExporter::builder();
-    let exporter = match target.protocol {
-        OtlpProtocol::HttpProtobuf => http(builder.with_http(), target)?.build(),
-        OtlpProtocol::Grpc => grpc(builder.with_tonic(), target)?.build(),
-    };
-    exporter.with_context(|| format!("building the OTLP metric exporter for {}", target.url))
-}
-
-/// An http/protobuf exporter builder set up for `target` (metrics; spans
-/// go through [`HttpSpanExporter`]).
-fn http<B: WithExportConfig + WithHttpConfig>(builder: B, target: &OtlpTarget) -> Result<B> {
-    let mut builder = builder
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(&target.url)
-        .with_timeout(target.timeout)
-        .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
-        .with_http_client(http_client(target)?);
-    if target.gzip {
-        builder = builder.with_compression(Compression::Gzip);
-    }
-    Ok(builder)
-}
-
-/// The HTTP client for `target`: its timeout, and with a certificate file
-/// trusting exactly that CA (as OTel SDKs do), else the system's roots.
-fn http_client(target: &OtlpTarget) -> Result<reqwest::Client> {
-    let mut client = reqwest::Client::builder().timeout(target.timeout);
-    if let Some(path) = &target.certificate {
-        let certificates = reqwest::Certificate::from_pem_bundle(&read_pem(path)?)
-            .with_context(|| format!("reading the certificates in {}", path.display()))?;
-        client = client.tls_certs_only(certificates);
-    }
-    client.build().context("building the OTLP HTTP client")
-}
-
-/// A PEM file's bytes, with the file named in the error.
-fn read_pem(path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-}
-
-/// A gRPC exporter builder (either signal) set up for `target`: headers
-/// become metadata; TLS with the system's roots for https endpoints
-/// (Honeycomb's api.honeycomb.io:443) and schemeless ones (which the OTLP
-/// exporter treats as https); plain h2c for http://.
-fn grpc<B: WithExportConfig + WithTonicConfig>(builder: B, target: &OtlpTarget) -> Result<B> {
-    let mut metadata = tonic::metadata::MetadataMap::new();
-    for (name, value) in &target.headers {
-        let name =
-            tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-                .with_context(|| format!("OTLP header name {name:?} is not valid gRPC metadata"))?;
-        let value = value.parse().with_context(|| {
-            format!("OTLP header {name:?} has a value that is not valid gRPC metadata")
-        })?;
-        metadata.insert(name, value);
-    }
-    let mut builder = builder
-        .with_endpoint(&target.url)
-        .with_timeout(target.timeout)
-        .with_metadata(metadata);
-    if target.gzip {
-        builder = builder.with_compression(Compression::Gzip);
-    }
-    let tls = tonic::transport::ClientTlsConfig::new();
-    Ok(
-        match (&target.certificate, target.url.starts_with("http://")) {
-            (_, true) => builder,
-            (Some(path), false) => builder.with_tls_config(
-                tls.ca_certificate(tonic::transport::Certificate::from_pem(read_pem(path)?)),
-            ),
-            (None, false) => builder.with_tls_config(tls.with_enabled_roots()),
-        },
-    )
 }
 
 #[cfg(test)]

@@ -42,6 +42,14 @@ impl<T> Done for Option<T> {
     }
 }
 
+/// The `comb` binary under test: this build's, or the one named by
+/// `COMB_TEST_BINARY` (to run today's tests against an older build and see
+/// which fail there).
+pub fn comb_binary() -> PathBuf {
+    std::env::var_os("COMB_TEST_BINARY")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_comb")), PathBuf::from)
+}
+
 /// A loopback listener that accepts connections and never answers (a
 /// stalled collector or service); its address.
 pub async fn silent_listener() -> std::net::SocketAddr {
@@ -186,6 +194,8 @@ pub struct Options<'a> {
     pub before_load: bool,
     /// More flags for `comb serve`.
     pub args: &'a [&'a str],
+    /// Soft and hard limits on open files comb starts with (`prlimit`).
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl Comb {
@@ -207,7 +217,17 @@ impl Comb {
         for (name, contents) in options.files {
             std::fs::write(dir.path().join(name), contents).expect("writing a file");
         }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_comb"));
+        let mut command = match options.open_files {
+            // prlimit sets the limits and execs comb: the same process.
+            Some((soft, hard)) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={soft}:{hard}"))
+                    .arg(comb_binary());
+                command
+            }
+            None => Command::new(comb_binary()),
+        };
         command
             .args([
                 "serve",

@@ -465,7 +465,7 @@ fn comb_plugins_checks_a_folder_offline() {
     )
     .unwrap();
     let check = |dir: &Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
+        std::process::Command::new(crate::harness::comb_binary())
             .args(["plugins", "--no-cache", "--plugins"])
             .arg(dir)
             .output()

@@ -7,6 +7,7 @@
 mod cruddur;
 mod harness;
 mod health;
+mod hostile;
 mod isolation;
 mod languages;
 mod lifecycle;

@@ -79,7 +79,7 @@ async fn no_propagators_start_a_new_trace_every_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_propagator_is_refused_at_start() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
+    let output = std::process::Command::new(crate::harness::comb_binary())
         .args(["serve", "--plugins", ".", "--no-admin"])
         .env("OTEL_PROPAGATORS", "tracecontext,b3")
         .output()

@@ -153,6 +153,8 @@ async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
         assert_eq!(status, 504, "{name}: {body}");
         let (status, body) = get_json(&comb.at(&format!("/{name}/panic"))).await;
         assert_eq!(status, 500, "{name}: {body}");
+        // A trap in the handler, not a failure to instantiate.
+        assert_eq!(body["error"]["code"], "plugin_trapped", "{name}: {body}");
         assert!(
             body.to_string()
                 .contains(&format!("{name} was asked to panic")),

@@ -227,7 +227,7 @@ fn comb_push_as(
     reference: &str,
     user: Option<(&str, &str)>,
 ) -> Result<String, String> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_comb"));
+    let mut command = Command::new(crate::harness::comb_binary());
     command
         .arg("push")
         .arg(plugins().wasm(plugin))

@@ -264,7 +264,7 @@ async fn a_settings_file_sets_defaults_that_the_environment_overrides() {
     let refused = |name: &str, text: &str| {
         let file = folder.path().join(name);
         std::fs::write(&file, text).unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
+        let output = std::process::Command::new(crate::harness::comb_binary())
             .args(["serve", "--plugins", ".", "--config"])
             .arg(&file)
             .output()

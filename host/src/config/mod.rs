@@ -22,19 +22,22 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    connections::{self, ConnectionLimits},
+    connections::{self, BodyPace, ConnectionLimits},
     limits::{self, HttpTimeouts, Limits, TelemetryLimits},
 };
 
 mod file;
 mod otel;
+mod secret;
 
 #[cfg(test)]
 use file::with_file_defaults;
 pub use file::{DEFAULT_CONFIG_FILE, LoadError};
+pub(crate) use otel::header_names_in_environment;
 pub use otel::{
     Exporter, OtlpCompression, OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig,
 };
+pub use secret::Secret;
 
 /// Where comb listens when `--listen` is not given.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -248,19 +251,22 @@ impl PluginsConfig {
         if self.no_cache {
             return None;
         }
-        self.cache_dir.clone().or_else(|| {
+        let dir = self.cache_dir.clone().or_else(|| {
             let base = std::env::var_os("XDG_CACHE_HOME")
                 .map(PathBuf::from)
                 .or_else(|| {
                     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"))
                 })?;
             Some(base.join("comb"))
-        })
+        })?;
+        // wasmtime's cache takes absolute paths only; a relative one is
+        // relative to the working directory, as every other path flag is.
+        Some(std::path::absolute(&dir).unwrap_or(dir))
     }
 }
 
 /// Failed plugin calls as Rollbar items (see [`crate::rollbar`]).
-#[derive(Clone, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Rollbar")]
 pub struct RollbarConfig {
     /// A Rollbar project access token (`post_server_item` scope). Unset,
@@ -272,7 +278,7 @@ pub struct RollbarConfig {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    pub access_token: Option<String>,
+    pub access_token: Option<Secret>,
 
     /// The environment items are filed under.
     #[arg(
@@ -338,24 +344,6 @@ pub struct RollbarConfig {
         value_name = "TEMPLATE"
     )]
     pub trace_url: Option<String>,
-}
-
-/// The token is a secret: a settings dump must not print it.
-impl std::fmt::Debug for RollbarConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RollbarConfig")
-            .field(
-                "access_token",
-                &self.access_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("environment", &self.environment)
-            .field("endpoint", &self.endpoint)
-            .field("items_per_minute", &self.items_per_minute)
-            .field("scrub_headers", &self.scrub_headers)
-            .field("guest_errors", &self.guest_errors)
-            .field("trace_url", &self.trace_url)
-            .finish()
-    }
 }
 
 /// Everything `comb serve` needs, parsed from flags and environment.
@@ -430,6 +418,18 @@ pub struct ServeConfig {
     /// in ms; past it the connection is closed.
     #[arg(long, env = "COMB_HEADER_READ_TIMEOUT_MS", default_value_t = connections::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64, value_name = "MS", value_parser = at_least_one::<u64>)]
     pub header_read_timeout_ms: u64,
+
+    /// Time a whole request body may take to arrive once the plugin's route
+    /// starts reading it, in ms; past it the request answers 408 and the
+    /// connection is closed.
+    #[arg(long, env = "COMB_BODY_READ_TIMEOUT_MS", default_value_t = connections::DEFAULT_BODY_DEADLINE.as_millis() as u64, value_name = "MS", value_parser = at_least_one::<u64>)]
+    pub body_read_timeout_ms: u64,
+
+    /// The slowest a request body may arrive, in bytes a second on average,
+    /// checked once it has taken 5 s (as Kestrel's minimum data rate); a
+    /// slower one answers 408 and the connection is closed. 0: no minimum.
+    #[arg(long, env = "COMB_MIN_BODY_RATE", default_value_t = connections::DEFAULT_MIN_BODY_RATE, value_name = "BYTES")]
+    pub min_body_rate: u64,
 
     /// Time a connection may send and receive nothing, in ms; past it the
     /// connection is closed (a request in flight still gets its answer).
@@ -515,6 +515,12 @@ pub struct LimitsConfig {
     #[arg(long = "http-timeout-ms", env = "COMB_HTTP_TIMEOUT_MS", default_value_t = limits::DEFAULT_HTTP_TIMEOUT.as_millis() as u64, value_name = "MS", value_parser = at_least_one::<u64>)]
     pub http_timeout_ms: u64,
 
+    /// Host-side resources one call may hold at once: handles to WASI
+    /// streams and pollables, wasi:http header fields, requests, responses
+    /// and bodies, spans. Past it the call fails (500, `resource_limit`).
+    #[arg(long = "max-host-resources", env = "COMB_MAX_HOST_RESOURCES", default_value_t = limits::DEFAULT_MAX_HOST_RESOURCES, value_name = "N", value_parser = at_least_one::<usize>)]
+    pub max_host_resources: usize,
+
     /// Allocate instances on demand instead of from the pooling allocator.
     #[arg(long = "no-pooling", env = "COMB_NO_POOLING")]
     pub no_pooling: bool,
@@ -558,6 +564,7 @@ impl LimitsConfig {
                 first_byte: Duration::from_millis(self.http_first_byte_timeout_ms),
                 total: Duration::from_millis(self.http_timeout_ms),
             },
+            max_host_resources: self.max_host_resources,
             telemetry: TelemetryLimits {
                 attribute_value_length: self
                     .span_attribute_value_length
@@ -581,6 +588,11 @@ impl ServeConfig {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             drain_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            body: BodyPace {
+                deadline: Duration::from_millis(self.body_read_timeout_ms),
+                min_rate: self.min_body_rate,
+                ..BodyPace::default()
+            },
         }
     }
 

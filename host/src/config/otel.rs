@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use super::{DEFAULT_OTLP_TIMEOUT, DEFAULT_SERVICE_NAME};
+use super::{DEFAULT_OTLP_TIMEOUT, DEFAULT_SERVICE_NAME, Secret};
 use crate::limits;
 
 /// OpenTelemetry settings, from the standard `OTEL_*` environment variables.
@@ -94,17 +94,19 @@ pub struct TelemetryConfig {
     #[arg(
         long = "otlp-headers",
         env = "OTEL_EXPORTER_OTLP_HEADERS",
-        value_name = "PAIRS"
+        value_name = "PAIRS",
+        hide_env_values = true
     )]
-    pub headers: Option<String>,
+    pub headers: Option<Secret>,
 
     /// Headers for trace exports only; added to (and override) the above.
     #[arg(
         long = "otlp-traces-headers",
         env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        value_name = "PAIRS"
+        value_name = "PAIRS",
+        hide_env_values = true
     )]
-    pub traces_headers: Option<String>,
+    pub traces_headers: Option<Secret>,
 
     /// The OTLP transport.
     #[arg(
@@ -200,9 +202,10 @@ pub struct TelemetryConfig {
     #[arg(
         long = "otlp-metrics-headers",
         env = "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
-        value_name = "PAIRS"
+        value_name = "PAIRS",
+        hide_env_values = true
     )]
-    pub metrics_headers: Option<String>,
+    pub metrics_headers: Option<Secret>,
 
     /// The OTLP transport for metrics only.
     #[arg(
@@ -337,8 +340,9 @@ pub struct OtlpTarget {
     pub url: String,
     /// The transport.
     pub protocol: OtlpProtocol,
-    /// Headers (or gRPC metadata) sent with every export.
-    pub headers: Vec<(String, String)>,
+    /// Headers (or gRPC metadata) sent with every export; their values
+    /// may be API keys.
+    pub headers: Vec<(String, Secret)>,
     /// How long one export may take.
     pub timeout: Duration,
     /// Whether exports are gzipped.
@@ -404,10 +408,15 @@ impl TelemetryConfig {
             },
             _ => return None,
         };
-        let mut pairs = parse_pairs(self.headers.as_deref().unwrap_or_default());
-        for (name, value) in parse_pairs(headers.as_deref().unwrap_or_default()) {
-            pairs.retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
-            pairs.push((name, value));
+        let pairs = |headers: &Option<Secret>| {
+            parse_pairs(headers.as_ref().map_or("", Secret::expose))
+                .into_iter()
+                .map(|(name, value)| (name, Secret::from(value)))
+        };
+        let mut merged: Vec<(String, Secret)> = pairs(&self.headers).collect();
+        for (name, value) in pairs(headers) {
+            merged.retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
+            merged.push((name, value));
         }
         let timeout = timeout_ms
             .or(self.timeout_ms)
@@ -415,7 +424,7 @@ impl TelemetryConfig {
         Some(OtlpTarget {
             url,
             protocol,
-            headers: pairs,
+            headers: merged,
             timeout,
             gzip: compression.or(self.compression) == Some(OtlpCompression::Gzip),
             certificate: certificate.clone().or_else(|| self.certificate.clone()),
@@ -438,6 +447,22 @@ impl TelemetryConfig {
         }
         attributes
     }
+}
+
+/// The names of the headers in `OTEL_EXPORTER_OTLP_HEADERS` and its
+/// per-signal variants. The OTLP crate reads these variables itself and
+/// puts their headers over the ones comb resolved (a flag's, say), so its
+/// exporters remove these names and set the resolved headers again.
+pub(crate) fn header_names_in_environment() -> Vec<String> {
+    [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    ]
+    .iter()
+    .filter_map(|variable| std::env::var(variable).ok())
+    .flat_map(|text| parse_pairs(&text).into_iter().map(|(name, _)| name))
+    .collect()
 }
 
 /// Parses the W3C-baggage-like `key=value,key2=value2` lists of the OTel

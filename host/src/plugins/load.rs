@@ -139,18 +139,20 @@ async fn load_file(
     };
     let limits = defaults.with(&sidecar.limits).map_err(anyhow::Error::msg)?;
     let sandbox = sidecar.sandbox.resolve().map_err(anyhow::Error::msg)?;
-    let digest = hex::encode(Sha256::digest(&wasm));
-    // Compiling is CPU-bound and can take a while: keep it off the async
-    // workers that serve requests.
+    // Hashing (up to 256 MiB from a registry) and compiling are CPU-bound
+    // and can take a while: keep them off the async workers that serve
+    // requests.
     let compiler = runtime.clone();
     let started = Instant::now();
-    let (pre, compiled) = tokio::task::spawn_blocking(move || compiler.prepare(&wasm))
-        .await
-        .context("the compile task panicked")?
-        .context(
-            "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit) \
+    let (digest, prepared) = tokio::task::spawn_blocking(move || {
+        (hex::encode(Sha256::digest(&wasm)), compiler.prepare(&wasm))
+    })
+    .await
+    .context("the compile task panicked")?;
+    let (pre, compiled) = prepared.context(
+        "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit) \
              or wasi:http (wasi:http/proxy@0.2, wasi:http/service@0.3)",
-        )?;
+    )?;
     tracing::debug!(file = %file.display(), elapsed = ?started.elapsed(), "compiled");
     let (pre, manifest) = match pre {
         // The manifest call belongs to no request: its spans and log lines,

@@ -307,7 +307,13 @@ impl Plugins {
                 continue;
             }
             read += 1;
-            let (key, wasm, sidecar) = match read_settled(file) {
+            // Reading and hashing a file (20 MB for a Python plugin) is
+            // blocking work: off the workers that serve requests.
+            let reading = file.clone();
+            let settled = tokio::task::spawn_blocking(move || read_settled(&reading))
+                .await
+                .unwrap_or_else(|panicked| Err(anyhow::anyhow!("reading panicked: {panicked}")));
+            let (key, wasm, sidecar) = match settled {
                 Ok(Some(read)) => read,
                 Ok(None) => {
                     outcome.settling += 1;

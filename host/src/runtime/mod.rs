@@ -35,7 +35,7 @@ use opentelemetry::{Context, StringValue, global::BoxedTracer, trace::TraceConte
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
     PoolingAllocationConfig, ProfilingStrategy, Store, Trap, UpdateDeadline, WasmBacktrace,
-    component::{Component, InstancePre, Linker},
+    component::{Component, InstancePre, Linker, ResourceTableError},
 };
 
 pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
@@ -470,9 +470,13 @@ impl Runtime {
                 )
                 .await;
                 stats.call = started.elapsed();
-                let result = result
-                    .map(|answered| answered.map(Answer::Http))
-                    .unwrap_or_else(|error| Err(call_error(error, &store)));
+                let result = match result {
+                    Ok(answered) => answered.map(Answer::Http),
+                    Err(proxy::ProxyFailure::Instantiate(error)) => Err(call_error(error, &store)),
+                    Err(proxy::ProxyFailure::Call(error)) => {
+                        Err(trap(error, &store.data().log().stderr()))
+                    }
+                };
                 return (result, self.finish(&mut store, limits, stats));
             }
         };
@@ -638,7 +642,10 @@ fn imports_wasi_0_3(component: &Component, engine: &Engine) -> bool {
 fn call_error(error: wasmtime::Error, store: &Store<InvocationState>) -> InvokeError {
     if is_pool_exhausted(&error) {
         InvokeError::Overloaded
-    } else if error.downcast_ref::<Trap>().is_some() || error.is::<MemoryLimitExceeded>() {
+    } else if error.downcast_ref::<Trap>().is_some()
+        || error.is::<MemoryLimitExceeded>()
+        || error.is::<ResourceTableError>()
+    {
         trap(error, &store.data().log().stderr())
     } else {
         InvokeError::Instantiate(format!("{error:#}"))
@@ -655,6 +662,14 @@ fn trap(error: wasmtime::Error, stderr: &str) -> InvokeError {
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return InvokeError::Memory {
             message: limit.to_string(),
+            backtrace,
+        };
+    }
+    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+        return InvokeError::Resources {
+            message: "the plugin holds as many host resources (handles) as its \
+                      limit allows (--max-host-resources)"
+                .to_owned(),
             backtrace,
         };
     }

@@ -17,6 +17,7 @@ pub const ERROR_TYPES: &[&str] = &[
     DEADLINE,
     FUEL,
     MEMORY,
+    RESOURCES,
     INSTANTIATE,
     HOST_ERROR,
     OVERLOADED,
@@ -46,6 +47,7 @@ const WASM_PANIC: &str = "wasm.panic";
 const DEADLINE: &str = "wasm.trap.deadline";
 const FUEL: &str = "wasm.trap.fuel";
 const MEMORY: &str = "wasm.memory_limit";
+const RESOURCES: &str = "wasm.resource_limit";
 const INSTANTIATE: &str = "wasm.instantiate";
 const HOST_ERROR: &str = "wasm.host_error";
 const OVERLOADED: &str = "plugin.overloaded";
@@ -80,6 +82,14 @@ pub enum InvokeError {
     #[error("{message}")]
     Memory {
         /// The limit and what was asked for.
+        message: String,
+        /// The wasm backtrace, when wasmtime captured one.
+        backtrace: Option<String>,
+    },
+    /// The guest held more host-side resources (handles) than its limit.
+    #[error("{message}")]
+    Resources {
+        /// The limit.
         message: String,
         /// The wasm backtrace, when wasmtime captured one.
         backtrace: Option<String>,
@@ -165,6 +175,7 @@ impl InvokeError {
             InvokeError::Trap { kind, .. } => kind.error_type(),
             InvokeError::Deadline { .. } => DEADLINE,
             InvokeError::Memory { .. } => MEMORY,
+            InvokeError::Resources { .. } => RESOURCES,
             InvokeError::Fuel { .. } => FUEL,
             InvokeError::Instantiate(_) => INSTANTIATE,
             InvokeError::Host(_) => HOST_ERROR,
@@ -180,6 +191,7 @@ impl InvokeError {
             InvokeError::Deadline { .. } => Some("deadline"),
             InvokeError::Fuel { .. } => Some("fuel"),
             InvokeError::Memory { .. } => Some("memory"),
+            InvokeError::Resources { .. } => Some("host_resources"),
             InvokeError::Overloaded => Some("concurrency"),
             InvokeError::ResponseTooLarge { .. } => Some("response_body"),
             _ => None,
@@ -201,6 +213,7 @@ impl InvokeError {
             }
             InvokeError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             InvokeError::Memory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "memory_limit"),
+            InvokeError::Resources { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "resource_limit"),
             InvokeError::Fuel { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "fuel_exhausted"),
             InvokeError::Instantiate(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "instantiate_failed")
@@ -227,6 +240,7 @@ impl InvokeError {
             InvokeError::Trap { backtrace, .. }
             | InvokeError::Deadline { backtrace }
             | InvokeError::Memory { backtrace, .. }
+            | InvokeError::Resources { backtrace, .. }
             | InvokeError::Fuel { backtrace } => backtrace.as_deref(),
             _ => None,
         }
@@ -240,6 +254,7 @@ impl InvokeError {
             InvokeError::Trap { .. }
                 | InvokeError::Deadline { .. }
                 | InvokeError::Memory { .. }
+                | InvokeError::Resources { .. }
                 | InvokeError::Fuel { .. }
                 | InvokeError::Host(_)
         )
@@ -254,6 +269,7 @@ impl InvokeError {
             )
             | InvokeError::Trap { message, .. }
             | InvokeError::Memory { message, .. }
+            | InvokeError::Resources { message, .. }
             | InvokeError::Instantiate(message)
             | InvokeError::Host(message)
             | InvokeError::InvalidResponse(message) => message.clone(),
@@ -276,6 +292,10 @@ mod tests {
                 backtrace: None,
             },
             InvokeError::Fuel { backtrace: None },
+            InvokeError::Resources {
+                message: "r".into(),
+                backtrace: None,
+            },
             InvokeError::Instantiate("i".into()),
             InvokeError::Host("h".into()),
             InvokeError::Overloaded,

@@ -108,13 +108,28 @@ pub(crate) async fn call(
     invocation: &Context,
     max_body: usize,
     deadline: std::time::Instant,
-) -> Result<Result<http::Response<Bytes>, InvokeError>, wasmtime::Error> {
+) -> Result<Result<http::Response<Bytes>, InvokeError>, ProxyFailure> {
     let request = as_received(request, invocation);
     let answered = match pre {
         ProxyPre::P2(pre) => call_p2(pre, store, request, max_body, deadline).await?,
         ProxyPre::P3(pre) => call_p3(pre, store, request, max_body, deadline).await?,
     };
     Ok(answered.map_err(|message| InvokeError::Guest(HandlerError::Internal(message))))
+}
+
+/// Where a proxy call failed: instantiating it, or in its handler (a trap,
+/// a limit), which is not an instantiation failure however it reads.
+pub(crate) enum ProxyFailure {
+    /// The component could not be instantiated.
+    Instantiate(wasmtime::Error),
+    /// The handler failed.
+    Call(wasmtime::Error),
+}
+
+impl From<wasmtime::Error> for ProxyFailure {
+    fn from(error: wasmtime::Error) -> Self {
+        ProxyFailure::Call(error)
+    }
 }
 
 /// The request a component is handed: an authority, which wasi:http needs
@@ -141,8 +156,8 @@ async fn call_p2(
     request: http::Request<Bytes>,
     max_body: usize,
     deadline: std::time::Instant,
-) -> wasmtime::Result<Result<http::Response<Bytes>, String>> {
-    let proxy = pre.instantiate_async(&mut *store).await?;
+) -> Result<Result<http::Response<Bytes>, String>, ProxyFailure> {
+    let proxy = (pre.instantiate_async(&mut *store).await).map_err(ProxyFailure::Instantiate)?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (incoming, outparam) = {
         let mut http = store.data_mut().http();
@@ -192,8 +207,8 @@ async fn call_p3(
     request: http::Request<Bytes>,
     max_body: usize,
     deadline: std::time::Instant,
-) -> wasmtime::Result<Result<http::Response<Bytes>, String>> {
-    let service = pre.instantiate_async(&mut *store).await?;
+) -> Result<Result<http::Response<Bytes>, String>, ProxyFailure> {
+    let service = (pre.instantiate_async(&mut *store).await).map_err(ProxyFailure::Instantiate)?;
     let (request, request_io) =
         p3::Request::from_http(store.data_mut().http().hooks, request.map(Full::new));
     store
@@ -215,6 +230,7 @@ async fn call_p3(
             Ok(until(deadline, read).await)
         })
         .await?
+        .map_err(ProxyFailure::Call)
 }
 
 /// A response body read whole, or its first `max_body + 1` bytes.

@@ -62,13 +62,19 @@ impl InvocationState {
             FIRST,
         );
         let log = GuestLog::new(plugin_name.clone(), spans.current_span());
+        // Handles and header maps cost comb memory outside the guest's
+        // linear memory: both are bounded (see `limits`).
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_host_resources);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(crate::limits::MAX_FIELDS_BYTES);
         InvocationState {
             wasi: sandbox.wasi(&log, invocation.clone()),
-            table: ResourceTable::new(),
+            table,
             client: ClientHooks::new(invocation, sandbox.http_grants(), limits.http),
             spans,
             log,
-            http: WasiHttpCtx::new(),
+            http,
             limiter: MemoryLimiter::new(limits.memory_bytes),
             guest_clock: GuestClock::default(),
             call: FIRST,

@@ -13,10 +13,12 @@
 
 use std::{
     borrow::Cow,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context as _, Result};
+use bytes::Bytes;
+
+use anyhow::Result;
 use opentelemetry::{
     Array, InstrumentationScope, KeyValue, Value,
     trace::{SpanId, SpanKind, Status},
@@ -27,8 +29,9 @@ use opentelemetry_sdk::{
     trace::{SpanData, SpanExporter},
 };
 use prost::encoding::{encode_varint, encoded_len_varint};
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 
+use super::retry;
 use crate::config::OtlpTarget;
 
 /// The most of a collector's answer read (a partial-success message is
@@ -41,6 +44,11 @@ pub(super) struct HttpSpanExporter {
     client: reqwest::Client,
     url: String,
     headers: HeaderMap,
+    /// The headers' values (API keys): never in a logged error, even
+    /// when a collector echoes them back.
+    secrets: Vec<String>,
+    /// How long one export may take, retries included.
+    timeout: Duration,
     gzip: bool,
     /// The resource, encoded once: it is the same in every request.
     resource: Vec<u8>,
@@ -50,14 +58,7 @@ pub(super) struct HttpSpanExporter {
 impl HttpSpanExporter {
     /// An exporter for `target`, trusting `client`'s roots.
     pub(super) fn new(target: &OtlpTarget, client: reqwest::Client) -> Result<Self> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &target.headers {
-            let name = HeaderName::try_from(name.as_str())
-                .with_context(|| format!("OTLP header name {name:?} is not a valid header"))?;
-            let value = HeaderValue::try_from(value.as_str())
-                .with_context(|| format!("OTLP header {name:?} has an invalid value"))?;
-            headers.insert(name, value);
-        }
+        let mut headers = super::exporters::header_map(target)?;
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-protobuf"),
@@ -69,6 +70,11 @@ impl HttpSpanExporter {
             client,
             url: target.url.clone(),
             headers,
+            secrets: (target.headers.iter())
+                .map(|(_, value)| value.expose().to_owned())
+                .filter(|value| !value.is_empty())
+                .collect(),
+            timeout: target.timeout,
             gzip: target.gzip,
             resource: Vec::new(),
             resource_schema_url: String::new(),
@@ -76,11 +82,65 @@ impl HttpSpanExporter {
     }
 
     /// The error the batch processor logs: the collector and the whole
-    /// cause ("… tcp connect error: Connection refused", "HTTP 413 …").
+    /// cause ("… tcp connect error: Connection refused", "HTTP 413 …"),
+    /// with any header value in it redacted.
     fn failed(&self, what: impl Into<anyhow::Error>) -> OTelSdkError {
-        let what = what.into();
-        OTelSdkError::InternalFailure(format!("OTLP export to {} failed: {what:#}", self.url))
+        let mut text = format!("OTLP export to {} failed: {:#}", self.url, what.into());
+        for secret in &self.secrets {
+            text = text.replace(secret.as_str(), "<redacted>");
+        }
+        OTelSdkError::InternalFailure(text)
     }
+
+    /// One attempt: the collector's answer (within [`MAX_RESPONSE_BYTES`])
+    /// on success; else the error, and whether to try again after a wait
+    /// (the collector's `Retry-After`, when it gave one).
+    async fn send(&self, body: Bytes, timeout: Duration) -> Result<Vec<u8>, Attempt> {
+        let sent = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            // Refused, reset or unreachable (a collector restarting): the
+            // next attempt may find it back.
+            Err(error) => {
+                let again = (error.is_connect() || error.is_request()) && !error.is_timeout();
+                return Err(Attempt {
+                    error: error.into(),
+                    again: again.then_some(None),
+                });
+            }
+        };
+        let status = response.status();
+        let asked = retry::retry_after(response.headers());
+        let mut answer = Vec::new();
+        while answer.len() < MAX_RESPONSE_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let text = String::from_utf8_lossy(&answer[..answer.len().min(512)]);
+        Err(Attempt {
+            error: anyhow::anyhow!("HTTP {status}: {text}"),
+            again: retry::retryable(status).then_some(asked),
+        })
+    }
+}
+
+/// A failed attempt: why, and `Some(wait)` when it may be tried again
+/// (after the collector's `Retry-After`, or a backoff when `None`).
+struct Attempt {
+    error: anyhow::Error,
+    again: Option<Option<Duration>>,
 }
 
 impl SpanExporter for HttpSpanExporter {
@@ -90,28 +150,37 @@ impl SpanExporter for HttpSpanExporter {
         if self.gzip {
             body = gzipped(&body).map_err(|error| self.failed(error))?;
         }
-        let mut response = self
-            .client
-            .post(&self.url)
-            .headers(self.headers.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| self.failed(error))?;
-        let status = response.status();
-        let mut answer = Vec::new();
-        while answer.len() < MAX_RESPONSE_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
+        let body = Bytes::from(body);
+        let mut backoff = retry::Backoff::within(self.timeout);
+        let mut attempt = 1;
+        loop {
+            let failure = match self.send(body.clone(), backoff.remaining()).await {
+                Ok(answer) => {
+                    warn_on_partial_success(&answer);
+                    return Ok(());
+                }
+                Err(failure) => failure,
+            };
+            let wait = match failure.again {
+                Some(asked) if attempt < retry::MAX_ATTEMPTS => backoff.wait(asked),
+                _ => None,
+            };
+            let Some(wait) = wait else {
+                let error = match attempt {
+                    1 => failure.error,
+                    _ => (failure.error).context(format!("gave up after {attempt} attempts")),
+                };
+                return Err(self.failed(error));
+            };
+            tracing::debug!(
+                attempt,
+                ?wait,
+                "OTLP export failed, trying again: {:#}",
+                failure.error
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&answer[..answer.len().min(512)]);
-            return Err(self.failed(anyhow::anyhow!("HTTP {status}: {text}")));
-        }
-        warn_on_partial_success(&answer);
-        Ok(())
     }
 
     fn set_resource(&mut self, resource: &Resource) {

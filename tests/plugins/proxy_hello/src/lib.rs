@@ -3,7 +3,8 @@
 //! query, `traceparent`, body length — and logs one line to stdout; the
 //! bytes of an `x-echo` request header come back in an `x-echo` response
 //! header, untouched; a path ending in `/loop` loops forever, one ending in
-//! `/panic` panics.
+//! `/panic` panics, one ending in `/hoard` creates header fields (each
+//! with a kilobyte of header) and keeps them, without end.
 
 use wasip2::{
     exports::http::incoming_handler::Guest,
@@ -39,6 +40,16 @@ impl Guest for ProxyHello {
         }
         if path.ends_with("/panic") {
             panic!("proxy_hello was asked to panic");
+        }
+        if path.ends_with("/hoard") {
+            let value = vec![b'x'; 1024];
+            let mut hoard = Vec::new();
+            loop {
+                let fields = Fields::new();
+                // Host memory the guest's own memory limit does not see.
+                let _ = fields.append("x-hoard", &value);
+                hoard.push(fields);
+            }
         }
         let body_length = read_body(&request);
         println!("proxy_hello handled {method} {path}");

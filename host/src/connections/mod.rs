@@ -12,20 +12,26 @@
 //! - an idle timeout: a connection with no bytes either way for this long
 //!   is closed, gracefully (a request in flight still gets its answer);
 //! - a bounded drain at shutdown: connections get `drain` to finish, then
-//!   are abandoned.
+//!   are abandoned;
+//! - a request body pace (`body.rs`): a minimum data rate and a deadline
+//!   for the whole body, on either protocol;
+//! - for HTTP/2 too, the header-read timeout: a connection with no request
+//!   in flight for that long is closed (hyper has it for HTTP/1 only; an
+//!   HTTP/2 client could otherwise trickle one stream's headers forever).
 
 use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use axum::{Router, extract::ConnectInfo};
+use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -34,9 +40,15 @@ use opentelemetry::StringValue;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::{Notify, Semaphore, watch},
 };
 use tower::ServiceExt as _;
+
+pub(crate) use self::body::BodyPace;
+use self::body::PacedBody;
+pub(crate) use self::body::{BodyTimeout, DEFAULT_BODY_DEADLINE, DEFAULT_MIN_BODY_RATE};
+
+mod body;
 
 /// The client end of a connection, carried by every request on it as
 /// `ConnectInfo<Peer>`: its address, and the IP as the server span's
@@ -80,6 +92,8 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Time in-flight requests get once shutdown starts.
     pub drain_timeout: Duration,
+    /// How a request body must arrive.
+    pub body: BodyPace,
 }
 
 impl Default for ConnectionLimits {
@@ -89,6 +103,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            body: BodyPace::default(),
         }
     }
 }
@@ -110,30 +125,45 @@ pub(crate) async fn serve(
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    // Connections idle between requests close when this fires.
+    let shed = Arc::new(Notify::new());
     loop {
-        // At the cap, stop accepting (the kernel's backlog holds the rest)
-        // rather than accept and drop.
-        let permit = tokio::select! {
-            permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = stopped(&mut stop) => break,
-        };
+        // Below the cap, take a slot; at it, stop accepting (the kernel's
+        // backlog holds the rest) until one client waits, then make room.
+        let mut permit = open.clone().try_acquire_owned().ok();
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Out of file descriptors, say: wait rather than spin.
+                    // Out of file descriptors: connections idle between
+                    // requests give theirs back; wait rather than spin.
                     tracing::warn!("accepting a connection: {error}");
+                    shed.notify_waiters();
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = stopped(&mut stop) => break,
         };
+        let permit = match permit.take() {
+            Some(permit) => permit,
+            None => {
+                // At the cap with a client waiting: connections idle
+                // between requests (keep-alive) are closed first, as nginx
+                // reuses its idle connections when it runs out, so the new
+                // client is served rather than left in the backlog.
+                shed.notify_waiters();
+                tokio::select! {
+                    permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    _ = stopped(&mut stop) => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let (builder, app, stop) = (builder.clone(), app.clone(), stop.clone());
+        let (builder, app, stop, shed) = (builder.clone(), app.clone(), stop.clone(), shed.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            connection(&builder, stream, peer, app, limits.idle_timeout, stop).await;
+            connection(&builder, stream, peer, app, limits, stop, &shed).await;
         });
     }
     // Every connection holds a permit until it ends.
@@ -150,39 +180,101 @@ pub(crate) async fn serve(
     }
 }
 
+/// File descriptors comb keeps out of the connection caps: plugin files
+/// and the compile cache, OTLP and Rollbar exports, registries, outgoing
+/// HTTP calls of plugins.
+pub(crate) const FD_HEADROOM: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime
+/// and nginx do (the soft default, 1024 or less, is there for programs that
+/// use `select`), and returns the limit now in force.
+pub(crate) fn raise_open_files_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (soft, hard) = (limit.current, limit.maximum);
+    if let (Some(current), hard) = (soft, hard)
+        && hard.is_none_or(|hard| hard > current)
+    {
+        let raised = rustix::process::Rlimit {
+            current: hard,
+            maximum: hard,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(
+                "open files: soft limit raised from {current} to {}",
+                hard.map_or("unlimited".to_owned(), |hard| hard.to_string())
+            ),
+            Err(error) => {
+                tracing::warn!("open files: raising the soft limit of {current}: {error}");
+                return current;
+            }
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// The connection cap each of `listeners` gets: `wanted`, or less so that
+/// all of them together stay [`FD_HEADROOM`] under `open_files`.
+pub(crate) fn connection_cap(wanted: usize, listeners: usize, open_files: u64) -> usize {
+    let budget = open_files.saturating_sub(FD_HEADROOM) / listeners.max(1) as u64;
+    wanted
+        .min(usize::try_from(budget).unwrap_or(usize::MAX))
+        .max(1)
+}
+
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`: drop it here.
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Serves one connection until it ends, it is idle too long, or shutdown.
+/// Serves one connection until it ends, it is idle too long (or without
+/// a request for the header-read timeout), or shutdown.
 async fn connection(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
-    idle_timeout: Duration,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
+    shed: &Notify,
 ) {
     let started = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(Requests {
+        started,
+        in_flight: AtomicUsize::new(0),
+        last: AtomicU64::new(0),
+    });
     let io = TokioIo::new(Watched {
         inner: stream,
         started,
         activity: activity.clone(),
     });
     let client = Peer::new(peer);
-    let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+    let (counted, pace) = (requests.clone(), limits.body);
+    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        let mut request = request.map(|body| axum::body::Body::new(PacedBody::new(body, pace)));
         request.extensions_mut().insert(ConnectInfo(client.clone()));
-        app.clone().oneshot(request)
+        let in_flight = InFlight::new(counted.clone());
+        let answer = app.clone().oneshot(request);
+        async move {
+            let answer = answer.await;
+            drop(in_flight);
+            answer
+        }
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut closing = false;
     loop {
         let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-        let idle_at = started + last + idle_timeout;
+        let idle_at = started + last + limits.idle_timeout;
+        // No request in flight since `since`: the next one's head is due
+        // within the header-read timeout.
+        let headless_at = requests
+            .idle_since()
+            .map(|since| started + since + limits.header_read_timeout);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(error) = result {
@@ -205,11 +297,72 @@ async fn connection(
                     closing = true;
                 }
             }
+            _ = sleep_until_some(headless_at), if !closing => {
+                if requests.idle_since().is_some_and(|since| started + since + limits.header_read_timeout <= Instant::now()) {
+                    tracing::debug!(%peer, "closing a connection with no request for the header-read timeout");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = shed.notified(), if !closing => {
+                if requests.idle_since().is_some() {
+                    tracing::debug!(%peer, "closing a connection idle between requests: comb is at its cap");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
             _ = stopped(&mut stop), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever when there is no `at`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The requests of one connection: how many are in flight, and when the
+/// last one started or ended (ms since the connection started).
+struct Requests {
+    started: Instant,
+    in_flight: AtomicUsize,
+    last: AtomicU64,
+}
+
+impl Requests {
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// Since when no request has been in flight, if none is.
+    fn idle_since(&self) -> Option<Duration> {
+        (self.in_flight.load(Ordering::Acquire) == 0)
+            .then(|| Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// One request in flight, counted from its head to its answer.
+struct InFlight(Arc<Requests>);
+
+impl InFlight {
+    fn new(requests: Arc<Requests>) -> Self {
+        requests.in_flight.fetch_add(1, Ordering::AcqRel);
+        requests.touch();
+        InFlight(requests)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -278,5 +431,20 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caps_of_all_listeners_stay_under_the_open_files_limit() {
+        // Plenty: each listener gets what was asked for.
+        assert_eq!(connection_cap(1024, 2, 1 << 20), 1024);
+        // 512 open files, two listeners: (512 - 256) / 2 each.
+        assert_eq!(connection_cap(1024, 2, 512), 128);
+        // Never none.
+        assert_eq!(connection_cap(1024, 3, 100), 1);
     }
 }

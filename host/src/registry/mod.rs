@@ -35,8 +35,12 @@ use oci_client::{
     manifest::{OciDescriptor, OciImageManifest},
     secrets::RegistryAuth,
 };
-use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
+
+use self::distribution::{Distribution, sha256_digest};
+use crate::config::Secret;
+
+mod distribution;
 
 /// The config media type of a Wasm OCI artifact.
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
@@ -105,8 +109,9 @@ pub struct RegistryOptions {
     /// Registries (`HOST[:PORT]`) reached over plain HTTP; every other one
     /// over HTTPS.
     pub insecure: Vec<String>,
-    /// Credentials that replace the docker config's, for every registry.
-    pub credentials: Option<(String, String)>,
+    /// Credentials (user, password) that replace the docker config's, for
+    /// every registry.
+    pub credentials: Option<(String, Secret)>,
 }
 
 impl RegistryOptions {
@@ -132,7 +137,7 @@ impl RegistryOptions {
     /// else none.
     fn auth(&self, registry: &str) -> RegistryAuth {
         if let Some((username, password)) = &self.credentials {
-            return RegistryAuth::Basic(username.clone(), password.clone());
+            return RegistryAuth::Basic(username.clone(), password.expose().to_owned());
         }
         match docker_credential::get_credential(registry) {
             Ok(docker_credential::DockerCredential::UsernamePassword(username, password)) => {
@@ -251,7 +256,14 @@ impl RegistrySource {
     pub(crate) fn watch(self) -> mpsc::Receiver<Vec<Update>> {
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
-            let client = self.options.client();
+            let client = match Distribution::new(self.options.insecure.clone()) {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::error!("no plugin is pulled: {error:#}");
+                    let _ = tx.send(Vec::new()).await;
+                    return;
+                }
+            };
             let mut seen: Vec<Seen> = self.refs.iter().map(|_| Seen::default()).collect();
             let mut first = true;
             loop {
@@ -278,7 +290,7 @@ impl RegistrySource {
     /// One reference's check: its digest, and a pull when it moved.
     async fn check(
         &self,
-        client: &Client,
+        client: &Distribution,
         plugin_ref: &PluginRef,
         seen: &mut Seen,
     ) -> Option<Update> {
@@ -291,7 +303,7 @@ impl RegistrySource {
         // while the registry is down.
         if let Some(digest) = plugin_ref.reference.digest()
             && let Some(layer) = self.kept_layer_of(digest)
-            && let Some(wasm) = self.cached(&layer)
+            && let Some(wasm) = self.cached(&layer).await
         {
             match self.pulled(plugin_ref, digest, &layer, wasm) {
                 Ok(pulled) => {
@@ -305,9 +317,8 @@ impl RegistrySource {
         let auth = self.options.auth(plugin_ref.reference.resolve_registry());
         let checked = tokio::time::timeout(PULL_TIMEOUT, async {
             let digest = client
-                .fetch_manifest_digest(&plugin_ref.reference, &auth)
+                .manifest_digest(&plugin_ref.reference, &auth)
                 .await
-                .map_err(anyhow::Error::from)
                 .context("reading the manifest's digest")?;
             if seen.digest.as_ref() == Some(&digest) {
                 return Ok(None);
@@ -348,34 +359,28 @@ impl RegistrySource {
     /// checking media types, size and digests.
     async fn pull(
         &self,
-        client: &Client,
+        client: &Distribution,
         plugin_ref: &PluginRef,
         auth: &RegistryAuth,
         digest: &str,
     ) -> Result<Pulled> {
         let pinned = plugin_ref.reference.clone_with_digest(digest.to_owned());
         let (manifest, _) = client
-            .pull_image_manifest(&pinned, auth)
+            .manifest(&pinned, auth)
             .await
-            .map_err(anyhow::Error::from)
             .context("pulling the manifest")?;
         let layer = wasm_layer(&manifest)?;
-        let wasm = match self.cached(&layer.digest) {
+        let wasm = match self.cached(&layer.digest).await {
             Some(wasm) => wasm,
             None => {
                 // No more than the manifest said (a registry may send
-                // more); the client checks the bytes against the digest.
-                let mut wasm = Capped {
-                    bytes: Vec::new(),
-                    cap: usize::try_from(layer.size).unwrap_or(0),
-                };
-                client
-                    .pull_blob(&pinned, layer, &mut wasm)
+                // more), checked against the digest.
+                let size = usize::try_from(layer.size).unwrap_or(0);
+                let wasm = client
+                    .blob(&pinned, auth, &layer.digest, size)
                     .await
-                    .map_err(anyhow::Error::from)
                     .context("pulling the component")?;
-                self.keep(&layer.digest, &wasm.bytes);
-                wasm.bytes
+                self.keep(&layer.digest, wasm).await
             }
         };
         self.keep_layer_of(digest, &layer.digest);
@@ -447,18 +452,31 @@ impl RegistrySource {
         }
     }
 
-    /// The layer `digest` from the cache, if it is there and intact.
-    fn cached(&self, digest: &str) -> Option<Vec<u8>> {
-        let wasm = std::fs::read(self.blob_path(digest)?).ok()?;
-        (sha256_digest(&wasm) == digest).then_some(wasm)
+    /// The layer `digest` from the cache, if it is there and intact. Read
+    /// and hashed (up to [`MAX_LAYER_BYTES`]) off the async workers.
+    async fn cached(&self, digest: &str) -> Option<Vec<u8>> {
+        let (path, digest) = (self.blob_path(digest)?, digest.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let wasm = std::fs::read(path).ok()?;
+            (sha256_digest(&wasm) == digest).then_some(wasm)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Keeps a layer by digest (written aside, then renamed: a reader never
-    /// sees half). Losing it only costs a pull.
-    fn keep(&self, digest: &str, wasm: &[u8]) {
-        if let Some(path) = self.blob_path(digest) {
-            write_aside(&path, wasm);
-        }
+    /// sees half), off the async workers, and hands it back. Losing it only
+    /// costs a pull.
+    async fn keep(&self, digest: &str, wasm: Vec<u8>) -> Vec<u8> {
+        let Some(path) = self.blob_path(digest) else {
+            return wasm;
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            write_aside(&path, &wasm);
+            wasm
+        });
+        written.await.expect("writing a layer does not panic")
     }
 }
 
@@ -508,49 +526,6 @@ fn media_types(manifest: &OciImageManifest) -> String {
         .map(|layer| layer.media_type.as_str())
         .collect();
     format!("[{}]", types.join(", "))
-}
-
-/// A buffer that refuses bytes past `cap`: a blob larger than its
-/// descriptor says is an error, not memory spent.
-struct Capped {
-    bytes: Vec<u8>,
-    cap: usize,
-}
-
-impl tokio::io::AsyncWrite for Capped {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.bytes.len() + buf.len() > self.cap {
-            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
-                "the blob is larger than its manifest says ({} bytes)",
-                self.cap
-            ))));
-        }
-        self.bytes.extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-/// `sha256:HEX` of `bytes`, as OCI writes digests.
-fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 #[cfg(test)]
