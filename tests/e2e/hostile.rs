@@ -36,26 +36,30 @@ async fn serve(app: axum::Router) -> String {
     url
 }
 
-/// A client that sends a POST head declaring a 100 000-byte body, then one
-/// byte every 500 ms (for at most 20 s); what comb answered, if it did.
-async fn trickling_post(address: String) -> String {
+/// A client that connects and sends a POST head declaring a 100 000-byte
+/// body, then (in the background) one byte every 500 ms for at most 20 s;
+/// what comb answered, if it did.
+async fn trickling_post(address: &str) -> tokio::task::JoinHandle<String> {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let head = "POST /api/activities HTTP/1.1\r\nhost: comb\r\ncontent-type: application/json\r\n\
                 content-length: 100000\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
-    let trickle = tokio::spawn(async move {
-        for _ in 0..40 {
-            if writer.write_all(b" ").await.is_err() {
-                return;
+    tokio::spawn(async move {
+        let trickle = tokio::spawn(async move {
+            for _ in 0..40 {
+                if writer.write_all(b" ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(25), reader.read_to_end(&mut answer)).await;
-    trickle.abort();
-    String::from_utf8_lossy(&answer).into_owned()
+        });
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(25), reader.read_to_end(&mut answer));
+        let _ = read.await;
+        trickle.abort();
+        String::from_utf8_lossy(&answer).into_owned()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,9 +72,11 @@ async fn clients_trickling_request_bodies_are_cut_off_and_others_are_served() {
     let address = comb.url.trim_start_matches("http://").to_owned();
     // More slow clients than comb keeps connections: the last wait in the
     // kernel's backlog, ahead of the normal client below.
-    let slow: Vec<_> = (0..10)
-        .map(|_| tokio::spawn(trickling_post(address.clone())))
-        .collect();
+    // One after another: the kernel's backlog is first in, first out.
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        slow.push(trickling_post(&address).await);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let home = tokio::time::timeout(
@@ -80,7 +86,14 @@ async fn clients_trickling_request_bodies_are_cut_off_and_others_are_served() {
     .await
     .expect("a normal client is answered while slow clients hold every connection");
     assert_eq!(home.status(), 200);
-    eprintln!("answered after {:?}", started.elapsed());
+    let waited = started.elapsed();
+    eprintln!("the normal client was answered after {waited:?}");
+    // It waited for slots the slow clients held (they lose them once their
+    // 5 s of grace are over).
+    assert!(
+        waited >= Duration::from_secs(2),
+        "answered after {waited:?}"
+    );
     // Each slow client got a 408 saying why, and its connection closed
     // (it read to the end).
     for client in slow {

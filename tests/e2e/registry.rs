@@ -451,7 +451,7 @@ async fn a_moved_tag_rolls_forward_under_load_and_a_broken_one_keeps_the_old_ver
             ("application/wasm", &digest, wasm.len()),
         )
         .await;
-    failure("Digest error").await;
+    failure("as its manifest says").await;
     assert!(is_v2(&get_json(&url).await.1));
 
     // The registry gone.

@@ -110,7 +110,7 @@ impl Default for ConnectionLimits {
 
 /// Serves `app` on `listener` until `stop` turns true, then lets open
 /// connections finish for at most the drain timeout. The router sees each
-/// peer's address as [`ConnectInfo<SocketAddr>`].
+/// peer as [`ConnectInfo<Peer>`].
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
@@ -130,7 +130,7 @@ pub(crate) async fn serve(
     loop {
         // Below the cap, take a slot; at it, stop accepting (the kernel's
         // backlog holds the rest) until one client waits, then make room.
-        let mut permit = open.clone().try_acquire_owned().ok();
+        let permit = open.clone().try_acquire_owned().ok();
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -145,7 +145,7 @@ pub(crate) async fn serve(
             },
             _ = stopped(&mut stop) => break,
         };
-        let permit = match permit.take() {
+        let permit = match permit {
             Some(permit) => permit,
             None => {
                 // At the cap with a client waiting: connections idle
@@ -244,12 +244,14 @@ async fn connection(
     let requests = Arc::new(Requests {
         started,
         in_flight: AtomicUsize::new(0),
+        answered: AtomicU64::new(0),
         last: AtomicU64::new(0),
     });
     let io = TokioIo::new(Watched {
         inner: stream,
         started,
         activity: activity.clone(),
+        lingering: None,
     });
     let client = Peer::new(peer);
     let (counted, pace) = (requests.clone(), limits.body);
@@ -305,7 +307,7 @@ async fn connection(
                 }
             }
             _ = shed.notified(), if !closing => {
-                if requests.idle_since().is_some() {
+                if requests.kept_alive() {
                     tracing::debug!(%peer, "closing a connection idle between requests: comb is at its cap");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
@@ -327,11 +329,13 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// The requests of one connection: how many are in flight, and when the
-/// last one started or ended (ms since the connection started).
+/// The requests of one connection: how many are in flight, how many were
+/// answered, and when the last one started or ended (ms since the
+/// connection started).
 struct Requests {
     started: Instant,
     in_flight: AtomicUsize,
+    answered: AtomicU64,
     last: AtomicU64,
 }
 
@@ -345,6 +349,14 @@ impl Requests {
     fn idle_since(&self) -> Option<Duration> {
         (self.in_flight.load(Ordering::Acquire) == 0)
             .then(|| Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the connection is kept alive between requests: one was
+    /// answered and none is in flight. Only these are closed to make room
+    /// at the cap (as nginx reuses only such connections): one that has
+    /// not sent its first request yet may be about to.
+    fn kept_alive(&self) -> bool {
+        self.answered.load(Ordering::Relaxed) > 0 && self.idle_since().is_some()
     }
 }
 
@@ -361,17 +373,29 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.0.answered.fetch_add(1, Ordering::Relaxed);
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
+/// How long a closing connection reads and discards what the client still
+/// sends, after comb's last byte (nginx's `lingering_time`, shortened).
+const LINGER: Duration = Duration::from_secs(2);
+
 /// A stream that notes when bytes last went either way, in milliseconds
-/// since the connection started.
+/// since the connection started, and closes lingering.
+///
+/// Closing a socket with unread bytes in it sends a reset, and a reset
+/// makes the client's kernel drop what it had not yet read: a client still
+/// sending the body comb refused (a 408, a 413) would lose the answer that
+/// says why. So shutting down sends FIN, then reads and discards until the
+/// client closes too or [`LINGER`] passes, as nginx's lingering close does.
 struct Watched {
     inner: TcpStream,
     started: Instant,
     activity: Arc<AtomicU64>,
+    lingering: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Watched {
@@ -430,7 +454,27 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.lingering.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.lingering = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let Some(lingering) = this.lingering.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut discard = [0; 4096];
+        loop {
+            if lingering.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut discard);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                // The client closed too (or the socket failed): done.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 

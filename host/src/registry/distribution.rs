@@ -68,8 +68,12 @@ impl Distribution {
         let response = self
             .send(reqwest::Method::HEAD, &url, reference, auth)
             .await?;
-        let response = success(response).await?;
-        match digest_header(response.headers()) {
+        // A HEAD's failure has no body to say why, and a registry need not
+        // send the digest header: either way, the GET says or hashes.
+        let digest = (response.status().is_success())
+            .then(|| digest_header(response.headers()))
+            .flatten();
+        match digest {
             Some(digest) => Ok(digest),
             None => {
                 let (_, digest) = self.manifest(reference, auth).await?;
@@ -333,12 +337,35 @@ async fn success(response: reqwest::Response) -> Result<reqwest::Response> {
     }
     let url = response.url().to_string();
     let body = read_prefix(response, MAX_ERROR_BYTES).await;
-    let text = String::from_utf8_lossy(&body);
-    let text = crate::plugins::one_line(&anyhow::anyhow!("{}", text.trim()));
+    let text = match registry_errors(&body) {
+        Some(errors) => errors,
+        None => String::from_utf8_lossy(&body).trim().to_owned(),
+    };
+    let text = crate::plugins::one_line(&anyhow::anyhow!("{text}"));
     match text.is_empty() {
         true => bail!("{url} answered {status}"),
         false => bail!("{url} answered {status}: {text}"),
     }
+}
+
+/// The distribution spec's error body (`{"errors": [{"code", "message"}]}`)
+/// as `CODE: message; ...`, when the body is one.
+fn registry_errors(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Error>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Error {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let errors: Errors = serde_json::from_slice(body).ok()?;
+    let texts: Vec<String> = (errors.errors.iter())
+        .map(|error| format!("{}: {}", error.code, error.message))
+        .collect();
+    (!texts.is_empty()).then(|| texts.join("; "))
 }
 
 /// The whole body, refused past `cap` bytes (before they are buffered:
@@ -416,5 +443,15 @@ mod tests {
             Challenge::Basic
         );
         assert_eq!(Challenge::parse("Bearer"), Challenge::Basic);
+    }
+
+    #[test]
+    fn a_registrys_error_body_is_read_as_its_codes_and_messages() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"here"}}]}"#;
+        assert_eq!(
+            registry_errors(body).as_deref(),
+            Some("MANIFEST_UNKNOWN: manifest unknown")
+        );
+        assert_eq!(registry_errors(b"<html>no</html>"), None);
     }
 }
