@@ -269,6 +269,10 @@ async fn connection(
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut closing = false;
+    // A connection closed with no request in flight gets this long to go
+    // (HTTP/2's GOAWAY exchange), then is dropped: a client that keeps
+    // pinging must not keep it open.
+    let mut drop_at = None;
     loop {
         let last = Duration::from_millis(activity.load(Ordering::Relaxed));
         let idle_at = started + last + limits.idle_timeout;
@@ -304,6 +308,7 @@ async fn connection(
                     tracing::debug!(%peer, "closing a connection with no request for the header-read timeout");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    drop_at = Some(Instant::now() + LINGER);
                 }
             }
             _ = shed.notified(), if !closing => {
@@ -311,7 +316,12 @@ async fn connection(
                     tracing::debug!(%peer, "closing a connection idle between requests: comb is at its cap");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    drop_at = Some(Instant::now() + LINGER);
                 }
+            }
+            _ = sleep_until_some(drop_at) => {
+                tracing::debug!(%peer, "dropping a connection that did not close");
+                return;
             }
             _ = stopped(&mut stop), if !closing => {
                 conn.as_mut().graceful_shutdown();
