@@ -241,6 +241,7 @@ async fn a_registry_sending_endless_bodies_costs_bounded_memory_and_fails_the_re
     // Only the start of an error body is read, and quoted.
     assert!(reason.len() < 8 * 1024, "{} bytes of reason", reason.len());
     peak = peak.max(comb.rss_kib());
+    eprintln!("RSS idle {idle} KiB, peak {peak} KiB");
     assert!(
         peak < idle + 64 * 1024,
         "RSS went from {idle} KiB to {peak} KiB"
@@ -369,17 +370,27 @@ impl FlakyCollector {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collectors_short_outage_is_retried_and_a_refusal_is_not() {
-    let (flaky, url) = FlakyCollector::start(StatusCode::SERVICE_UNAVAILABLE, 2).await;
+/// comb serving home, its spans exported to `endpoint` every 200 ms, after
+/// one call of home.
+async fn home_traced_to(endpoint: &str) -> Comb {
     let comb = Comb::start(Options {
         plugins: &["home_activities"],
-        env: &[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
         args: &["--trace-loads", "false"],
         ..Options::default()
     });
     let (status, _) = get_json(&comb.at("/api/activities/home")).await;
     assert_eq!(status, 200);
+    comb
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collectors_short_outage_is_retried_and_a_refusal_is_not() {
+    let (flaky, url) = FlakyCollector::start(StatusCode::SERVICE_UNAVAILABLE, 2).await;
+    let comb = home_traced_to(&url).await;
     eventually("the call's spans arrive after two 503s", &comb, || async {
         let accepted = flaky.accepted.lock().unwrap().clone();
         accepted
@@ -394,14 +405,7 @@ async fn a_collectors_short_outage_is_retried_and_a_refusal_is_not() {
     assert_eq!(bodies[0], bodies[2], "the refused export was sent again");
 
     let (refusing, url) = FlakyCollector::start(StatusCode::BAD_REQUEST, usize::MAX).await;
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        env: &[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)],
-        args: &["--trace-loads", "false"],
-        ..Options::default()
-    });
-    let (status, _) = get_json(&comb.at("/api/activities/home")).await;
-    assert_eq!(status, 200);
+    let comb = home_traced_to(&url).await;
     eventually("the refused export is logged", &comb, || async {
         comb.log().contains("400 Bad Request")
     })

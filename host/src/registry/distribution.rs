@@ -44,7 +44,22 @@ impl Distribution {
     /// A client speaking plain HTTP to the `insecure` registries, HTTPS to
     /// every other one.
     pub(super) fn new(insecure: Vec<String>) -> Result<Self> {
+        // Registries send blob downloads elsewhere (a storage bucket); a
+        // manifest, a token or `/v2/` is answered where it was asked, so no
+        // other redirect is followed: a registry cannot make comb fetch an
+        // address of its choosing and quote the answer back in a reason.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let from_blob = attempt
+                .previous()
+                .first()
+                .is_some_and(|first| first.path().contains("/blobs/sha256:"));
+            match from_blob && attempt.previous().len() <= 5 {
+                true => attempt.follow(),
+                false => attempt.stop(),
+            }
+        });
         let client = reqwest::Client::builder()
+            .redirect(redirects)
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(std::time::Duration::from_secs(30))
             .user_agent(concat!("comb/", env!("CARGO_PKG_VERSION")))
@@ -120,7 +135,10 @@ impl Distribution {
             .send(reqwest::Method::GET, &url, reference, auth)
             .await?;
         let bytes = read_capped(success(response).await?, size, "the blob").await?;
-        let actual = sha256_digest(&bytes);
+        // Hashing up to 256 MiB is blocking work: off the async workers.
+        let (actual, bytes) = tokio::task::spawn_blocking(move || (sha256_digest(&bytes), bytes))
+            .await
+            .context("hashing the blob")?;
         if actual != digest {
             bail!("the blob's bytes are {actual}, not {digest} as its manifest says");
         }
