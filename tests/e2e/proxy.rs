@@ -163,6 +163,11 @@ async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
         let response = get_response(comb.at(&format!("/{name}/fine"))).await;
         assert_eq!(response.status(), 201, "{name}");
     }
+    // A host call that fails inside the handler is the call's failure too,
+    // not a failure to instantiate.
+    let (status, body) = get_json(&comb.at("/proxy_hello/orphan")).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_trapped", "{body}");
     // A WASI 0.3 body is written by the guest's own task after the
     // response: one that never ends is cut off at the deadline.
     let (status, body) = get_json(&comb.at("/service_hello/stall")).await;

@@ -4,7 +4,10 @@
 //! bytes of an `x-echo` request header come back in an `x-echo` response
 //! header, untouched; a path ending in `/loop` loops forever, one ending in
 //! `/panic` panics, one ending in `/hoard` creates header fields (each
-//! with a kilobyte of header) and keeps them, without end.
+//! with a kilobyte of header) and keeps them, without end, and one ending
+//! in `/orphan` finishes its body while the body's stream is still open
+//! (a host call that fails: wasi:http refuses to drop a resource with
+//! children).
 
 use wasip2::{
     exports::http::incoming_handler::Guest,
@@ -66,6 +69,12 @@ impl Guest for ProxyHello {
         response.set_status_code(201).expect("a valid status");
         let body = response.body().expect("the body, once");
         ResponseOutparam::set(response_out, Ok(response));
+        if path.ends_with("/orphan") {
+            let stream = body.write().expect("the body stream, once");
+            OutgoingBody::finish(body, None).expect("finishing the body");
+            drop(stream);
+            return;
+        }
         let text = format!(
             "method={method}\npath={path}\ntraceparent={traceparent}\nbody={body_length}\n"
         );
