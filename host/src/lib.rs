@@ -21,6 +21,7 @@
 //!   `--plugin-ref`), a second source for the lifecycle.
 //! - [`rollbar`]: failed plugin calls as Rollbar items.
 //! - [`limits`]: per-plugin limits and their enforcement.
+//! - [`secret`]: settings that are never printed (keys, tokens, passwords).
 //!
 //! [`config`] parses flags, `OTEL_*` / `COMB_*` environment and `comb.toml`
 //! once; [`run`] serves.
@@ -40,6 +41,7 @@ pub mod plugins;
 pub mod registry;
 pub mod rollbar;
 pub mod runtime;
+pub mod secret;
 pub mod server;
 pub mod spans;
 pub mod telemetry;

@@ -247,7 +247,7 @@ async fn push(config: PushConfig) -> Result<()> {
                 .read_line(&mut password)
                 .context("reading the password from standard input")?;
             let password = password.trim_end_matches(['\r', '\n']);
-            Some((username, comb::config::Secret::from(password)))
+            Some((username, comb::secret::Secret::from(password)))
         }
         None => None,
     };

@@ -28,8 +28,8 @@ use crate::{
 
 mod file;
 mod otel;
-mod secret;
 
+pub use crate::secret::Secret;
 #[cfg(test)]
 use file::with_file_defaults;
 pub use file::{DEFAULT_CONFIG_FILE, LoadError};
@@ -37,7 +37,6 @@ pub(crate) use otel::header_names_in_environment;
 pub use otel::{
     Exporter, OtlpCompression, OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig,
 };
-pub use secret::Secret;
 
 /// Where comb listens when `--listen` is not given.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

@@ -359,7 +359,8 @@ async fn success(response: reqwest::Response) -> Result<reqwest::Response> {
         Some(errors) => errors,
         None => String::from_utf8_lossy(&body).trim().to_owned(),
     };
-    let text = crate::plugins::one_line(&anyhow::anyhow!("{text}"));
+    // One line: it is logged and listed as the reference's reason.
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match text.is_empty() {
         true => bail!("{url} answered {status}"),
         false => bail!("{url} answered {status}: {text}"),

@@ -38,7 +38,7 @@ use oci_client::{
 use tokio::sync::mpsc;
 
 use self::distribution::{Distribution, sha256_digest};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 mod distribution;
 
