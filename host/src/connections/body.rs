@@ -66,13 +66,48 @@ pub(crate) enum BodyTimeout {
     },
 }
 
+impl BodyPace {
+    /// When the check after `now` is due, for a body whose reading started
+    /// at `started`: the end of the grace period, then every second, never
+    /// past the deadline.
+    fn next_check(&self, started: Instant, now: Instant) -> Instant {
+        let deadline = started + self.deadline;
+        let grace_over = started + self.grace;
+        let next = match self.min_rate {
+            0 => deadline,
+            _ if now < grace_over => grace_over,
+            _ => now + Duration::from_secs(1),
+        };
+        next.min(deadline)
+    }
+
+    /// At a check: whether a body that brought `received` bytes since
+    /// `started` is behind this pace.
+    fn behind(&self, received: u64, started: Instant, now: Instant) -> Option<BodyTimeout> {
+        let elapsed = now.duration_since(started);
+        if elapsed >= self.deadline {
+            return Some(BodyTimeout::Deadline(self.deadline));
+        }
+        if self.min_rate == 0 || elapsed < self.grace {
+            return None;
+        }
+        let rate = (received as f64 / elapsed.as_secs_f64()) as u64;
+        (rate < self.min_rate).then_some(BodyTimeout::TooSlow {
+            rate,
+            min_rate: self.min_rate,
+        })
+    }
+}
+
 /// `inner`, failing with [`BodyTimeout`] when it falls behind its pace.
 pub(crate) struct PacedBody<B> {
     inner: B,
     pace: BodyPace,
-    /// When reading started, and the timer of the next check; set on the
-    /// first read.
-    clock: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// When reading started: the first read.
+    started: Option<Instant>,
+    /// The next check; made the first time the client keeps comb waiting
+    /// (a body already there, or none at all, needs no timer).
+    timer: Option<Pin<Box<Sleep>>>,
     received: u64,
     done: bool,
 }
@@ -82,39 +117,11 @@ impl<B> PacedBody<B> {
         PacedBody {
             inner,
             pace,
-            clock: None,
+            started: None,
+            timer: None,
             received: 0,
             done: false,
         }
-    }
-
-    /// When the next check is due after `now`: the end of the grace period,
-    /// then every second, never past the deadline.
-    fn next_check(&self, started: Instant, now: Instant) -> Instant {
-        let deadline = started + self.pace.deadline;
-        let grace_over = started + self.pace.grace;
-        let next = match self.pace.min_rate {
-            0 => deadline,
-            _ if now < grace_over => grace_over,
-            _ => now + Duration::from_secs(1),
-        };
-        next.min(deadline)
-    }
-
-    /// At a check: whether the body is behind its pace.
-    fn behind(&self, started: Instant, now: Instant) -> Option<BodyTimeout> {
-        let elapsed = now.duration_since(started);
-        if elapsed >= self.pace.deadline {
-            return Some(BodyTimeout::Deadline(self.pace.deadline));
-        }
-        if self.pace.min_rate == 0 || elapsed < self.pace.grace {
-            return None;
-        }
-        let rate = (self.received as f64 / elapsed.as_secs_f64()) as u64;
-        (rate < self.pace.min_rate).then_some(BodyTimeout::TooSlow {
-            rate,
-            min_rate: self.pace.min_rate,
-        })
     }
 }
 
@@ -134,11 +141,7 @@ where
         if this.done {
             return Poll::Ready(None);
         }
-        if this.clock.is_none() {
-            let now = Instant::now();
-            let check = this.next_check(now, now);
-            this.clock = Some((now, Box::pin(tokio::time::sleep_until(check))));
-        }
+        let started = *this.started.get_or_insert_with(Instant::now);
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -154,21 +157,19 @@ where
             Poll::Pending => {}
         }
         // Waiting for the client: wake at the next check, and check.
+        let pace = this.pace;
+        let timer = this.timer.get_or_insert_with(|| {
+            let check = pace.next_check(started, Instant::now());
+            Box::pin(tokio::time::sleep_until(check))
+        });
         loop {
-            let Some((started, timer)) = this.clock.as_mut() else {
-                return Poll::Pending;
-            };
-            let started = *started;
             ready!(timer.as_mut().poll(cx));
             let now = Instant::now();
-            if let Some(timeout) = this.behind(started, now) {
+            if let Some(timeout) = pace.behind(this.received, started, now) {
                 this.done = true;
                 return Poll::Ready(Some(Err(Box::new(timeout))));
             }
-            let next = this.next_check(started, now);
-            if let Some((_, timer)) = this.clock.as_mut() {
-                timer.as_mut().reset(next);
-            }
+            timer.as_mut().reset(pace.next_check(started, now));
         }
     }
 
