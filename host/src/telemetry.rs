@@ -1,7 +1,8 @@
 //! OpenTelemetry setup: the tracer and meter providers, their OTLP
 //! exporters, the propagator, the resource, and the in-memory recorder
-//! behind comb's own page. Nothing else in comb touches the SDK; the rest of
-//! the code uses the OTel API through [`crate::spans`] and [`crate::metrics`].
+//! behind comb's own page. Besides this module only `dashboard` touches the
+//! SDK (it records ended spans, `SpanData`, for the page); the rest of the
+//! code uses the OTel API through [`crate::spans`] and [`crate::metrics`].
 
 use std::{
     collections::HashMap,
