@@ -1,13 +1,16 @@
 //! The request path: match the route, run the plugin, answer — each request
 //! wrapped in a server span, each plugin call in an invocation span.
+//!
+//! Beside it: `framing.rs` turns a plugin's answer into a response comb
+//! frames, `report.rs` reports failed calls to Rollbar from a layer, and
+//! `run.rs` wires the listeners, the lifecycle and shutdown at start.
 
 use std::{
-    future::Future,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use axum::{
@@ -21,148 +24,20 @@ use http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts};
 use opentelemetry::{Context, StringValue, global::BoxedTracer, trace::TraceContextExt as _};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use anyhow::Context as _;
-use tokio::net::TcpListener;
-
+pub use self::run::run;
 use crate::{
-    admin,
-    config::ServeConfig,
-    connections::{self, BodyTimeout, Peer},
-    dashboard::Recorder,
+    connections::{BodyTimeout, Peer},
     error::ApiError,
-    health::{self, Health},
     metrics::{AnsweredRequest, Metrics},
-    plugins::{self, Lookup, Plugin, Plugins, SharedRoutes, invocation},
-    rollbar::{FailedRequest, Failure, Rollbar},
-    runtime::{Answer, InvokeError, RoutedRequest, Runtime},
+    plugins::{Lookup, Plugin, SharedRoutes, invocation},
+    rollbar::Rollbar,
+    runtime::{InvokeError, RoutedRequest, Runtime},
     spans::{self, IncomingRequest},
 };
 
-/// Loads the plugins in the configured folder, watches it, and serves
-/// them on `listener` (and comb's page, fed by the recorder, and the plugin
-/// list on `admin`) until `shutdown` resolves, then drains in-flight
-/// requests.
-///
-/// Telemetry must already be initialised ([`crate::telemetry::Telemetry::init`],
-/// with the same recorder): spans and metrics go to the global providers.
-pub async fn run(
-    config: ServeConfig,
-    listener: TcpListener,
-    admin: Option<(TcpListener, Recorder)>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let runtime = Arc::new(
-        Runtime::new(&config.plugins.engine(&config.limits)).context("creating the wasm engine")?,
-    );
-    tracing::info!(
-        pooling = runtime.pooled(),
-        fuel = runtime.fuel(),
-        "wasm engine ready; default limits: {:?}",
-        config.limits()
-    );
-    let rollbar = Rollbar::start(&config.rollbar)
-        .context("setting up Rollbar")?
-        .map(Arc::new);
-    let mut plugins = Plugins::new(
-        runtime.clone(),
-        config.plugins.plugins.clone(),
-        config.limits(),
-        config.plugins.max_routes_per_plugin,
-    )
-    .trace_loads(config.trace_loads);
-    if let Some(rollbar) = rollbar.clone() {
-        if config.rollbar.guest_errors {
-            crate::rollbar::report_guest_errors(rollbar.clone());
-        }
-        // Rollbar shows which build of a plugin an error started with.
-        plugins = plugins.on_loaded(move |plugin| {
-            rollbar.deploy(&plugin.name, &plugin.version, &plugin.digest);
-        });
-    }
-    let (routes, reports) = (plugins.routes(), plugins.reports());
-    let health = Health::default();
-    let ready = health.clone();
-    let registry = config.registry.source(config.plugins.cache_dir());
-    plugins::watch::load_and_watch(plugins, registry, move || ready.loaded())?;
-    let mut connection_limits = config.connection_limits();
-    // Every connection is a file descriptor: the caps of all listeners
-    // together stay under the process's limit, with room for the rest.
-    let open_files = connections::raise_open_files_limit();
-    let listeners = 1 + usize::from(admin.is_some()) + usize::from(config.health_listen.is_some());
-    let cap = connections::connection_cap(connection_limits.max_connections, listeners, open_files);
-    if cap < connection_limits.max_connections {
-        tracing::warn!(
-            "open files: {open_files}; connections capped at {cap} per listener ({listeners} listeners, {} kept for plugins, exports and registries), under --max-connections {}",
-            connections::FD_HEADROOM,
-            connection_limits.max_connections
-        );
-    } else {
-        tracing::info!("open files: {open_files}; connections capped at {cap} per listener");
-    }
-    connection_limits.max_connections = cap;
-    let state = Arc::new(AppState {
-        routes,
-        runtime,
-        tracer: (!config.telemetry.sdk_disabled).then(spans::host_tracer),
-        cors_allowed_origins: config.cors_allowed_origins,
-        metrics: if config.telemetry.exports_metrics() {
-            Metrics::new()
-        } else {
-            Metrics::off()
-        },
-        rollbar,
-        loaded: health.first_load_done(),
-    });
-    // One shutdown signal for every listener, after the delay in which
-    // comb is not ready but still serves.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let delay = Duration::from_millis(config.shutdown_delay_ms);
-    let draining = health.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        draining.draining();
-        if !delay.is_zero() {
-            tracing::info!(
-                "not ready (/readyz 503); serving {} ms more before draining",
-                delay.as_millis()
-            );
-            tokio::time::sleep(delay).await;
-        }
-        let _ = stop_tx.send(true);
-    });
-    if let Some(address) = config.health_listen {
-        let probes = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("binding the health listener {address}"))?;
-        let address = probes.local_addr().context("reading the health address")?;
-        tracing::info!("health listening on http://{address} (/livez, /readyz)");
-        tokio::spawn(connections::serve(
-            probes,
-            health::app(health),
-            connection_limits,
-            stop_rx.clone(),
-        ));
-    }
-    if let Some((admin, recorder)) = admin {
-        let address = admin.local_addr().context("reading the admin address")?;
-        tracing::info!(
-            "admin listening on http://{address} (comb's page: /_comb/, plugin list: /_comb/plugins)"
-        );
-        tokio::spawn(connections::serve(
-            admin,
-            admin::app(reports, recorder),
-            connection_limits,
-            stop_rx.clone(),
-        ));
-    }
-    let address = listener.local_addr().context("reading the bound address")?;
-    tracing::info!("listening on http://{address}");
-    connections::serve(listener, app(state.clone()), connection_limits, stop_rx).await;
-    if let Some(rollbar) = &state.rollbar {
-        rollbar.shutdown().await;
-    }
-    Ok(())
-}
+mod framing;
+mod report;
+mod run;
 
 /// The log target of the one-line-per-request access log.
 pub(crate) const ACCESS_LOG: &str = "comb::access";
@@ -192,10 +67,17 @@ pub struct AppState {
 }
 
 /// The HTTP app: every path goes through the plugin route table, behind
-/// CORS when origins are configured.
+/// Rollbar's reporter when it is on, and CORS when origins are configured.
 pub fn app(state: Arc<AppState>) -> Router {
     let cors = cors(&state.cors_allowed_origins);
-    let router = Router::new().fallback(serve_request).with_state(state);
+    let rollbar = state.rollbar.clone();
+    let mut router = Router::new().fallback(serve_request).with_state(state);
+    if let Some(rollbar) = rollbar {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            rollbar,
+            report::report_failures,
+        ));
+    }
     match cors {
         Some(cors) => router.layer(cors),
         None => router,
@@ -271,8 +153,8 @@ async fn serve_request(
         ),
         Lookup::Found { route, params } => {
             let plugin = route.target.clone();
-            let pattern = route.pattern.to_string();
-            call_plugin(&state, &server_cx, &plugin, pattern, params, parts, body).await
+            let routed = (route.pattern.shared(), params);
+            call_plugin(&state, &server_cx, &plugin, routed, parts, body).await
         }
     };
     spans::end_server_span(&server_cx, response.status(), error_type);
@@ -305,13 +187,14 @@ async fn serve_request(
 }
 
 /// Reads the body, runs the plugin inside its invocation span and turns
-/// the outcome into a response plus, for a failure, its `error.type`.
+/// the outcome into a response plus, for a failure, its `error.type`. A
+/// failed call's response carries it as a [`FailedCall`], which the
+/// reporting layer (`report.rs`) reads: the request path reports nothing.
 async fn call_plugin(
     state: &AppState,
     server_cx: &Context,
     plugin: &Arc<Plugin>,
-    route: String,
-    params: Vec<(String, String)>,
+    (route, params): (&Arc<str>, Vec<(String, String)>),
     parts: Parts,
     body: Body,
 ) -> (Response, Option<&'static str>) {
@@ -330,29 +213,14 @@ async fn call_plugin(
     };
     // Refuse rather than queue: a queue without bound is how one slow
     // plugin takes the host's memory down.
-    // What a Rollbar item shows of the request; kept only when it is on.
-    let head = state.rollbar.as_ref().map(|_| {
-        let client = (parts.extensions.get::<ConnectInfo<Peer>>()).map(|info| info.0.address.ip());
-        FailedRequest {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            client_address: client,
-            route: route.clone(),
-        }
-    });
     let Some(slot) = plugin.try_slot() else {
         let failure = InvokeError::Overloaded;
         spans::record_limit_hit(server_cx, failure.limit_hit());
-        report(state, server_cx, plugin, &failure, head);
-        return (
-            ApiError::from_invoke(&plugin.name, &failure).into_response(),
-            Some(failure.error_type()),
-        );
+        return failed(plugin, route, failure, server_cx);
     };
     let request = RoutedRequest {
         http: http::Request::from_parts(parts, body),
-        route,
+        route: route.to_string(),
         params,
     };
     let coldstart = plugin.take_coldstart();
@@ -380,7 +248,7 @@ async fn call_plugin(
                 limit: limits.max_response_body,
             });
         }
-        into_http(response).map_err(InvokeError::InvalidResponse)
+        framing::into_http(response).map_err(InvokeError::InvalidResponse)
     });
     match answer {
         Ok(response) => (response, None),
@@ -393,39 +261,43 @@ async fn call_plugin(
             if !matches!(failure, InvokeError::Guest(_)) {
                 tracing::warn!(plugin = %plugin.name, "plugin call failed: {failure}");
             }
-            report(state, &invocation_cx, plugin, &failure, head);
-            (
-                ApiError::from_invoke(&plugin.name, &failure).into_response(),
-                Some(failure.error_type()),
-            )
+            failed(plugin, route, failure, &invocation_cx)
         }
     }
 }
 
-/// Sends a failed call to Rollbar, when it is on and the failure is not
-/// the client's; `cx` holds the span the item links to.
-fn report(
-    state: &AppState,
+/// The answer to a failed call, carrying the failure as a [`FailedCall`]
+/// for whoever reports failures; `cx` holds the span a report links to.
+fn failed(
+    plugin: &Arc<Plugin>,
+    route: &Arc<str>,
+    failure: InvokeError,
     cx: &Context,
-    plugin: &Plugin,
-    failure: &InvokeError,
-    request: Option<FailedRequest>,
-) {
-    let (Some(rollbar), Some(request)) = (&state.rollbar, request) else {
-        return;
-    };
-    if failure.is_client_error() {
-        return;
-    }
-    let span = cx.span();
-    let ids = span.span_context();
-    rollbar.report(&Failure {
-        plugin: plugin.identity(),
-        error: failure,
-        request,
-        trace_id: ids.trace_id().to_string(),
-        span_id: ids.span_id().to_string(),
+) -> (Response, Option<&'static str>) {
+    let error_type = failure.error_type();
+    let mut response = ApiError::from_invoke(&plugin.name, &failure).into_response();
+    response.extensions_mut().insert(FailedCall {
+        plugin: plugin.clone(),
+        route: route.clone(),
+        error: Arc::new(failure),
+        span: cx.span().span_context().clone(),
     });
+    (response, Some(error_type))
+}
+
+/// A failed plugin call, as its answer carries it to the layers around
+/// the request path (Rollbar's reporter).
+#[derive(Clone)]
+pub(crate) struct FailedCall {
+    /// The plugin called.
+    pub plugin: Arc<Plugin>,
+    /// The route pattern that matched.
+    pub route: Arc<str>,
+    /// Why the call failed.
+    pub error: Arc<InvokeError>,
+    /// The span a report links to: the invocation's, or the server's when
+    /// the call never started.
+    pub span: opentelemetry::trace::SpanContext,
 }
 
 async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
@@ -454,106 +326,6 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Api
         }
         ApiError::unreadable_body(error)
     })
-}
-
-/// Headers that describe the connection or the message's framing, not the
-/// response: comb frames what it sends (hyper writes `content-length` or
-/// chunks from the body it is given), so a plugin's values are dropped. A
-/// plugin's `content-length: 3` over a longer body would otherwise let the
-/// rest be read as the answer to the client's *next* request on the
-/// connection. The RFC 9110 hop-by-hop list, plus `content-length` and
-/// `proxy-connection`.
-pub(crate) const FRAMING_HEADERS: [HeaderName; 10] = [
-    header::CONNECTION,
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
-
-/// The most headers a plugin's response may carry. Clients cap what they
-/// read (hyper's client at 100 headers, comb adding a few of its own), and
-/// beyond 32 768 hyper's header map panics.
-pub(crate) const MAX_RESPONSE_HEADERS: usize = 64;
-
-/// The most bytes a plugin's response headers may take, names and values.
-pub(crate) const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
-
-/// A plugin's response as HTTP, or why it is not a valid one. comb owns
-/// the framing: see [`FRAMING_HEADERS`].
-fn into_http(answer: Answer) -> Result<Response, String> {
-    let (status, mut headers, body) = match answer {
-        Answer::Record(record) => {
-            let headers = header_map(record.headers)?;
-            (record.status, headers, record.body.into())
-        }
-        Answer::Http(response) => {
-            let (parts, body) = response.into_parts();
-            let bytes = (parts.headers.iter())
-                .map(|(name, value)| name.as_str().len() + value.len())
-                .sum();
-            check_header_size(parts.headers.len(), bytes)?;
-            (parts.status.as_u16(), parts.headers, body)
-        }
-    };
-    let status = StatusCode::from_u16(status)
-        .ok()
-        .filter(|status| (200..=599).contains(&status.as_u16()))
-        .ok_or_else(|| format!("status {status} is not a final HTTP status"))?;
-    // Headers that `connection` names are hop-by-hop too (RFC 9110 7.6.1).
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in FRAMING_HEADERS.iter().chain(&named) {
-        headers.remove(name);
-    }
-    let mut http = Response::new(Body::from(body));
-    *http.status_mut() = status;
-    *http.headers_mut() = headers;
-    Ok(http)
-}
-
-/// A response record's headers as a header map, checked before any is
-/// added.
-fn header_map(fields: Vec<(String, String)>) -> Result<http::HeaderMap, String> {
-    let bytes = (fields.iter())
-        .map(|(name, value)| name.len() + value.len())
-        .sum();
-    check_header_size(fields.len(), bytes)?;
-    let mut headers = http::HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields {
-        let name = HeaderName::try_from(name.as_str())
-            .map_err(|_| format!("invalid header name {name:?}"))?;
-        let value = HeaderValue::try_from(value.as_str())
-            .map_err(|_| format!("invalid value for header {name}"))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
-/// Whether `count` headers of `bytes` bytes (names and values) are within
-/// [`MAX_RESPONSE_HEADERS`] and [`MAX_RESPONSE_HEADER_BYTES`].
-fn check_header_size(count: usize, bytes: usize) -> Result<(), String> {
-    if count > MAX_RESPONSE_HEADERS {
-        return Err(format!(
-            "{count} headers, more than the {MAX_RESPONSE_HEADERS} allowed"
-        ));
-    }
-    if bytes > MAX_RESPONSE_HEADER_BYTES {
-        return Err(format!(
-            "{bytes} bytes of headers, more than the {MAX_RESPONSE_HEADER_BYTES} allowed"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
