@@ -596,54 +596,39 @@ async fn idle_keep_alive(address: &str, count: usize) -> Vec<tokio::net::TcpStre
     streams
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_low_soft_limit_on_open_files_is_raised_at_start() {
+/// comb serving home with open files limited to `soft` and `hard`, once it
+/// logged `says`; then `idle` kept-alive connections, and a new client
+/// that must be answered beside them (within 15 s: the header-read timeout
+/// that would close idle ones is a minute).
+async fn served_beside_kept_alive(open_files: (u64, u64), says: &str, idle: usize) {
     let comb = Comb::start(Options {
         plugins: &["home_activities"],
-        open_files: Some((512, 4096)),
+        open_files: Some(open_files),
         args: &["--header-read-timeout-ms", "60000"],
         ..Options::default()
     });
-    assert!(
-        comb.log()
-            .contains("open files: soft limit raised from 512 to 4096"),
-        "{}",
-        comb.log()
-    );
+    assert!(comb.log().contains(says), "{}", comb.log());
     let address = comb.url.trim_start_matches("http://").to_owned();
-    let idle = idle_keep_alive(&address, 600).await;
-    assert_eq!(idle.len(), 600);
+    let kept = idle_keep_alive(&address, idle).await;
+    assert_eq!(kept.len(), idle);
     let answered = tokio::time::timeout(
         Duration::from_secs(15),
         get_response(comb.at("/api/activities/home")),
     )
     .await
-    .expect("a new client is served beside 600 idle ones");
+    .expect("a new client is served beside the kept-alive ones");
     assert_eq!(answered.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_soft_limit_on_open_files_is_raised_at_start() {
+    let says = "open files: soft limit raised from 512 to 4096";
+    served_beside_kept_alive((512, 4096), says, 600).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_cap_idle_keep_alive_connections_make_room_for_a_new_client() {
     // 400 open files at most: each of the two listeners gets (400-256)/2.
-    let comb = Comb::start(Options {
-        plugins: &["home_activities"],
-        open_files: Some((400, 400)),
-        args: &["--header-read-timeout-ms", "60000"],
-        ..Options::default()
-    });
-    assert!(
-        comb.log().contains("connections capped at 72 per listener"),
-        "{}",
-        comb.log()
-    );
-    let address = comb.url.trim_start_matches("http://").to_owned();
-    let idle = idle_keep_alive(&address, 100).await;
-    let answered = tokio::time::timeout(
-        Duration::from_secs(15),
-        get_response(comb.at("/api/activities/home")),
-    )
-    .await
-    .expect("a new client is served while idle connections hold the cap");
-    assert_eq!(answered.status(), 200);
-    drop(idle);
+    let says = "connections capped at 72 per listener";
+    served_beside_kept_alive((400, 400), says, 100).await;
 }
