@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
 
-use super::sidecar;
+use super::{SidecarFile, sidecar};
 
 /// How long a file must stay unmodified before it is loaded: a copy in
 /// progress keeps touching it.
@@ -35,7 +35,7 @@ pub(super) fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// What tells a file changed without reading it: size, modification time
 /// and inode of the `.wasm` and of its sidecar (absent or not).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Stamp {
+pub(crate) struct Stamp {
     wasm: (u64, SystemTime, u64),
     sidecar: Option<(u64, SystemTime, u64)>,
 }
@@ -57,10 +57,7 @@ impl Stamp {
 
 /// A file's key (sha256 of its bytes and its sidecar's), bytes and sidecar,
 /// or `None` while it (or its sidecar) was modified too recently.
-#[allow(clippy::type_complexity, reason = "a private helper's tuple")]
-pub(super) fn read_settled(
-    file: &Path,
-) -> Result<Option<(String, Vec<u8>, Option<(PathBuf, String)>)>> {
+pub(super) fn read_settled(file: &Path) -> Result<Option<(String, Vec<u8>, Option<SidecarFile>)>> {
     let sidecar_path = sidecar::path_for(file);
     for path in [file, sidecar_path.as_path()] {
         let modified = std::fs::metadata(path).and_then(|m| m.modified());
@@ -73,12 +70,15 @@ pub(super) fn read_settled(
     let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let sidecar = std::fs::read_to_string(&sidecar_path)
         .ok()
-        .map(|text| (sidecar_path, text));
+        .map(|text| SidecarFile {
+            path: sidecar_path,
+            text,
+        });
     let mut hasher = Sha256::new();
     hasher.update(&wasm);
-    if let Some((_, text)) = &sidecar {
+    if let Some(sidecar) = &sidecar {
         hasher.update(b"\0sidecar\0");
-        hasher.update(text.as_bytes());
+        hasher.update(sidecar.text.as_bytes());
     }
     Ok(Some((hex::encode(hasher.finalize()), wasm, sidecar)))
 }

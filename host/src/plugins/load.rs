@@ -3,7 +3,7 @@
 //! its routes, all inside a `plugin.load` span.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, atomic::AtomicBool},
     time::{Instant, SystemTime},
 };
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::{
-    Plugin, RoutePattern,
+    Plugin, RoutePattern, SidecarFile,
     sidecar::{self, Sidecar},
 };
 use crate::{
@@ -56,7 +56,7 @@ impl Loader {
         stem: &str,
         artifact: Option<String>,
         wasm: Vec<u8>,
-        sidecar: Option<(PathBuf, String)>,
+        sidecar: Option<SidecarFile>,
     ) -> Result<Arc<Plugin>> {
         let tracer = spans::host_tracer();
         let parent = match self.trace_loads {
@@ -128,13 +128,13 @@ async fn load_file(
     runtime: &Arc<Runtime>,
     (file, stem, artifact): (&Path, &str, Option<String>),
     wasm: Vec<u8>,
-    sidecar: Option<(PathBuf, String)>,
+    sidecar: Option<SidecarFile>,
     (defaults, max_routes): (&Limits, usize),
     load: &Context,
 ) -> Result<Plugin> {
     check_header(&wasm)?;
     let sidecar = match &sidecar {
-        Some((path, text)) => sidecar::parse(text, path)?,
+        Some(file) => sidecar::parse(&file.text, &file.path)?,
         None => Sidecar::default(),
     };
     let limits = defaults.with(&sidecar.limits).map_err(anyhow::Error::msg)?;

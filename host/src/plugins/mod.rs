@@ -28,6 +28,7 @@ mod load;
 mod report;
 pub(crate) mod routes;
 pub(crate) mod sidecar;
+pub(crate) mod source;
 pub mod watch;
 
 use std::{
@@ -61,6 +62,7 @@ use load::Loader;
 pub(crate) use load::{check_header, one_line};
 pub use report::{FileReport, PluginReport};
 pub use routes::{Lookup, Route, RouteOwner, RoutePattern, RouteTable};
+pub(crate) use source::{Candidate, SidecarFile, Source, Update};
 
 /// The default cap on routes per plugin: the Cruddur services declare one
 /// or two; a cap keeps a manifest from making the table huge.
@@ -174,30 +176,6 @@ impl Plugin {
 
 /// What [`Plugins::on_loaded`] calls.
 type OnLoaded = Arc<dyn Fn(&Plugin) + Send + Sync>;
-
-/// Where a plugin comes from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Source {
-    /// A `.wasm` file in the plugins folder.
-    File(PathBuf),
-    /// A registry reference, as configured.
-    Reference(String),
-}
-
-/// One version of a source to load.
-struct Candidate {
-    source: Source,
-    /// What tells this version apart (the bytes' hash, or the manifest
-    /// digest).
-    key: String,
-    stamp: Option<Stamp>,
-    /// The file it is read from, and its name for a manifest-less proxy.
-    file: PathBuf,
-    stem: String,
-    artifact: Option<String>,
-    wasm: Vec<u8>,
-    sidecar: Option<(PathBuf, String)>,
-}
 
 /// The plugins of one folder (and of the registry references, if any) and
 /// the published snapshots of them.
@@ -356,21 +334,11 @@ impl Plugins {
     /// Takes what one round of registry checks found: loads the new
     /// versions (a failed one leaves the previous serving), and records the
     /// failures for the plugin list.
-    pub(crate) async fn apply(&mut self, updates: Vec<crate::registry::Update>) {
-        use crate::registry::Update;
+    pub(crate) async fn apply(&mut self, updates: Vec<Update>) {
         let mut to_load = Vec::new();
         for update in updates {
             match update {
-                Update::Pulled(pulled) => to_load.push(Candidate {
-                    source: Source::Reference(pulled.reference),
-                    key: pulled.artifact.clone(),
-                    stamp: None,
-                    file: pulled.file,
-                    stem: pulled.stem,
-                    artifact: Some(pulled.artifact),
-                    wasm: pulled.wasm,
-                    sidecar: pulled.sidecar,
-                }),
+                Update::Pulled(candidate) => to_load.push(candidate),
                 Update::Current { reference } => {
                     let entry = self.files.entry(Source::Reference(reference)).or_default();
                     if entry.serving.is_some() {
@@ -479,15 +447,6 @@ impl Plugins {
             .collect();
         self.routes.store(Arc::new(table));
         self.reports.store(Arc::new(reports));
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::File(file) => write!(f, "{}", file.display()),
-            Source::Reference(reference) => f.write_str(reference),
-        }
     }
 }
 

@@ -10,8 +10,12 @@ use notify::{
     event::{AccessKind, AccessMode, MetadataKind, ModifyKind},
 };
 
-use super::{Plugins, SETTLE_TIME};
-use crate::registry::RegistrySource;
+use super::{Plugins, SETTLE_TIME, Update};
+
+/// A registry's rounds of checks, as a source hands them over: the first
+/// round always arrives (possibly empty), so the first load can tell when
+/// every reference has been tried.
+pub(crate) type Rounds = tokio::sync::mpsc::Receiver<Vec<Update>>;
 
 /// How long the folder must be quiet before a reload: one copy or save
 /// makes a burst of events, and one reload should answer the whole burst.
@@ -26,10 +30,11 @@ pub(crate) const FIRST_LOAD_DONE: &str = "first load of the plugins done";
 /// they come in as they load. Then keeps reloading on every change (and
 /// loading what the registry poller pulls) until the runtime shuts down,
 /// calling `first_load_done` once the first load of the folder and the
-/// first pull of every reference are done. Returns once the watch is set up.
+/// first round of `pulled` (every reference's first pull) are done. Returns
+/// once the watch is set up.
 pub(crate) fn load_and_watch(
     mut plugins: Plugins,
-    registry: Option<RegistrySource>,
+    mut pulled: Option<Rounds>,
     first_load_done: impl FnOnce() + Send + 'static,
 ) -> Result<()> {
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -50,8 +55,6 @@ pub(crate) fn load_and_watch(
     tokio::spawn(async move {
         // The watcher lives as long as this task: dropping it stops the watch.
         let _watcher = watcher;
-        // Pulls start at once, beside the folder's first load.
-        let mut pulled = registry.map(RegistrySource::watch);
         if let Err(error) = reload_until_settled(&mut plugins).await {
             tracing::error!("loading plugins: {error:#}");
         }
@@ -91,9 +94,7 @@ pub(crate) fn load_and_watch(
 }
 
 /// The registry poller's next round; never, without references.
-async fn next_round(
-    pulled: &mut Option<tokio::sync::mpsc::Receiver<Vec<crate::registry::Update>>>,
-) -> Option<Vec<crate::registry::Update>> {
+async fn next_round(pulled: &mut Option<Rounds>) -> Option<Vec<Update>> {
     match pulled {
         Some(rounds) => rounds.recv().await,
         None => std::future::pending().await,

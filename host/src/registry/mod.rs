@@ -38,6 +38,7 @@ use oci_client::{
 use tokio::sync::mpsc;
 
 use self::distribution::{Distribution, sha256_digest};
+use crate::plugins::{Candidate, SidecarFile, Source, Update};
 use crate::secret::Secret;
 
 mod distribution;
@@ -190,42 +191,6 @@ pub async fn push(file: &Path, reference: &Reference, options: &RegistryOptions)
         .with_context(|| format!("reading back the digest of {}", reference.whole()))
 }
 
-/// A reference's component, pulled and checked, for the lifecycle to load.
-pub(crate) struct Pulled {
-    /// The reference as configured.
-    pub reference: String,
-    /// `REF@sha256:...`: the manifest it was pulled as.
-    pub artifact: String,
-    /// For a component without a manifest: its name.
-    pub stem: String,
-    /// Where the layer is kept (or the reference, when nothing is cached).
-    pub file: PathBuf,
-    /// The component.
-    pub wasm: Vec<u8>,
-    /// The sidecar's path and text, if the reference has one.
-    pub sidecar: Option<(PathBuf, String)>,
-}
-
-/// What one round of checks found for one reference.
-pub(crate) enum Update {
-    /// A new version to load.
-    Pulled(Pulled),
-    /// The reference was checked after a failure and has not moved: the
-    /// version serving is the current one.
-    Current {
-        /// The reference as configured.
-        reference: String,
-    },
-    /// The reference could not be checked or pulled; the version serving,
-    /// if any, keeps serving.
-    Failed {
-        /// The reference as configured.
-        reference: String,
-        /// Why, on one line.
-        reason: String,
-    },
-}
-
 /// The references comb serves and how it reaches them.
 pub struct RegistrySource {
     /// The references, in the order given.
@@ -253,7 +218,7 @@ impl RegistrySource {
     /// background. Each round's findings arrive as one message; the first
     /// round's always does (possibly empty), so the caller can tell when
     /// the first pull of every reference is over.
-    pub(crate) fn watch(self) -> mpsc::Receiver<Vec<Update>> {
+    pub(crate) fn watch(self) -> crate::plugins::watch::Rounds {
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             let client = match Distribution::new(self.options.insecure.clone()) {
@@ -335,7 +300,7 @@ impl RegistrySource {
                 Update::Current { reference: name }
             }),
             Ok(Some((digest, pulled))) => {
-                tracing::info!(reference = %name, artifact = %pulled.artifact, "plugin pulled");
+                tracing::info!(reference = %name, artifact = %pulled.key, "plugin pulled");
                 seen.digest = Some(digest);
                 seen.failure = None;
                 Some(Update::Pulled(pulled))
@@ -363,7 +328,7 @@ impl RegistrySource {
         plugin_ref: &PluginRef,
         auth: &RegistryAuth,
         digest: &str,
-    ) -> Result<Pulled> {
+    ) -> Result<Candidate> {
         let pinned = plugin_ref.reference.clone_with_digest(digest.to_owned());
         let (manifest, _) = client
             .manifest(&pinned, auth)
@@ -395,25 +360,29 @@ impl RegistrySource {
         digest: &str,
         layer: &str,
         wasm: Vec<u8>,
-    ) -> Result<Pulled> {
+    ) -> Result<Candidate> {
         let sidecar = match &plugin_ref.sidecar {
-            Some(path) => Some((
-                path.clone(),
-                std::fs::read_to_string(path)
+            Some(path) => Some(SidecarFile {
+                path: path.clone(),
+                text: std::fs::read_to_string(path)
                     .with_context(|| format!("reading the sidecar {}", path.display()))?,
-            )),
+            }),
             None => None,
         };
-        Ok(Pulled {
-            reference: plugin_ref.name(),
-            artifact: match plugin_ref.reference.digest() {
-                Some(_) => plugin_ref.name(),
-                None => format!("{}@{digest}", plugin_ref.name()),
-            },
-            stem: plugin_ref.stem(),
+        let artifact = match plugin_ref.reference.digest() {
+            Some(_) => plugin_ref.name(),
+            None => format!("{}@{digest}", plugin_ref.name()),
+        };
+        Ok(Candidate {
+            source: Source::Reference(plugin_ref.name()),
+            // The manifest digest names this version.
+            key: artifact.clone(),
+            stamp: None,
             file: self
                 .blob_path(layer)
                 .unwrap_or_else(|| PathBuf::from(plugin_ref.name())),
+            stem: plugin_ref.stem(),
+            artifact: Some(artifact),
             wasm,
             sidecar,
         })

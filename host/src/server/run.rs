@@ -64,8 +64,11 @@ pub async fn run(
     let (routes, reports) = (plugins.routes(), plugins.reports());
     let health = Health::default();
     let ready = health.clone();
-    let registry = config.registry.source(config.plugins.cache_dir());
-    plugins::watch::load_and_watch(plugins, registry, move || ready.loaded())?;
+    // Pulls start at once, beside the folder's first load.
+    let pulled = (config.registry)
+        .source(config.plugins.cache_dir())
+        .map(crate::registry::RegistrySource::watch);
+    plugins::watch::load_and_watch(plugins, pulled, move || ready.loaded())?;
     let mut connection_limits = config.connection_limits();
     // Every connection is a file descriptor: the caps of all listeners
     // together stay under the process's limit, with room for the rest.
