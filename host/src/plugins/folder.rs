@@ -57,7 +57,7 @@ impl Stamp {
 
 /// A file's key (sha256 of its bytes and its sidecar's), bytes and sidecar,
 /// or `None` while it (or its sidecar) was modified too recently.
-pub(super) fn read_settled(file: &Path) -> Result<Option<(String, Vec<u8>, Option<SidecarFile>)>> {
+pub(super) fn read_settled(file: &Path) -> Result<Option<Settled>> {
     let sidecar_path = sidecar::path_for(file);
     for path in [file, sidecar_path.as_path()] {
         let modified = std::fs::metadata(path).and_then(|m| m.modified());
@@ -80,5 +80,17 @@ pub(super) fn read_settled(file: &Path) -> Result<Option<(String, Vec<u8>, Optio
         hasher.update(b"\0sidecar\0");
         hasher.update(sidecar.text.as_bytes());
     }
-    Ok(Some((hex::encode(hasher.finalize()), wasm, sidecar)))
+    Ok(Some(Settled {
+        key: hex::encode(hasher.finalize()),
+        wasm,
+        sidecar,
+    }))
+}
+
+/// A file read once it settled.
+pub(super) struct Settled {
+    /// sha256 of its bytes and its sidecar's.
+    pub key: String,
+    pub wasm: Vec<u8>,
+    pub sidecar: Option<SidecarFile>,
 }

@@ -291,7 +291,7 @@ impl Plugins {
             let settled = tokio::task::spawn_blocking(move || read_settled(&reading))
                 .await
                 .unwrap_or_else(|panicked| Err(anyhow::anyhow!("reading panicked: {panicked}")));
-            let (key, wasm, sidecar) = match settled {
+            let folder::Settled { key, wasm, sidecar } = match settled {
                 Ok(Some(read)) => read,
                 Ok(None) => {
                     outcome.settling += 1;
@@ -338,7 +338,7 @@ impl Plugins {
         let mut to_load = Vec::new();
         for update in updates {
             match update {
-                Update::Pulled(candidate) => to_load.push(candidate),
+                Update::Pulled(candidate) => to_load.push(*candidate),
                 Update::Current { reference } => {
                     let entry = self.files.entry(Source::Reference(reference)).or_default();
                     if entry.serving.is_some() {

@@ -57,8 +57,8 @@ pub(crate) struct Candidate {
 
 /// What one round of a registry's checks found for one reference.
 pub(crate) enum Update {
-    /// A new version to load.
-    Pulled(Candidate),
+    /// A new version to load (boxed: it holds the component).
+    Pulled(Box<Candidate>),
     /// The reference was checked after a failure and has not moved: the
     /// version serving is the current one.
     Current {

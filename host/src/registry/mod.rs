@@ -274,7 +274,7 @@ impl RegistrySource {
                 Ok(pulled) => {
                     tracing::info!(reference = %name, "plugin pinned by digest, kept in the cache");
                     seen.digest = Some(digest.to_owned());
-                    return Some(Update::Pulled(pulled));
+                    return Some(Update::Pulled(Box::new(pulled)));
                 }
                 Err(error) => tracing::warn!(reference = %name, "{error:#}"),
             }
@@ -303,7 +303,7 @@ impl RegistrySource {
                 tracing::info!(reference = %name, artifact = %pulled.key, "plugin pulled");
                 seen.digest = Some(digest);
                 seen.failure = None;
-                Some(Update::Pulled(pulled))
+                Some(Update::Pulled(Box::new(pulled)))
             }
             Err(error) => {
                 let reason = crate::plugins::one_line(&error);
