@@ -1,0 +1,272 @@
+//! OpenTelemetry setup: the tracer and meter providers, their OTLP
+//! exporters, the propagator, the resource, and the in-memory recorder
+//! behind comb's own page. Besides this module only `dashboard` touches the
+//! SDK (it records ended spans, `SpanData`, for the page); the rest of the
+//! code uses the OTel API through [`crate::spans`] and [`crate::metrics`].
+//!
+//! Its rooms: this file sets the providers up and shuts them down;
+//! `on_runtime.rs` runs the SDK's exports on comb's Tokio runtime;
+//! `export_queue.rs` bounds the span export queue (a share per plugin) and
+//! sends batches in chunks; `exporters.rs` builds the exporters (the OTLP
+//! crate's, with comb's header precedence); `otlp_http.rs` is comb's own
+//! OTLP/HTTP span exporter and `retry.rs` when it tries again.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use opentelemetry::{
+    KeyValue, global,
+    propagation::{TextMapCompositePropagator, TextMapPropagator},
+};
+use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
+use opentelemetry_sdk::{
+    Resource,
+    error::OTelSdkResult,
+    metrics::{PeriodicReader, SdkMeterProvider},
+    propagation::{BaggagePropagator, TraceContextPropagator},
+    trace::{
+        BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanProcessor,
+    },
+};
+
+use self::{
+    export_queue::{Budgeted, EXPORT_QUEUE_BYTES, ExportBudget},
+    exporters::{SpanSender, grpc, http_client, metric_exporter},
+    on_runtime::OnRuntime,
+    otlp_http::HttpSpanExporter,
+};
+use crate::{
+    config::{OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig},
+    dashboard::Recorder,
+};
+
+mod export_queue;
+mod exporters;
+mod on_runtime;
+mod otlp_http;
+mod retry;
+
+/// Where comb's spans go, for the start-up log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// `OTEL_SDK_DISABLED=true`: no spans at all.
+    Disabled,
+    /// No endpoint configured: spans are recorded (so trace ids appear in
+    /// the log) but never exported.
+    LogOnly,
+    /// Exported over OTLP.
+    Otlp(OtlpTarget),
+}
+
+/// The installed tracer provider. Keep it alive for the life of the server
+/// and call [`Telemetry::shutdown`] at the end: that flushes pending spans.
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    destination: Destination,
+    metrics_target: Option<OtlpTarget>,
+    /// Set once shutdown has flushed what it could: see `OnRuntime`.
+    closing: Arc<AtomicBool>,
+}
+
+impl Telemetry {
+    /// Installs the global tracer and meter providers and the propagator
+    /// from `config`. Unless the SDK is disabled, `recorder` (comb's own
+    /// page, when served) gets every ended span too, exported or not.
+    ///
+    /// Must run inside the Tokio runtime: both OTLP transports (async
+    /// reqwest, tonic) run their exports on it, see `OnRuntime` in this module.
+    pub fn init(config: &TelemetryConfig, recorder: Option<&Recorder>) -> Result<Telemetry> {
+        global::set_text_map_propagator(propagator(&config.propagators));
+        if config.sdk_disabled {
+            return Ok(Telemetry {
+                tracer_provider: None,
+                meter_provider: None,
+                destination: Destination::Disabled,
+                metrics_target: None,
+                closing: Arc::default(),
+            });
+        }
+        let resource = Resource::builder_empty()
+            .with_attributes(
+                config
+                    .resource_attributes()
+                    .into_iter()
+                    .map(|(key, value)| KeyValue::new(key, value)),
+            )
+            .build();
+
+        let closing = Arc::new(AtomicBool::new(false));
+        let mut tracing = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_max_events_per_span(config.span_event_count_limit)
+            .with_max_attributes_per_span(config.span_attribute_count_limit as u32);
+        if config.xray_trace_ids {
+            tracing = tracing.with_id_generator(XrayIdGenerator::default());
+        }
+        let target = config.otlp_target(Signal::Traces);
+        let mut export = None;
+        if let Some(target) = &target {
+            let budget = Arc::new(ExportBudget::new(
+                config.bsp_max_queue_size,
+                EXPORT_QUEUE_BYTES,
+            ));
+            let batch = |exporter| {
+                BatchSpanProcessor::builder(
+                    OnRuntime::new(exporter, &closing).releasing(budget.clone()),
+                )
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(config.bsp_max_queue_size)
+                        .with_max_export_batch_size(config.bsp_max_export_batch_size)
+                        .build(),
+                )
+                .build()
+            };
+            let batch = match target.protocol {
+                OtlpProtocol::HttpProtobuf => batch(SpanSender::Http(HttpSpanExporter::new(
+                    target,
+                    http_client(target)?,
+                )?)),
+                OtlpProtocol::Grpc => batch(SpanSender::Grpc(
+                    grpc(
+                        opentelemetry_otlp::SpanExporter::builder().with_tonic(),
+                        target,
+                    )?
+                    .build()
+                    .with_context(|| {
+                        format!("building the OTLP span exporter for {}", target.url)
+                    })?,
+                )),
+            };
+            export = Some(Budgeted { batch, budget });
+        }
+        tracing = match (recorder.map(Recorder::processor), export) {
+            (Some(page), Some(export)) => tracing.with_span_processor(Both(page, export)),
+            (Some(page), None) => tracing.with_span_processor(page),
+            (None, Some(export)) => tracing.with_span_processor(export),
+            (None, None) => tracing,
+        };
+        let tracer_provider = tracing.build();
+        global::set_tracer_provider(tracer_provider.clone());
+
+        // Metrics only go out over OTLP; with no endpoint the global meter
+        // stays the no-op one and instruments cost nothing.
+        let metrics_target = config.otlp_target(Signal::Metrics);
+        let meter_provider = match &metrics_target {
+            Some(target) => {
+                let reader =
+                    PeriodicReader::builder(OnRuntime::new(metric_exporter(target)?, &closing))
+                        .with_interval(Duration::from_millis(config.metric_export_interval_ms))
+                        .build();
+                let provider = SdkMeterProvider::builder()
+                    .with_resource(resource)
+                    .with_reader(reader)
+                    .build();
+                global::set_meter_provider(provider.clone());
+                Some(provider)
+            }
+            None => None,
+        };
+        Ok(Telemetry {
+            tracer_provider: Some(tracer_provider),
+            meter_provider,
+            destination: target.map_or(Destination::LogOnly, Destination::Otlp),
+            metrics_target,
+            closing,
+        })
+    }
+
+    /// Where metrics go, when they are exported.
+    pub fn metrics_destination(&self) -> Option<&OtlpTarget> {
+        self.metrics_target.as_ref()
+    }
+
+    /// Where spans go.
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// Flushes pending spans and metrics and shuts the exporters down.
+    ///
+    /// The SDK's shutdown blocks its thread until the batch processor and
+    /// the metric reader have exported what they hold, which takes a Tokio
+    /// worker (see `OnRuntime` in this module); so it runs on a blocking thread, never on
+    /// a runtime worker.
+    pub async fn shutdown(self) -> Result<()> {
+        let (tracer_provider, meter_provider) = (self.tracer_provider, self.meter_provider);
+        let closing = self.closing;
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let traces = tracer_provider.map(|provider| provider.shutdown());
+            let metrics = meter_provider.map(|provider| provider.shutdown());
+            // Exports still running (the SDK gave up waiting: a stalled
+            // collector) must not outlive the runtime they poll on.
+            closing.store(true, Ordering::Release);
+            traces.transpose().context("flushing spans at shutdown")?;
+            metrics
+                .transpose()
+                .context("flushing metrics at shutdown")?;
+            Ok(())
+        })
+        .await
+        .context("telemetry shutdown task panicked")?
+    }
+}
+
+/// The propagator for `OTEL_PROPAGATORS`: each one named, in order (a
+/// later one wins where two find a context); `none` or an empty list
+/// reads nothing.
+fn propagator(names: &[Propagator]) -> TextMapCompositePropagator {
+    let propagators = names
+        .iter()
+        .filter_map(|name| -> Option<Box<dyn TextMapPropagator + Send + Sync>> {
+            match name {
+                Propagator::TraceContext => Some(Box::new(TraceContextPropagator::new())),
+                Propagator::Baggage => Some(Box::new(BaggagePropagator::new())),
+                Propagator::Xray => Some(Box::new(XrayPropagator::new())),
+                Propagator::None => None,
+            }
+        })
+        .collect();
+    TextMapCompositePropagator::new(propagators)
+}
+
+/// Two span processors as one: the SDK clones every ended span once per
+/// processor on its provider, so comb's page and the exporter side by
+/// side cost two clones (2 % of comb's CPU under load); as one, only the
+/// page's copy is made and the exporter takes the span itself.
+#[derive(Debug)]
+struct Both<A, B>(A, B);
+
+impl<A: SpanProcessor, B: SpanProcessor> SpanProcessor for Both<A, B> {
+    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
+        self.0.on_start(span, cx);
+        self.1.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        self.0.on_end(span.clone());
+        self.1.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        let first = self.0.force_flush();
+        first.and(self.1.force_flush())
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let first = self.0.shutdown_with_timeout(timeout);
+        first.and(self.1.shutdown_with_timeout(timeout))
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+        self.1.set_resource(resource);
+    }
+}
