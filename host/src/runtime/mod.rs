@@ -25,6 +25,9 @@ pub(crate) mod span_api;
 mod state;
 pub(crate) mod warm;
 
+mod engine;
+mod traps;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -33,9 +36,8 @@ use std::{
 use bytes::Bytes;
 use opentelemetry::{Context, StringValue, global::BoxedTracer, trace::TraceContextExt};
 use wasmtime::{
-    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
-    PoolingAllocationConfig, ProfilingStrategy, Store, Trap, UpdateDeadline, WasmBacktrace,
-    component::{Component, InstancePre, Linker, ResourceTableError},
+    Cache, CacheConfig, Config, Engine, ProfilingStrategy, Store, UpdateDeadline,
+    component::{Component, InstancePre},
 };
 
 pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
@@ -46,7 +48,13 @@ use sandbox::Sandbox;
 use state::InvocationState;
 use warm::{WarmInstance, WarmInstances};
 
-use crate::limits::{Limits, MemoryLimitExceeded};
+use engine::CONCURRENT_POOL_INSTANCES;
+pub use engine::EngineConfig;
+pub(crate) use engine::POOL_INSTANCES;
+use engine::{EpochTicker, Linked, imports_wasi_0_3};
+use traps::{call_error, trap};
+
+use crate::limits::Limits;
 
 /// How often the engine's epoch advances (1 ms): the granularity of
 /// deadlines, and how soon a long call is demoted (see [`guest_pool`]).
@@ -59,43 +67,6 @@ pub(crate) const MANIFEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How far past its deadline a call waiting in a host call is dropped:
 /// long enough that a computing guest is interrupted by the epoch first.
 const DEADLINE_SLACK: Duration = Duration::from_millis(20);
-
-/// Instances the pooling allocator keeps slots for (all plugins together).
-/// More concurrent calls than this get 503, so the host's memory stays
-/// bounded at about slots × the memory limit.
-pub(crate) const POOL_INSTANCES: u32 = 256;
-
-/// Slots of the second engine's pool, for WASI 0.3 components (see
-/// [`Runtime`]): on top of [`POOL_INSTANCES`].
-const CONCURRENT_POOL_INSTANCES: u32 = 64;
-
-/// Linear memory (and table bytes) a pooling slot keeps resident between
-/// calls. Without it every call faults its pages in and every release
-/// `madvise`s them away again — measured as ~40 % of an invocation, all in
-/// the kernel. With it (and `PAGEMAP_SCAN`, Linux ≥ 6.7) only the pages a
-/// call dirtied are reset, with `memset`, and stay mapped for the next one.
-/// Costs up to this much resident memory per warm slot.
-const KEEP_RESIDENT_BYTES: usize = 2 << 20;
-
-/// Core instances per component instance a Rust `wasm32-wasip2` plugin
-/// needs (its module plus WASI adapter shims), with room to spare.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
-
-/// How the engine is set up.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Where compiled code is cached; `None` for no cache.
-    pub cache_dir: Option<std::path::PathBuf>,
-    /// The largest memory any instance may have (sizes pooling slots).
-    pub max_memory_bytes: usize,
-    /// Whether calls are metered with fuel.
-    pub fuel: bool,
-    /// Whether to try the pooling instance allocator.
-    pub pooling: bool,
-    /// Whether to write compiled guest code's symbols to
-    /// `/tmp/perf-PID.map`, where `perf` finds them.
-    pub perf_map: bool,
-}
 
 /// A request as the server read it (head, and body read whole within the
 /// plugin's limit) with the route that matched. Each kind of plugin gets it
@@ -421,73 +392,75 @@ impl Runtime {
         }
     }
 
+    /// The call itself, by kind of plugin, within the deadline that
+    /// [`Runtime::invoke`] holds it to.
     async fn invoke_until(
         &self,
         guest: Guest<'_>,
         request: RoutedRequest,
         invocation: Context,
     ) -> (Result<Answer, InvokeError>, CallStats) {
-        let Guest {
-            pre,
-            tracer,
-            name: plugin_name,
-            limits,
-            sandbox,
-            warm,
-        } = guest;
+        match guest.pre {
+            PreparedPlugin::Proxy(pre) => self.invoke_proxy(pre, &guest, request, invocation).await,
+            PreparedPlugin::Comb(pre) => self.invoke_comb(pre, &guest, request, invocation).await,
+        }
+    }
+
+    /// A standard `wasi:http` component's call: always a fresh instance,
+    /// instantiated and called in one step, handed the HTTP request.
+    async fn invoke_proxy(
+        &self,
+        pre: &ProxyPre,
+        guest: &Guest<'_>,
+        request: RoutedRequest,
+        invocation: Context,
+    ) -> (Result<Answer, InvokeError>, CallStats) {
         let mut stats = CallStats::default();
         let started = Instant::now();
-        // Guest CPU time is reported on the invocation span only: a call
-        // whose span is not recorded (tracing off, or sampled out) does
-        // not pay for a clock read at every host call.
-        let clocked = invocation.span().is_recording();
-        let fresh_store = |invocation| {
-            let state =
-                InvocationState::new(tracer.clone(), invocation, plugin_name, sandbox, limits);
-            let mut store = self
-                .store(pre.engine(), state, limits)
-                .map_err(|error| InvokeError::Instantiate(format!("{error:#}")))?;
-            if clocked {
-                state::clock_guest(&mut store);
-            }
-            Ok(store)
+        let mut store = match self.fresh_store(guest, invocation.clone()) {
+            Ok(store) => store,
+            Err(error) => return (Err(error), stats),
         };
-        let pre = match pre {
-            PreparedPlugin::Comb(pre) => pre,
-            PreparedPlugin::Proxy(pre) => {
-                let mut store = match fresh_store(invocation.clone()) {
-                    Ok(store) => store,
-                    Err(error) => return (Err(error), stats),
-                };
-                // Instantiation and the call are one step for a proxy.
-                let result = proxy::call(
-                    pre,
-                    &mut store,
-                    request.http,
-                    &invocation,
-                    limits.max_response_body,
-                    started + limits.deadline,
-                )
-                .await;
-                stats.call = started.elapsed();
-                let result = match result {
-                    Ok(answered) => answered.map(Answer::Http),
-                    Err(proxy::ProxyFailure::Instantiate(error)) => Err(call_error(error, &store)),
-                    Err(proxy::ProxyFailure::Call(error)) => {
-                        Err(trap(error, &store.data().log().stderr()))
-                    }
-                };
-                return (result, self.finish(&mut store, limits, stats));
-            }
+        let limits = guest.limits;
+        let result = proxy::call(
+            pre,
+            &mut store,
+            request.http,
+            &invocation,
+            limits.max_response_body,
+            started + limits.deadline,
+        )
+        .await;
+        stats.call = started.elapsed();
+        let result = match result {
+            Ok(answered) => answered.map(Answer::Http),
+            Err(proxy::ProxyFailure::Instantiate(error)) => Err(call_error(error, &store)),
+            Err(proxy::ProxyFailure::Call(error)) => Err(trap(error, &store.data().log().stderr())),
         };
+        (result, self.finish(&mut store, limits, stats))
+    }
+
+    /// A comb plugin's call: on a warm instance when the plugin keeps
+    /// them and one is idle, else a fresh one; handed comb's WIT request.
+    async fn invoke_comb(
+        &self,
+        pre: &PluginPre<InvocationState>,
+        guest: &Guest<'_>,
+        request: RoutedRequest,
+        invocation: Context,
+    ) -> (Result<Answer, InvokeError>, CallStats) {
+        let mut stats = CallStats::default();
+        let started = Instant::now();
+        let limits = guest.limits;
         let request = Request::from(request);
-        let (mut store, instantiated) = match warm.take() {
+        let (mut store, instantiated) = match guest.warm.take() {
             Some(WarmInstance { mut store, plugin }) => {
+                let clocked = invocation.span().is_recording();
                 store.data_mut().next_call(
-                    tracer.clone(),
+                    guest.tracer.clone(),
                     invocation,
-                    plugin_name,
-                    sandbox,
+                    guest.name,
+                    guest.sandbox,
                     limits,
                 );
                 if clocked {
@@ -497,7 +470,7 @@ impl Runtime {
                 (store, armed.map(|()| plugin))
             }
             None => {
-                let mut store = match fresh_store(invocation) {
+                let mut store = match self.fresh_store(guest, invocation) {
                     Ok(store) => store,
                     Err(error) => return (Err(error), stats),
                 };
@@ -528,9 +501,35 @@ impl Runtime {
         if let Some(plugin) = sound
             && store.data().call() < limits.max_instance_reuse_count
         {
-            warm.put(WarmInstance { store, plugin });
+            guest.warm.put(WarmInstance { store, plugin });
         }
         (result, stats)
+    }
+
+    /// A fresh store for one call of `guest` under `invocation`, its
+    /// limits armed. Guest CPU time is measured only for a call whose
+    /// invocation span is recorded: one that is not (tracing off, or
+    /// sampled out) pays no clock read at every host call.
+    fn fresh_store(
+        &self,
+        guest: &Guest<'_>,
+        invocation: Context,
+    ) -> Result<Store<InvocationState>, InvokeError> {
+        let clocked = invocation.span().is_recording();
+        let state = InvocationState::new(
+            guest.tracer.clone(),
+            invocation,
+            guest.name,
+            guest.sandbox,
+            guest.limits,
+        );
+        let mut store = self
+            .store(guest.pre.engine(), state, guest.limits)
+            .map_err(|error| InvokeError::Instantiate(format!("{error:#}")))?;
+        if clocked {
+            state::clock_guest(&mut store);
+        }
+        Ok(store)
     }
 
     /// The store's accounting of a finished call, added to `stats`; logs
@@ -593,190 +592,6 @@ impl Runtime {
     }
 }
 
-/// One engine, and comb's imports linked for it.
-struct Linked {
-    engine: Engine,
-    linker: Linker<InvocationState>,
-}
-
-impl Linked {
-    /// An engine from `config`, with the component model's concurrency
-    /// (and WASI 0.3) when `concurrent`; and whether it pools instances.
-    fn new(
-        mut config: Config,
-        settings: &EngineConfig,
-        concurrent: bool,
-    ) -> anyhow::Result<(Self, bool)> {
-        config.concurrency_support(concurrent);
-        config.wasm_component_model_async(concurrent);
-        let slots = if concurrent {
-            CONCURRENT_POOL_INSTANCES
-        } else {
-            POOL_INSTANCES
-        };
-        let (engine, pooled) = engine(config, settings, slots)?;
-        let mut linker = Linker::new(&engine);
-        state::add_to_linker(&mut linker, concurrent)?;
-        Ok((Linked { engine, linker }, pooled))
-    }
-
-    /// Compiles `wasm` and links it.
-    fn link(&self, wasm: &[u8]) -> wasmtime::Result<(Component, InstancePre<InvocationState>)> {
-        let component = Component::from_binary(&self.engine, wasm)?;
-        let pre = self.linker.instantiate_pre(&component)?;
-        Ok((component, pre))
-    }
-}
-
-/// Whether `component` imports an interface of WASI 0.3 (`wasi:…@0.3.x`).
-fn imports_wasi_0_3(component: &Component, engine: &Engine) -> bool {
-    component
-        .component_type()
-        .imports(engine)
-        .any(|(name, _)| name.starts_with("wasi:") && name.contains("@0.3."))
-}
-
-/// A failed instantiation (or proxy call) as an [`InvokeError`]: every
-/// pool slot busy, a trap (with the guest's panic message), or else a
-/// failure to instantiate.
-fn call_error(error: wasmtime::Error, store: &Store<InvocationState>) -> InvokeError {
-    if is_pool_exhausted(&error) {
-        InvokeError::Overloaded
-    } else if error.downcast_ref::<Trap>().is_some()
-        || error.is::<MemoryLimitExceeded>()
-        || error.is::<ResourceTableError>()
-    {
-        trap(error, &store.data().log().stderr())
-    } else {
-        InvokeError::Instantiate(format!("{error:#}"))
-    }
-}
-
-/// Turns a failed call into an [`InvokeError`]: one of comb's limits, or
-/// a trap, preferring the guest's own panic message (Rust writes it to
-/// stderr before aborting).
-fn trap(error: wasmtime::Error, stderr: &str) -> InvokeError {
-    let backtrace = error
-        .downcast_ref::<WasmBacktrace>()
-        .map(|bt| bt.to_string());
-    if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
-        return InvokeError::Memory {
-            message: limit.to_string(),
-            backtrace,
-        };
-    }
-    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
-        return InvokeError::Resources {
-            message: "the plugin holds as many host resources (handles) as its \
-                      limit allows (--max-host-resources)"
-                .to_owned(),
-            backtrace,
-        };
-    }
-    let panic = stderr
-        .lines()
-        .position(|line| line.contains("panicked at"))
-        .map(|start| {
-            stderr
-                .lines()
-                .skip(start)
-                .take(8)
-                .collect::<Vec<_>>()
-                .join("\n")
-        });
-    match (panic, error.downcast_ref::<Trap>()) {
-        (_, Some(Trap::Interrupt)) => InvokeError::Deadline { backtrace },
-        (_, Some(Trap::OutOfFuel)) => InvokeError::Fuel { backtrace },
-        (Some(panic), _) => InvokeError::Trap {
-            kind: TrapKind::Panic,
-            message: panic,
-            backtrace,
-        },
-        (None, Some(trap)) => InvokeError::Trap {
-            kind: TrapKind::Wasm(*trap),
-            message: trap.to_string(),
-            backtrace,
-        },
-        (None, None) => InvokeError::Host(format!("{error:#}")),
-    }
-}
-
-/// Whether instantiation failed because every pooling slot is in use.
-fn is_pool_exhausted(error: &wasmtime::Error) -> bool {
-    error
-        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-        .is_some()
-}
-
-/// The engine, with the pooling allocator when this machine allows it:
-/// slots are reserved up front, so instantiating is a few copies instead
-/// of mmap calls, and the host's memory has a hard bound. Where virtual
-/// memory is too tight (a container with a low ulimit), fall back to
-/// allocating on demand, with one log line.
-fn engine(
-    mut config: Config,
-    settings: &EngineConfig,
-    slots: u32,
-) -> anyhow::Result<(Engine, bool)> {
-    if settings.pooling {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(slots)
-            .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(slots * 2)
-            .total_tables(slots * CORE_INSTANCES_PER_COMPONENT)
-            .total_stacks(slots)
-            .max_memory_size(settings.max_memory_bytes)
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES / 16)
-            .pagemap_scan(Enabled::Auto);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        match Engine::new(&config) {
-            Ok(engine) => return Ok((engine, true)),
-            Err(error) => tracing::warn!(
-                "pooling allocator unavailable ({error}); allocating instances on demand"
-            ),
-        }
-        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
-    }
-    Ok((Engine::new(&config)?, false))
-}
-
-/// Advances the engines' epoch every [`EPOCH_TICK`] on its own thread,
-/// which it joins when dropped.
-struct EpochTicker {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engines: Vec<Engine>) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("comb-epoch".into())
-            .spawn(move || {
-                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engines.iter().for_each(Engine::increment_epoch);
-                }
-            })
-            .expect("spawning the epoch thread");
-        EpochTicker {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,20 +635,5 @@ mod tests {
                     (instance (export "f" (func)))))"#,
         );
         assert!(reason.contains("example:nope/thing@1.0.0"), "{reason}");
-    }
-
-    #[test]
-    fn panic_message_wins_over_the_trap() {
-        let error = wasmtime::Error::from(Trap::UnreachableCodeReached);
-        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:20:32:\nboom\nnote: run with RUST_BACKTRACE=1\n";
-        match trap(error, stderr) {
-            InvokeError::Trap { kind, message, .. } => {
-                assert_eq!(kind, TrapKind::Panic);
-                assert!(
-                    message.starts_with("thread '<unnamed>' panicked at src/lib.rs:20:32:\nboom")
-                );
-            }
-            other => panic!("unexpected {other:?}"),
-        }
     }
 }
