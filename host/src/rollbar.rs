@@ -33,7 +33,7 @@ use tracing_subscriber::{Layer, layer::Context as LayerContext};
 
 use crate::{
     config::RollbarConfig,
-    runtime::{InvokeError, guest_log::GUEST_LOG},
+    runtime::{Backtrace, InvokeError, guest_log::GUEST_LOG},
     spans::PluginIdentity,
 };
 
@@ -488,48 +488,26 @@ fn summary(message: &str) -> &str {
     }
 }
 
-/// wasmtime's backtrace text as Rollbar frames, oldest call first.
-///
-/// The text has one line per frame, innermost first
-/// (`  0:   0x1a2b - misbehave::handle`), each optionally followed by
-/// `at src/lib.rs:45:9`.
-fn frames(backtrace: &str) -> Vec<Value> {
-    let mut frames: Vec<Value> = Vec::new();
-    for line in backtrace.lines().map(str::trim) {
-        if let Some(location) = line.strip_prefix("at ") {
-            if let Some(frame) = frames.last_mut() {
-                let mut parts = location.rsplitn(3, ':');
-                let (col, lineno, file) = (parts.next(), parts.next(), parts.next());
-                match (file, lineno.and_then(|l| l.parse::<u64>().ok())) {
-                    (Some(file), Some(lineno)) => {
-                        frame["filename"] = json!(file);
-                        frame["lineno"] = json!(lineno);
-                        if let Some(col) = col.and_then(|c| c.parse::<u64>().ok()) {
-                            frame["colno"] = json!(col);
-                        }
-                    }
-                    _ => frame["filename"] = json!(location),
-                }
+/// A backtrace as Rollbar frames, oldest call first: the module stands in
+/// for the file where the frame has no source location.
+fn frames(backtrace: &Backtrace) -> Vec<Value> {
+    // Innermost first in the backtrace; Rollbar wants the innermost last.
+    // Past MAX_FRAMES the outermost go: where it failed is what counts.
+    (backtrace.frames.iter().take(MAX_FRAMES).rev())
+        .map(|frame| {
+            let mut item = json!({
+                "filename": frame.file.as_deref().or(frame.module.as_deref()).unwrap_or("<wasm>"),
+                "method": frame.function,
+            });
+            if let Some(line) = frame.line {
+                item["lineno"] = json!(line);
             }
-            continue;
-        }
-        let Some((index, rest)) = line.split_once(':') else {
-            continue;
-        };
-        if index.parse::<u32>().is_err() {
-            continue;
-        }
-        let function = rest.split_once(" - ").map_or(rest, |(_, name)| name).trim();
-        // `module.wasm!function`: the module stands in for the file until
-        // an `at` line names the source.
-        let (module, method) = function.split_once('!').unwrap_or(("<wasm>", function));
-        frames.push(json!({ "filename": module, "method": method }));
-    }
-    frames.reverse();
-    // Oldest first: the innermost frames are the last ones.
-    let excess = frames.len().saturating_sub(MAX_FRAMES);
-    frames.drain(..excess);
-    frames
+            if let Some(column) = frame.column {
+                item["colno"] = json!(column);
+            }
+            item
+        })
+        .collect()
 }
 
 /// `text` cut to at most `max` bytes at a character boundary, marked `…`
@@ -603,19 +581,39 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Frame;
 
-    /// As wasmtime prints it (innermost first), for a plugin built with
+    fn frame(module: &str, function: &str, at: Option<(&str, u32, u32)>) -> Frame {
+        Frame {
+            module: Some(module.to_owned()),
+            function: function.to_owned(),
+            offset: Some(0x1a2b),
+            file: at.map(|(file, _, _)| file.to_owned()),
+            line: at.map(|(_, line, _)| line),
+            column: at.map(|(_, _, column)| column),
+        }
+    }
+
+    /// As wasmtime captures it (innermost first), for a plugin built with
     /// line tables.
-    const BACKTRACE: &str = "error while executing at wasm backtrace:
-    0:   0x1f2e - p.wasm!abort
-    1:   0x1e00 - p.wasm!std[d123b7a1a2ed1472]::panicking::panic_with_hook
-    2:   0x1a2b - p.wasm!p::handle::h0123
-                    at src/lib.rs:45:9
-    3:   0x0f00 - <unknown>!<wasm function 12>";
+    fn backtrace() -> Backtrace {
+        Backtrace {
+            frames: vec![
+                frame("p.wasm", "abort", None),
+                frame(
+                    "p.wasm",
+                    "std[d123b7a1a2ed1472]::panicking::panic_with_hook",
+                    None,
+                ),
+                frame("p.wasm", "p::handle::h0123", Some(("src/lib.rs", 45, 9))),
+                frame("<unknown>", "<wasm function 12>", None),
+            ],
+        }
+    }
 
     #[test]
     fn a_backtrace_becomes_frames_oldest_first() {
-        let frames = frames(BACKTRACE);
+        let frames = frames(&backtrace());
         assert_eq!(frames.len(), 4);
         assert_eq!(frames[0]["method"], "<wasm function 12>");
         assert_eq!(frames[1]["method"], "p::handle::h0123");
@@ -640,9 +638,11 @@ mod tests {
             "{}",
             kept.len()
         );
-        let deep: String = (0..5000)
-            .map(|i| format!("    {i}: 0x{i:x} - p.wasm!recurse{i}\n"))
-            .collect();
+        let deep = Backtrace {
+            frames: (0..5000)
+                .map(|i| frame("p.wasm", &format!("recurse{i}"), None))
+                .collect(),
+        };
         let frames = frames(&deep);
         assert_eq!(frames.len(), MAX_FRAMES);
         // The innermost frame (0) is kept, last.
@@ -693,7 +693,7 @@ mod tests {
 
     #[test]
     fn items_group_by_plugin_type_and_place_never_by_message() {
-        let frames = frames(BACKTRACE);
+        let frames = frames(&backtrace());
         let a = fingerprint("p", "wasm.trap.unreachable_code_reached", "one", &frames);
         let b = fingerprint("p", "wasm.trap.unreachable_code_reached", "two", &frames);
         let other = fingerprint("q", "wasm.trap.unreachable_code_reached", "one", &frames);

@@ -113,7 +113,7 @@ pub(crate) fn end_invocation_span(cx: &Context, stats: &CallStats, failure: Opti
                 if let Some(backtrace) = failure.backtrace() {
                     event.push(KeyValue::new(
                         attributes::EXCEPTION_STACKTRACE,
-                        backtrace.to_owned(),
+                        backtrace.to_string(),
                     ));
                 }
                 span.add_event("exception", event);

@@ -42,7 +42,7 @@ use wasmtime::{
 
 pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
 use guest_pool::{CallPanicked, GuestPool};
-pub use outcome::{ERROR_TYPES, InvokeError, TrapKind};
+pub use outcome::{Backtrace, ERROR_TYPES, Frame, InvokeError, TrapKind};
 use proxy::ProxyPre;
 use sandbox::Sandbox;
 use state::InvocationState;

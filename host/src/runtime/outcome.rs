@@ -70,13 +70,13 @@ pub enum InvokeError {
         /// What happened, with the guest's panic message when there was one.
         message: String,
         /// The wasm backtrace, when wasmtime captured one.
-        backtrace: Option<String>,
+        backtrace: Option<Backtrace>,
     },
     /// The call ran past its deadline, in guest code or in a host call.
     #[error("deadline exceeded")]
     Deadline {
         /// The wasm backtrace, when the guest was interrupted in its code.
-        backtrace: Option<String>,
+        backtrace: Option<Backtrace>,
     },
     /// The guest asked for more linear memory than its limit.
     #[error("{message}")]
@@ -84,7 +84,7 @@ pub enum InvokeError {
         /// The limit and what was asked for.
         message: String,
         /// The wasm backtrace, when wasmtime captured one.
-        backtrace: Option<String>,
+        backtrace: Option<Backtrace>,
     },
     /// The guest held more host-side resources (handles) than its limit.
     #[error("{message}")]
@@ -92,13 +92,13 @@ pub enum InvokeError {
         /// The limit.
         message: String,
         /// The wasm backtrace, when wasmtime captured one.
-        backtrace: Option<String>,
+        backtrace: Option<Backtrace>,
     },
     /// The call consumed all of its fuel.
     #[error("fuel exhausted")]
     Fuel {
         /// The wasm backtrace, when wasmtime captured one.
-        backtrace: Option<String>,
+        backtrace: Option<Backtrace>,
     },
     /// Instantiation failed (not a trap).
     #[error("instantiation failed: {0}")]
@@ -157,6 +157,82 @@ impl TrapKind {
             Trap::CannotLeaveComponent => "wasm.trap.cannot_leave_component",
             _ => OTHER_TRAP,
         }
+    }
+}
+
+/// A wasm backtrace as wasmtime captured it, innermost call first, kept as
+/// frames: the invocation span prints it, Rollbar sends its frames, and
+/// nothing reads the text back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backtrace {
+    /// The calls, innermost first.
+    pub frames: Vec<Frame>,
+}
+
+/// One call in a [`Backtrace`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The module's name (`faulty.wasm`), when it has one.
+    pub module: Option<String>,
+    /// The function: its demangled name, or `<wasm function N>`.
+    pub function: String,
+    /// Where in the module, bytes.
+    pub offset: Option<usize>,
+    /// The source file, line and column, when the module has line tables.
+    pub file: Option<String>,
+    /// See `file`.
+    pub line: Option<u32>,
+    /// See `file`.
+    pub column: Option<u32>,
+}
+
+impl From<&wasmtime::WasmBacktrace> for Backtrace {
+    fn from(backtrace: &wasmtime::WasmBacktrace) -> Self {
+        let frames = (backtrace.frames().iter())
+            .map(|frame| {
+                let symbol = frame.symbols().first();
+                let name = (symbol.and_then(|symbol| symbol.name())).or(frame.func_name());
+                Frame {
+                    module: frame.module().name().map(str::to_owned),
+                    function: match name {
+                        Some(name) => rustc_demangle::demangle(name).to_string(),
+                        None => format!("<wasm function {}>", frame.func_index()),
+                    },
+                    offset: frame.module_offset(),
+                    file: symbol.and_then(|symbol| symbol.file()).map(str::to_owned),
+                    line: symbol.and_then(|symbol| symbol.line()),
+                    column: symbol.and_then(|symbol| symbol.column()),
+                }
+            })
+            .collect();
+        Backtrace { frames }
+    }
+}
+
+/// As wasmtime prints a backtrace: one line per frame, innermost first
+/// (`  2:   0x1a2b - p.wasm!p::handle`), and `at FILE:LINE:COLUMN` under
+/// a frame that has a source location.
+impl std::fmt::Display for Backtrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "error while executing at wasm backtrace:")?;
+        for (i, frame) in self.frames.iter().enumerate() {
+            write!(f, "\n  {i:>3}: ")?;
+            if let Some(offset) = frame.offset {
+                write!(f, "{offset:#8x} - ")?;
+            }
+            let module = frame.module.as_deref().unwrap_or("<unknown>");
+            write!(f, "{module}!{}", frame.function)?;
+            if let Some(file) = &frame.file {
+                write!(f, "\n                    at {file}")?;
+                if let Some(line) = frame.line {
+                    write!(f, ":{line}")?;
+                    if let Some(column) = frame.column {
+                        write!(f, ":{column}")?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -235,13 +311,13 @@ impl InvokeError {
     }
 
     /// The wasm backtrace, when the failure was a trap that has one.
-    pub(crate) fn backtrace(&self) -> Option<&str> {
+    pub(crate) fn backtrace(&self) -> Option<&Backtrace> {
         match self {
             InvokeError::Trap { backtrace, .. }
             | InvokeError::Deadline { backtrace }
             | InvokeError::Memory { backtrace, .. }
             | InvokeError::Resources { backtrace, .. }
-            | InvokeError::Fuel { backtrace } => backtrace.as_deref(),
+            | InvokeError::Fuel { backtrace } => backtrace.as_ref(),
             _ => None,
         }
     }

@@ -4,7 +4,7 @@
 
 use wasmtime::{Store, Trap, WasmBacktrace, component::ResourceTableError};
 
-use super::{InvokeError, TrapKind, state::InvocationState};
+use super::{Backtrace, InvokeError, TrapKind, state::InvocationState};
 use crate::limits::MemoryLimitExceeded;
 
 /// A failed instantiation (or proxy call) as an [`InvokeError`]: every
@@ -27,9 +27,7 @@ pub(super) fn call_error(error: wasmtime::Error, store: &Store<InvocationState>)
 /// a trap, preferring the guest's own panic message (Rust writes it to
 /// stderr before aborting).
 pub(super) fn trap(error: wasmtime::Error, stderr: &str) -> InvokeError {
-    let backtrace = error
-        .downcast_ref::<WasmBacktrace>()
-        .map(|bt| bt.to_string());
+    let backtrace = error.downcast_ref::<WasmBacktrace>().map(Backtrace::from);
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return InvokeError::Memory {
             message: limit.to_string(),
