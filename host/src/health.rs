@@ -29,18 +29,18 @@ struct Flags {
 }
 
 impl Health {
-    /// The first load (folder and references) is done.
-    pub(crate) fn loaded(&self) {
+    /// Marks the first load (folder and references) done.
+    pub(crate) fn mark_loaded(&self) {
         self.0.loaded.store(true, Ordering::Relaxed);
     }
 
-    /// The flag [`Health::loaded`] sets, for the request path.
+    /// The flag [`Health::mark_loaded`] sets, for the request path.
     pub(crate) fn first_load_done(&self) -> Arc<AtomicBool> {
         self.0.loaded.clone()
     }
 
-    /// Shutdown has begun: no longer ready, still serving.
-    pub(crate) fn draining(&self) {
+    /// Marks shutdown begun: no longer ready, still serving.
+    pub(crate) fn mark_draining(&self) {
         self.0.draining.store(true, Ordering::Relaxed);
     }
 
@@ -79,9 +79,9 @@ mod tests {
     fn ready_only_between_the_first_load_and_draining() {
         let health = Health::default();
         assert_eq!(health.readiness(), Err("loading plugins"));
-        health.loaded();
+        health.mark_loaded();
         assert_eq!(health.readiness(), Ok(()));
-        health.draining();
+        health.mark_draining();
         assert_eq!(health.readiness(), Err("draining"));
     }
 }

@@ -225,7 +225,9 @@ async fn check_plugins(config: CheckConfig) -> Result<()> {
             report.file, report.state
         );
     }
-    let failed = reports.iter().filter(|r| r.state == "failed").count();
+    let failed = (reports.iter())
+        .filter(|r| r.state == comb::plugins::LoadState::Failed)
+        .count();
     if failed > 0 {
         bail!(
             "{failed} of {} plugin file(s) failed to load",

@@ -60,7 +60,7 @@ pub use folder::SETTLE_TIME;
 use folder::{Stamp, plugin_files, read_settled};
 use load::Loader;
 pub(crate) use load::{check_header, one_line};
-pub use report::{FileReport, PluginReport};
+pub use report::{FileReport, LoadState, PluginReport, SourceKind};
 pub use routes::{Lookup, Route, RouteOwner, RoutePattern, RouteTable};
 pub(crate) use source::{Candidate, SidecarFile, Source, Update};
 

@@ -11,14 +11,44 @@ use crate::spans;
 pub struct FileReport {
     /// The file name in the plugins folder, or the registry reference.
     pub file: String,
-    /// `folder` or `registry`.
-    pub source: &'static str,
-    /// `serving`, or `failed` (with the previous version, if any, serving).
-    pub state: &'static str,
+    /// Where it comes from.
+    pub source: SourceKind,
+    /// Whether its latest version serves.
+    pub state: LoadState,
     /// Why the latest version of the file failed to load.
     pub reason: Option<String>,
     /// The plugin serving from this file, if any.
     pub plugin: Option<PluginReport>,
+}
+
+/// Where a plugin comes from, as the plugin list says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A file in the plugins folder.
+    Folder,
+    /// A registry reference.
+    Registry,
+}
+
+/// Whether a source's latest version serves, as the plugin list says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadState {
+    /// The latest version serves.
+    Serving,
+    /// The latest version failed (`reason` says why); the previous one, if
+    /// any, serves on.
+    Failed,
+}
+
+impl std::fmt::Display for LoadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            LoadState::Serving => "serving",
+            LoadState::Failed => "failed",
+        })
+    }
 }
 
 /// A serving plugin, as the plugin list shows it.
@@ -50,17 +80,16 @@ pub(super) fn report(source: &Source, entry: &FileEntry) -> FileReport {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned(),
-            "folder",
+            SourceKind::Folder,
         ),
-        Source::Reference(reference) => (reference.clone(), "registry"),
+        Source::Reference(reference) => (reference.clone(), SourceKind::Registry),
     };
     FileReport {
         file,
         source,
-        state: if entry.failure.is_some() {
-            "failed"
-        } else {
-            "serving"
+        state: match entry.failure {
+            Some(_) => LoadState::Failed,
+            None => LoadState::Serving,
         },
         reason: entry.failure.clone(),
         plugin: entry.serving.as_ref().map(|plugin| PluginReport {

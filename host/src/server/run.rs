@@ -68,7 +68,7 @@ pub async fn run(
     let pulled = (config.registry)
         .source(config.plugins.cache_dir())
         .map(crate::registry::RegistrySource::watch);
-    plugins::watch::load_and_watch(plugins, pulled, move || ready.loaded())?;
+    plugins::watch::load_and_watch(plugins, pulled, move || ready.mark_loaded())?;
     let mut connection_limits = config.connection_limits();
     // Every connection is a file descriptor: the caps of all listeners
     // together stay under the process's limit, with room for the rest.
@@ -105,7 +105,7 @@ pub async fn run(
     let draining = health.clone();
     tokio::spawn(async move {
         shutdown.await;
-        draining.draining();
+        draining.mark_draining();
         if !delay.is_zero() {
             tracing::info!(
                 "not ready (/readyz 503); serving {} ms more before draining",
