@@ -19,7 +19,7 @@ use super::views::span_view;
 pub(crate) use super::views::{
     PluginStats, Point, RouteStats, SpanView, Summary, TraceSummary, TraceView,
 };
-use crate::spans::attributes;
+use crate::spans::{attributes, millis};
 
 /// The width of one latency bucket.
 pub(crate) const BUCKET: Duration = Duration::from_secs(10);
@@ -396,10 +396,6 @@ fn int_attribute(span: &SpanData, key: &str) -> Option<i64> {
             Value::I64(v) => Some(v),
             _ => None,
         })
-}
-
-pub(super) fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }
 
 fn epoch_secs(time: SystemTime) -> u64 {

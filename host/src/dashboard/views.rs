@@ -11,7 +11,7 @@ use opentelemetry_sdk::trace::SpanData;
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
-use super::store::millis;
+use crate::spans::millis;
 
 /// Counts and percentiles over a window.
 #[derive(Debug, Clone, Serialize)]

@@ -231,9 +231,9 @@ const MAX_NAME_BYTES: usize = 64;
 /// The longest description kept; the rest is cut off.
 const MAX_DESCRIPTION_BYTES: usize = 256;
 
-/// `text` cut short for an error message.
+/// `text` cut short for an error message, at a character boundary.
 fn cut(text: &str) -> String {
-    text.chars().take(MAX_NAME_BYTES).collect()
+    text[..text.floor_char_boundary(MAX_NAME_BYTES)].to_owned()
 }
 
 /// A manifest's description as the plugin list and comb's page show it: the

@@ -87,11 +87,7 @@ impl Budget {
     fn cut(&self, mut text: String) -> String {
         let limit = self.limits.attribute_value_length;
         if text.len() > limit {
-            let mut end = limit;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
+            text.truncate(text.floor_char_boundary(limit));
             text.shrink_to_fit();
         }
         text

@@ -15,15 +15,6 @@ use opentelemetry_otlp::{
     Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
 
-use std::time::Duration;
-
-use opentelemetry_sdk::{
-    Resource,
-    error::OTelSdkResult,
-    trace::{SpanData, SpanExporter},
-};
-
-use super::otlp_http::HttpSpanExporter;
 use crate::config::{self, OtlpProtocol, OtlpTarget};
 
 /// The metric exporter for `target`, over either transport.
@@ -170,42 +161,4 @@ pub(super) fn grpc<B: WithExportConfig + WithTonicConfig>(
             (None, false) => builder.with_tls_config(tls.with_enabled_roots()),
         },
     )
-}
-
-/// The span exporter for either transport: over HTTP comb's own (see
-/// [`otlp_http`]), over gRPC the OTLP crate's.
-#[derive(Debug)]
-pub(super) enum SpanSender {
-    Http(HttpSpanExporter),
-    Grpc(opentelemetry_otlp::SpanExporter),
-}
-
-impl SpanExporter for SpanSender {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        match self {
-            SpanSender::Http(exporter) => exporter.export(batch).await,
-            SpanSender::Grpc(exporter) => exporter.export(batch).await,
-        }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        match self {
-            SpanSender::Http(exporter) => exporter.shutdown_with_timeout(timeout),
-            SpanSender::Grpc(exporter) => exporter.shutdown_with_timeout(timeout),
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        match self {
-            SpanSender::Http(exporter) => exporter.force_flush(),
-            SpanSender::Grpc(exporter) => exporter.force_flush(),
-        }
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        match self {
-            SpanSender::Http(exporter) => exporter.set_resource(resource),
-            SpanSender::Grpc(exporter) => exporter.set_resource(resource),
-        }
-    }
 }

@@ -31,13 +31,14 @@ use opentelemetry_sdk::{
     metrics::{PeriodicReader, SdkMeterProvider},
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{
-        BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanProcessor,
+        BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
+        SpanProcessor,
     },
 };
 
 use self::{
     export_queue::{Budgeted, EXPORT_QUEUE_BYTES, ExportBudget},
-    exporters::{SpanSender, grpc, http_client, metric_exporter},
+    exporters::{grpc, http_client, metric_exporter},
     on_runtime::OnRuntime,
     otlp_http::HttpSpanExporter,
 };
@@ -268,5 +269,43 @@ impl<A: SpanProcessor, B: SpanProcessor> SpanProcessor for Both<A, B> {
     fn set_resource(&mut self, resource: &Resource) {
         self.0.set_resource(resource);
         self.1.set_resource(resource);
+    }
+}
+
+/// The span exporter for either transport: over HTTP comb's own (see
+/// [`otlp_http`]), over gRPC the OTLP crate's.
+#[derive(Debug)]
+enum SpanSender {
+    Http(HttpSpanExporter),
+    Grpc(opentelemetry_otlp::SpanExporter),
+}
+
+impl SpanExporter for SpanSender {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        match self {
+            SpanSender::Http(exporter) => exporter.export(batch).await,
+            SpanSender::Grpc(exporter) => exporter.export(batch).await,
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        match self {
+            SpanSender::Http(exporter) => exporter.shutdown_with_timeout(timeout),
+            SpanSender::Grpc(exporter) => exporter.shutdown_with_timeout(timeout),
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        match self {
+            SpanSender::Http(exporter) => exporter.force_flush(),
+            SpanSender::Grpc(exporter) => exporter.force_flush(),
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        match self {
+            SpanSender::Http(exporter) => exporter.set_resource(resource),
+            SpanSender::Grpc(exporter) => exporter.set_resource(resource),
+        }
     }
 }
