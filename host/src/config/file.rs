@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use clap::{CommandFactory, FromArgMatches};
+use clap::{CommandFactory, FromArgMatches, ValueHint};
 
 use super::Cli;
 
@@ -92,7 +92,7 @@ fn config_file(args: &[OsString]) -> Option<PathBuf> {
 
 /// Makes each key of `table` the default of the flag with that long name,
 /// in every subcommand that has it, so flags and environment variables
-/// still win. Paths (`DIR`, `FILE` values) are relative to `base`.
+/// still win. Paths (the values of `PathBuf` flags) are relative to `base`.
 pub(super) fn with_file_defaults(
     mut command: clap::Command,
     table: &toml::Table,
@@ -115,9 +115,12 @@ pub(super) fn with_file_defaults(
                     return sub;
                 };
                 known = true;
-                let is_path = arg
-                    .get_value_names()
-                    .is_some_and(|names| names.iter().any(|n| *n == "DIR" || *n == "FILE"));
+                // A path flag, by its type: clap hints every `PathBuf` flag
+                // as a path (what shells complete as one, too).
+                let is_path = matches!(
+                    arg.get_value_hint(),
+                    ValueHint::AnyPath | ValueHint::FilePath | ValueHint::DirPath
+                );
                 let values: Vec<String> = match is_path {
                     true => values
                         .iter()
