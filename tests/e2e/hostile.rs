@@ -36,6 +36,15 @@ async fn serve(app: axum::Router) -> String {
     url
 }
 
+/// A new client's GET of home, answered within 15 s (`when` says while
+/// what, if it is not).
+async fn home_within_15_s(comb: &Comb, when: &str) -> reqwest::Response {
+    let home = get_response(comb.at("/api/activities/home"));
+    tokio::time::timeout(Duration::from_secs(15), home)
+        .await
+        .unwrap_or_else(|_| panic!("a new client was not answered within 15 s {when}"))
+}
+
 /// A client that connects and sends a POST head declaring a 100 000-byte
 /// body, then (in the background) one byte every 500 ms for at most 20 s;
 /// what comb answered, if it did.
@@ -79,12 +88,7 @@ async fn clients_trickling_request_bodies_are_cut_off_and_others_are_served() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    let home = tokio::time::timeout(
-        Duration::from_secs(15),
-        get_response(comb.at("/api/activities/home")),
-    )
-    .await
-    .expect("a normal client is answered while slow clients hold every connection");
+    let home = home_within_15_s(&comb, "while slow clients hold every connection").await;
     assert_eq!(home.status(), 200);
     let waited = started.elapsed();
     eprintln!("the normal client was answered after {waited:?}");
@@ -205,6 +209,8 @@ async fn a_registry_sending_endless_bodies_costs_bounded_memory_and_fails_the_re
             "--plugin-ref",
             &failing,
         ],
+        // Idle is measured before the first pull, not after it failed.
+        before_load: true,
         ..Options::default()
     });
     let idle = comb.rss_kib();
@@ -611,12 +617,7 @@ async fn served_beside_kept_alive(open_files: (u64, u64), says: &str, idle: usiz
     let address = comb.url.trim_start_matches("http://").to_owned();
     let kept = idle_keep_alive(&address, idle).await;
     assert_eq!(kept.len(), idle);
-    let answered = tokio::time::timeout(
-        Duration::from_secs(15),
-        get_response(comb.at("/api/activities/home")),
-    )
-    .await
-    .expect("a new client is served beside the kept-alive ones");
+    let answered = home_within_15_s(&comb, "beside the kept-alive ones").await;
     assert_eq!(answered.status(), 200);
 }
 

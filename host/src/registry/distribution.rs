@@ -189,7 +189,9 @@ impl Distribution {
         let authorization = match challenge {
             Some(Challenge::Bearer { realm, service }) => {
                 let scope = format!("repository:{}:pull", reference.repository());
-                self.token(&realm, service.as_deref(), &scope, auth).await?
+                let registry = reference.resolve_registry();
+                self.token(&realm, service.as_deref(), &scope, auth, registry)
+                    .await?
             }
             Some(Challenge::Basic) | None => match auth {
                 RegistryAuth::Basic(user, password) => basic(user, password)?,
@@ -213,13 +215,16 @@ impl Distribution {
         service: Option<&str>,
         scope: &str,
         auth: &RegistryAuth,
+        registry: &str,
     ) -> Result<HeaderValue> {
         let mut query = vec![("scope", scope)];
         if let Some(service) = service {
             query.push(("service", service));
         }
         let mut request = self.client.get(realm).query(&query);
-        if let RegistryAuth::Basic(user, password) = auth {
+        if let RegistryAuth::Basic(user, password) = auth
+            && may_send_credentials(realm, registry)
+        {
             request = request.basic_auth(user, Some(password));
         }
         let response = request
@@ -263,6 +268,22 @@ impl Distribution {
     fn manifest_url(&self, reference: &Reference, name: &str) -> String {
         format!("{}/manifests/{name}", self.repository_url(reference))
     }
+}
+
+/// Whether the credentials for `registry` may go to the token `realm` its
+/// challenge names: over HTTPS, or to the registry's own host. A registry
+/// names its realm itself; a hostile one must not get a password sent in
+/// clear text to an address of its choosing.
+fn may_send_credentials(realm: &str, registry: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(realm) else {
+        return false;
+    };
+    let host = match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => return false,
+    };
+    url.scheme() == "https" || host == registry
 }
 
 /// A tag or a digest: what names the manifest in its URL.
@@ -462,6 +483,27 @@ mod tests {
             Challenge::Basic
         );
         assert_eq!(Challenge::parse("Bearer"), Challenge::Basic);
+    }
+
+    #[test]
+    fn credentials_go_to_a_realm_over_https_or_on_the_registrys_own_host() {
+        assert!(may_send_credentials(
+            "https://auth.example/token",
+            "registry.example"
+        ));
+        assert!(may_send_credentials(
+            "http://127.0.0.1:5000/token",
+            "127.0.0.1:5000"
+        ));
+        assert!(!may_send_credentials(
+            "http://collect.example/token",
+            "127.0.0.1:5000"
+        ));
+        assert!(!may_send_credentials(
+            "http://127.0.0.1:6000/token",
+            "127.0.0.1:5000"
+        ));
+        assert!(!may_send_credentials("not a url", "127.0.0.1:5000"));
     }
 
     #[test]
