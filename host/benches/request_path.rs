@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use comb::{
     limits::Limits,
-    plugins::{Lookup, Plugins, Route, RouteOwner, RouteTable},
+    plugins::{Lookup, Plugins, Route, RouteMethod, RouteOwner, RouteTable},
     runtime::{EngineConfig, RoutedRequest, Runtime},
     server::{AppState, app},
     spans,
@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("route lookup (4 plugins, parameter route)", |b| {
         b.iter(|| {
             matches!(
-                table.lookup("GET", "/api/activities/@worf"),
+                table.lookup(&http::Method::GET, "/api/activities/@worf"),
                 Lookup::Found { .. }
             )
         })
@@ -88,12 +88,12 @@ fn bench(c: &mut Criterion) {
         big.add(
             (0..size)
                 .map(|i| Route {
-                    method: "GET".to_owned(),
+                    method: RouteMethod::Only(http::Method::GET),
                     pattern: format!("/other/{i}/:id").parse().unwrap(),
                     target: Owner,
                 })
                 .chain(std::iter::once(Route {
-                    method: "GET".to_owned(),
+                    method: RouteMethod::Only(http::Method::GET),
                     pattern: "/api/activities/@:handle".parse().unwrap(),
                     target: Owner,
                 }))
@@ -103,7 +103,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(size.to_string(), |b| {
             b.iter(|| {
                 matches!(
-                    big.lookup("GET", "/api/activities/@worf"),
+                    big.lookup(&http::Method::GET, "/api/activities/@worf"),
                     Lookup::Found { .. }
                 )
             })
@@ -111,7 +111,8 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    let Lookup::Found { route, .. } = table.lookup("GET", "/api/activities/home") else {
+    let Lookup::Found { route, .. } = table.lookup(&http::Method::GET, "/api/activities/home")
+    else {
         panic!("no route")
     };
     let plugin = route.target.clone();

@@ -69,9 +69,11 @@ impl ApiError {
     pub(crate) fn method_not_allowed(
         method: &http::Method,
         path: &str,
-        allowed: &[String],
+        allowed: &[http::Method],
     ) -> Self {
-        let allow = allowed.join(", ");
+        let allow = (allowed.iter().map(http::Method::as_str))
+            .collect::<Vec<_>>()
+            .join(", ");
         ApiError {
             headers: vec![(header::ALLOW, allow.clone())],
             ..Self::new(

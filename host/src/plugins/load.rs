@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::{
-    Plugin, RoutePattern, SidecarFile,
+    Plugin, RouteMethod, RoutePattern, SidecarFile,
     sidecar::{self, Sidecar},
 };
 use crate::{
@@ -26,11 +26,6 @@ use crate::{
     runtime::{Manifest, PreparedPlugin, Runtime, warm::WarmInstances},
     spans::{self, PluginIdentity, attributes},
 };
-
-/// The HTTP methods a manifest may route; `*` is any method.
-const METHODS: [&str; 8] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "*",
-];
 
 /// What loading a file takes, cloned into each load so that loads run
 /// side by side while the table is published as each one ends.
@@ -137,8 +132,8 @@ async fn load_file(
         Some(file) => sidecar::parse(&file.text, &file.path)?,
         None => Sidecar::default(),
     };
-    let limits = defaults.with(&sidecar.limits).map_err(anyhow::Error::msg)?;
-    let sandbox = sidecar.sandbox.resolve().map_err(anyhow::Error::msg)?;
+    let limits = defaults.with(&sidecar.limits)?;
+    let sandbox = sidecar.sandbox.resolve()?;
     // Hashing (up to 256 MiB from a registry) and compiling are CPU-bound
     // and can take a while: keep them off the async workers that serve
     // requests.
@@ -252,7 +247,7 @@ fn check_manifest(
     manifest: &Manifest,
     sidecar: &Sidecar,
     max_routes: usize,
-) -> Result<Vec<(String, RoutePattern)>> {
+) -> Result<Vec<(RouteMethod, RoutePattern)>> {
     // Name and version go on every span and metric of the plugin's calls.
     let name_ok = !manifest.name.is_empty()
         && manifest.name.len() <= MAX_NAME_BYTES
@@ -301,15 +296,7 @@ fn check_manifest(
     }
     routes
         .into_iter()
-        .map(|(method, pattern)| {
-            if !METHODS.contains(&method) {
-                bail!(
-                    "route method {method:?} is not one of {}",
-                    METHODS.join(", ")
-                );
-            }
-            Ok((method.to_owned(), pattern.parse()?))
-        })
+        .map(|(method, pattern)| Ok((method.parse()?, pattern.parse()?)))
         .collect()
 }
 
@@ -347,7 +334,7 @@ mod tests {
     fn a_manifest_is_checked_name_methods_patterns_and_count() {
         let none = Sidecar::default();
         let routes = check_manifest(&manifest("home", &[("GET", "/a/:b")]), &none, 10).unwrap();
-        assert_eq!(routes[0].0, "GET");
+        assert_eq!(routes[0].0.to_string(), "GET");
         assert_eq!(&**routes[0].1.shared(), "/a/:b");
         for (bad, expected) in [
             (
@@ -405,7 +392,7 @@ mod tests {
         let routes = check_manifest(&manifest("home", &[("GET", "/a")]), &sidecar, 10).unwrap();
         assert_eq!(routes.len(), 1);
         assert_eq!(
-            (routes[0].0.as_str(), &**routes[0].1.shared()),
+            (routes[0].0.to_string().as_str(), &**routes[0].1.shared()),
             ("POST", "/x")
         );
     }

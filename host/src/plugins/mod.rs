@@ -61,7 +61,7 @@ use folder::{Stamp, plugin_files, read_settled};
 use load::Loader;
 pub(crate) use load::{check_header, one_line};
 pub use report::{FileReport, LoadState, PluginReport, SourceKind};
-pub use routes::{Lookup, Route, RouteOwner, RoutePattern, RouteTable};
+pub use routes::{Lookup, Route, RouteMethod, RouteOwner, RoutePattern, RouteTable};
 pub(crate) use source::{Candidate, SidecarFile, Source, Update};
 
 /// The default cap on routes per plugin: the Cruddur services declare one
@@ -90,7 +90,7 @@ pub struct Plugin {
     /// `REF@sha256:...` for a plugin pulled from a registry.
     pub artifact: Option<String>,
     /// The routes it serves (the sidecar's, else the manifest's).
-    pub routes: Vec<(String, RoutePattern)>,
+    pub routes: Vec<(RouteMethod, RoutePattern)>,
     /// When it was loaded.
     pub loaded_at: SystemTime,
     /// How it was compiled.

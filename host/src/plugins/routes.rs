@@ -33,8 +33,73 @@ enum Segment {
     Rest,
 }
 
-/// The method of a route that serves every method.
-pub(crate) const ANY_METHOD: &str = "*";
+/// The method a route serves: one HTTP method, or `*` for any method
+/// (after a route naming it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMethod {
+    /// This method only (a `GET` route serves `HEAD` too, when no route
+    /// names `HEAD`).
+    Only(http::Method),
+    /// `*`: any method.
+    Any,
+}
+
+impl RouteMethod {
+    /// The methods a manifest may route, besides `*`: those a browser or
+    /// API client sends to an application (not `CONNECT` or `TRACE`).
+    pub const ROUTABLE: [http::Method; 7] = [
+        http::Method::GET,
+        http::Method::HEAD,
+        http::Method::POST,
+        http::Method::PUT,
+        http::Method::DELETE,
+        http::Method::PATCH,
+        http::Method::OPTIONS,
+    ];
+
+    /// Whether this route method and `other` can serve the same request.
+    fn overlaps(&self, other: &RouteMethod) -> bool {
+        match (self, other) {
+            (RouteMethod::Only(one), RouteMethod::Only(other)) => one == other,
+            _ => true,
+        }
+    }
+}
+
+/// A route method that is neither `*` nor one of [`RouteMethod::ROUTABLE`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("route method {method:?} is not one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, *")]
+pub struct MethodError {
+    /// The method as written, cut to its first 32 characters.
+    pub method: String,
+}
+
+impl FromStr for RouteMethod {
+    type Err = MethodError;
+
+    /// Upper case, as HTTP methods are case-sensitive (RFC 9110 9.1).
+    fn from_str(text: &str) -> Result<Self, MethodError> {
+        if text == "*" {
+            return Ok(RouteMethod::Any);
+        }
+        RouteMethod::ROUTABLE
+            .into_iter()
+            .find(|method| method.as_str() == text)
+            .map(RouteMethod::Only)
+            .ok_or_else(|| MethodError {
+                method: text.chars().take(32).collect(),
+            })
+    }
+}
+
+impl fmt::Display for RouteMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteMethod::Only(method) => f.write_str(method.as_str()),
+            RouteMethod::Any => f.write_str("*"),
+        }
+    }
+}
 
 /// The longest route pattern accepted: a plugin's pattern names every span
 /// and metric of the requests it serves.
@@ -193,8 +258,8 @@ pub trait RouteOwner {
 /// One route and what serves it (a plugin, in comb).
 #[derive(Clone)]
 pub struct Route<P> {
-    /// The upper-case HTTP method.
-    pub method: String,
+    /// The method it serves.
+    pub method: RouteMethod,
     /// The path pattern.
     pub pattern: RoutePattern,
     /// What serves it.
@@ -329,8 +394,8 @@ pub enum Lookup<'a, P> {
     MethodNotAllowed {
         /// The most specific matching pattern.
         pattern: &'a RoutePattern,
-        /// The methods that pattern's path does serve.
-        allowed: Vec<String>,
+        /// The methods that pattern's path does serve, sorted.
+        allowed: Vec<http::Method>,
     },
     /// No route matches the path.
     NotFound,
@@ -341,7 +406,7 @@ pub enum Lookup<'a, P> {
 #[error("route {method} {pattern} is already served by plugin {owner:?}")]
 pub struct RouteClash {
     /// The method.
-    pub method: String,
+    pub method: RouteMethod,
     /// The clashing pattern.
     pub pattern: String,
     /// The plugin that already serves it.
@@ -355,15 +420,12 @@ impl<P: RouteOwner> RouteTable<P> {
     /// its route.
     pub fn add(&mut self, routes: Vec<Route<P>>) -> Result<(), RouteClash> {
         for new in &routes {
-            let overlaps = |method: &str| {
-                method == new.method || method == ANY_METHOD || new.method == ANY_METHOD
-            };
             if let Some(existing) = self
                 .root
                 .routes(&new.pattern.segments)
                 .iter()
                 .map(|&index| &self.routes[index])
-                .find(|r| overlaps(&r.method))
+                .find(|r| r.method.overlaps(&new.method))
             {
                 return Err(RouteClash {
                     method: new.method.clone(),
@@ -382,14 +444,15 @@ impl<P: RouteOwner> RouteTable<P> {
 
     /// The route among `candidates` (one shape) that serves `method`: one
     /// naming it, else a `*` one.
-    fn serving(&self, candidates: &[usize], method: &str) -> Option<usize> {
-        let with = |wanted: &str| {
+    fn serving(&self, candidates: &[usize], method: &http::Method) -> Option<usize> {
+        let with = |wanted: &dyn Fn(&RouteMethod) -> bool| {
             candidates
                 .iter()
                 .copied()
-                .find(|&index| self.routes[index].method == wanted)
+                .find(|&index| wanted(&self.routes[index].method))
         };
-        with(method).or_else(|| with(ANY_METHOD))
+        with(&|route| matches!(route, RouteMethod::Only(named) if named == method))
+            .or_else(|| with(&|route| *route == RouteMethod::Any))
     }
 
     /// Every route, in the order added.
@@ -399,16 +462,17 @@ impl<P: RouteOwner> RouteTable<P> {
 
     /// Finds the route for `method` and `path`. `HEAD` falls back to `GET`;
     /// a `*` route serves any method, after a route naming it.
-    pub fn lookup(&self, method: &str, path: &str) -> Lookup<'_, P> {
+    pub fn lookup(&self, method: &http::Method, path: &str) -> Lookup<'_, P> {
         let parts: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
         let found = self
             .root
             .search(&parts, &|candidates| self.serving(candidates, method))
             .or_else(|| {
-                (method == "HEAD")
+                (method == http::Method::HEAD)
                     .then(|| {
-                        self.root
-                            .search(&parts, &|candidates| self.serving(candidates, "GET"))
+                        self.root.search(&parts, &|candidates| {
+                            self.serving(candidates, &http::Method::GET)
+                        })
                     })
                     .flatten()
             });
@@ -427,13 +491,17 @@ impl<P: RouteOwner> RouteTable<P> {
             return Lookup::NotFound;
         };
         let pattern = &self.routes[first].pattern;
-        let mut allowed: Vec<String> = self
+        // No `*` route is among them, or it would have served the request.
+        let mut allowed: Vec<http::Method> = self
             .root
             .routes(&pattern.segments)
             .iter()
-            .map(|&index| self.routes[index].method.clone())
+            .filter_map(|&index| match &self.routes[index].method {
+                RouteMethod::Only(method) => Some(method.clone()),
+                RouteMethod::Any => None,
+            })
             .collect();
-        allowed.sort();
+        allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         allowed.dedup();
         Lookup::MethodNotAllowed { pattern, allowed }
     }
@@ -524,7 +592,7 @@ mod tests {
         for (method, text, owner) in routes {
             table
                 .add(vec![Route {
-                    method: (*method).into(),
+                    method: method.parse().unwrap(),
                     pattern: pattern(text),
                     target: *owner,
                 }])
@@ -538,7 +606,7 @@ mod tests {
         method: &str,
         path: &str,
     ) -> Option<(&'static str, Vec<(String, String)>)> {
-        match table.lookup(method, path) {
+        match table.lookup(&method.parse().unwrap(), path) {
             Lookup::Found { route, params } => Some((route.target, params)),
             _ => None,
         }
@@ -573,14 +641,17 @@ mod tests {
             Some(("home", vec![]))
         );
         assert!(matches!(
-            table.lookup("GET", "/api/activities/home/"),
+            table.lookup(&http::Method::GET, "/api/activities/home/"),
             Lookup::NotFound
         ));
-        assert!(matches!(table.lookup("GET", "/nothing"), Lookup::NotFound));
-        match table.lookup("GET", "/api/activities/1/reply") {
+        assert!(matches!(
+            table.lookup(&http::Method::GET, "/nothing"),
+            Lookup::NotFound
+        ));
+        match table.lookup(&http::Method::GET, "/api/activities/1/reply") {
             Lookup::MethodNotAllowed { pattern, allowed } => {
                 assert_eq!(&**pattern.shared(), "/api/activities/:uuid/reply");
-                assert_eq!(allowed, vec!["POST".to_owned()]);
+                assert_eq!(allowed, vec![http::Method::POST]);
             }
             _ => panic!("expected 405"),
         }
@@ -592,12 +663,12 @@ mod tests {
         let clash = table
             .add(vec![
                 Route {
-                    method: "GET".into(),
+                    method: "GET".parse().unwrap(),
                     pattern: pattern("/other"),
                     target: "second",
                 },
                 Route {
-                    method: "GET".into(),
+                    method: "GET".parse().unwrap(),
                     pattern: pattern("/api/activities/:id"),
                     target: "second",
                 },
@@ -608,7 +679,7 @@ mod tests {
         assert!(
             table
                 .add(vec![Route {
-                    method: "POST".into(),
+                    method: "POST".parse().unwrap(),
                     pattern: pattern("/api/activities/:id"),
                     target: "second"
                 }])
@@ -649,7 +720,7 @@ mod tests {
                 .filter(|p| p.matches(&parts).is_some())
                 .max_by(|a, b| a.specificity().cmp(b.specificity()))
                 .map(|p| p.to_string());
-            let found = match table.lookup("GET", path) {
+            let found = match table.lookup(&http::Method::GET, path) {
                 Lookup::Found { route, .. } => Some(route.pattern.to_string()),
                 _ => None,
             };
@@ -682,18 +753,33 @@ mod tests {
         let mut clashing = RouteTable::default();
         clashing
             .add(vec![Route {
-                method: "GET".into(),
+                method: "GET".parse().unwrap(),
                 pattern: pattern("/x/..."),
                 target: "a",
             }])
             .unwrap();
         let clash = clashing
             .add(vec![Route {
-                method: "*".into(),
+                method: "*".parse().unwrap(),
                 pattern: pattern("/x/..."),
                 target: "b",
             }])
             .unwrap_err();
         assert_eq!(clash.owner, "a");
+    }
+
+    #[test]
+    fn a_route_method_is_a_routable_method_in_upper_case_or_any() {
+        assert_eq!("*".parse(), Ok(RouteMethod::Any));
+        assert_eq!("PATCH".parse(), Ok(RouteMethod::Only(http::Method::PATCH)));
+        for refused in ["get", "CONNECT", "TRACE", "BREW", "", "**"] {
+            let error = refused.parse::<RouteMethod>().unwrap_err();
+            assert_eq!(error.method, refused);
+        }
+        assert_eq!(RouteMethod::Any.to_string(), "*");
+        assert!(RouteMethod::Any.overlaps(&RouteMethod::Only(http::Method::GET)));
+        assert!(
+            !RouteMethod::Only(http::Method::PUT).overlaps(&RouteMethod::Only(http::Method::GET))
+        );
     }
 }

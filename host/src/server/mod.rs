@@ -114,7 +114,7 @@ async fn serve_request(
     // A full Arc, not a guard: the table must outlive a long plugin call
     // without pinning arc-swap's fast-path slots.
     let table = state.routes.load_full();
-    let lookup = table.lookup(parts.method.as_str(), parts.uri.path());
+    let lookup = table.lookup(&parts.method, parts.uri.path());
     // Borrowed from the table, which outlives the request: no copies.
     let (route, identity) = match &lookup {
         Lookup::Found { route, .. } => {
@@ -248,7 +248,7 @@ async fn call_plugin(
                 limit: limits.max_response_body,
             });
         }
-        framing::into_http(response).map_err(InvokeError::InvalidResponse)
+        framing::into_http(response).map_err(InvokeError::from)
     });
     match answer {
         Ok(response) => (response, None),
