@@ -196,21 +196,38 @@ pub struct LimitsOverride {
     pub max_instance_reuse_count: Option<u32>,
 }
 
+/// Why a sidecar's `[limits]` cannot apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// A plugin may lower comb's memory limit, not raise it.
+    #[error("limits.memory_bytes = {asked} is above comb's --memory-limit of {limit} bytes")]
+    AboveMemoryLimit {
+        /// The sidecar's value.
+        asked: usize,
+        /// comb's `--memory-limit`.
+        limit: usize,
+    },
+    /// Fuel is metered for every plugin or none (an engine setting).
+    #[error("limits.fuel is set but fuel metering is off: start comb with --fuel")]
+    FuelOff,
+    /// A zero would not lift the limit but refuse every call.
+    #[error("limits.{0} must be at least 1")]
+    Zero(&'static str),
+}
+
 impl Limits {
     /// These limits with a sidecar's overrides applied, or why they cannot be.
-    pub fn with(self, overrides: &LimitsOverride) -> Result<Limits, String> {
+    pub fn with(self, overrides: &LimitsOverride) -> Result<Limits, LimitsError> {
         if let Some(memory) = overrides.memory_bytes
             && memory > self.memory_bytes
         {
-            return Err(format!(
-                "limits.memory_bytes = {memory} is above comb's --memory-limit of {} bytes",
-                self.memory_bytes
-            ));
+            return Err(LimitsError::AboveMemoryLimit {
+                asked: memory,
+                limit: self.memory_bytes,
+            });
         }
         if overrides.fuel.is_some() && self.fuel.is_none() {
-            return Err(
-                "limits.fuel is set but fuel metering is off: start comb with --fuel".to_owned(),
-            );
+            return Err(LimitsError::FuelOff);
         }
         // A zero would not lift the limit but refuse every call.
         let zeros = [
@@ -235,7 +252,7 @@ impl Limits {
             ("http_timeout_ms", overrides.http_timeout_ms == Some(0)),
         ];
         if let Some((key, _)) = zeros.iter().find(|(_, zero)| *zero) {
-            return Err(format!("limits.{key} must be at least 1"));
+            return Err(LimitsError::Zero(key));
         }
         Ok(Limits {
             deadline: overrides
@@ -359,12 +376,17 @@ mod tests {
             memory_bytes: Some(base.memory_bytes + 1),
             ..Default::default()
         };
-        assert!(base.with(&higher).unwrap_err().contains("--memory-limit"));
+        assert!(
+            base.with(&higher)
+                .unwrap_err()
+                .to_string()
+                .contains("--memory-limit")
+        );
         let fuel = LimitsOverride {
             fuel: Some(5),
             ..Default::default()
         };
-        assert!(base.with(&fuel).unwrap_err().contains("--fuel"));
+        assert!(base.with(&fuel).unwrap_err().to_string().contains("--fuel"));
         assert_eq!(
             base.max_instance_reuse_count, 1,
             "a fresh instance per call"
@@ -377,7 +399,12 @@ mod tests {
             base.with(&reuse(100)).unwrap().max_instance_reuse_count,
             100
         );
-        assert!(base.with(&reuse(0)).unwrap_err().contains("at least 1"));
+        assert!(
+            base.with(&reuse(0))
+                .unwrap_err()
+                .to_string()
+                .contains("at least 1")
+        );
     }
 
     #[test]
@@ -398,7 +425,10 @@ mod tests {
             let mut zero = LimitsOverride::default();
             set(&mut zero);
             let error = Limits::default().with(&zero).unwrap_err();
-            assert_eq!(error, format!("limits.{key} must be at least 1"));
+            assert_eq!(
+                error.to_string(),
+                format!("limits.{key} must be at least 1")
+            );
         }
         // Zero bodies are a choice (a route that takes no body), not a mistake.
         let no_body = LimitsOverride {

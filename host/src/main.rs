@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
-use comb::rollbar::GuestErrorLayer;
 use comb::{
     config::{
         CheckConfig, Cli, Command, Exporter, LoadError, PluginsConfig, PushConfig, ServeConfig,
@@ -74,8 +73,6 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        // Plugins' error log lines, to Rollbar when that is turned on.
-        .with(GuestErrorLayer)
         .init();
     if let Some(file) = config_file {
         tracing::info!(

@@ -15,10 +15,9 @@
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     net::IpAddr,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
@@ -28,12 +27,10 @@ use http::{HeaderMap, Method, Uri};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::{sync::mpsc, task::JoinHandle};
-use tracing::field::{Field, Visit};
-use tracing_subscriber::{Layer, layer::Context as LayerContext};
 
 use crate::{
     config::RollbarConfig,
-    runtime::{Backtrace, InvokeError, guest_log::GUEST_LOG},
+    runtime::{Backtrace, GuestErrorLine, GuestErrors, InvokeError},
     spans::PluginIdentity,
 };
 
@@ -189,9 +186,23 @@ impl Rollbar {
         self.send("deploy", body);
     }
 
+    /// From now on, plugins' error-level log lines become message items, as
+    /// pyrollbar's logging handler sends them: the runtime fills the
+    /// channel returned, a task drains it (until every sender is gone).
+    pub(crate) fn guest_errors(self: &Arc<Self>) -> GuestErrors {
+        let (errors, mut lines) = GuestErrors::channel();
+        let rollbar = self.clone();
+        tokio::spawn(async move {
+            while let Some(line) = lines.recv().await {
+                rollbar.message(&line);
+            }
+        });
+        errors
+    }
+
     /// Queues a message item for a plugin's error-level log line, within
     /// the plugin's rate.
-    fn message(&self, line: &LogLine) {
+    fn message(&self, line: &GuestErrorLine) {
         if !self.admit(&line.plugin) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -371,61 +382,6 @@ impl Rollbar {
                 "custom": custom,
             }
         })
-    }
-}
-
-/// The reporter plugins' error-level log lines go to, once the server has
-/// turned that on ([`report_guest_errors`]).
-static GUEST_ERRORS: OnceLock<Arc<Rollbar>> = OnceLock::new();
-
-/// Sends plugins' error-level log lines to `rollbar` as message items from
-/// now on (for the life of the process).
-pub(crate) fn report_guest_errors(rollbar: Arc<Rollbar>) {
-    let _ = GUEST_ERRORS.set(rollbar);
-}
-
-/// A `tracing` layer that turns a plugin's error-level log line (the `log`
-/// interface at `error`, logged on target `comb::guest`) into a Rollbar
-/// message item, as pyrollbar's logging handler does. It does nothing until
-/// the server turns it on (`--rollbar-guest-errors`).
-pub struct GuestErrorLayer;
-
-impl<S: tracing::Subscriber> Layer<S> for GuestErrorLayer {
-    fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
-        let metadata = event.metadata();
-        if *metadata.level() != tracing::Level::ERROR || metadata.target() != GUEST_LOG {
-            return;
-        }
-        let Some(rollbar) = GUEST_ERRORS.get() else {
-            return;
-        };
-        let mut line = LogLine::default();
-        event.record(&mut line);
-        rollbar.message(&line);
-    }
-}
-
-/// The fields of a guest's log line, as `guest_log` writes them.
-#[derive(Default)]
-struct LogLine {
-    message: String,
-    plugin: String,
-    trace_id: String,
-    span_id: String,
-    fields: String,
-}
-
-impl Visit for LogLine {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let slot = match field.name() {
-            "message" => &mut self.message,
-            "plugin" => &mut self.plugin,
-            "trace_id" => &mut self.trace_id,
-            "span_id" => &mut self.span_id,
-            "fields" => &mut self.fields,
-            _ => return,
-        };
-        let _ = write!(slot, "{value:?}");
     }
 }
 

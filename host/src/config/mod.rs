@@ -56,16 +56,26 @@ pub(crate) const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
 /// not mean "none" or "no limit" but refuse everything (no connection
 /// accepted, every call overloaded or past its deadline, every span
 /// dropped, every outgoing call timed out).
-pub(crate) fn at_least_one<T>(text: &str) -> Result<T, String>
+pub(crate) fn at_least_one<T>(text: &str) -> Result<T, AtLeastOneError<T::Err>>
 where
     T: std::str::FromStr + PartialEq + From<u8>,
-    T::Err: std::fmt::Display,
 {
     match text.parse::<T>() {
-        Ok(value) if value == T::from(0) => Err("must be at least 1".to_owned()),
+        Ok(value) if value == T::from(0) => Err(AtLeastOneError::Zero),
         Ok(value) => Ok(value),
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(AtLeastOneError::NotANumber(error)),
     }
+}
+
+/// Why a value is not a count of at least 1 (clap prints it after the flag).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AtLeastOneError<E> {
+    /// Zero.
+    #[error("must be at least 1")]
+    Zero,
+    /// Not a number of the flag's type.
+    #[error(transparent)]
+    NotANumber(E),
 }
 
 /// comb serves HTTP routes from WebAssembly component plugins and traces

@@ -4,6 +4,8 @@
 //! `comb::guest`) with the trace id, span id and plugin name. A call may
 //! log [`MAX_LINES`] lines and [`MAX_BYTES`] bytes; past that, lines are
 //! counted (`plugin.log.dropped` on the invocation span), not kept.
+//! Error-level lines also go, typed, to [`GuestErrors`] when a reporter
+//! (Rollbar) asked for them.
 
 use std::{
     io,
@@ -45,6 +47,43 @@ pub(crate) const MAX_LINE_BYTES: usize = 8 * 1024;
 /// the tail, where a panic message is.
 pub(crate) const STDERR_TAIL: usize = 64 * 1024;
 
+/// Error lines waiting for the reporter; past that they are dropped, so
+/// a plugin logging errors in a loop costs a slow reporter bounded memory.
+const ERROR_QUEUE: usize = 256;
+
+/// A plugin's error-level log line, as a reporter receives it.
+#[derive(Debug, Clone)]
+pub struct GuestErrorLine {
+    /// The plugin that logged it.
+    pub plugin: String,
+    /// The message.
+    pub message: String,
+    /// Its fields, rendered `key=value ...`.
+    pub fields: String,
+    /// The trace it was logged in (hex).
+    pub trace_id: String,
+    /// The span it was logged on (hex).
+    pub span_id: String,
+}
+
+/// Where plugins' error-level lines go: a bounded channel, filled by every
+/// call and drained by the reporter.
+#[derive(Debug, Clone)]
+pub struct GuestErrors(tokio::sync::mpsc::Sender<GuestErrorLine>);
+
+impl GuestErrors {
+    /// A channel of [`ERROR_QUEUE`] lines; the reporter reads the receiver.
+    pub fn channel() -> (Self, tokio::sync::mpsc::Receiver<GuestErrorLine>) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(ERROR_QUEUE);
+        (GuestErrors(sender), receiver)
+    }
+
+    fn send(&self, line: GuestErrorLine) {
+        // Full or closed: the line is still in comb's log and on the span.
+        let _ = self.0.try_send(line);
+    }
+}
+
 /// The semconv attribute naming the stream a line came from.
 const LOG_IOSTREAM: &str = "log.iostream";
 
@@ -56,6 +95,7 @@ pub(crate) struct GuestLog(Arc<Mutex<LogState>>);
 struct LogState {
     plugin: StringValue,
     current: CurrentSpan,
+    errors: Option<GuestErrors>,
     lines: usize,
     bytes: usize,
     dropped: u64,
@@ -65,11 +105,17 @@ struct LogState {
 }
 
 impl GuestLog {
-    /// Nothing logged yet by `plugin`, whose current span `current` follows.
-    pub(crate) fn new(plugin: StringValue, current: CurrentSpan) -> Self {
+    /// Nothing logged yet by `plugin`, whose current span `current` follows;
+    /// error lines also go to `errors`.
+    pub(crate) fn new(
+        plugin: StringValue,
+        current: CurrentSpan,
+        errors: Option<GuestErrors>,
+    ) -> Self {
         GuestLog(Arc::new(Mutex::new(LogState {
             plugin,
             current,
+            errors,
             lines: 0,
             bytes: 0,
             dropped: 0,
@@ -171,7 +217,18 @@ impl LogState {
             Level::Debug => line!(tracing::Level::DEBUG),
             Level::Info => line!(tracing::Level::INFO),
             Level::Warn => line!(tracing::Level::WARN),
-            Level::Error => line!(tracing::Level::ERROR),
+            Level::Error => {
+                line!(tracing::Level::ERROR);
+                if let Some(errors) = &self.errors {
+                    errors.send(GuestErrorLine {
+                        plugin: self.plugin.to_string(),
+                        message: message.to_owned(),
+                        fields: rendered,
+                        trace_id: context.trace_id().to_string(),
+                        span_id: context.span_id().to_string(),
+                    });
+                }
+            }
         }
     }
 
@@ -341,7 +398,7 @@ mod tests {
             Default::default(),
             1,
         );
-        GuestLog::new("p".into(), spans.current_span())
+        GuestLog::new("p".into(), spans.current_span(), None)
     }
 
     fn log(log: &mut GuestLog, message: &str, value: &str) {

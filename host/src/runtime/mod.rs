@@ -41,8 +41,9 @@ use wasmtime::{
 };
 
 pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
+pub use guest_log::{GuestErrorLine, GuestErrors};
 use guest_pool::{CallPanicked, GuestPool};
-pub use outcome::{Backtrace, ERROR_TYPES, Frame, InvokeError, TrapKind};
+pub use outcome::{Backtrace, ERROR_TYPES, Frame, InvalidResponse, InvokeError, TrapKind};
 use proxy::ProxyPre;
 use sandbox::Sandbox;
 use state::InvocationState;
@@ -149,6 +150,8 @@ pub struct Runtime {
     cache: Option<Cache>,
     /// Held while compiling.
     compiling: std::sync::Mutex<()>,
+    /// Where plugins' error-level log lines go besides comb's log.
+    guest_errors: Option<GuestErrors>,
 }
 
 /// How a plugin's code was compiled.
@@ -240,7 +243,15 @@ impl Runtime {
             fuel: settings.fuel,
             cache,
             compiling: std::sync::Mutex::new(()),
+            guest_errors: None,
         })
+    }
+
+    /// Sends plugins' error-level log lines to `errors` too (Rollbar's
+    /// `--rollbar-guest-errors`).
+    pub fn report_guest_errors(mut self, errors: GuestErrors) -> Self {
+        self.guest_errors = Some(errors);
+        self
     }
 
     /// Runs `call` (a plugin call, or a manifest read) on the guest pool
@@ -336,7 +347,14 @@ impl Runtime {
             ..*limits
         };
         let file = StringValue::from(file.to_owned());
-        let state = InvocationState::new(tracer, load, &file, &Sandbox::default(), &limits);
+        let state = InvocationState::new(
+            tracer,
+            load,
+            &file,
+            &Sandbox::default(),
+            &limits,
+            self.guest_errors.clone(),
+        );
         let mut store = self.store(pre.engine(), state, &limits)?;
         let describe = async {
             let plugin = pre.instantiate_async(&mut store).await?;
@@ -522,6 +540,7 @@ impl Runtime {
             guest.name,
             guest.sandbox,
             guest.limits,
+            self.guest_errors.clone(),
         );
         let mut store = self
             .store(guest.pre.engine(), state, guest.limits)

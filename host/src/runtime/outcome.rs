@@ -118,7 +118,37 @@ pub enum InvokeError {
     },
     /// The response is not valid HTTP (a status, headers past their limits).
     #[error("invalid response: {0}")]
-    InvalidResponse(String),
+    InvalidResponse(#[from] InvalidResponse),
+}
+
+/// Why a plugin's answer cannot be sent as an HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidResponse {
+    /// Not a final status (1xx are comb's to send, not a plugin's).
+    #[error("status {0} is not a final HTTP status")]
+    Status(u16),
+    /// More headers than a response may carry.
+    #[error("{count} headers, more than the {max} allowed")]
+    TooManyHeaders {
+        /// The headers the plugin sent.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More header bytes (names and values) than a response may carry.
+    #[error("{bytes} bytes of headers, more than the {max} allowed")]
+    HeadersTooLarge {
+        /// The bytes the plugin sent.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A header name that is not a token.
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    /// A header value with bytes a header may not hold; named by its header.
+    #[error("invalid value for header {0}")]
+    HeaderValue(String),
 }
 
 /// The kind of a trap that is not one of comb's limits.
@@ -347,8 +377,8 @@ impl InvokeError {
             | InvokeError::Memory { message, .. }
             | InvokeError::Resources { message, .. }
             | InvokeError::Instantiate(message)
-            | InvokeError::Host(message)
-            | InvokeError::InvalidResponse(message) => message.clone(),
+            | InvokeError::Host(message) => message.clone(),
+            InvokeError::InvalidResponse(reason) => reason.to_string(),
             other => other.to_string(),
         }
     }
@@ -376,7 +406,7 @@ mod tests {
             InvokeError::Host("h".into()),
             InvokeError::Overloaded,
             InvokeError::ResponseTooLarge { limit: 1 },
-            InvokeError::InvalidResponse("r".into()),
+            InvokeError::InvalidResponse(InvalidResponse::Status(99)),
             InvokeError::Trap {
                 kind: TrapKind::Panic,
                 message: "p".into(),

@@ -114,7 +114,25 @@ pub(crate) async fn call(
         ProxyPre::P2(pre) => call_p2(pre, store, request, max_body, deadline).await?,
         ProxyPre::P3(pre) => call_p3(pre, store, request, max_body, deadline).await?,
     };
-    Ok(answered.map_err(|message| InvokeError::Guest(HandlerError::Internal(message))))
+    Ok(answered.map_err(|failed| InvokeError::Guest(HandlerError::Internal(failed.to_string()))))
+}
+
+/// Why a proxy that ran gave no response comb can send: the guest's
+/// failure (a 500), not comb's.
+#[derive(Debug, thiserror::Error)]
+enum NoResponse {
+    /// The component answered with a wasi:http error code.
+    #[error("the component answered {0}")]
+    ErrorCode(String),
+    /// The handler returned and the outparam was never set.
+    #[error("the component returned without setting a response")]
+    NotSet,
+    /// The body stream failed.
+    #[error("reading the response body: {0}")]
+    Body(String),
+    /// The guest left its body unfinished past the call's deadline.
+    #[error("the response body did not end by the deadline")]
+    Unfinished,
 }
 
 /// Where a proxy call failed: instantiating it, or in its handler (a trap,
@@ -156,7 +174,7 @@ async fn call_p2(
     request: http::Request<Bytes>,
     max_body: usize,
     deadline: std::time::Instant,
-) -> Result<Result<http::Response<Bytes>, String>, ProxyFailure> {
+) -> Result<Result<http::Response<Bytes>, NoResponse>, ProxyFailure> {
     let proxy = (pre.instantiate_async(&mut *store).await).map_err(ProxyFailure::Instantiate)?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (incoming, outparam) = {
@@ -174,8 +192,8 @@ async fn call_p2(
     let read = async {
         let response = match receiver.await {
             Ok(Ok(response)) => response,
-            Ok(Err(code)) => return Err(format!("the component answered {code:?}")),
-            Err(_) => return Err("the component returned without setting a response".to_owned()),
+            Ok(Err(code)) => return Err(NoResponse::ErrorCode(format!("{code:?}"))),
+            Err(_) => return Err(NoResponse::NotSet),
         };
         let (parts, body) = response.into_parts();
         let body = read_body(body, max_body).await?;
@@ -207,7 +225,7 @@ async fn call_p3(
     request: http::Request<Bytes>,
     max_body: usize,
     deadline: std::time::Instant,
-) -> Result<Result<http::Response<Bytes>, String>, ProxyFailure> {
+) -> Result<Result<http::Response<Bytes>, NoResponse>, ProxyFailure> {
     let service = (pre.instantiate_async(&mut *store).await).map_err(ProxyFailure::Instantiate)?;
     let (request, request_io) =
         p3::Request::from_http(store.data_mut().http().hooks, request.map(Full::new));
@@ -215,7 +233,7 @@ async fn call_p3(
         .run_concurrent(async |accessor| {
             let response = match service.handle(accessor, request).await? {
                 Ok(response) => response,
-                Err(code) => return Ok(Err(format!("the component answered {code:?}"))),
+                Err(code) => return Ok(Err(NoResponse::ErrorCode(format!("{code:?}")))),
             };
             // Errors reading the request body reach the guest through the
             // response's transmit future, as in `wasmtime serve`.
@@ -234,7 +252,7 @@ async fn call_p3(
 }
 
 /// A response body read whole, or its first `max_body + 1` bytes.
-async fn read_body<B>(mut body: B, max_body: usize) -> Result<Bytes, String>
+async fn read_body<B>(mut body: B, max_body: usize) -> Result<Bytes, NoResponse>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -247,7 +265,7 @@ where
                     bytes.extend_from_slice(&data);
                 }
             }
-            Some(Err(error)) => return Err(format!("reading the response body: {error}")),
+            Some(Err(error)) => return Err(NoResponse::Body(error.to_string())),
             None => break,
         }
     }
@@ -258,11 +276,11 @@ where
 /// unfinished must not hold the call past it.
 async fn until<T>(
     deadline: std::time::Instant,
-    read: impl Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    read: impl Future<Output = Result<T, NoResponse>>,
+) -> Result<T, NoResponse> {
     tokio::time::timeout_at(deadline.into(), read)
         .await
-        .unwrap_or_else(|_| Err("the response body did not end by the deadline".to_owned()))
+        .unwrap_or(Err(NoResponse::Unfinished))
 }
 
 #[cfg(test)]

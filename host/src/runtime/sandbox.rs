@@ -59,8 +59,8 @@ pub(crate) struct DirGrant {
 
 /// Parses one `[sandbox] http` grant: `host`, `host:port`, `[v6]` or
 /// `[v6]:port`; host names compare case-insensitively.
-fn http_grant(grant: &str) -> Result<(String, Option<u16>), String> {
-    let bad = || format!("sandbox.http: {grant:?} is not host, host:port or [ipv6]:port");
+fn http_grant(grant: &str) -> Result<(String, Option<u16>), SandboxError> {
+    let bad = || SandboxError::HttpGrant(grant.to_owned());
     let (host, port) = match grant.strip_prefix('[') {
         Some(bracketed) => {
             let (host, rest) = bracketed.split_once(']').ok_or_else(bad)?;
@@ -98,6 +98,20 @@ impl HttpGrants {
     }
 }
 
+/// A sidecar's `[sandbox]` grant that cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SandboxError {
+    /// A directory to mount that is not one on the host.
+    #[error("sandbox.dirs: {} is not a directory", .0.display())]
+    NotADirectory(std::path::PathBuf),
+    /// A TCP destination that is not `ip:port` or `ip:*`.
+    #[error("sandbox.connect: {0:?} is not ip:port or ip:*")]
+    ConnectGrant(String),
+    /// An HTTP destination that is not a host with an optional port.
+    #[error("sandbox.http: {0:?} is not host, host:port or [ipv6]:port")]
+    HttpGrant(String),
+}
+
 /// A plugin's sandbox, resolved once at load: environment values read,
 /// destinations parsed.
 #[derive(Debug, Default, Clone)]
@@ -111,14 +125,9 @@ pub(crate) struct Sandbox {
 impl SandboxGrants {
     /// Resolves the grants: reads the named host variables (a missing one
     /// is simply not passed) and checks directories and destinations.
-    pub(crate) fn resolve(&self) -> Result<Sandbox, String> {
-        for dir in &self.dirs {
-            if !dir.host.is_dir() {
-                return Err(format!(
-                    "sandbox.dirs: {} is not a directory",
-                    dir.host.display()
-                ));
-            }
+    pub(crate) fn resolve(&self) -> Result<Sandbox, SandboxError> {
+        if let Some(dir) = self.dirs.iter().find(|dir| !dir.host.is_dir()) {
+            return Err(SandboxError::NotADirectory(dir.host.clone()));
         }
         let mut env: Vec<(String, String)> = self
             .env
@@ -130,28 +139,21 @@ impl SandboxGrants {
             .connect
             .iter()
             .map(|grant| {
-                let (host, port) = grant
-                    .rsplit_once(':')
-                    .ok_or_else(|| format!("sandbox.connect: {grant:?} is not ip:port"))?;
-                let ip = host
-                    .trim_matches(['[', ']'])
-                    .parse()
-                    .map_err(|_| format!("sandbox.connect: {host:?} is not an IP address"))?;
+                let bad = || SandboxError::ConnectGrant(grant.clone());
+                let (host, port) = grant.rsplit_once(':').ok_or_else(bad)?;
+                let ip = host.trim_matches(['[', ']']).parse().map_err(|_| bad())?;
                 let port = match port {
                     "*" => None,
-                    port => Some(
-                        port.parse()
-                            .map_err(|_| format!("sandbox.connect: bad port {port:?}"))?,
-                    ),
+                    port => Some(port.parse().map_err(|_| bad())?),
                 };
                 Ok((ip, port))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, SandboxError>>()?;
         let http = self
             .http
             .iter()
             .map(|grant| http_grant(grant))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, SandboxError>>()?;
         Ok(Sandbox {
             dirs: self.dirs.clone(),
             env,

@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::{
-    guest_log::{self, GuestLog},
+    guest_log::{self, GuestErrors, GuestLog},
     http_client::ClientHooks,
     sandbox::Sandbox,
     span_api::{self, SpanApiCtx, SpanApiView},
@@ -45,13 +45,15 @@ pub(crate) struct InvocationState {
 }
 
 impl InvocationState {
-    /// State for one call whose invocation span is in `invocation`.
+    /// State for one call whose invocation span is in `invocation`; the
+    /// guest's error lines also go to `errors`.
     pub(crate) fn new(
         tracer: Arc<BoxedTracer>,
         invocation: Context,
         plugin_name: &StringValue,
         sandbox: &Sandbox,
         limits: &Limits,
+        errors: Option<GuestErrors>,
     ) -> Self {
         const FIRST: u32 = 1;
         let spans = SpanApiCtx::new(
@@ -61,7 +63,7 @@ impl InvocationState {
             limits.telemetry,
             FIRST,
         );
-        let log = GuestLog::new(plugin_name.clone(), spans.current_span());
+        let log = GuestLog::new(plugin_name.clone(), spans.current_span(), errors);
         // Handles and header maps cost comb memory outside the guest's
         // linear memory: both are bounded (see `limits`).
         let mut table = ResourceTable::new();

@@ -4,7 +4,7 @@
 use axum::{body::Body, response::Response};
 use http::{HeaderName, HeaderValue, StatusCode, header};
 
-use crate::runtime::Answer;
+use crate::runtime::{Answer, InvalidResponse};
 
 /// Headers that describe the connection or the message's framing, not the
 /// response: comb frames what it sends (hyper writes `content-length` or
@@ -36,7 +36,7 @@ pub(crate) const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
 
 /// A plugin's response as HTTP, or why it is not a valid one. comb owns
 /// the framing: see [`FRAMING_HEADERS`].
-pub(super) fn into_http(answer: Answer) -> Result<Response, String> {
+pub(super) fn into_http(answer: Answer) -> Result<Response, InvalidResponse> {
     let (status, mut headers, body) = match answer {
         Answer::Record(record) => {
             let headers = header_map(record.headers)?;
@@ -54,7 +54,7 @@ pub(super) fn into_http(answer: Answer) -> Result<Response, String> {
     let status = StatusCode::from_u16(status)
         .ok()
         .filter(|status| (200..=599).contains(&status.as_u16()))
-        .ok_or_else(|| format!("status {status} is not a final HTTP status"))?;
+        .ok_or(InvalidResponse::Status(status))?;
     // Headers that `connection` names are hop-by-hop too (RFC 9110 7.6.1).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -74,17 +74,17 @@ pub(super) fn into_http(answer: Answer) -> Result<Response, String> {
 
 /// A response record's headers as a header map, checked before any is
 /// added.
-fn header_map(fields: Vec<(String, String)>) -> Result<http::HeaderMap, String> {
+fn header_map(fields: Vec<(String, String)>) -> Result<http::HeaderMap, InvalidResponse> {
     let bytes = (fields.iter())
         .map(|(name, value)| name.len() + value.len())
         .sum();
     check_header_size(fields.len(), bytes)?;
     let mut headers = http::HeaderMap::with_capacity(fields.len());
     for (name, value) in fields {
-        let name = HeaderName::try_from(name.as_str())
-            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let name =
+            HeaderName::try_from(name.as_str()).map_err(|_| InvalidResponse::HeaderName(name))?;
         let value = HeaderValue::try_from(value.as_str())
-            .map_err(|_| format!("invalid value for header {name}"))?;
+            .map_err(|_| InvalidResponse::HeaderValue(name.to_string()))?;
         headers.append(name, value);
     }
     Ok(headers)
@@ -92,16 +92,18 @@ fn header_map(fields: Vec<(String, String)>) -> Result<http::HeaderMap, String> 
 
 /// Whether `count` headers of `bytes` bytes (names and values) are within
 /// [`MAX_RESPONSE_HEADERS`] and [`MAX_RESPONSE_HEADER_BYTES`].
-fn check_header_size(count: usize, bytes: usize) -> Result<(), String> {
+fn check_header_size(count: usize, bytes: usize) -> Result<(), InvalidResponse> {
     if count > MAX_RESPONSE_HEADERS {
-        return Err(format!(
-            "{count} headers, more than the {MAX_RESPONSE_HEADERS} allowed"
-        ));
+        return Err(InvalidResponse::TooManyHeaders {
+            count,
+            max: MAX_RESPONSE_HEADERS,
+        });
     }
     if bytes > MAX_RESPONSE_HEADER_BYTES {
-        return Err(format!(
-            "{bytes} bytes of headers, more than the {MAX_RESPONSE_HEADER_BYTES} allowed"
-        ));
+        return Err(InvalidResponse::HeadersTooLarge {
+            bytes,
+            max: MAX_RESPONSE_HEADER_BYTES,
+        });
     }
     Ok(())
 }

@@ -33,18 +33,21 @@ pub async fn run(
     admin: Option<(TcpListener, Recorder)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let runtime = Arc::new(
-        Runtime::new(&config.plugins.engine(&config.limits)).context("creating the wasm engine")?,
-    );
+    let rollbar = Rollbar::start(&config.rollbar)
+        .context("setting up Rollbar")?
+        .map(Arc::new);
+    let mut runtime =
+        Runtime::new(&config.plugins.engine(&config.limits)).context("creating the wasm engine")?;
+    if let Some(rollbar) = rollbar.as_ref().filter(|_| config.rollbar.guest_errors) {
+        runtime = runtime.report_guest_errors(rollbar.guest_errors());
+    }
+    let runtime = Arc::new(runtime);
     tracing::info!(
         pooling = runtime.pooled(),
         fuel = runtime.fuel(),
         "wasm engine ready; default limits: {:?}",
         config.limits()
     );
-    let rollbar = Rollbar::start(&config.rollbar)
-        .context("setting up Rollbar")?
-        .map(Arc::new);
     let mut plugins = Plugins::new(
         runtime.clone(),
         config.plugins.plugins.clone(),
@@ -53,9 +56,6 @@ pub async fn run(
     )
     .trace_loads(config.trace_loads);
     if let Some(rollbar) = rollbar.clone() {
-        if config.rollbar.guest_errors {
-            crate::rollbar::report_guest_errors(rollbar.clone());
-        }
         // Rollbar shows which build of a plugin an error started with.
         plugins = plugins.on_loaded(move |plugin| {
             rollbar.deploy(&plugin.name, &plugin.version, &plugin.digest);

@@ -7,7 +7,7 @@ struct RouteBomb;
 
 impl Plugin for RouteBomb {
     fn manifest() -> Manifest {
-        (0..200_000).fold(Manifest::new("route_bomb", "0.0.1"), |m, i| {
+        (0..20_000).fold(Manifest::new("route_bomb", "0.0.1"), |m, i| {
             m.route("GET", &format!("/bomb/{i}/:id"))
         })
     }
