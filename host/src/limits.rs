@@ -95,7 +95,7 @@ pub struct Limits {
     pub max_host_resources: usize,
     /// Calls one instance may serve: 1, the default, is a fresh instance
     /// per call. More keeps instances warm between calls
-    /// (`runtime::warm`), for large guests (Python, JavaScript)
+    /// (`runtime::reuse`), for large guests (Python, JavaScript)
     /// whose instantiation costs more than their handler.
     pub max_instance_reuse_count: u32,
 }
@@ -192,7 +192,7 @@ pub struct LimitsOverride {
     /// Host-side resources one call may hold at once.
     pub max_host_resources: Option<usize>,
     /// Calls one instance may serve before a fresh one replaces it; above 1
-    /// the plugin's own state outlives a call (see `runtime::warm`).
+    /// the plugin's own state outlives a call (see `runtime::reuse`).
     pub max_instance_reuse_count: Option<u32>,
 }
 

@@ -328,6 +328,12 @@ impl Rollbar {
         let error_type = error.error_type();
         let message = cut(&error.message(), MAX_TEXT);
         let frames = error.backtrace().map(frames).unwrap_or_default();
+        // A panic is summed up by its own message, not its header.
+        let panic = error.panic();
+        let summary = panic.map_or_else(
+            || message.lines().next().unwrap_or_default(),
+            |panic| panic.message,
+        );
         let mut custom = Map::new();
         custom.insert("trace_id".into(), json!(trace_id));
         custom.insert("span_id".into(), json!(span_id));
@@ -359,8 +365,8 @@ impl Rollbar {
                 "framework": "comb",
                 "context": format!("{} {}", request.method, request.route),
                 "uuid": uuid::Uuid::new_v4().to_string(),
-                "fingerprint": fingerprint(plugin.name.as_str(), error_type, &message, &frames),
-                "title": cut(&format!("{}: {error_type}: {}", plugin.name.as_str(), summary(&message)), MAX_TITLE),
+                "fingerprint": fingerprint(plugin.name.as_str(), error_type, panic.map(|panic| panic.location), &frames),
+                "title": cut(&format!("{}: {error_type}: {summary}", plugin.name.as_str()), MAX_TITLE),
                 "body": {
                     "trace": {
                         "frames": frames,
@@ -403,20 +409,20 @@ fn level(error: &InvokeError) -> &'static str {
 /// Items group by plugin, `error.type` and where it happened: the panic's
 /// location when there is one, else the innermost frame of the plugin's
 /// own code. Never by message, which may hold request data.
-fn fingerprint(plugin: &str, error_type: &str, message: &str, frames: &[Value]) -> String {
-    let panic_location = message
-        .lines()
-        .find_map(|line| line.split_once("panicked at ").map(|(_, at)| at))
-        .map(|at| at.trim_end_matches(':').to_owned());
+fn fingerprint(
+    plugin: &str,
+    error_type: &str,
+    panic_location: Option<&str>,
+    frames: &[Value],
+) -> String {
     let top = panic_location.or_else(|| {
         // Frames are oldest first: the innermost is last.
         (frames.iter().rev())
             .filter_map(|frame| frame["method"].as_str())
             .find(|method| !is_runtime_frame(method))
-            .map(str::to_owned)
     });
     let mut hash = Sha256::new();
-    for part in [plugin, error_type, top.as_deref().unwrap_or_default()] {
+    for part in [plugin, error_type, top.unwrap_or_default()] {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
@@ -431,17 +437,6 @@ fn is_runtime_frame(method: &str) -> bool {
         || method.starts_with("__rust")
         || method.starts_with("<unknown>")
         || method.starts_with("<wasm function")
-}
-
-/// One line that says what failed: a panic's own message rather than its
-/// `thread '…' panicked at …` header.
-fn summary(message: &str) -> &str {
-    let mut lines = message.lines();
-    let first = lines.next().unwrap_or_default();
-    match first.contains("panicked at") {
-        true => lines.next().unwrap_or(first),
-        false => first,
-    }
 }
 
 /// A backtrace as Rollbar frames, oldest call first: the module stands in
@@ -638,28 +633,12 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_is_summed_up_by_its_message() {
-        let panic = "thread '<unnamed>' (1) panicked at src/lib.rs:21:32:\nboom\nnote: ...";
-        assert_eq!(summary(panic), "boom");
-        assert_eq!(summary("memory limit of 64 MiB"), "memory limit of 64 MiB");
-    }
-
-    #[test]
     fn items_group_by_plugin_type_and_place_never_by_message() {
         let frames = frames(&backtrace());
-        let a = fingerprint("p", "wasm.trap.unreachable_code_reached", "one", &frames);
-        let b = fingerprint("p", "wasm.trap.unreachable_code_reached", "two", &frames);
-        let other = fingerprint("q", "wasm.trap.unreachable_code_reached", "one", &frames);
-        assert_eq!(a, b);
+        let a = fingerprint("p", "wasm.trap.unreachable_code_reached", None, &frames);
+        let other = fingerprint("q", "wasm.trap.unreachable_code_reached", None, &frames);
         assert_ne!(a, other);
-        let panic = |at: &str| {
-            fingerprint(
-                "p",
-                "wasm.panic",
-                &format!("thread '<unnamed>' panicked at {at}:\nboom"),
-                &frames,
-            )
-        };
+        let panic = |at: &str| fingerprint("p", "wasm.panic", Some(at), &frames);
         assert_eq!(panic("src/lib.rs:20:5"), panic("src/lib.rs:20:5"));
         assert_ne!(panic("src/lib.rs:20:5"), panic("src/lib.rs:30:5"));
     }

@@ -23,7 +23,7 @@ use super::{
 use crate::{
     limits::Limits,
     metrics::Metrics,
-    runtime::{Manifest, PreparedPlugin, Runtime, warm::WarmInstances},
+    runtime::{Manifest, PreparedPlugin, Runtime, reuse::IdleInstances},
     spans::{self, PluginIdentity, attributes},
 };
 
@@ -195,11 +195,11 @@ async fn load_file(
         loaded_at: SystemTime::now(),
         compiled,
         slots: Arc::new(Semaphore::new(limits.max_concurrency)),
-        idle: WarmInstances::new(limits.max_concurrency),
+        idle: IdleInstances::new(limits.max_concurrency),
         limits,
         sandbox,
         pre,
-        warm: AtomicBool::new(false),
+        called: AtomicBool::new(false),
     })
 }
 

@@ -52,7 +52,7 @@ use crate::{
     metrics::Metrics,
     runtime::{
         Answer, CallStats, Compiled, Guest, InvokeError, PreparedPlugin, RoutedRequest, Runtime,
-        sandbox::Sandbox, warm::WarmInstances,
+        reuse::IdleInstances, sandbox::Sandbox,
     },
     spans::PluginIdentity,
 };
@@ -106,10 +106,10 @@ pub struct Plugin {
     tracer: Arc<BoxedTracer>,
     /// Name, version and digest as every request's telemetry carries them.
     identity: PluginIdentity,
-    /// Set after the first call: that call is the cold start.
-    warm: AtomicBool,
+    /// Set by the first call: that call is the cold start.
+    called: AtomicBool,
     /// Its instances between calls, when its limits allow reuse.
-    idle: WarmInstances,
+    idle: IdleInstances,
 }
 
 impl RouteOwner for Arc<Plugin> {
@@ -132,7 +132,7 @@ impl Plugin {
 
     /// Whether this is the first call since the plugin was loaded.
     pub(crate) fn take_coldstart(&self) -> bool {
-        !self.warm.swap(true, Ordering::Relaxed)
+        !self.called.swap(true, Ordering::Relaxed)
     }
 
     /// Runs one request in a fresh instance (or, when its limits allow
@@ -157,7 +157,7 @@ impl Plugin {
                         name: &plugin.identity.name,
                         limits: &plugin.limits,
                         sandbox: &plugin.sandbox,
-                        warm: &plugin.idle,
+                        idle: &plugin.idle,
                     },
                     request,
                     invocation,

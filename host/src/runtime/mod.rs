@@ -1,7 +1,7 @@
 //! The wasmtime side of comb: one engine and linker for all plugins (and a
 //! second for WASI 0.3 components: [`Runtime`] says why), a fresh store
 //! and instance per call (or a warm one, for a plugin whose sidecar opts
-//! into reuse: `warm`).
+//! into reuse: `reuse`).
 //!
 //! Following wasmtime's own `serve`: compile a component once, link it once
 //! into an [`InstancePre`] (here the
@@ -10,20 +10,22 @@
 //! instantiate from the pre-linked component and call the export. A fresh instance per
 //! request is comb's isolation promise: nothing leaks between requests —
 //! unless a plugin's deployer trades it, for that plugin's own calls only,
-//! for speed (`warm`).
+//! for speed (`reuse`).
 //! The deadline bounds the whole call, host calls included, and a long
 //! call moves off the request path's threads (`guest_pool`).
 
 pub mod bindings;
+mod function_cache;
 pub(crate) mod guest_log;
 pub(crate) mod guest_pool;
 pub(crate) mod http_client;
 pub(crate) mod outcome;
+mod panic;
 pub(crate) mod proxy;
+pub(crate) mod reuse;
 pub(crate) mod sandbox;
 pub(crate) mod span_api;
 mod state;
-pub(crate) mod warm;
 
 mod engine;
 mod traps;
@@ -33,6 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use opentelemetry::{Context, StringValue, global::BoxedTracer, trace::TraceContextExt};
 use wasmtime::{
@@ -41,13 +44,15 @@ use wasmtime::{
 };
 
 pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
+use function_cache::FunctionCache;
 pub use guest_log::{GuestErrorLine, GuestErrors};
 use guest_pool::{CallPanicked, GuestPool};
 pub use outcome::{Backtrace, ERROR_TYPES, Frame, InvalidResponse, InvokeError, TrapKind};
+pub use panic::GuestPanic;
 use proxy::ProxyPre;
+use reuse::{IdleInstance, IdleInstances};
 use sandbox::Sandbox;
 use state::InvocationState;
-use warm::{WarmInstance, WarmInstances};
 
 use engine::CONCURRENT_POOL_INSTANCES;
 pub use engine::EngineConfig;
@@ -176,7 +181,7 @@ pub(crate) struct Guest<'a> {
     /// What the call may reach.
     pub sandbox: &'a Sandbox,
     /// Its idle instances, when it reuses them.
-    pub warm: &'a WarmInstances,
+    pub idle: &'a IdleInstances,
 }
 
 /// What one call took and used.
@@ -225,8 +230,15 @@ impl Runtime {
         }
         let cache = match &settings.cache_dir {
             Some(dir) => {
+                // Each cache in a folder of its own: wasmtime's cleanup
+                // deletes whatever it does not know in its folder (the
+                // registry's layers, once, when it was the whole cache).
+                let _ = std::fs::remove_dir_all(dir.join("modules"));
                 let mut cache_config = CacheConfig::new();
-                cache_config.with_directory(dir);
+                cache_config.with_directory(dir.join("compiled"));
+                let functions = FunctionCache::open(&dir.join("functions"))
+                    .with_context(|| format!("opening {}", dir.join("functions").display()))?;
+                config.enable_incremental_compilation(Arc::new(functions))?;
                 Some(Cache::new(cache_config)?)
             }
             None => None,
@@ -471,8 +483,8 @@ impl Runtime {
         let started = Instant::now();
         let limits = guest.limits;
         let request = Request::from(request);
-        let (mut store, instantiated) = match guest.warm.take() {
-            Some(WarmInstance { mut store, plugin }) => {
+        let (mut store, instantiated) = match guest.idle.take() {
+            Some(IdleInstance { mut store, plugin }) => {
                 let clocked = invocation.span().is_recording();
                 store.data_mut().next_call(
                     guest.tracer.clone(),
@@ -519,7 +531,7 @@ impl Runtime {
         if let Some(plugin) = sound
             && store.data().call() < limits.max_instance_reuse_count
         {
-            guest.warm.put(WarmInstance { store, plugin });
+            guest.idle.put(IdleInstance { store, plugin });
         }
         (result, stats)
     }

@@ -7,7 +7,7 @@
 use http::StatusCode;
 use wasmtime::Trap;
 
-use super::HandlerError;
+use super::{HandlerError, panic::GuestPanic};
 
 /// Every `error.type` comb gives a failed call, each a low-cardinality
 /// constant.
@@ -364,6 +364,18 @@ impl InvokeError {
                 | InvokeError::Fuel { .. }
                 | InvokeError::Host(_)
         )
+    }
+
+    /// Where a Rust guest panicked and what it said, when it did.
+    pub fn panic(&self) -> Option<GuestPanic<'_>> {
+        match self {
+            InvokeError::Trap {
+                kind: TrapKind::Panic,
+                message,
+                ..
+            } => GuestPanic::parse(message),
+            _ => None,
+        }
     }
 
     /// The text for the span's status and the error answer: the guest's

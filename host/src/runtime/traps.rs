@@ -42,17 +42,7 @@ pub(super) fn trap(error: wasmtime::Error, stderr: &str) -> InvokeError {
             backtrace,
         };
     }
-    let panic = stderr
-        .lines()
-        .position(|line| line.contains("panicked at"))
-        .map(|start| {
-            stderr
-                .lines()
-                .skip(start)
-                .take(8)
-                .collect::<Vec<_>>()
-                .join("\n")
-        });
+    let panic = super::panic::report(stderr);
     match (panic, error.downcast_ref::<Trap>()) {
         (_, Some(Trap::Interrupt)) => InvokeError::Deadline { backtrace },
         (_, Some(Trap::OutOfFuel)) => InvokeError::Fuel { backtrace },

@@ -25,24 +25,24 @@ use wasmtime::Store;
 use super::{bindings::Plugin, state::InvocationState};
 
 /// One plugin's idle instances.
-pub(crate) struct WarmInstances {
-    idle: Mutex<Vec<WarmInstance>>,
+pub(crate) struct IdleInstances {
+    idle: Mutex<Vec<IdleInstance>>,
     /// How many may wait: each holds a pooling slot and its memory.
     keep: usize,
 }
 
 /// An instance between two calls, with the store it lives in.
-pub(super) struct WarmInstance {
+pub(super) struct IdleInstance {
     pub store: Store<InvocationState>,
     pub plugin: Plugin,
 }
 
-impl WarmInstances {
+impl IdleInstances {
     /// Room for as many idle instances as calls run in parallel on this
     /// machine's cores: more would be waiting memory, not speed.
     pub(crate) fn new(max_concurrency: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        WarmInstances {
+        IdleInstances {
             idle: Mutex::new(Vec::new()),
             keep: cores.max(2).min(max_concurrency),
         }
@@ -50,12 +50,12 @@ impl WarmInstances {
 
     /// The most recently used idle instance, if any (its pages are the
     /// likeliest to be in cache).
-    pub(super) fn take(&self) -> Option<WarmInstance> {
+    pub(super) fn take(&self) -> Option<IdleInstance> {
         self.idle().pop()
     }
 
     /// Keeps `instance` for a later call, unless enough are kept already.
-    pub(super) fn put(&self, instance: WarmInstance) {
+    pub(super) fn put(&self, instance: IdleInstance) {
         let mut idle = self.idle();
         if idle.len() < self.keep {
             idle.push(instance);
@@ -66,7 +66,7 @@ impl WarmInstances {
         drop(instance);
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<WarmInstance>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleInstance>> {
         // A store's drop cannot leave the list half-changed.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
