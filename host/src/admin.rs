@@ -5,7 +5,7 @@ use axum::{Json, Router, extract::State, routing::get};
 
 use crate::{
     dashboard::Recorder,
-    plugins::{FileReport, SharedReports},
+    plugins::{SharedReports, SourceReport},
 };
 
 /// The admin app: comb's page at `/_comb/` with its JSON under
@@ -19,6 +19,6 @@ pub(crate) fn app(reports: SharedReports, recorder: Recorder) -> Router {
         .merge(recorder.routes())
 }
 
-async fn list_plugins(State(reports): State<SharedReports>) -> Json<Vec<FileReport>> {
+async fn list_plugins(State(reports): State<SharedReports>) -> Json<Vec<SourceReport>> {
     Json(reports.load().as_ref().clone())
 }

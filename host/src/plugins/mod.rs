@@ -60,7 +60,7 @@ pub use folder::SETTLE_TIME;
 use folder::{Stamp, plugin_files, read_settled};
 use load::Loader;
 pub(crate) use load::{check_header, one_line};
-pub use report::{FileReport, LoadState, PluginReport, SourceKind};
+pub use report::{LoadState, PluginReport, SourceKind, SourceReport};
 pub use routes::{Lookup, Route, RouteMethod, RouteOwner, RoutePattern, RouteTable};
 pub(crate) use source::{Candidate, SidecarFile, Source, Update};
 
@@ -72,7 +72,7 @@ pub const DEFAULT_MAX_ROUTES: usize = 1000;
 pub(crate) type SharedRoutes = Arc<ArcSwap<RouteTable<Arc<Plugin>>>>;
 
 /// The per-file reports the admin list shows, swapped whole on reload.
-pub(crate) type SharedReports = Arc<ArcSwap<Vec<FileReport>>>;
+pub(crate) type SharedReports = Arc<ArcSwap<Vec<SourceReport>>>;
 
 /// A loaded plugin: its identity, its routes and its pre-linked component.
 pub struct Plugin {
@@ -182,16 +182,17 @@ type OnLoaded = Arc<dyn Fn(&Plugin) + Send + Sync>;
 pub struct Plugins {
     dir: PathBuf,
     loader: Loader,
-    files: BTreeMap<Source, FileEntry>,
+    sources: BTreeMap<Source, SourceState>,
     routes: SharedRoutes,
     reports: SharedReports,
     /// Told of each plugin that starts serving (a deploy, for Rollbar).
     on_loaded: Option<OnLoaded>,
 }
 
-/// What the lifecycle knows about one file.
+/// What the lifecycle knows about one source: a folder file or a registry
+/// reference.
 #[derive(Default)]
-pub(super) struct FileEntry {
+pub(super) struct SourceState {
     /// sha256 of the `.wasm` and sidecar bytes last tried.
     key: String,
     /// The `.wasm`'s and sidecar's metadata when they were last read.
@@ -222,7 +223,7 @@ impl Plugins {
                 metrics: Metrics::new(),
                 trace_loads: true,
             },
-            files: BTreeMap::new(),
+            sources: BTreeMap::new(),
             routes: Arc::default(),
             reports: Arc::default(),
             on_loaded: None,
@@ -263,7 +264,7 @@ impl Plugins {
     pub async fn reload(&mut self) -> Result<ReloadOutcome> {
         let mut outcome = ReloadOutcome::default();
         let files = plugin_files(&self.dir)?;
-        self.files.retain(|source, entry| {
+        self.sources.retain(|source, entry| {
             let Source::File(file) = source else {
                 return true;
             };
@@ -278,7 +279,7 @@ impl Plugins {
         for file in &files {
             let source = Source::File(file.clone());
             let stamp = Stamp::of(file);
-            if let Some(entry) = self.files.get(&source)
+            if let Some(entry) = self.sources.get(&source)
                 && stamp.is_some()
                 && entry.stamp == stamp
             {
@@ -302,13 +303,13 @@ impl Plugins {
                 Err(error) => {
                     let reason = one_line(&error);
                     tracing::error!(file = %file.display(), "plugin rejected: {reason}");
-                    let entry = self.files.entry(source).or_default();
+                    let entry = self.sources.entry(source).or_default();
                     entry.key.clear();
                     entry.failure = Some(reason);
                     continue;
                 }
             };
-            if let Some(entry) = self.files.get_mut(&source)
+            if let Some(entry) = self.sources.get_mut(&source)
                 && entry.key == key
             {
                 entry.stamp = stamp;
@@ -340,13 +341,19 @@ impl Plugins {
             match update {
                 Update::Pulled(candidate) => to_load.push(*candidate),
                 Update::Current { reference } => {
-                    let entry = self.files.entry(Source::Reference(reference)).or_default();
+                    let entry = self
+                        .sources
+                        .entry(Source::Reference(reference))
+                        .or_default();
                     if entry.serving.is_some() {
                         entry.failure = None;
                     }
                 }
                 Update::Failed { reference, reason } => {
-                    let entry = self.files.entry(Source::Reference(reference)).or_default();
+                    let entry = self
+                        .sources
+                        .entry(Source::Reference(reference))
+                        .or_default();
                     entry.failure = Some(reason);
                 }
             }
@@ -383,7 +390,7 @@ impl Plugins {
             })
             .collect();
         while let Some((source, key, stamp, loaded)) = loads.next().await {
-            let entry = self.files.entry(source.clone()).or_default();
+            let entry = self.sources.entry(source.clone()).or_default();
             entry.key = key;
             entry.stamp = stamp;
             let mut candidates = BTreeMap::new();
@@ -403,13 +410,13 @@ impl Plugins {
     /// version, if any, stays.
     fn publish(&mut self, mut candidates: BTreeMap<Source, Arc<Plugin>>) {
         let mut table = RouteTable::default();
-        for (file, entry) in &self.files {
+        for (file, entry) in &self.sources {
             if let (Some(serving), false) = (&entry.serving, candidates.contains_key(file)) {
                 // These coexisted in the previous table, so they cannot clash.
                 let _ = table.add(routes_of(serving));
             }
         }
-        for (source, entry) in &mut self.files {
+        for (source, entry) in &mut self.sources {
             let Some(candidate) = candidates.remove(source) else {
                 continue;
             };
@@ -441,7 +448,7 @@ impl Plugins {
             }
         }
         let reports = self
-            .files
+            .sources
             .iter()
             .map(|(source, entry)| report::report(source, entry))
             .collect();

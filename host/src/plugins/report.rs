@@ -3,12 +3,13 @@
 
 use serde::Serialize;
 
-use super::{FileEntry, Source};
+use super::{Source, SourceState};
 use crate::spans;
 
-/// One plugin file as the plugin list shows it.
+/// One source (a folder file or a registry reference) as the plugin list
+/// shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct FileReport {
+pub struct SourceReport {
     /// The file name in the plugins folder, or the registry reference.
     pub file: String,
     /// Where it comes from.
@@ -73,7 +74,7 @@ pub struct PluginReport {
 }
 
 /// The report of `source` from what the lifecycle knows about it.
-pub(super) fn report(source: &Source, entry: &FileEntry) -> FileReport {
+pub(super) fn report(source: &Source, entry: &SourceState) -> SourceReport {
     let (file, source) = match source {
         Source::File(file) => (
             file.file_name()
@@ -84,7 +85,7 @@ pub(super) fn report(source: &Source, entry: &FileEntry) -> FileReport {
         ),
         Source::Reference(reference) => (reference.clone(), SourceKind::Registry),
     };
-    FileReport {
+    SourceReport {
         file,
         source,
         state: match entry.failure {

@@ -166,8 +166,15 @@ pub fn build_plugins() -> Result<BuiltPlugins> {
 /// and tools of this repository; returns their file names.
 pub fn build_other_languages(plugins: &Path, out: &Path) -> Result<Vec<String>> {
     let root = workspace_root();
-    let mut built = python::build(&root, &plugins.join("python"), out)?;
-    built.extend(js::build(&root, &plugins.join("js"), out)?);
+    // Side by side: each language's tools install (pip, npm) and build
+    // (componentize-py, componentize-js) mostly on one core.
+    let (python, js) = std::thread::scope(|scope| {
+        let python = scope.spawn(|| python::build(&root, &plugins.join("python"), out));
+        let js = js::build(&root, &plugins.join("js"), out);
+        (python.join(), js)
+    });
+    let mut built = python.map_err(|_| anyhow::anyhow!("the Python build panicked"))??;
+    built.extend(js?);
     Ok(built)
 }
 
