@@ -142,14 +142,32 @@ async fn a_standard_component_is_refused_instance_reuse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
-    let limits = b"[limits]\ndeadline_ms = 300\n";
+    // Each component twice: a copy under a 300 ms deadline (`NAME_short`)
+    // meets it, looping or writing a body that never ends; the original,
+    // at the default deadline, panics and then serves, with room no busy
+    // machine uses up (a 300 ms deadline made its next call flaky).
+    let built = crate::harness::plugins();
+    let short: Vec<(String, Vec<u8>)> = STANDARD
+        .iter()
+        .flat_map(|name| {
+            let wasm = std::fs::read(built.wasm(name)).unwrap();
+            [
+                (format!("{name}_short.wasm"), wasm),
+                (
+                    format!("{name}_short.toml"),
+                    b"[limits]\ndeadline_ms = 300\n".to_vec(),
+                ),
+            ]
+        })
+        .collect();
+    let files: Vec<(&str, &[u8])> = short.iter().map(|(f, b)| (f.as_str(), &b[..])).collect();
     let comb = Comb::start(Options {
         plugins: &STANDARD,
-        files: &[("proxy_hello.toml", limits), ("service_hello.toml", limits)],
+        files: &files,
         ..Options::default()
     });
     for name in STANDARD {
-        let (status, body) = get_json(&comb.at(&format!("/{name}/loop"))).await;
+        let (status, body) = get_json(&comb.at(&format!("/{name}_short/loop"))).await;
         assert_eq!(status, 504, "{name}: {body}");
         let (status, body) = get_json(&comb.at(&format!("/{name}/panic"))).await;
         assert_eq!(status, 500, "{name}: {body}");
@@ -170,7 +188,7 @@ async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
     assert_eq!(body["error"]["code"], "plugin_trapped", "{body}");
     // A WASI 0.3 body is written by the guest's own task after the
     // response: one that never ends is cut off at the deadline.
-    let (status, body) = get_json(&comb.at("/service_hello/stall")).await;
+    let (status, body) = get_json(&comb.at("/service_hello_short/stall")).await;
     assert_eq!(status, 500, "{body}");
     assert!(
         body.to_string()
