@@ -34,9 +34,9 @@ pub(crate) fn is_v2(body: &Value) -> bool {
     body.get("version").and_then(Value::as_i64) == Some(2)
 }
 
-/// A client that GETs the home route `url` over loopback until `stop` (or
-/// 60 s), failing on any answer but 200 with the old body or the new;
-/// returns how many of each it saw.
+/// A client that GETs the home route `url` over loopback until `stop` and
+/// one new answer of its own (or 60 s), failing on any answer but 200 with
+/// the old body or the new; returns how many of each it saw.
 pub(crate) fn hammer(
     url: &str,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -46,7 +46,12 @@ pub(crate) fn hammer(
         let client = client();
         let (mut old, mut new) = (0, 0);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+        // Told to stop, it still goes on until it has seen the new version
+        // itself: the caller saw it first, and on a busy machine this
+        // client's next answer may be the first new one.
+        while Instant::now() < deadline
+            && !(stop.load(std::sync::atomic::Ordering::Relaxed) && new > 0)
+        {
             let response = client.get(&url).send().await.expect("a response");
             let status = response.status().as_u16();
             let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
