@@ -426,8 +426,14 @@ impl RegistrySource {
     async fn cached(&self, digest: &str) -> Option<Vec<u8>> {
         let (path, digest) = (self.blob_path(digest)?, digest.to_owned());
         tokio::task::spawn_blocking(move || {
-            let wasm = std::fs::read(path).ok()?;
-            (sha256_digest(&wasm) == digest).then_some(wasm)
+            let wasm = std::fs::read(&path).ok()?;
+            let intact = sha256_digest(&wasm) == digest;
+            if intact {
+                // In use: the last to be pruned (see `prune`).
+                let _ = std::fs::File::open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+            }
+            intact.then_some(wasm)
         })
         .await
         .ok()
@@ -443,9 +449,50 @@ impl RegistrySource {
         };
         let written = tokio::task::spawn_blocking(move || {
             write_aside(&path, &wasm);
+            if let Some(dir) = path.parent() {
+                prune(dir, &path, MAX_KEPT_BYTES);
+            }
             wasm
         });
         written.await.expect("writing a layer does not panic")
+    }
+}
+
+/// What the kept layers may take on disk. Past it the files used least
+/// recently go first: a registry that moves its tags, often or on purpose,
+/// cannot fill the cache folder (whose `emptyDir` the deploy manifests cap).
+pub(crate) const MAX_KEPT_BYTES: u64 = 256 << 20;
+
+/// Removes kept files from `dir`, least recently written or read first,
+/// until what is left takes at most `max` bytes; never `keep` (the layer
+/// just kept), nor a file another pull is still writing. Every file counts
+/// at least one 4 KiB block (a manifest's layer index is a few bytes).
+fn prune(dir: &Path, keep: &Path, max: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let metadata = entry.metadata().ok()?;
+            let path = entry.path();
+            let writing = (path.extension().and_then(|e| e.to_str()))
+                .is_some_and(|extension| extension.starts_with("partial"));
+            (metadata.is_file() && !writing && path != keep)
+                .then(|| Some((metadata.modified().ok()?, metadata.len().max(4096), path)))
+                .flatten()
+        })
+        .collect();
+    let kept = std::fs::metadata(keep).map_or(0, |m| m.len());
+    let mut total = kept + files.iter().map(|(_, size, _)| size).sum::<u64>();
+    files.sort();
+    for (_, size, path) in files {
+        if total <= max {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= size;
+        }
     }
 }
 
@@ -573,5 +620,32 @@ mod tests {
         );
         assert_eq!(source.blob_path("sha256:../../etc/passwd"), None);
         assert_eq!(source.blob_path(&format!("sha512:{hex}")), None);
+    }
+
+    #[test]
+    fn kept_layers_past_their_bytes_go_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str, bytes: usize, age_s: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0; bytes]).unwrap();
+            let when = std::time::SystemTime::now() - Duration::from_secs(age_s);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+            path
+        };
+        let oldest = at("sha256-a.wasm", 40_000, 300);
+        let index = at("sha256-m.layer", 71, 200);
+        let recent = at("sha256-b.wasm", 40_000, 100);
+        let writing = at("sha256-c.partial-1", 40_000, 400);
+        let just_kept = at("sha256-d.wasm", 40_000, 0);
+        // 40 000 × 3 and a 4 KiB block for the index: 124 096 bytes, over
+        // the cap of 82 000 until the oldest layer and the index are gone.
+        prune(dir.path(), &just_kept, 82_000);
+        assert!(!oldest.exists() && !index.exists(), "least recent first");
+        assert!(recent.exists() && just_kept.exists() && writing.exists());
     }
 }

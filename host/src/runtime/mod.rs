@@ -70,6 +70,12 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// included.
 pub(crate) const MANIFEST_DEADLINE: Duration = Duration::from_secs(5);
 
+/// What wasmtime's cache of compiled components may take before its
+/// cleanup removes the least used (a soft limit: it cleans periodically).
+/// With the function cache and the registry's layers, `--cache-dir` stays
+/// within the deploy manifests' 1 GiB `emptyDir`.
+const COMPILED_CACHE_BYTES: u64 = 384 << 20;
+
 /// How far past its deadline a call waiting in a host call is dropped:
 /// long enough that a computing guest is interrupted by the epoch first.
 const DEADLINE_SLACK: Duration = Duration::from_millis(20);
@@ -235,7 +241,9 @@ impl Runtime {
                 // registry's layers, once, when it was the whole cache).
                 let _ = std::fs::remove_dir_all(dir.join("modules"));
                 let mut cache_config = CacheConfig::new();
-                cache_config.with_directory(dir.join("compiled"));
+                cache_config
+                    .with_directory(dir.join("compiled"))
+                    .with_files_total_size_soft_limit(COMPILED_CACHE_BYTES);
                 let functions = FunctionCache::open(&dir.join("functions"))
                     .with_context(|| format!("opening {}", dir.join("functions").display()))?;
                 config.enable_incremental_compilation(Arc::new(functions))?;
