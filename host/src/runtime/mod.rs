@@ -239,7 +239,7 @@ impl Runtime {
                 // Each cache in a folder of its own: wasmtime's cleanup
                 // deletes whatever it does not know in its folder (the
                 // registry's layers, once, when it was the whole cache).
-                let _ = std::fs::remove_dir_all(dir.join("modules"));
+                remove_old_compiled_cache(&dir.join("modules"));
                 let mut cache_config = CacheConfig::new();
                 cache_config
                     .with_directory(dir.join("compiled"))
@@ -631,6 +631,21 @@ impl Runtime {
     }
 }
 
+/// Removes `modules`, where wasmtime kept compiled components when it had
+/// the whole cache folder, if it is that: only `wasmtime-VERSION` folders.
+/// A folder of anyone else's by that name is left alone.
+fn remove_old_compiled_cache(modules: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(modules) else {
+        return;
+    };
+    let wasmtimes = entries.flatten().all(|entry| {
+        entry.path().is_dir() && entry.file_name().to_string_lossy().starts_with("wasmtime-")
+    });
+    if wasmtimes {
+        let _ = std::fs::remove_dir_all(modules);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +659,20 @@ mod tests {
             perf_map: false,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn only_wasmtimes_old_cache_folder_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old/modules");
+        std::fs::create_dir_all(old.join("wasmtime-48.0.8")).unwrap();
+        remove_old_compiled_cache(&old);
+        assert!(!old.exists());
+        let theirs = dir.path().join("theirs/modules");
+        std::fs::create_dir_all(theirs.join("wasmtime-48.0.8")).unwrap();
+        std::fs::write(theirs.join("notes.txt"), "mine").unwrap();
+        remove_old_compiled_cache(&theirs);
+        assert!(theirs.join("notes.txt").exists());
     }
 
     /// Why `prepare` refused `wat`.
