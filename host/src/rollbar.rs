@@ -30,7 +30,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
     config::RollbarConfig,
-    runtime::{Backtrace, GuestErrorLine, GuestErrors, InvokeError},
+    runtime::{Backtrace, GuestErrorLine, GuestErrorSink, GuestErrors, InvokeError},
     spans::PluginIdentity,
 };
 
@@ -187,17 +187,9 @@ impl Rollbar {
     }
 
     /// From now on, plugins' error-level log lines become message items, as
-    /// pyrollbar's logging handler sends them: the runtime fills the
-    /// channel returned, a task drains it (until every sender is gone).
+    /// pyrollbar's logging handler sends them.
     pub(crate) fn guest_errors(self: &Arc<Self>) -> GuestErrors {
-        let (errors, mut lines) = GuestErrors::channel();
-        let rollbar = self.clone();
-        tokio::spawn(async move {
-            while let Some(line) = lines.recv().await {
-                rollbar.message(&line);
-            }
-        });
-        errors
+        GuestErrors::new(self.clone())
     }
 
     /// Queues a message item for a plugin's error-level log line, within
@@ -395,6 +387,13 @@ fn unix_seconds() -> u64 {
     (SystemTime::now().duration_since(SystemTime::UNIX_EPOCH))
         .unwrap_or_default()
         .as_secs()
+}
+
+/// Within the plugin's rate, then into the bounded item queue: never waits.
+impl GuestErrorSink for Rollbar {
+    fn report(&self, line: GuestErrorLine) {
+        self.message(&line);
+    }
 }
 
 /// `warning` for what comb refused or cut short (the plugin may be fine),

@@ -4,8 +4,8 @@
 //! `comb::guest`) with the trace id, span id and plugin name. A call may
 //! log [`MAX_LINES`] lines and [`MAX_BYTES`] bytes; past that, lines are
 //! counted (`plugin.log.dropped` on the invocation span), not kept.
-//! Error-level lines also go, typed, to [`GuestErrors`] when a reporter
-//! (Rollbar) asked for them.
+//! Error-level lines also go, typed, to a [`GuestErrorSink`] when a
+//! reporter (Rollbar) asked for them.
 
 use std::{
     io,
@@ -47,10 +47,6 @@ pub(crate) const MAX_LINE_BYTES: usize = 8 * 1024;
 /// the tail, where a panic message is.
 pub(crate) const STDERR_TAIL: usize = 64 * 1024;
 
-/// Error lines waiting for the reporter; past that they are dropped, so
-/// a plugin logging errors in a loop costs a slow reporter bounded memory.
-const ERROR_QUEUE: usize = 256;
-
 /// A plugin's error-level log line, as a reporter receives it.
 #[derive(Debug, Clone)]
 pub struct GuestErrorLine {
@@ -66,21 +62,27 @@ pub struct GuestErrorLine {
     pub span_id: String,
 }
 
-/// Where plugins' error-level lines go: a bounded channel, filled by every
-/// call and drained by the reporter.
-#[derive(Debug, Clone)]
-pub struct GuestErrors(tokio::sync::mpsc::Sender<GuestErrorLine>);
+/// Takes plugins' error-level lines (Rollbar, with `--rollbar-guest-errors`).
+/// Called on the guest's thread, so it must never wait: it admits a line by
+/// its plugin's own budget first and buffers only what it admitted, so one
+/// plugin logging errors in a loop cannot crowd out another's.
+pub trait GuestErrorSink: Send + Sync {
+    /// One line, as it is logged.
+    fn report(&self, line: GuestErrorLine);
+}
+
+/// Where plugins' error-level lines go besides comb's log; cheap to clone.
+#[derive(Clone)]
+pub struct GuestErrors(Arc<dyn GuestErrorSink>);
 
 impl GuestErrors {
-    /// A channel of [`ERROR_QUEUE`] lines; the reporter reads the receiver.
-    pub fn channel() -> (Self, tokio::sync::mpsc::Receiver<GuestErrorLine>) {
-        let (sender, receiver) = tokio::sync::mpsc::channel(ERROR_QUEUE);
-        (GuestErrors(sender), receiver)
+    /// Lines go to `sink`.
+    pub fn new(sink: Arc<dyn GuestErrorSink>) -> Self {
+        GuestErrors(sink)
     }
 
     fn send(&self, line: GuestErrorLine) {
-        // Full or closed: the line is still in comb's log and on the span.
-        let _ = self.0.try_send(line);
+        self.0.report(line);
     }
 }
 

@@ -45,7 +45,7 @@ use wasmtime::{
 
 pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
 use function_cache::FunctionCache;
-pub use guest_log::{GuestErrorLine, GuestErrors};
+pub use guest_log::{GuestErrorLine, GuestErrorSink, GuestErrors};
 use guest_pool::{CallPanicked, GuestPool};
 pub use outcome::{Backtrace, ERROR_TYPES, Frame, InvalidResponse, InvokeError, TrapKind};
 pub use panic::GuestPanic;

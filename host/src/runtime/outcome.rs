@@ -143,7 +143,7 @@ pub enum InvalidResponse {
         /// The limit.
         max: usize,
     },
-    /// A header name that is not a token.
+    /// A header name that is not a token (its first 64 bytes).
     #[error("invalid header name {0:?}")]
     HeaderName(String),
     /// A header value with bytes a header may not hold; named by its header.

@@ -81,8 +81,10 @@ fn header_map(fields: Vec<(String, String)>) -> Result<http::HeaderMap, InvalidR
     check_header_size(fields.len(), bytes)?;
     let mut headers = http::HeaderMap::with_capacity(fields.len());
     for (name, value) in fields {
-        let name =
-            HeaderName::try_from(name.as_str()).map_err(|_| InvalidResponse::HeaderName(name))?;
+        // Shown in the answer, the span and Rollbar: its start only.
+        let name = HeaderName::try_from(name.as_str()).map_err(|_| {
+            InvalidResponse::HeaderName(name[..name.floor_char_boundary(64)].to_owned())
+        })?;
         let value = HeaderValue::try_from(value.as_str())
             .map_err(|_| InvalidResponse::HeaderValue(name.to_string()))?;
         headers.append(name, value);
@@ -106,4 +108,20 @@ fn check_header_size(count: usize, bytes: usize) -> Result<(), InvalidResponse> 
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_header_name_is_named_by_its_start_only() {
+        let name = format!("bad name {}", "x".repeat(10_000));
+        let error = header_map(vec![(name, "v".to_owned())]).unwrap_err();
+        let InvalidResponse::HeaderName(shown) = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(shown.len(), 64);
+        assert!(shown.starts_with("bad name xx"), "{shown}");
+    }
 }
