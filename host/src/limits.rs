@@ -50,6 +50,10 @@ pub(crate) const DEFAULT_SPAN_ATTRIBUTE_COUNT: usize = 128;
 /// The default number of spans one call may open (512).
 pub(crate) const DEFAULT_SPANS_PER_CALL: usize = 512;
 
+/// Events one span keeps by default (`OTEL_SPAN_EVENT_COUNT_LIMIT`; the
+/// SDK's default is 128): all of a call's log lines (up to 256) fit.
+pub(crate) const DEFAULT_SPAN_EVENT_COUNT: usize = 512;
+
 /// The default bytes of span names, attributes, events and statuses one
 /// call may put into telemetry (256 KiB). A span carries at most this much
 /// guest data, so a batch of spans stays far below collectors' 4 MiB
@@ -111,6 +115,9 @@ pub struct TelemetryLimits {
     /// Attributes a span keeps (the SDK drops the rest). On the invocation
     /// span the guest gets this less the ones comb sets itself.
     pub span_attribute_count: usize,
+    /// Events a span keeps (the SDK drops the rest of comb's spans'; comb
+    /// drops the rest of a guest's own through `wasi:otel`).
+    pub span_event_count: usize,
     /// Spans one call may open; further ones are not recorded.
     pub spans_per_call: usize,
     /// Bytes of names, keys and values one call may add in all.
@@ -122,6 +129,7 @@ impl Default for TelemetryLimits {
         TelemetryLimits {
             attribute_value_length: DEFAULT_ATTRIBUTE_VALUE_LENGTH,
             span_attribute_count: DEFAULT_SPAN_ATTRIBUTE_COUNT,
+            span_event_count: DEFAULT_SPAN_EVENT_COUNT,
             spans_per_call: DEFAULT_SPANS_PER_CALL,
             bytes_per_call: DEFAULT_TELEMETRY_BYTES_PER_CALL,
         }

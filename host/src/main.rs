@@ -12,6 +12,7 @@ use comb::{
         Signal,
     },
     dashboard::{Recorder, store::Capacity},
+    runtime::GuestSpans,
     telemetry::{Destination, Telemetry},
 };
 use tracing_subscriber::{EnvFilter, prelude::*};
@@ -167,7 +168,11 @@ async fn serve(config: ServeConfig) -> Result<()> {
             config.telemetry.metric_export_interval_ms
         );
     }
-    let served = comb::run(config, listener, admin, shutdown_signal()).await;
+    // Spans guests finish themselves (wasi:otel) join comb's pipeline.
+    let guest_spans = telemetry
+        .span_intake()
+        .map(|intake| GuestSpans::new(move |span| intake.end(span)));
+    let served = comb::run(config, listener, admin, guest_spans, shutdown_signal()).await;
     // Flush spans even when serving failed: they may say why. A collector
     // that is down loses these spans, which is worth a warning but does not
     // make comb's own run a failure.

@@ -22,3 +22,4 @@ mod registry;
 mod rollbar;
 mod serve;
 mod traces;
+mod wasi_otel;

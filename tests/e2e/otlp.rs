@@ -49,8 +49,13 @@ pub struct ReceivedSpan {
     pub status_code: i32,
     pub status_message: String,
     pub events: Vec<(String, Vec<KeyValue>)>,
+    /// Each link's trace and span id, hex.
+    pub links: Vec<(String, String)>,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
     pub resource: Vec<KeyValue>,
     pub scope: String,
+    pub scope_version: String,
 }
 
 impl ReceivedSpan {
@@ -331,7 +336,10 @@ impl Receiver {
                     .map(|r| r.attributes)
                     .unwrap_or_default();
                 for scope_spans in resource_spans.scope_spans {
-                    let scope = scope_spans.scope.map(|s| s.name).unwrap_or_default();
+                    let (scope, scope_version) = scope_spans
+                        .scope
+                        .map(|s| (s.name, s.version))
+                        .unwrap_or_default();
                     for span in scope_spans.spans {
                         spans.push(ReceivedSpan {
                             kind: span.kind(),
@@ -347,8 +355,14 @@ impl Receiver {
                                 .into_iter()
                                 .map(|e| (e.name, e.attributes))
                                 .collect(),
+                            links: (span.links.iter())
+                                .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                                .collect(),
+                            start_time_unix_nano: span.start_time_unix_nano,
+                            end_time_unix_nano: span.end_time_unix_nano,
                             resource: resource.clone(),
                             scope: scope.clone(),
+                            scope_version: scope_version.clone(),
                         });
                     }
                 }

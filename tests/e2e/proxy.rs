@@ -143,9 +143,9 @@ async fn a_standard_component_is_refused_instance_reuse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
     // Each component twice: a copy under a 300 ms deadline (`NAME_short`)
-    // meets it, looping or writing a body that never ends; the original,
-    // at the default deadline, panics and then serves, with room no busy
-    // machine uses up (a 300 ms deadline made its next call flaky).
+    // meets it looping; the original, at the default deadline, panics and
+    // then serves, with room no busy machine uses up (a 300 ms deadline made
+    // its next call flaky). A third copy stalls its body (see below).
     let built = crate::harness::plugins();
     let short: Vec<(String, Vec<u8>)> = STANDARD
         .iter()
@@ -159,6 +159,7 @@ async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
                 ),
             ]
         })
+        .chain(stalling_service(built))
         .collect();
     let files: Vec<(&str, &[u8])> = short.iter().map(|(f, b)| (f.as_str(), &b[..])).collect();
     let comb = Comb::start(Options {
@@ -188,11 +189,26 @@ async fn a_looping_or_panicking_standard_component_ends_that_call_only() {
     assert_eq!(body["error"]["code"], "plugin_trapped", "{body}");
     // A WASI 0.3 body is written by the guest's own task after the
     // response: one that never ends is cut off at the deadline.
-    let (status, body) = get_json(&comb.at("/service_hello_short/stall")).await;
+    let (status, body) = get_json(&comb.at("/service_hello_stall/stall")).await;
     assert_eq!(status, 500, "{body}");
     assert!(
         body.to_string()
             .contains("the response body did not end by the deadline"),
         "{body}"
     );
+}
+
+/// `service_hello` as `service_hello_stall`, with a deadline long enough
+/// that its response head comes before it however busy the machine (300 ms
+/// was not, behind a build: the call then ended as a 504 before its body
+/// could stall), yet short enough for a test to wait out.
+fn stalling_service(built: &xtask::BuiltPlugins) -> [(String, Vec<u8>); 2] {
+    let wasm = std::fs::read(built.wasm("service_hello")).unwrap();
+    [
+        ("service_hello_stall.wasm".into(), wasm),
+        (
+            "service_hello_stall.toml".into(),
+            b"[limits]\ndeadline_ms = 3000\n".to_vec(),
+        ),
+    ]
 }

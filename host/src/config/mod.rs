@@ -579,6 +579,7 @@ impl LimitsConfig {
                     .span_attribute_value_length
                     .unwrap_or(self.attribute_value_length),
                 span_attribute_count: limits::DEFAULT_SPAN_ATTRIBUTE_COUNT,
+                span_event_count: limits::DEFAULT_SPAN_EVENT_COUNT,
                 spans_per_call: self.max_spans_per_call,
                 bytes_per_call: self.max_telemetry_bytes_per_call,
             },
@@ -610,6 +611,7 @@ impl ServeConfig {
     pub fn limits(&self) -> Limits {
         let mut limits = self.limits.limits();
         limits.telemetry.span_attribute_count = self.telemetry.span_attribute_count_limit;
+        limits.telemetry.span_event_count = self.telemetry.span_event_count_limit as usize;
         limits
     }
 }

@@ -228,7 +228,7 @@ pub struct TelemetryConfig {
     #[arg(
         long = "otel-span-event-count-limit",
         env = "OTEL_SPAN_EVENT_COUNT_LIMIT",
-        default_value_t = 512,
+        default_value_t = limits::DEFAULT_SPAN_EVENT_COUNT as u32,
         value_name = "N"
     )]
     pub span_event_count_limit: u32,

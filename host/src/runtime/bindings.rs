@@ -47,3 +47,29 @@ impl From<super::RoutedRequest> for Request {
         }
     }
 }
+
+/// Host bindings for `wasi:otel` (`wit/deps/otel`), the standard guest
+/// telemetry interface: the spec's WIT documents them; `wasi_otel.rs`
+/// says what comb does with each call.
+pub mod otel {
+    #![allow(
+        missing_docs,
+        unreachable_pub,
+        reason = "generated code, documented in the WIT"
+    )]
+
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "
+            package comb:host;
+
+            world standard-telemetry {
+                import wasi:otel/tracing@0.2.0-rc.2;
+                import wasi:otel/logs@0.2.0-rc.2;
+            }
+        ",
+        imports: { default: trappable },
+    });
+
+    pub use self::wasi::otel::{logs, tracing, types};
+}

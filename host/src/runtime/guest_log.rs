@@ -14,7 +14,10 @@ use std::{
     task::{Context as TaskContext, Poll},
 };
 
-use opentelemetry::{KeyValue, StringValue, trace::TraceContextExt};
+use opentelemetry::{
+    KeyValue, StringValue,
+    trace::{SpanContext, TraceContextExt},
+};
 use tokio::io::AsyncWrite;
 use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::{
@@ -161,6 +164,26 @@ impl GuestLog {
         }
     }
 
+    /// Logs a line on the guest's current span, as the `log` interface
+    /// does.
+    pub(crate) fn log(&self, level: Level, message: &str, fields: Vec<KeyValue>) {
+        self.state().log(level, message, fields);
+    }
+
+    /// Logs a line as one of `context`'s span, a span comb does not hold
+    /// (a guest's own, through `wasi:otel`), and returns its `log` event's
+    /// attributes for the caller to put on that span; `None` past the
+    /// bounds.
+    pub(crate) fn line_for(
+        &self,
+        level: Level,
+        message: &str,
+        fields: Vec<KeyValue>,
+        context: &SpanContext,
+    ) -> Option<Vec<KeyValue>> {
+        self.state().line(level, message, fields, context)
+    }
+
     /// Lines past the limits, counted instead of kept.
     pub(crate) fn dropped(&self) -> u64 {
         self.state().dropped
@@ -173,7 +196,25 @@ impl GuestLog {
 }
 
 impl LogState {
+    /// Logs a line on the guest's current span.
     fn log(&mut self, level: Level, message: &str, fields: Vec<KeyValue>) {
+        let cx = self.current.get();
+        let span = cx.span();
+        if let Some(event) = self.line(level, message, fields, span.span_context()) {
+            span.add_event("log", event);
+        }
+    }
+
+    /// Logs a line as one of `context`'s span, and returns its `log`
+    /// event's attributes for the caller to put on that span; `None` past
+    /// the bounds.
+    fn line(
+        &mut self,
+        level: Level,
+        message: &str,
+        fields: Vec<KeyValue>,
+        context: &SpanContext,
+    ) -> Option<Vec<KeyValue>> {
         let size = message.len()
             + fields
                 .iter()
@@ -181,14 +222,11 @@ impl LogState {
                 .sum::<usize>();
         if self.lines >= MAX_LINES || self.bytes + size > MAX_BYTES {
             self.dropped += 1;
-            return;
+            return None;
         }
         self.lines += 1;
         self.bytes += size;
 
-        let cx = self.current.get();
-        let span = cx.span();
-        let context = span.span_context().clone();
         let rendered = fields
             .iter()
             .map(|kv| format!("{}={}", kv.key, kv.value))
@@ -199,7 +237,6 @@ impl LogState {
             KeyValue::new("log.message", message.to_owned()),
         ];
         attributes.extend(fields);
-        span.add_event("log", attributes);
 
         macro_rules! line {
             ($level:expr) => {
@@ -232,6 +269,7 @@ impl LogState {
                 }
             }
         }
+        Some(attributes)
     }
 
     /// Splits what the guest wrote into lines and logs each finished one.
@@ -368,7 +406,7 @@ impl wit::Host for GuestLog {
         fields: Vec<WitKeyValue>,
     ) -> wasmtime::Result<()> {
         let fields = span_api::key_values(fields).collect();
-        self.state().log(level, &message, fields);
+        GuestLog::log(self, level, &message, fields);
         Ok(())
     }
 }
@@ -399,6 +437,7 @@ mod tests {
             "p".into(),
             Default::default(),
             1,
+            None,
         );
         GuestLog::new("p".into(), spans.current_span(), None)
     }

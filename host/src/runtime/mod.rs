@@ -26,6 +26,7 @@ pub(crate) mod reuse;
 pub(crate) mod sandbox;
 pub(crate) mod span_api;
 mod state;
+pub(crate) mod wasi_otel;
 
 mod engine;
 mod traps;
@@ -52,7 +53,8 @@ pub use panic::GuestPanic;
 use proxy::ProxyPre;
 use reuse::{IdleInstance, IdleInstances};
 use sandbox::Sandbox;
-use state::InvocationState;
+use state::{InvocationState, Reporters};
+pub use wasi_otel::GuestSpans;
 
 use engine::CONCURRENT_POOL_INSTANCES;
 pub use engine::EngineConfig;
@@ -161,8 +163,8 @@ pub struct Runtime {
     cache: Option<Cache>,
     /// Held while compiling.
     compiling: std::sync::Mutex<()>,
-    /// Where plugins' error-level log lines go besides comb's log.
-    guest_errors: Option<GuestErrors>,
+    /// Where guests' error lines and own finished spans go.
+    reporters: Reporters,
 }
 
 /// How a plugin's code was compiled.
@@ -263,14 +265,21 @@ impl Runtime {
             fuel: settings.fuel,
             cache,
             compiling: std::sync::Mutex::new(()),
-            guest_errors: None,
+            reporters: Reporters::default(),
         })
     }
 
     /// Sends plugins' error-level log lines to `errors` too (Rollbar's
     /// `--rollbar-guest-errors`).
     pub fn report_guest_errors(mut self, errors: GuestErrors) -> Self {
-        self.guest_errors = Some(errors);
+        self.reporters.errors = Some(errors);
+        self
+    }
+
+    /// Sends the spans guests finish themselves (`wasi:otel`) to `spans`,
+    /// comb's span pipeline; without it they are dropped.
+    pub fn export_guest_spans(mut self, spans: GuestSpans) -> Self {
+        self.reporters.spans = Some(spans);
         self
     }
 
@@ -373,7 +382,7 @@ impl Runtime {
             &file,
             &Sandbox::default(),
             &limits,
-            self.guest_errors.clone(),
+            &self.reporters,
         );
         let mut store = self.store(pre.engine(), state, &limits)?;
         let describe = async {
@@ -500,6 +509,7 @@ impl Runtime {
                     guest.name,
                     guest.sandbox,
                     limits,
+                    &self.reporters,
                 );
                 if clocked {
                     state::clock_guest(&mut store);
@@ -560,7 +570,7 @@ impl Runtime {
             guest.name,
             guest.sandbox,
             guest.limits,
-            self.guest_errors.clone(),
+            &self.reporters,
         );
         let mut store = self
             .store(guest.pre.engine(), state, guest.limits)

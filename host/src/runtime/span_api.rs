@@ -22,7 +22,10 @@ use opentelemetry::{
 };
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use super::bindings::comb::plugin::tracing::{self as wit, SpanContext, Status, Value};
+use super::{
+    bindings::comb::plugin::tracing::{self as wit, SpanContext, Status, Value},
+    wasi_otel::{GuestSpans, StandardSpans},
+};
 use crate::{
     limits::TelemetryLimits,
     spans::{self, attributes},
@@ -49,7 +52,7 @@ pub struct GuestSpan {
 
 /// How a guest came by a span handle.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(super) enum Role {
     /// The guest started it, and so may end it.
     Owned,
     /// From `current-span`: an open guest span, borrowed (dropping the
@@ -62,19 +65,52 @@ enum Role {
     Unrecorded,
 }
 
-/// What one call has put into telemetry so far, against its limits.
-struct Budget {
-    limits: TelemetryLimits,
+/// What one call has put into telemetry so far, against its limits: shared
+/// by comb's span API and `wasi:otel`.
+pub(super) struct Budget {
+    pub(super) limits: TelemetryLimits,
     spans: usize,
     bytes: usize,
     invocation_attributes: usize,
-    dropped: u64,
-    refused: u64,
+    pub(super) dropped: u64,
+    pub(super) refused: u64,
 }
 
 impl Budget {
+    /// Nothing spent yet under `limits`.
+    pub(super) fn new(limits: TelemetryLimits) -> Self {
+        Budget {
+            limits,
+            spans: 0,
+            bytes: 0,
+            invocation_attributes: 0,
+            dropped: 0,
+            refused: 0,
+        }
+    }
+
+    /// Takes one of the call's spans, or counts a drop when none is left.
+    pub(super) fn take_span(&mut self) -> bool {
+        if self.spans >= self.limits.spans_per_call {
+            self.dropped += 1;
+            return false;
+        }
+        self.spans += 1;
+        true
+    }
+
+    /// Whether the call may still start a span.
+    pub(super) fn spans_left(&self) -> bool {
+        self.spans < self.limits.spans_per_call
+    }
+
+    /// Bytes still to spend.
+    pub(super) fn bytes_left(&self) -> usize {
+        self.limits.bytes_per_call.saturating_sub(self.bytes)
+    }
+
     /// Whether `bytes` more fit; counts a drop when they do not.
-    fn spend(&mut self, bytes: usize) -> bool {
+    pub(super) fn spend(&mut self, bytes: usize) -> bool {
         if self.bytes.saturating_add(bytes) > self.limits.bytes_per_call {
             self.dropped += 1;
             return false;
@@ -84,7 +120,7 @@ impl Budget {
     }
 
     /// `text` cut to the value length limit, at a character boundary.
-    fn cut(&self, mut text: String) -> String {
+    pub(super) fn cut(&self, mut text: String) -> String {
         let limit = self.limits.attribute_value_length;
         if text.len() > limit {
             text.truncate(text.floor_char_boundary(limit));
@@ -96,7 +132,7 @@ impl Budget {
     /// A guest span's name: cut, and never one of comb's invocation span
     /// names (a guest's fake `invoke ...` spans would join every query that
     /// compares plugins by them): such a name is prefixed and counted.
-    fn span_name(&mut self, name: String) -> String {
+    pub(super) fn span_name(&mut self, name: String) -> String {
         let name = self.cut(name);
         if name.starts_with(spans::INVOCATION_SPAN_PREFIX) {
             self.refused += 1;
@@ -160,14 +196,21 @@ impl Budget {
                 }
             }
             let (value, size) = self.value(value);
-            if self.spend(key.len() + size + ITEM_COST) {
+            if let Some(kept_one) = self.keep(key, value, size) {
                 if role == Role::Invocation {
                     self.invocation_attributes += 1;
                 }
-                kept.push(KeyValue::new(key, value));
+                kept.push(kept_one);
             }
         }
         kept
+    }
+
+    /// One attribute whose value (`size` bytes) is already cut, if it fits
+    /// the budget.
+    pub(super) fn keep(&mut self, key: String, value: OtelValue, size: usize) -> Option<KeyValue> {
+        self.spend(key.len() + size + ITEM_COST)
+            .then(|| KeyValue::new(key, value))
     }
 }
 
@@ -175,7 +218,7 @@ impl Budget {
 /// and `faas.*` everywhere (comb adds `plugin.name` to every guest span);
 /// on the invocation span also `error.type` and `http.*`, which comb
 /// records from the call's outcome.
-fn comb_owns(key: &str, role: Role) -> bool {
+pub(super) fn comb_owns(key: &str, role: Role) -> bool {
     key.starts_with("plugin.")
         || key.starts_with("faas.")
         || (role == Role::Invocation && (key == attributes::ERROR_TYPE || key.starts_with("http.")))
@@ -216,6 +259,8 @@ pub(crate) struct SpanApiCtx {
     /// Which call of its instance this is; handles from other calls are
     /// inert.
     call: u32,
+    /// The guest's spans through `wasi:otel`, under the same budget.
+    standard: StandardSpans,
 }
 
 impl SpanApiCtx {
@@ -226,22 +271,34 @@ impl SpanApiCtx {
         plugin_name: StringValue,
         limits: TelemetryLimits,
         call: u32,
+        exports: Option<GuestSpans>,
     ) -> Self {
+        let plugin_name = KeyValue::new(attributes::PLUGIN_NAME, plugin_name);
+        let context = invocation.span().span_context().clone();
         SpanApiCtx {
             call,
-            budget: Budget {
-                limits,
-                spans: 0,
-                bytes: 0,
-                invocation_attributes: 0,
-                dropped: 0,
-                refused: 0,
-            },
+            standard: StandardSpans::new(context, plugin_name.clone(), exports),
+            budget: Budget::new(limits),
             tracer,
             shared: CurrentSpan(Arc::new(Mutex::new(invocation.clone()))),
             invocation,
             open: Vec::new(),
-            plugin_name: KeyValue::new(attributes::PLUGIN_NAME, plugin_name),
+            plugin_name,
+        }
+    }
+
+    /// The `wasi:otel` state and the budget it spends.
+    pub(super) fn standard(&mut self) -> (&mut StandardSpans, &mut Budget) {
+        (&mut self.standard, &mut self.budget)
+    }
+
+    /// Where a host call the guest makes now (outgoing HTTP) puts its
+    /// span: under the guest's innermost open `wasi:otel` span when it has
+    /// one, else under its current span.
+    pub(crate) fn host_call_parent(&self) -> Context {
+        match self.standard.current() {
+            Some(span) => Context::new().with_remote_span_context(span.clone()),
+            None => self.current().clone(),
         }
     }
 
@@ -267,11 +324,13 @@ impl SpanApiCtx {
         self.budget.refused
     }
 
-    /// Ends the spans the guest left open, innermost first.
+    /// Ends the spans the guest left open, innermost first. (Its
+    /// `wasi:otel` spans left open never sent their data: counted dropped.)
     pub(crate) fn end_open(&mut self) {
         while let Some(cx) = self.open.pop() {
             cx.span().end();
         }
+        self.budget.dropped += self.standard.unfinished();
         self.shared.set(&self.invocation);
     }
 

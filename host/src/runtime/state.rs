@@ -19,6 +19,7 @@ use super::{
     http_client::ClientHooks,
     sandbox::Sandbox,
     span_api::{self, SpanApiCtx, SpanApiView},
+    wasi_otel::{self, GuestSpans, OtelView},
 };
 use crate::limits::{Limits, MemoryLimiter};
 
@@ -53,7 +54,7 @@ impl InvocationState {
         plugin_name: &StringValue,
         sandbox: &Sandbox,
         limits: &Limits,
-        errors: Option<GuestErrors>,
+        reporters: &Reporters,
     ) -> Self {
         const FIRST: u32 = 1;
         let spans = SpanApiCtx::new(
@@ -62,8 +63,13 @@ impl InvocationState {
             plugin_name.clone(),
             limits.telemetry,
             FIRST,
+            reporters.spans.clone(),
         );
-        let log = GuestLog::new(plugin_name.clone(), spans.current_span(), errors);
+        let log = GuestLog::new(
+            plugin_name.clone(),
+            spans.current_span(),
+            reporters.errors.clone(),
+        );
         // Handles and header maps cost comb memory outside the guest's
         // linear memory: both are bounded (see `limits`).
         let mut table = ResourceTable::new();
@@ -96,6 +102,7 @@ impl InvocationState {
         plugin_name: &StringValue,
         sandbox: &Sandbox,
         limits: &Limits,
+        reporters: &Reporters,
     ) {
         self.call += 1;
         self.spans = SpanApiCtx::new(
@@ -104,6 +111,7 @@ impl InvocationState {
             plugin_name.clone(),
             limits.telemetry,
             self.call,
+            reporters.spans.clone(),
         );
         self.log.next_call(self.spans.current_span());
         self.wasi = sandbox.wasi(&self.log, invocation.clone());
@@ -143,13 +151,31 @@ impl InvocationState {
             table: &mut self.table,
         }
     }
+
+    fn otel(&mut self) -> OtelView<'_> {
+        OtelView {
+            spans: &mut self.spans,
+            log: &self.log,
+        }
+    }
+}
+
+/// Where what guests report goes besides their spans and comb's log: their
+/// error lines (Rollbar), their own finished spans (`wasi:otel`, into comb's
+/// span pipeline). Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Reporters {
+    /// Error-level log lines.
+    pub errors: Option<GuestErrors>,
+    /// Spans a guest finished itself.
+    pub spans: Option<GuestSpans>,
 }
 
 impl WasiHttpView for InvocationState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         // An outgoing call's span goes under whatever span the guest has
         // open when it makes the call.
-        self.client.current = self.spans.current().clone();
+        self.client.current = self.spans.host_call_parent();
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
@@ -221,5 +247,6 @@ pub(super) fn add_to_linker(
         wasmtime_wasi_http::p3::add_to_linker(linker)?;
     }
     span_api::add_to_linker(linker, InvocationState::span_api)?;
+    wasi_otel::add_to_linker(linker, InvocationState::otel)?;
     guest_log::add_to_linker(linker, InvocationState::guest_log)
 }

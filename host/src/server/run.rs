@@ -16,14 +16,15 @@ use crate::{
     metrics::Metrics,
     plugins::{self, Plugins},
     rollbar::Rollbar,
-    runtime::Runtime,
+    runtime::{GuestSpans, Runtime},
     spans,
 };
 
 /// Loads the plugins in the configured folder, watches it, and serves
 /// them on `listener` (and comb's page, fed by the recorder, and the plugin
 /// list on `admin`) until `shutdown` resolves, then drains in-flight
-/// requests.
+/// requests. Spans guests finish themselves (`wasi:otel`) go to
+/// `guest_spans` ([`crate::telemetry::Telemetry::span_intake`]).
 ///
 /// Telemetry must already be initialised ([`crate::telemetry::Telemetry::init`],
 /// with the same recorder): spans and metrics go to the global providers.
@@ -31,6 +32,7 @@ pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
     admin: Option<(TcpListener, Recorder)>,
+    guest_spans: Option<GuestSpans>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let rollbar = Rollbar::start(&config.rollbar)
@@ -40,6 +42,9 @@ pub async fn run(
         Runtime::new(&config.plugins.engine(&config.limits)).context("creating the wasm engine")?;
     if let Some(rollbar) = rollbar.as_ref().filter(|_| config.rollbar.guest_errors) {
         runtime = runtime.report_guest_errors(rollbar.guest_errors());
+    }
+    if let Some(guest_spans) = guest_spans {
+        runtime = runtime.export_guest_spans(guest_spans);
     }
     let runtime = Arc::new(runtime);
     tracing::info!(

@@ -68,6 +68,8 @@ pub enum Destination {
 /// The installed tracer provider. Keep it alive for the life of the server
 /// and call [`Telemetry::shutdown`] at the end: that flushes pending spans.
 pub struct Telemetry {
+    /// comb's span pipeline, for spans made outside the tracer.
+    intake: Option<SpanIntake>,
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
     destination: Destination,
@@ -87,6 +89,7 @@ impl Telemetry {
         global::set_text_map_propagator(propagator(&config.propagators));
         if config.sdk_disabled {
             return Ok(Telemetry {
+                intake: None,
                 tracer_provider: None,
                 meter_provider: None,
                 destination: Destination::Disabled,
@@ -148,12 +151,15 @@ impl Telemetry {
             };
             export = Some(Budgeted { batch, budget });
         }
-        tracing = match (recorder.map(Recorder::processor), export) {
-            (Some(page), Some(export)) => tracing.with_span_processor(Both(page, export)),
-            (Some(page), None) => tracing.with_span_processor(page),
-            (None, Some(export)) => tracing.with_span_processor(export),
-            (None, None) => tracing,
+        let pipeline = match (recorder.map(Recorder::processor), export) {
+            (Some(page), Some(export)) => Some(SpanIntake::new(Both(page, export), &resource)),
+            (Some(page), None) => Some(SpanIntake::new(page, &resource)),
+            (None, Some(export)) => Some(SpanIntake::new(export, &resource)),
+            (None, None) => None,
         };
+        if let Some(pipeline) = &pipeline {
+            tracing = tracing.with_span_processor(pipeline.clone());
+        }
         let tracer_provider = tracing.build();
         global::set_tracer_provider(tracer_provider.clone());
 
@@ -176,12 +182,20 @@ impl Telemetry {
             None => None,
         };
         Ok(Telemetry {
+            intake: pipeline,
             tracer_provider: Some(tracer_provider),
             meter_provider,
             destination: target.map_or(Destination::LogOnly, Destination::Otlp),
             metrics_target,
             closing,
         })
+    }
+
+    /// Where spans finished outside comb's tracer (a guest's own, through
+    /// `wasi:otel`) join comb's: the page and the export queue, as the
+    /// tracer's spans do. `None` when the SDK is off or nothing records.
+    pub fn span_intake(&self) -> Option<SpanIntake> {
+        self.intake.clone()
     }
 
     /// Where metrics go, when they are exported.
@@ -270,6 +284,47 @@ impl<A: SpanProcessor, B: SpanProcessor> SpanProcessor for Both<A, B> {
         self.0.set_resource(resource);
         self.1.set_resource(resource);
     }
+}
+
+/// comb's span pipeline (the page and the export queue) as one shared
+/// processor: the tracer provider holds one handle, and spans finished
+/// elsewhere (a guest's own, already ended, with its own ids and times)
+/// come in through another, so they meet the same bounds and shares.
+#[derive(Debug, Clone)]
+pub struct SpanIntake(Arc<dyn SpanProcessor>);
+
+impl SpanIntake {
+    /// `pipeline`, with its resource set now: once shared it cannot be set.
+    fn new(mut pipeline: impl SpanProcessor + 'static, resource: &Resource) -> Self {
+        pipeline.set_resource(resource);
+        SpanIntake(Arc::new(pipeline))
+    }
+
+    /// One finished span, as the tracer hands over its own when they end.
+    pub fn end(&self, span: SpanData) {
+        self.0.on_end(span);
+    }
+}
+
+impl SpanProcessor for SpanIntake {
+    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    /// Set once, in [`SpanIntake::new`].
+    fn set_resource(&mut self, _resource: &Resource) {}
 }
 
 /// The span exporter for either transport: over HTTP comb's own (see

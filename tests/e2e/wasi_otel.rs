@@ -1,0 +1,207 @@
+//! `wasi:otel`: a standard component traced with the OpenTelemetry SDK
+//! (`tests/plugins/otel_guest`, a span processor and a log processor over
+//! the WIT) joins comb's trace, its spans exported as it made them, within
+//! comb's bounds; and a hostile one writes nothing comb does not allow.
+
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, ArrayValue, any_value::Value as OtlpValue},
+    trace::v1::span::SpanKind,
+};
+
+use crate::{
+    harness::{Comb, Options, client, get_json, trace_id},
+    otlp::{ReceivedSpan, Receiver, find, named},
+};
+
+fn start(receiver: &Receiver) -> Comb {
+    Comb::start(Options {
+        plugins: &["otel_guest"],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    })
+}
+
+fn array(values: Vec<OtlpValue>) -> OtlpValue {
+    OtlpValue::ArrayValue(ArrayValue {
+        values: values
+            .into_iter()
+            .map(|value| AnyValue { value: Some(value) })
+            .collect(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_traced_with_the_otel_sdk_joins_the_request_s_trace() {
+    let receiver = Receiver::start().await;
+    let comb = start(&receiver);
+    let response = client()
+        .get(comb.at("/otel_guest/traced"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let trace = trace_id(&response);
+    assert_eq!(response.text().await.unwrap(), "traced\n");
+
+    // server → invoke → handle → load → query, one trace.
+    let spans = receiver.trace(&trace, 5).await;
+    let invocation = named(&spans, "invoke otel_guest");
+    let handle = named(&spans, "handle");
+    let load = named(&spans, "load");
+    let query = named(&spans, "query");
+    assert_eq!(handle.parent_span_id, invocation.span_id);
+    assert_eq!(load.parent_span_id, handle.span_id);
+    assert_eq!(query.parent_span_id, load.span_id);
+    // Nothing refused or dropped (the counts are set only when not zero).
+    assert!(invocation.attribute("plugin.telemetry.refused").is_none());
+    assert!(invocation.attribute("plugin.telemetry.dropped").is_none());
+
+    // Exported as the guest made it: kind, scope, times, attributes of
+    // every kind, a link, events, an error status; with comb's resource
+    // and the plugin's name.
+    assert_eq!(handle.kind, SpanKind::Server);
+    assert_eq!(load.kind, SpanKind::Internal);
+    for span in [handle, load, query] {
+        assert_eq!(span.scope, "otel_guest", "{span:#?}");
+        assert_eq!(span.scope_version, "1.2.3", "{span:#?}");
+        assert_eq!(span.string("plugin.name"), "otel_guest");
+        assert_eq!(span.resource, invocation.resource, "comb's resource");
+        assert!(span.start_time_unix_nano >= invocation.start_time_unix_nano);
+        assert!(span.end_time_unix_nano <= invocation.end_time_unix_nano);
+        assert!(span.start_time_unix_nano <= span.end_time_unix_nano);
+    }
+    assert_eq!(handle.string("app.string"), "text");
+    assert!(handle.bool("app.bool"));
+    assert_eq!(handle.int("app.int"), -42);
+    assert_eq!(handle.double("app.float"), 2.5);
+    let strings = |list: &[&str]| {
+        array(
+            list.iter()
+                .map(|s| OtlpValue::StringValue((*s).into()))
+                .collect(),
+        )
+    };
+    assert_eq!(handle.attribute("app.strings"), Some(&strings(&["a", "b"])));
+    assert_eq!(
+        handle.attribute("app.bools"),
+        Some(&array(vec![
+            OtlpValue::BoolValue(true),
+            OtlpValue::BoolValue(false)
+        ]))
+    );
+    assert_eq!(
+        handle.attribute("app.ints"),
+        Some(&array((1..=3).map(OtlpValue::IntValue).collect()))
+    );
+    assert_eq!(
+        handle.attribute("app.floats"),
+        Some(&array(vec![
+            OtlpValue::DoubleValue(0.5),
+            OtlpValue::DoubleValue(1.5)
+        ]))
+    );
+    // Ids written without zero padding arrive as the ids they are.
+    assert_eq!(
+        handle.links,
+        [(format!("{:032x}", 0xabc), format!("{:016x}", 0xdef))]
+    );
+    let miss = load.event("cache.miss").expect("the guest's event");
+    assert_eq!(
+        find(miss, "app.key"),
+        Some(&OtlpValue::StringValue("activities".into()))
+    );
+    assert_eq!(query.int("db.rows"), 0);
+    assert_eq!(
+        (query.status_code, query.status_message.as_str()),
+        (2, "no rows")
+    );
+
+    // The log record: an event on the span it was logged in, and a line
+    // in comb's log with that span's ids.
+    let logged = load.event("log").expect("the log record on its span");
+    let text = |key| find(logged, key).cloned();
+    assert_eq!(
+        text("log.message"),
+        Some(OtlpValue::StringValue("loaded from the slow path".into()))
+    );
+    assert_eq!(
+        text("log.severity"),
+        Some(OtlpValue::StringValue("WARN".into()))
+    );
+    assert_eq!(text("app.rows"), Some(OtlpValue::IntValue(3)));
+    let line = comb
+        .log()
+        .lines()
+        .find(|line| line.contains("loaded from the slow path"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no log line in {}", comb.log()));
+    assert!(line.contains(&format!("trace_id={trace}")), "{line}");
+    assert!(
+        line.contains(&format!("span_id={}", load.span_id)),
+        "{line}"
+    );
+
+    // comb's page shows the guest's spans in the trace.
+    let (status, page) = get_json(&format!("{}/_comb/api/traces/{trace}", comb.admin_url)).await;
+    assert_eq!(status, 200, "{page:#}");
+    let on_page = |name: &str| {
+        page["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} on the page: {page:#}"))
+            .clone()
+    };
+    assert_eq!(on_page("query")["parent_span_id"], load.span_id.as_str());
+    assert_eq!(on_page("handle")["attributes"]["app.int"], -42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_component_writes_only_what_comb_allows_through_wasi_otel() {
+    let receiver = Receiver::start().await;
+    let comb = start(&receiver);
+    let response = client()
+        .get(comb.at("/otel_guest/hostile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let trace = trace_id(&response);
+
+    // 512 spans a call: 3 before the flood, so 509 of its 600.
+    let spans = receiver.trace(&trace, 2 + 3 + 509).await;
+    let invocation = named(&spans, "invoke otel_guest");
+    let guest: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.scope == "hostile").collect();
+    let count = |name: &str| guest.iter().filter(|s| s.name == name).count();
+    assert_eq!(count("flood"), 509);
+    assert_eq!(
+        guest.len(),
+        509 + 3,
+        "{:#?}",
+        guest.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    // Refused: the forged trace's start and end, the invoke name and two
+    // of comb's keys, the second end, the end never started, the stray
+    // parent. Dropped: the 91 spans past the budget.
+    assert_eq!(invocation.int("plugin.telemetry.refused"), 8);
+    assert_eq!(invocation.int("plugin.telemetry.dropped"), 91);
+    // Nothing in another trace.
+    let forged = format!("{:032x}", 0x123456789abcdef_u128);
+    assert!(receiver.spans().iter().all(|s| s.trace_id != forged));
+    // comb's keys stay comb's, and no guest span passes for comb's own.
+    let keys = named(&spans, "guest: invoke home_activities");
+    assert_eq!(keys.string("plugin.name"), "otel_guest");
+    assert_eq!(keys.string("app.kept"), "yes");
+    assert!(keys.attribute("faas.coldstart").is_none(), "{keys:#?}");
+    assert_eq!(count("twice"), 1);
+    assert_eq!(count("never-started"), 0);
+    let stray = named(&spans, "stray-parent");
+    assert_eq!(stray.parent_span_id, invocation.span_id);
+    // The host is unharmed.
+    let response = client().get(comb.at("/otel_guest/traced")).send().await;
+    assert_eq!(response.unwrap().status(), 200);
+}
