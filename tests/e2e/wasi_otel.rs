@@ -205,3 +205,74 @@ async fn a_hostile_component_writes_only_what_comb_allows_through_wasi_otel() {
     let response = client().get(comb.at("/otel_guest/traced")).send().await;
     assert_eq!(response.unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outgoing_call_inside_a_guest_span_is_that_span_s_child() {
+    let receiver = Receiver::start().await;
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = upstream.local_addr().unwrap();
+    let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
+    tokio::spawn(async move { axum::serve(upstream, app).await });
+    let comb = Comb::start(Options {
+        plugins: &["otel_guest"],
+        files: &[("otel_guest.toml", b"[sandbox]\nhttp = [\"127.0.0.1\"]\n")],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    });
+    let response = client()
+        .get(comb.at(&format!("/otel_guest/fetch?to={address}")))
+        .send()
+        .await
+        .unwrap();
+    let trace = trace_id(&response);
+    assert_eq!(response.text().await.unwrap(), "fetched 200\n");
+
+    // invoke → fetch (the guest's) → GET (comb's CLIENT span), as Spin
+    // parents a host call's span under the guest's current one.
+    let spans = receiver.trace(&trace, 4).await;
+    let invocation = named(&spans, "invoke otel_guest");
+    let fetch = named(&spans, "fetch");
+    let call = (spans.iter())
+        .find(|s| s.kind == SpanKind::Client)
+        .unwrap_or_else(|| panic!("no CLIENT span in {spans:#?}"));
+    assert_eq!(fetch.parent_span_id, invocation.span_id);
+    assert_eq!(call.parent_span_id, fetch.span_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_plugin_traces_with_the_otel_api_as_with_comb_s_own() {
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["two_ways"],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    });
+    // The same three nested spans, through comb's span API and through the
+    // OpenTelemetry API (comb-sdk's `otel` feature): the same tree.
+    for way in ["comb", "otel"] {
+        let response = client()
+            .get(comb.at(&format!("/two_ways/{way}?n=3")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{way}");
+        let trace = trace_id(&response);
+        let spans = receiver.trace(&trace, 5).await;
+        let mut parent = named(&spans, "invoke two_ways").span_id.clone();
+        for index in 0..3 {
+            let span = (spans.iter())
+                .find(|s| s.name == "work" && s.parent_span_id == parent)
+                .unwrap_or_else(|| panic!("{way}: no work span under {parent}: {spans:#?}"));
+            assert_eq!(span.int("app.index"), index, "{way}");
+            assert_eq!(span.string("app.way"), way);
+            assert_eq!(span.string("plugin.name"), "two_ways", "{way}");
+            parent = span.span_id.clone();
+        }
+    }
+}

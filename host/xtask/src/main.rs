@@ -17,8 +17,10 @@
 //!   wrk (tests/bench/throughput.py), the scale curve and a mixed workload
 //!   (tests/bench/scale.py), neighbours' latency while guests
 //!   loop (tests/bench/neighbours.py) and during a storm of failures
-//!   reported to Rollbar (tests/bench/storm.py), and the Rust, Python and
-//!   JavaScript plugins side by side (tests/bench/languages.py).
+//!   reported to Rollbar (tests/bench/storm.py), the Rust, Python and
+//!   JavaScript plugins side by side (tests/bench/languages.py), and a
+//!   guest span through comb's API next to one through `wasi:otel`
+//!   (tests/bench/spans.py).
 
 use std::process::{Command, ExitCode};
 
@@ -124,12 +126,14 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             // How cost grows with connections and over the ten routes;
             // neighbours' latency while guests loop on every core, then
             // while a storm of panics is reported to a slow Rollbar; then
-            // what a plugin costs in each language.
+            // what a plugin costs in each language, and a guest span each
+            // way.
             for script in [
                 "tests/bench/scale.py",
                 "tests/bench/neighbours.py",
                 "tests/bench/storm.py",
                 "tests/bench/languages.py",
+                "tests/bench/spans.py",
             ] {
                 let mut bench = Command::new("python3");
                 bench.current_dir(&root).arg(script);

@@ -32,6 +32,8 @@
 pub mod client;
 pub mod http;
 pub mod log;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod trace;
 
 /// The raw bindings generated from `wit/plugin.wit`.

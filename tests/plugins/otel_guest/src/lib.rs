@@ -9,6 +9,9 @@
 //!   of every kind, events, a link, an error status on `query`, and a log
 //!   record logged inside `load`. Ids are written in hex without zero
 //!   padding, as the published Rust library writes them.
+//! - `…/fetch?to=HOST:PORT`: an outgoing `GET http://HOST:PORT/hello` made
+//!   inside an SDK span `fetch` (comb's CLIENT span for it goes under
+//!   `fetch`).
 //! - `…/hostile`: calls the WIT directly, as no honest SDK would, in this
 //!   order: a span in another trace, comb's own keys and an `invoke …`
 //!   name, a span ended twice, one ended but never started, one whose
@@ -33,7 +36,13 @@ use opentelemetry_sdk::{
 };
 use wasip2::{
     exports::http::incoming_handler::Guest,
-    http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam},
+    http::{
+        outgoing_handler,
+        types::{
+            Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse,
+            ResponseOutparam, Scheme,
+        },
+    },
 };
 
 mod otel {
@@ -57,6 +66,8 @@ impl Guest for OtelGuest {
         let path = request.path_with_query().unwrap_or_default();
         let said = if path.ends_with("/hostile") {
             hostile()
+        } else if let Some((_, to)) = path.split_once("/fetch?to=") {
+            fetch(to)
         } else {
             traced()
         };
@@ -137,6 +148,36 @@ fn traced() -> String {
     let _ = tracer_provider.shutdown();
     let _ = logger_provider.shutdown();
     "traced\n".to_owned()
+}
+
+/// An outgoing call inside a span of the SDK's.
+fn fetch(authority: &str) -> String {
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_span_processor(WasiSpans)
+        .build();
+    let tracer = tracer_provider.tracer("otel_guest");
+    let host = Context::new().with_remote_span_context(span_context(&wit::outer_span_context()));
+    let span = tracer.start_with_context("fetch", &host);
+    let cx = host.with_span(span);
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_scheme(Some(&Scheme::Http)).expect("a scheme");
+    request
+        .set_authority(Some(authority))
+        .expect("an authority");
+    request.set_path_with_query(Some("/hello")).expect("a path");
+    let status = match outgoing_handler::handle(request, None) {
+        Ok(future) => {
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(response))) => response.status().to_string(),
+                other => format!("{other:?}"),
+            }
+        }
+        Err(error) => format!("{error:?}"),
+    };
+    cx.span().end();
+    let _ = tracer_provider.shutdown();
+    format!("fetched {status}\n")
 }
 
 /// The hostile path: the WIT called directly.
