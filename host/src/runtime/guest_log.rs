@@ -435,9 +435,7 @@ mod tests {
             Arc::new(global::tracer("test")),
             Context::new(),
             "p".into(),
-            Default::default(),
             1,
-            None,
         );
         GuestLog::new("p".into(), spans.current_span(), None)
     }

@@ -15,6 +15,7 @@
 //! call moves off the request path's threads (`guest_pool`).
 
 pub mod bindings;
+mod budget;
 mod function_cache;
 pub(crate) mod guest_log;
 pub(crate) mod guest_pool;
@@ -594,8 +595,8 @@ impl Runtime {
         stats.guest_cpu = store.data().guest_clock.total();
         stats.memory_peak = store.data().limiter.peak();
         stats.log_dropped = store.data().log().dropped();
-        stats.telemetry_dropped = store.data().spans().dropped();
-        stats.telemetry_refused = store.data().spans().refused();
+        stats.telemetry_dropped = store.data().telemetry().dropped();
+        stats.telemetry_refused = store.data().telemetry().refused();
         stats.fuel_consumed = limits
             .fuel
             .filter(|_| self.fuel)

@@ -6,11 +6,8 @@
 //! `tracer.start_as_current_span(...)` in the OTel Python API; ending or
 //! dropping it takes it off again.
 //!
-//! What a guest puts into telemetry is bounded per call ([`TelemetryLimits`]):
-//! long strings are cut, spans and bytes past the budget are dropped, and
-//! the keys and names comb sets itself are refused. Both are counted, and
-//! the counts go on the invocation span, so a guest can neither make the
-//! host hold unbounded memory nor forge what comb reports about it.
+//! What a guest puts into telemetry is bounded per call, by the [`Budget`]
+//! it shares with `wasi:otel`.
 
 use std::sync::{Arc, Mutex};
 
@@ -24,20 +21,13 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::{
     bindings::comb::plugin::tracing::{self as wit, SpanContext, Status, Value},
-    wasi_otel::{GuestSpans, StandardSpans},
+    budget::{Budget, ITEM_COST, comb_owns},
 };
-use crate::{
-    limits::TelemetryLimits,
-    spans::{self, attributes},
-};
+use crate::spans::attributes;
 
 /// Attributes of the invocation span kept for comb's own: the guest may
 /// set the SDK's per-span count less these there.
 const RESERVED_FOR_COMB: usize = 32;
-
-/// What one attribute or list element costs the budget on top of its
-/// bytes, so many empty ones are not free.
-const ITEM_COST: usize = 8;
 
 /// A span a guest holds a handle to.
 pub struct GuestSpan {
@@ -65,82 +55,7 @@ pub(super) enum Role {
     Unrecorded,
 }
 
-/// What one call has put into telemetry so far, against its limits: shared
-/// by comb's span API and `wasi:otel`.
-pub(super) struct Budget {
-    pub(super) limits: TelemetryLimits,
-    spans: usize,
-    bytes: usize,
-    invocation_attributes: usize,
-    pub(super) dropped: u64,
-    pub(super) refused: u64,
-}
-
 impl Budget {
-    /// Nothing spent yet under `limits`.
-    pub(super) fn new(limits: TelemetryLimits) -> Self {
-        Budget {
-            limits,
-            spans: 0,
-            bytes: 0,
-            invocation_attributes: 0,
-            dropped: 0,
-            refused: 0,
-        }
-    }
-
-    /// Takes one of the call's spans, or counts a drop when none is left.
-    pub(super) fn take_span(&mut self) -> bool {
-        if self.spans >= self.limits.spans_per_call {
-            self.dropped += 1;
-            return false;
-        }
-        self.spans += 1;
-        true
-    }
-
-    /// Whether the call may still start a span.
-    pub(super) fn spans_left(&self) -> bool {
-        self.spans < self.limits.spans_per_call
-    }
-
-    /// Bytes still to spend.
-    pub(super) fn bytes_left(&self) -> usize {
-        self.limits.bytes_per_call.saturating_sub(self.bytes)
-    }
-
-    /// Whether `bytes` more fit; counts a drop when they do not.
-    pub(super) fn spend(&mut self, bytes: usize) -> bool {
-        if self.bytes.saturating_add(bytes) > self.limits.bytes_per_call {
-            self.dropped += 1;
-            return false;
-        }
-        self.bytes += bytes;
-        true
-    }
-
-    /// `text` cut to the value length limit, at a character boundary.
-    pub(super) fn cut(&self, mut text: String) -> String {
-        let limit = self.limits.attribute_value_length;
-        if text.len() > limit {
-            text.truncate(text.floor_char_boundary(limit));
-            text.shrink_to_fit();
-        }
-        text
-    }
-
-    /// A guest span's name: cut, and never one of comb's invocation span
-    /// names (a guest's fake `invoke ...` spans would join every query that
-    /// compares plugins by them): such a name is prefixed and counted.
-    pub(super) fn span_name(&mut self, name: String) -> String {
-        let name = self.cut(name);
-        if name.starts_with(spans::INVOCATION_SPAN_PREFIX) {
-            self.refused += 1;
-            return format!("guest: {name}");
-        }
-        name
-    }
-
     /// `value` with its strings cut, and what it costs in bytes.
     fn value(&self, value: Value) -> (OtelValue, usize) {
         match value {
@@ -181,7 +96,7 @@ impl Budget {
     fn attributes(&mut self, attributes: Vec<wit::KeyValue>, role: Role) -> Vec<KeyValue> {
         let mut kept = Vec::with_capacity(attributes.len().min(16));
         for wit::KeyValue { key, value } in attributes {
-            if comb_owns(&key, role) {
+            if comb_owns(&key, role == Role::Invocation) {
                 self.refused += 1;
                 continue;
             }
@@ -205,23 +120,6 @@ impl Budget {
         }
         kept
     }
-
-    /// One attribute whose value (`size` bytes) is already cut, if it fits
-    /// the budget.
-    pub(super) fn keep(&mut self, key: String, value: OtelValue, size: usize) -> Option<KeyValue> {
-        self.spend(key.len() + size + ITEM_COST)
-            .then(|| KeyValue::new(key, value))
-    }
-}
-
-/// Whether `key` is one comb sets itself on a span of this role: `plugin.*`
-/// and `faas.*` everywhere (comb adds `plugin.name` to every guest span);
-/// on the invocation span also `error.type` and `http.*`, which comb
-/// records from the call's outcome.
-pub(super) fn comb_owns(key: &str, role: Role) -> bool {
-    key.starts_with("plugin.")
-        || key.starts_with("faas.")
-        || (role == Role::Invocation && (key == attributes::ERROR_TYPE || key.starts_with("http.")))
 }
 
 /// The guest's current span, shared with what runs outside the span API's
@@ -254,13 +152,9 @@ pub(crate) struct SpanApiCtx {
     plugin_name: KeyValue,
     /// The top of `open` (else `invocation`), for the guest's stdio.
     shared: CurrentSpan,
-    /// What the guest may still add, and what it was refused.
-    budget: Budget,
     /// Which call of its instance this is; handles from other calls are
     /// inert.
     call: u32,
-    /// The guest's spans through `wasi:otel`, under the same budget.
-    standard: StandardSpans,
 }
 
 impl SpanApiCtx {
@@ -269,36 +163,15 @@ impl SpanApiCtx {
         tracer: Arc<BoxedTracer>,
         invocation: Context,
         plugin_name: StringValue,
-        limits: TelemetryLimits,
         call: u32,
-        exports: Option<GuestSpans>,
     ) -> Self {
-        let plugin_name = KeyValue::new(attributes::PLUGIN_NAME, plugin_name);
-        let context = invocation.span().span_context().clone();
         SpanApiCtx {
             call,
-            standard: StandardSpans::new(context, plugin_name.clone(), exports),
-            budget: Budget::new(limits),
             tracer,
             shared: CurrentSpan(Arc::new(Mutex::new(invocation.clone()))),
             invocation,
             open: Vec::new(),
-            plugin_name,
-        }
-    }
-
-    /// The `wasi:otel` state and the budget it spends.
-    pub(super) fn standard(&mut self) -> (&mut StandardSpans, &mut Budget) {
-        (&mut self.standard, &mut self.budget)
-    }
-
-    /// Where a host call the guest makes now (outgoing HTTP) puts its
-    /// span: under the guest's innermost open `wasi:otel` span when it has
-    /// one, else under its current span.
-    pub(crate) fn host_call_parent(&self) -> Context {
-        match self.standard.current() {
-            Some(span) => Context::new().with_remote_span_context(span.clone()),
-            None => self.current().clone(),
+            plugin_name: KeyValue::new(attributes::PLUGIN_NAME, plugin_name),
         }
     }
 
@@ -313,24 +186,11 @@ impl SpanApiCtx {
         self.open.last().unwrap_or(&self.invocation)
     }
 
-    /// Span data dropped past the per-call limits (spans, attributes,
-    /// events), counted.
-    pub(crate) fn dropped(&self) -> u64 {
-        self.budget.dropped
-    }
-
-    /// Attempts to set comb's own keys or rename its invocation span.
-    pub(crate) fn refused(&self) -> u64 {
-        self.budget.refused
-    }
-
-    /// Ends the spans the guest left open, innermost first. (Its
-    /// `wasi:otel` spans left open never sent their data: counted dropped.)
+    /// Ends the spans the guest left open, innermost first.
     pub(crate) fn end_open(&mut self) {
         while let Some(cx) = self.open.pop() {
             cx.span().end();
         }
-        self.budget.dropped += self.standard.unfinished();
         self.shared.set(&self.invocation);
     }
 
@@ -370,6 +230,8 @@ impl SpanApiCtx {
 pub(crate) struct SpanApiView<'a> {
     /// This invocation's span state.
     pub ctx: &'a mut SpanApiCtx,
+    /// What the call may still put into telemetry.
+    pub budget: &'a mut Budget,
     /// The store's resource table.
     pub table: &'a mut ResourceTable,
 }
@@ -413,7 +275,7 @@ impl wit::Host for SpanApiView<'_> {
 
 impl wit::HostSpan for SpanApiView<'_> {
     fn new(&mut self, name: String) -> wasmtime::Result<Resource<GuestSpan>> {
-        let budget = &mut self.ctx.budget;
+        let budget = &mut *self.budget;
         let name = budget.span_name(name);
         if budget.spans >= budget.limits.spans_per_call || !budget.spend(name.len()) {
             if budget.spans >= budget.limits.spans_per_call {
@@ -460,7 +322,7 @@ impl wit::HostSpan for SpanApiView<'_> {
         let Some(span) = self.ctx.recorded(self.table, &span)? else {
             return Ok(());
         };
-        let kept = self.ctx.budget.attributes(attributes, span.role);
+        let kept = self.budget.attributes(attributes, span.role);
         if !kept.is_empty() {
             span.cx.span().set_attributes(kept);
         }
@@ -476,7 +338,7 @@ impl wit::HostSpan for SpanApiView<'_> {
         let Some(span) = self.ctx.recorded(self.table, &span)? else {
             return Ok(());
         };
-        let budget = &mut self.ctx.budget;
+        let budget = &mut *self.budget;
         let name = budget.cut(name);
         if !budget.spend(name.len()) {
             return Ok(());
@@ -491,7 +353,7 @@ impl wit::HostSpan for SpanApiView<'_> {
         let Some(span) = self.ctx.recorded(self.table, &span)? else {
             return Ok(());
         };
-        let budget = &mut self.ctx.budget;
+        let budget = &mut *self.budget;
         let status = match status {
             Status::Unset => OtelStatus::Unset,
             Status::Ok => OtelStatus::Ok,
@@ -516,7 +378,7 @@ impl wit::HostSpan for SpanApiView<'_> {
         let Some(span) = self.ctx.recorded(self.table, &span)? else {
             return Ok(());
         };
-        let budget = &mut self.ctx.budget;
+        let budget = &mut *self.budget;
         let (error_type, message) = (budget.cut(error_type), budget.cut(message));
         if !budget.spend(error_type.len() + message.len()) {
             return Ok(());
@@ -535,7 +397,7 @@ impl wit::HostSpan for SpanApiView<'_> {
         let Some(span) = self.ctx.recorded(self.table, &span)? else {
             return Ok(());
         };
-        let budget = &mut self.ctx.budget;
+        let budget = &mut *self.budget;
         match span.role {
             Role::Unrecorded => {}
             // `invoke {plugin}` is what per-plugin comparisons group by.

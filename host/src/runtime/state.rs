@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry::{Context, StringValue, global::BoxedTracer};
+use opentelemetry::{Context, KeyValue, StringValue, global::BoxedTracer, trace::TraceContextExt};
 use wasmtime::{
     CallHook, Store,
     component::{Linker, ResourceTable},
@@ -15,13 +15,17 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::{
+    budget::Budget,
     guest_log::{self, GuestErrors, GuestLog},
     http_client::ClientHooks,
     sandbox::Sandbox,
     span_api::{self, SpanApiCtx, SpanApiView},
-    wasi_otel::{self, GuestSpans, OtelView},
+    wasi_otel::{self, GuestSpans, OtelView, StandardSpans},
 };
-use crate::limits::{Limits, MemoryLimiter};
+use crate::{
+    limits::{Limits, MemoryLimiter},
+    spans::attributes,
+};
 
 /// Store data for one invocation.
 pub(crate) struct InvocationState {
@@ -29,8 +33,8 @@ pub(crate) struct InvocationState {
     wasi: WasiCtx,
     /// Handles the guest holds: WASI streams and comb spans.
     table: ResourceTable,
-    /// The span API's state for this call.
-    spans: SpanApiCtx,
+    /// The guest's telemetry in this call: comb's span API, `wasi:otel`.
+    telemetry: GuestTelemetry,
     /// The plugin's log lines for this call, from the log API and stdio.
     log: GuestLog,
     /// wasi:http's state, and comb's hooks for outgoing calls.
@@ -57,17 +61,11 @@ impl InvocationState {
         reporters: &Reporters,
     ) -> Self {
         const FIRST: u32 = 1;
-        let spans = SpanApiCtx::new(
-            tracer,
-            invocation.clone(),
-            plugin_name.clone(),
-            limits.telemetry,
-            FIRST,
-            reporters.spans.clone(),
-        );
+        let telemetry =
+            GuestTelemetry::new(tracer, &invocation, plugin_name, limits, FIRST, reporters);
         let log = GuestLog::new(
             plugin_name.clone(),
-            spans.current_span(),
+            telemetry.spans.current_span(),
             reporters.errors.clone(),
         );
         // Handles and header maps cost comb memory outside the guest's
@@ -80,7 +78,7 @@ impl InvocationState {
             wasi: sandbox.wasi(&log, invocation.clone()),
             table,
             client: ClientHooks::new(invocation, sandbox.http_grants(), limits.http),
-            spans,
+            telemetry,
             log,
             http,
             limiter: MemoryLimiter::new(limits.memory_bytes),
@@ -105,15 +103,15 @@ impl InvocationState {
         reporters: &Reporters,
     ) {
         self.call += 1;
-        self.spans = SpanApiCtx::new(
+        self.telemetry = GuestTelemetry::new(
             tracer,
-            invocation.clone(),
-            plugin_name.clone(),
-            limits.telemetry,
+            &invocation,
+            plugin_name,
+            limits,
             self.call,
-            reporters.spans.clone(),
+            reporters,
         );
-        self.log.next_call(self.spans.current_span());
+        self.log.next_call(self.telemetry.spans.current_span());
         self.wasi = sandbox.wasi(&self.log, invocation.clone());
         self.client = ClientHooks::new(invocation, sandbox.http_grants(), limits.http);
         self.guest_clock = GuestClock::default();
@@ -123,7 +121,10 @@ impl InvocationState {
     /// end with the call, as they would when a fresh store is dropped.
     pub(crate) fn end_call(&mut self) {
         self.log.finish();
-        self.spans.end_open();
+        let telemetry = &mut self.telemetry;
+        telemetry.spans.end_open();
+        // `wasi:otel` spans left open never sent their data.
+        telemetry.budget.dropped += telemetry.standard.unfinished();
     }
 
     /// Which call of its instance this is (1: a fresh instance).
@@ -136,9 +137,9 @@ impl InvocationState {
         &self.log
     }
 
-    /// The span API's state: what the guest's telemetry cost.
-    pub(crate) fn spans(&self) -> &SpanApiCtx {
-        &self.spans
+    /// What the guest's telemetry cost: drops and refusals.
+    pub(crate) fn telemetry(&self) -> &Budget {
+        &self.telemetry.budget
     }
 
     fn guest_log(&mut self) -> &mut GuestLog {
@@ -147,15 +148,44 @@ impl InvocationState {
 
     fn span_api(&mut self) -> SpanApiView<'_> {
         SpanApiView {
-            ctx: &mut self.spans,
+            ctx: &mut self.telemetry.spans,
+            budget: &mut self.telemetry.budget,
             table: &mut self.table,
         }
     }
 
     fn otel(&mut self) -> OtelView<'_> {
         OtelView {
-            spans: &mut self.spans,
+            standard: &mut self.telemetry.standard,
+            budget: &mut self.telemetry.budget,
             log: &self.log,
+        }
+    }
+}
+
+/// A call's guest telemetry: comb's span API, `wasi:otel`, and the budget
+/// both spend.
+struct GuestTelemetry {
+    spans: SpanApiCtx,
+    standard: StandardSpans,
+    budget: Budget,
+}
+
+impl GuestTelemetry {
+    fn new(
+        tracer: Arc<BoxedTracer>,
+        invocation: &Context,
+        plugin_name: &StringValue,
+        limits: &Limits,
+        call: u32,
+        reporters: &Reporters,
+    ) -> Self {
+        let context = invocation.span().span_context().clone();
+        let name = KeyValue::new(attributes::PLUGIN_NAME, plugin_name.clone());
+        GuestTelemetry {
+            spans: SpanApiCtx::new(tracer, invocation.clone(), plugin_name.clone(), call),
+            standard: StandardSpans::new(context, name, reporters.spans.clone()),
+            budget: Budget::new(limits.telemetry),
         }
     }
 }
@@ -175,7 +205,10 @@ impl WasiHttpView for InvocationState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         // An outgoing call's span goes under whatever span the guest has
         // open when it makes the call.
-        self.client.current = self.spans.host_call_parent();
+        self.client.current = match self.telemetry.standard.current() {
+            Some(span) => Context::new().with_remote_span_context(span.clone()),
+            None => self.telemetry.spans.current().clone(),
+        };
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,

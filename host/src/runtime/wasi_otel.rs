@@ -48,8 +48,8 @@ use super::{
             types,
         },
     },
+    budget::{Budget, comb_owns},
     guest_log::GuestLog,
-    span_api::{Budget, Role, SpanApiCtx, comb_owns},
 };
 
 /// Links one span keeps (the SDK's default, `OTEL_SPAN_LINK_COUNT_LIMIT`).
@@ -279,11 +279,14 @@ impl StandardSpans {
     }
 }
 
-/// What the `wasi:otel` host functions work on: the call's span state and
-/// its log.
+/// What the `wasi:otel` host functions work on: the call's `wasi:otel`
+/// spans, its telemetry budget and its log.
 pub(crate) struct OtelView<'a> {
-    /// This call's span state, shared with comb's span API.
-    pub spans: &'a mut SpanApiCtx,
+    /// This call's `wasi:otel` spans.
+    pub standard: &'a mut StandardSpans,
+    /// What the call may still put into telemetry, shared with comb's
+    /// span API.
+    pub budget: &'a mut Budget,
     /// This call's log.
     pub log: &'a GuestLog,
 }
@@ -307,7 +310,7 @@ impl types::Host for OtelView<'_> {}
 
 impl wit::Host for OtelView<'_> {
     fn on_start(&mut self, context: wit::SpanContext) -> wasmtime::Result<()> {
-        let (standard, budget) = self.spans.standard();
+        let (standard, budget) = (&mut *self.standard, &mut *self.budget);
         let Some(context) = standard.own_span(&context, budget) else {
             return Ok(());
         };
@@ -327,7 +330,7 @@ impl wit::Host for OtelView<'_> {
     }
 
     fn on_end(&mut self, span: wit::SpanData) -> wasmtime::Result<()> {
-        let (standard, budget) = self.spans.standard();
+        let (standard, budget) = (&mut *self.standard, &mut *self.budget);
         let Some(context) = standard.own_span(&span.span_context, budget) else {
             return Ok(());
         };
@@ -358,17 +361,17 @@ impl wit::Host for OtelView<'_> {
     }
 
     fn outer_span_context(&mut self) -> wasmtime::Result<wit::SpanContext> {
-        Ok(wit_context(&self.spans.standard().0.invocation))
+        Ok(wit_context(&self.standard.invocation))
     }
 
     fn current_span_context(&mut self) -> wasmtime::Result<wit::SpanContext> {
-        Ok(wit_context(&self.spans.standard().0.invocation))
+        Ok(wit_context(&self.standard.invocation))
     }
 }
 
 impl logs::Host for OtelView<'_> {
     fn on_emit(&mut self, record: LogRecord) -> wasmtime::Result<()> {
-        let (standard, budget) = self.spans.standard();
+        let (standard, budget) = (&mut *self.standard, &mut *self.budget);
         let level = level(record.severity_number, record.severity_text.as_deref());
         let message = match record.body {
             Some(body) if body.len() <= budget.bytes_left() => match value(body, budget) {
@@ -499,7 +502,7 @@ fn scope(scope: types::InstrumentationScope, budget: &mut Budget) -> Instrumenta
 fn key_values(attributes: Vec<types::KeyValue>, budget: &mut Budget) -> Vec<KeyValue> {
     let mut kept = Vec::with_capacity(attributes.len().min(16));
     for types::KeyValue { key, value: json } in attributes {
-        if comb_owns(&key, Role::Owned) {
+        if comb_owns(&key, false) {
             budget.refused += 1;
             continue;
         }
