@@ -19,6 +19,7 @@ fn start(receiver: &Receiver) -> Comb {
         env: &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
         ],
         ..Options::default()
     })
@@ -275,4 +276,64 @@ async fn a_rust_plugin_traces_with_the_otel_api_as_with_comb_s_own() {
             parent = span.span_id.clone();
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_s_own_metrics_go_out_with_comb_s_under_its_name() {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    let receiver = Receiver::start().await;
+    let comb = start(&receiver);
+    // Three calls, three fresh instances: each exports its cumulative
+    // counter at 2, so comb's counter is at 6.
+    let mut traces = Vec::new();
+    for _ in 0..3 {
+        let response = client()
+            .get(comb.at("/otel_guest/measured"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        traces.push(trace_id(&response));
+    }
+    let route = |attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+        find(attributes, "app.route") == Some(&OtlpValue::StringValue("/traced".into()))
+    };
+    let total = |metric: &opentelemetry_proto::tonic::metrics::v1::Metric| match &metric.data {
+        Some(Data::Sum(sum)) => (sum.data_points.iter())
+            .filter(|p| route(&p.attributes))
+            .map(|p| match p.value {
+                Some(Value::AsDouble(v)) => v,
+                Some(Value::AsInt(v)) => v as f64,
+                None => 0.0,
+            })
+            .sum::<f64>(),
+        _ => 0.0,
+    };
+    let requests = receiver
+        .wait_for_metric("app.requests", |m| total(m) >= 6.0)
+        .await;
+    assert_eq!(total(&requests), 6.0, "{requests:#?}");
+    assert_eq!(requests.unit, "{request}");
+    let Some(Data::Sum(sum)) = &requests.data else {
+        panic!("{requests:#?}")
+    };
+    assert!(sum.is_monotonic);
+    // Every point carries the plugin's identity: the one that named
+    // another plugin lost that key.
+    for point in &sum.data_points {
+        let string = |key| match find(&point.attributes, key) {
+            Some(OtlpValue::StringValue(s)) => s.clone(),
+            other => panic!("{key}: {other:?}"),
+        };
+        assert_eq!(string("plugin.name"), "otel_guest");
+        assert_eq!(string("plugin.version"), "0.0.0");
+    }
+    let queue = receiver.wait_for_metric("app.queue", |_| true).await;
+    assert!(matches!(queue.data, Some(Data::Gauge(_))), "{queue:#?}");
+    // The histogram could not be re-recorded; the forged key was refused.
+    assert!(receiver.metric("app.latency").is_none());
+    let spans = receiver.trace(&traces[0], 2).await;
+    let invocation = named(&spans, "invoke otel_guest");
+    assert_eq!(invocation.int("plugin.telemetry.dropped"), 1);
+    assert_eq!(invocation.int("plugin.telemetry.refused"), 1);
 }

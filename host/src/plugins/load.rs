@@ -23,7 +23,7 @@ use super::{
 use crate::{
     limits::Limits,
     metrics::Metrics,
-    runtime::{Manifest, PreparedPlugin, Runtime, reuse::IdleInstances},
+    runtime::{GuestMeter, Manifest, PreparedPlugin, Runtime, reuse::IdleInstances},
     spans::{self, PluginIdentity, attributes},
 };
 
@@ -182,9 +182,11 @@ async fn load_file(
         }
     };
     let routes = check_manifest(&manifest, &sidecar, max_routes)?;
+    let identity = PluginIdentity::new(&manifest.name, &manifest.version, &digest);
     Ok(Plugin {
         tracer: Arc::new(spans::plugin_tracer(&manifest.name, &manifest.version)),
-        identity: PluginIdentity::new(&manifest.name, &manifest.version, &digest),
+        meter: Arc::new(GuestMeter::new(&identity.name, &identity.version)),
+        identity,
         name: manifest.name,
         version: manifest.version,
         description: shown_description(manifest.description),

@@ -51,8 +51,8 @@ use crate::{
     limits::Limits,
     metrics::Metrics,
     runtime::{
-        Answer, CallStats, Compiled, Guest, InvokeError, PreparedPlugin, RoutedRequest, Runtime,
-        reuse::IdleInstances, sandbox::Sandbox,
+        Answer, CallStats, Compiled, Guest, GuestMeter, InvokeError, PreparedPlugin, RoutedRequest,
+        Runtime, reuse::IdleInstances, sandbox::Sandbox,
     },
     spans::PluginIdentity,
 };
@@ -104,6 +104,8 @@ pub struct Plugin {
     pre: PreparedPlugin,
     /// The tracer its spans are started with, scoped to name and version.
     tracer: Arc<BoxedTracer>,
+    /// Its instruments for the metrics it measures itself (`wasi:otel`).
+    meter: Arc<GuestMeter>,
     /// Name, version and digest as every request's telemetry carries them.
     identity: PluginIdentity,
     /// Set by the first call: that call is the cold start.
@@ -154,6 +156,7 @@ impl Plugin {
                     Guest {
                         pre: &plugin.pre,
                         tracer: plugin.tracer.clone(),
+                        meter: &plugin.meter,
                         name: &plugin.identity.name,
                         limits: &plugin.limits,
                         sandbox: &plugin.sandbox,

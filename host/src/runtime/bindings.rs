@@ -65,11 +65,12 @@ pub mod otel {
 
             world standard-telemetry {
                 import wasi:otel/tracing@0.2.0-rc.2;
+                import wasi:otel/metrics@0.2.0-rc.2;
                 import wasi:otel/logs@0.2.0-rc.2;
             }
         ",
         imports: { default: trappable },
     });
 
-    pub use self::wasi::otel::{logs, tracing, types};
+    pub use self::wasi::otel::{logs, metrics, tracing, types};
 }

@@ -18,6 +18,7 @@ pub mod bindings;
 mod budget;
 mod function_cache;
 pub(crate) mod guest_log;
+pub(crate) mod guest_metrics;
 pub(crate) mod guest_pool;
 pub(crate) mod http_client;
 pub(crate) mod outcome;
@@ -48,6 +49,7 @@ use wasmtime::{
 pub(crate) use bindings::{HandlerError, Manifest, PluginPre, Request, Response, Route};
 use function_cache::FunctionCache;
 pub use guest_log::{GuestErrorLine, GuestErrorSink, GuestErrors};
+pub(crate) use guest_metrics::GuestMeter;
 use guest_pool::{CallPanicked, GuestPool};
 pub use outcome::{Backtrace, ERROR_TYPES, Frame, InvalidResponse, InvokeError, TrapKind};
 pub use panic::GuestPanic;
@@ -183,6 +185,8 @@ pub(crate) struct Guest<'a> {
     pub pre: &'a PreparedPlugin,
     /// The tracer its spans start with.
     pub tracer: Arc<BoxedTracer>,
+    /// Its instruments for what it measures itself (`wasi:otel`).
+    pub meter: &'a Arc<GuestMeter>,
     /// Its name, for `plugin.name` on its spans and log lines.
     pub name: &'a StringValue,
     /// The limits the call runs under.
@@ -384,6 +388,7 @@ impl Runtime {
             &Sandbox::default(),
             &limits,
             &self.reporters,
+            None,
         );
         let mut store = self.store(pre.engine(), state, &limits)?;
         let describe = async {
@@ -504,14 +509,9 @@ impl Runtime {
         let (mut store, instantiated) = match guest.idle.take() {
             Some(IdleInstance { mut store, plugin }) => {
                 let clocked = invocation.span().is_recording();
-                store.data_mut().next_call(
-                    guest.tracer.clone(),
-                    invocation,
-                    guest.name,
-                    guest.sandbox,
-                    limits,
-                    &self.reporters,
-                );
+                store
+                    .data_mut()
+                    .next_call(guest, invocation, &self.reporters);
                 if clocked {
                     state::clock_guest(&mut store);
                 }
@@ -572,6 +572,7 @@ impl Runtime {
             guest.sandbox,
             guest.limits,
             &self.reporters,
+            Some(guest.meter.clone()),
         );
         let mut store = self
             .store(guest.pre.engine(), state, guest.limits)

@@ -15,8 +15,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::{
+    Guest,
     budget::Budget,
     guest_log::{self, GuestErrors, GuestLog},
+    guest_metrics::{Cumulative, GuestMeter},
     http_client::ClientHooks,
     sandbox::Sandbox,
     span_api::{self, SpanApiCtx, SpanApiView},
@@ -35,6 +37,8 @@ pub(crate) struct InvocationState {
     table: ResourceTable,
     /// The guest's telemetry in this call: comb's span API, `wasi:otel`.
     telemetry: GuestTelemetry,
+    /// The instance's last cumulative metric values, across its calls.
+    cumulative: Cumulative,
     /// The plugin's log lines for this call, from the log API and stdio.
     log: GuestLog,
     /// wasi:http's state, and comb's hooks for outgoing calls.
@@ -59,10 +63,18 @@ impl InvocationState {
         sandbox: &Sandbox,
         limits: &Limits,
         reporters: &Reporters,
+        meter: Option<Arc<GuestMeter>>,
     ) -> Self {
         const FIRST: u32 = 1;
-        let telemetry =
-            GuestTelemetry::new(tracer, &invocation, plugin_name, limits, FIRST, reporters);
+        let telemetry = GuestTelemetry::new(
+            tracer,
+            &invocation,
+            plugin_name,
+            limits,
+            FIRST,
+            reporters,
+            meter,
+        );
         let log = GuestLog::new(
             plugin_name.clone(),
             telemetry.spans.current_span(),
@@ -79,6 +91,7 @@ impl InvocationState {
             table,
             client: ClientHooks::new(invocation, sandbox.http_grants(), limits.http),
             telemetry,
+            cumulative: Cumulative::default(),
             log,
             http,
             limiter: MemoryLimiter::new(limits.memory_bytes),
@@ -95,25 +108,24 @@ impl InvocationState {
     /// to it.
     pub(crate) fn next_call(
         &mut self,
-        tracer: Arc<BoxedTracer>,
+        guest: &Guest<'_>,
         invocation: Context,
-        plugin_name: &StringValue,
-        sandbox: &Sandbox,
-        limits: &Limits,
         reporters: &Reporters,
     ) {
         self.call += 1;
         self.telemetry = GuestTelemetry::new(
-            tracer,
+            guest.tracer.clone(),
             &invocation,
-            plugin_name,
-            limits,
+            guest.name,
+            guest.limits,
             self.call,
             reporters,
+            Some(guest.meter.clone()),
         );
         self.log.next_call(self.telemetry.spans.current_span());
-        self.wasi = sandbox.wasi(&self.log, invocation.clone());
-        self.client = ClientHooks::new(invocation, sandbox.http_grants(), limits.http);
+        self.wasi = guest.sandbox.wasi(&self.log, invocation.clone());
+        let (grants, timeouts) = (guest.sandbox.http_grants(), guest.limits.http);
+        self.client = ClientHooks::new(invocation, grants, timeouts);
         self.guest_clock = GuestClock::default();
     }
 
@@ -155,10 +167,14 @@ impl InvocationState {
     }
 
     fn otel(&mut self) -> OtelView<'_> {
+        let telemetry = &mut self.telemetry;
         OtelView {
-            standard: &mut self.telemetry.standard,
-            budget: &mut self.telemetry.budget,
+            standard: &mut telemetry.standard,
+            budget: &mut telemetry.budget,
             log: &self.log,
+            meter: telemetry.meter.as_deref(),
+            metric_points: &mut telemetry.metric_points,
+            cumulative: &mut self.cumulative,
         }
     }
 }
@@ -169,6 +185,9 @@ struct GuestTelemetry {
     spans: SpanApiCtx,
     standard: StandardSpans,
     budget: Budget,
+    /// The plugin's instruments, and the points the call exported.
+    meter: Option<Arc<GuestMeter>>,
+    metric_points: usize,
 }
 
 impl GuestTelemetry {
@@ -179,6 +198,7 @@ impl GuestTelemetry {
         limits: &Limits,
         call: u32,
         reporters: &Reporters,
+        meter: Option<Arc<GuestMeter>>,
     ) -> Self {
         let context = invocation.span().span_context().clone();
         let name = KeyValue::new(attributes::PLUGIN_NAME, plugin_name.clone());
@@ -186,6 +206,8 @@ impl GuestTelemetry {
             spans: SpanApiCtx::new(tracer, invocation.clone(), plugin_name.clone(), call),
             standard: StandardSpans::new(context, name, reporters.spans.clone()),
             budget: Budget::new(limits.telemetry),
+            meter,
+            metric_points: 0,
         }
     }
 }

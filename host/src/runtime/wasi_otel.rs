@@ -13,6 +13,8 @@
 //!   times, kind, events, links, status and scope — with comb's resource
 //!   and `plugin.name`, through [`GuestSpans`] into the same pipeline as
 //!   comb's own spans (the page and the export queue).
+//! - `metrics`: what the guest's SDK measured, re-recorded with comb's
+//!   meter under the plugin's identity (`guest_metrics.rs` says how).
 //! - `logs`: each record is a line of the plugin's log ([`GuestLog`]): a
 //!   line in comb's log with the record's trace and span ids, and a `log`
 //!   event on its span (a guest span still open gets it when it ends).
@@ -44,12 +46,14 @@ use super::{
         comb::plugin::log::Level,
         otel::{
             logs::{self, LogRecord},
+            metrics,
             tracing::{self as wit, Datetime},
             types,
         },
     },
     budget::{Budget, comb_owns},
     guest_log::GuestLog,
+    guest_metrics::{self, Cumulative, GuestMeter},
 };
 
 /// Links one span keeps (the SDK's default, `OTEL_SPAN_LINK_COUNT_LIMIT`).
@@ -289,6 +293,12 @@ pub(crate) struct OtelView<'a> {
     pub budget: &'a mut Budget,
     /// This call's log.
     pub log: &'a GuestLog,
+    /// The plugin's instruments in comb's meter (none at load).
+    pub meter: Option<&'a GuestMeter>,
+    /// Metric points this call has exported so far.
+    pub metric_points: &'a mut usize,
+    /// The instance's last cumulative values.
+    pub cumulative: &'a mut Cumulative,
 }
 
 struct Otel;
@@ -297,12 +307,13 @@ impl HasData for Otel {
     type Data<'a> = OtelView<'a>;
 }
 
-/// Adds `wasi:otel/tracing` and `wasi:otel/logs` to `linker`.
+/// Adds `wasi:otel/tracing`, `metrics` and `logs` to `linker`.
 pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> OtelView<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, Otel>(linker, view)?;
+    metrics::add_to_linker::<T, Otel>(linker, view)?;
     logs::add_to_linker::<T, Otel>(linker, view)
 }
 
@@ -366,6 +377,26 @@ impl wit::Host for OtelView<'_> {
 
     fn current_span_context(&mut self) -> wasmtime::Result<wit::SpanContext> {
         Ok(wit_context(&self.standard.invocation))
+    }
+}
+
+impl metrics::Host for OtelView<'_> {
+    fn export(
+        &mut self,
+        export: metrics::ResourceMetrics,
+    ) -> wasmtime::Result<Result<(), metrics::Error>> {
+        if let Some(meter) = self.meter {
+            guest_metrics::record(
+                meter,
+                export,
+                self.budget,
+                self.metric_points,
+                self.cumulative,
+            );
+        }
+        // What was dropped is counted on the invocation span; the guest's
+        // SDK has nothing better to do with an error than log it.
+        Ok(Ok(()))
     }
 }
 
@@ -499,7 +530,7 @@ fn scope(scope: types::InstrumentationScope, budget: &mut Budget) -> Instrumenta
 }
 
 /// The guest's attributes that fit the budget, comb's keys refused.
-fn key_values(attributes: Vec<types::KeyValue>, budget: &mut Budget) -> Vec<KeyValue> {
+pub(super) fn key_values(attributes: Vec<types::KeyValue>, budget: &mut Budget) -> Vec<KeyValue> {
     let mut kept = Vec::with_capacity(attributes.len().min(16));
     for types::KeyValue { key, value: json } in attributes {
         if comb_owns(&key, false) {

@@ -12,6 +12,9 @@
 //! - `…/fetch?to=HOST:PORT`: an outgoing `GET http://HOST:PORT/hello` made
 //!   inside an SDK span `fetch` (comb's CLIENT span for it goes under
 //!   `fetch`).
+//! - `…/measured`: exports metrics as an SDK's reader would at the end of
+//!   a call: a cumulative counter, a gauge, a histogram, one point with
+//!   comb's own key.
 //! - `…/hostile`: calls the WIT directly, as no honest SDK would, in this
 //!   order: a span in another trace, comb's own keys and an `invoke …`
 //!   name, a span ended twice, one ended but never started, one whose
@@ -53,11 +56,11 @@ mod otel {
     });
     pub(crate) use self::wasi::{
         clocks::wall_clock::Datetime,
-        otel::{logs, tracing, types},
+        otel::{logs, metrics, tracing, types},
     };
 }
 
-use otel::{Datetime, logs, tracing as wit, types};
+use otel::{Datetime, logs, metrics, tracing as wit, types};
 
 struct OtelGuest;
 
@@ -68,6 +71,9 @@ impl Guest for OtelGuest {
             hostile()
         } else if let Some((_, to)) = path.split_once("/fetch?to=") {
             fetch(to)
+        } else if path.ends_with("/measured") {
+            export_metrics();
+            "measured\n".to_owned()
         } else {
             traced()
         };
@@ -148,6 +154,91 @@ fn traced() -> String {
     let _ = tracer_provider.shutdown();
     let _ = logger_provider.shutdown();
     "traced\n".to_owned()
+}
+
+/// What an SDK's metric reader hands the host as the call ends: a
+/// cumulative counter, a gauge, and a histogram (which comb cannot
+/// re-record, and counts as dropped); one point forges comb's key.
+fn export_metrics() {
+    let now = datetime(SystemTime::now());
+    let point = |attributes: Vec<types::KeyValue>, value| metrics::SumDataPoint {
+        attributes,
+        value,
+        exemplars: Vec::new(),
+    };
+    let sum = metrics::Sum {
+        data_points: vec![
+            point(
+                vec![attribute("app.route", "\"/traced\"")],
+                metrics::MetricNumber::U64(2),
+            ),
+            point(
+                vec![attribute("plugin.name", "\"home_activities\"")],
+                metrics::MetricNumber::U64(5),
+            ),
+        ],
+        start_time: now,
+        time: now,
+        temporality: metrics::Temporality::Cumulative,
+        is_monotonic: true,
+    };
+    let gauge = metrics::Gauge {
+        data_points: vec![metrics::GaugeDataPoint {
+            attributes: Vec::new(),
+            value: metrics::MetricNumber::F64(2.5),
+            exemplars: Vec::new(),
+        }],
+        start_time: None,
+        time: now,
+    };
+    let histogram = metrics::Histogram {
+        data_points: vec![metrics::HistogramDataPoint {
+            attributes: Vec::new(),
+            count: 1,
+            bounds: vec![1.0],
+            bucket_counts: vec![1, 0],
+            min: None,
+            max: None,
+            sum: metrics::MetricNumber::F64(0.5),
+            exemplars: Vec::new(),
+        }],
+        start_time: now,
+        time: now,
+        temporality: metrics::Temporality::Delta,
+    };
+    let metric = |name: &str, unit: &str, data| metrics::Metric {
+        name: name.to_owned(),
+        description: format!("{name}, as the guest measured it"),
+        unit: unit.to_owned(),
+        data,
+    };
+    let _ = metrics::export(&metrics::ResourceMetrics {
+        resource: types::Resource {
+            attributes: Vec::new(),
+            schema_url: None,
+        },
+        scope_metrics: vec![metrics::ScopeMetrics {
+            scope: types::InstrumentationScope {
+                name: "otel_guest".to_owned(),
+                version: None,
+                schema_url: None,
+                attributes: Vec::new(),
+            },
+            metrics: vec![
+                metric(
+                    "app.requests",
+                    "{request}",
+                    metrics::MetricData::U64Sum(sum),
+                ),
+                metric("app.queue", "{item}", metrics::MetricData::F64Gauge(gauge)),
+                metric(
+                    "app.latency",
+                    "s",
+                    metrics::MetricData::F64Histogram(histogram),
+                ),
+            ],
+        }],
+    });
 }
 
 /// An outgoing call inside a span of the SDK's.
