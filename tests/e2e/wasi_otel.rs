@@ -5,6 +5,7 @@
 
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, ArrayValue, any_value::Value as OtlpValue},
+    metrics::v1::{metric::Data, number_data_point::Value as NumberValue},
     trace::v1::span::SpanKind,
 };
 
@@ -145,6 +146,26 @@ async fn a_component_traced_with_the_otel_sdk_joins_the_request_s_trace() {
         "{line}"
     );
 
+    // Its counter, read by the SDK's reader as the call ended, is comb's
+    // metric under the plugin's name.
+    let handled = receiver.wait_for_metric("app.handled", |_| true).await;
+    assert_eq!(handled.unit, "{request}");
+    let Some(Data::Sum(sum)) = &handled.data else {
+        panic!("{handled:#?}")
+    };
+    let point = &sum.data_points[0];
+    assert_eq!(
+        point.value,
+        Some(NumberValue::AsDouble(1.0)),
+        "{handled:#?}"
+    );
+    for (key, value) in [("app.route", "/traced"), ("plugin.name", "otel_guest")] {
+        assert_eq!(
+            find(&point.attributes, key),
+            Some(&OtlpValue::StringValue(value.into()))
+        );
+    }
+
     // comb's page shows the guest's spans in the trace.
     let (status, page) = get_json(&format!("{}/_comb/api/traces/{trace}", comb.admin_url)).await;
     assert_eq!(status, 200, "{page:#}");
@@ -280,7 +301,6 @@ async fn a_rust_plugin_traces_with_the_otel_api_as_with_comb_s_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_s_own_metrics_go_out_with_comb_s_under_its_name() {
-    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
     let receiver = Receiver::start().await;
     let comb = start(&receiver);
     // Three calls, three fresh instances: each exports its cumulative
@@ -302,8 +322,8 @@ async fn a_component_s_own_metrics_go_out_with_comb_s_under_its_name() {
         Some(Data::Sum(sum)) => (sum.data_points.iter())
             .filter(|p| route(&p.attributes))
             .map(|p| match p.value {
-                Some(Value::AsDouble(v)) => v,
-                Some(Value::AsInt(v)) => v as f64,
+                Some(NumberValue::AsDouble(v)) => v,
+                Some(NumberValue::AsInt(v)) => v as f64,
                 None => 0.0,
             })
             .sum::<f64>(),
@@ -336,4 +356,31 @@ async fn a_component_s_own_metrics_go_out_with_comb_s_under_its_name() {
     let invocation = named(&spans, "invoke otel_guest");
     assert_eq!(invocation.int("plugin.telemetry.dropped"), 1);
     assert_eq!(invocation.int("plugin.telemetry.refused"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasi_0_3_service_reports_its_spans_through_wasi_otel_too() {
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["service_hello"],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    });
+    let response = client()
+        .get(comb.at("/service_hello/otel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let trace = trace_id(&response);
+    let spans = receiver.trace(&trace, 3).await;
+    let invocation = named(&spans, "invoke service_hello");
+    let work = named(&spans, "service-work");
+    assert_eq!(work.parent_span_id, invocation.span_id);
+    assert_eq!(work.span_id, format!("{:016x}", 0x5e1f));
+    assert_eq!(work.string("app.wasi"), "0.3");
+    assert_eq!(work.string("plugin.name"), "service_hello");
 }

@@ -6,8 +6,9 @@
 //!
 //! - `…/traced`: under the host's span (`outer-span-context`), a `handle`
 //!   span (SERVER) with a `load` child and a `query` grandchild; attributes
-//!   of every kind, events, a link, an error status on `query`, and a log
-//!   record logged inside `load`. Ids are written in hex without zero
+//!   of every kind, events, a link, an error status on `query`, a log
+//!   record logged inside `load`, and a counter `app.handled` (read with
+//!   the SDK's manual reader as the call ends and exported). Ids are written in hex without zero
 //!   padding, as the published Rust library writes them.
 //! - `…/fetch?to=HOST:PORT`: an outgoing `GET http://HOST:PORT/hello` made
 //!   inside an SDK span `fetch` (comb's CLIENT span for it goes under
@@ -22,11 +23,15 @@
 //!
 //! Both answer 200 with a line saying what they did.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::{Arc, Weak},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use opentelemetry::{
     Array, Context, InstrumentationScope, KeyValue, Value,
     logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity},
+    metrics::MeterProvider as _,
     trace::{
         Link, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags,
         TraceId, TraceState, Tracer as _, TracerProvider as _,
@@ -35,6 +40,11 @@ use opentelemetry::{
 use opentelemetry_sdk::{
     error::OTelSdkResult,
     logs::{LogProcessor, SdkLogRecord, SdkLoggerProvider},
+    metrics::{
+        InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+        data::{AggregatedMetrics, MetricData, ResourceMetrics, Sum},
+        reader::MetricReader,
+    },
     trace::{SdkTracerProvider, Span, SpanData, SpanProcessor},
 };
 use wasip2::{
@@ -103,8 +113,18 @@ fn traced() -> String {
         .with_version("1.2.3")
         .with_attributes([KeyValue::new("scope.purpose", "test")])
         .build();
+    let reader = SharedReader(Arc::new(ManualReader::builder().build()));
+    let meter_provider = SdkMeterProvider::builder()
+        .with_reader(reader.clone())
+        .build();
     let tracer = tracer_provider.tracer_with_scope(scope.clone());
-    let logger = logger_provider.logger_with_scope(scope);
+    let logger = logger_provider.logger_with_scope(scope.clone());
+    let handled = meter_provider
+        .meter_with_scope(scope)
+        .u64_counter("app.handled")
+        .with_unit("{request}")
+        .build();
+    handled.add(1, &[KeyValue::new("app.route", "/traced")]);
 
     let host = Context::new().with_remote_span_context(span_context(&wit::outer_span_context()));
     let handle = tracer
@@ -153,6 +173,10 @@ fn traced() -> String {
     handle.span().end();
     let _ = tracer_provider.shutdown();
     let _ = logger_provider.shutdown();
+    let mut readings = ResourceMetrics::default();
+    if reader.collect(&mut readings).is_ok() {
+        let _ = metrics::export(&wit_metrics(&readings));
+    }
     "traced\n".to_owned()
 }
 
@@ -318,6 +342,93 @@ fn hostile() -> String {
         end(&span, "flood", &host.span_id, vec![]);
     }
     "hostile\n".to_owned()
+}
+
+/// The manual reader, shared: the provider holds one handle, the call's
+/// end collects through the other.
+#[derive(Debug, Clone)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline);
+    }
+
+    fn collect(&self, readings: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(readings)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// The SDK's readings as the WIT's: sums and gauges (what this component
+/// measures).
+fn wit_metrics(readings: &ResourceMetrics) -> metrics::ResourceMetrics {
+    fn sum<T: Copy>(sum: &Sum<T>, number: fn(T) -> metrics::MetricNumber) -> metrics::Sum {
+        metrics::Sum {
+            data_points: (sum.data_points())
+                .map(|point| metrics::SumDataPoint {
+                    attributes: point.attributes().map(key_value).collect(),
+                    value: number(point.value()),
+                    exemplars: Vec::new(),
+                })
+                .collect(),
+            start_time: datetime(sum.start_time()),
+            time: datetime(sum.time()),
+            temporality: match sum.temporality() {
+                Temporality::Delta => metrics::Temporality::Delta,
+                Temporality::LowMemory => metrics::Temporality::LowMemory,
+                _ => metrics::Temporality::Cumulative,
+            },
+            is_monotonic: sum.is_monotonic(),
+        }
+    }
+    let scope_metrics = (readings.scope_metrics())
+        .map(|scope| metrics::ScopeMetrics {
+            scope: types::InstrumentationScope {
+                name: scope.scope().name().to_owned(),
+                version: scope.scope().version().map(str::to_owned),
+                schema_url: None,
+                attributes: Vec::new(),
+            },
+            metrics: (scope.metrics())
+                .filter_map(|metric| {
+                    let data = match metric.data() {
+                        AggregatedMetrics::U64(MetricData::Sum(s)) => {
+                            metrics::MetricData::U64Sum(sum(s, metrics::MetricNumber::U64))
+                        }
+                        AggregatedMetrics::F64(MetricData::Sum(s)) => {
+                            metrics::MetricData::F64Sum(sum(s, metrics::MetricNumber::F64))
+                        }
+                        _ => return None,
+                    };
+                    Some(metrics::Metric {
+                        name: metric.name().to_owned(),
+                        description: metric.description().to_owned(),
+                        unit: metric.unit().to_owned(),
+                        data,
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    metrics::ResourceMetrics {
+        resource: types::Resource {
+            attributes: Vec::new(),
+            schema_url: None,
+        },
+        scope_metrics,
+    }
 }
 
 /// Hands each span to the host as it starts and ends.

@@ -7,7 +7,9 @@
 //! ending in `/stall` starts its body and never finishes it;
 //! `/service_hello/fetch/HOST:PORT/PATH` makes an outgoing
 //! `GET http://HOST:PORT/PATH` with `wasi:http/client` and answers its
-//! status and body (502 and the error code when it fails). The body is
+//! status and body (502 and the error code when it fails); one ending in
+//! `/otel` reports a span `service-work` through `wasi:otel`, under the
+//! span the host names as its parent. The body is
 //! written by a task of its own after the response is returned, as WASI 0.3
 //! services stream.
 
@@ -48,6 +50,10 @@ impl Guest for ServiceHello {
         }
         if path.ends_with("/panic") {
             panic!("service_hello was asked to panic");
+        }
+        if path.ends_with("/otel") {
+            otel::report_span("service-work");
+            return Ok(respond(200, Vec::new(), "otel\n".to_owned()));
         }
         if let Some(target) = path.strip_prefix("/service_hello/fetch/") {
             let (status, text) = fetch(target).await;
@@ -144,3 +150,57 @@ async fn read_body(mut stream: wit_bindgen::StreamReader<u8>) -> Vec<u8> {
 }
 
 wasip3::http::service::export!(ServiceHello);
+
+/// A span reported through `wasi:otel`, as a guest's SDK reports one.
+mod otel {
+    mod bindings {
+        wit_bindgen::generate!({
+            path: "../../../wit",
+            world: "wasi:otel/imports@0.2.0-rc.2",
+            generate_all,
+        });
+    }
+
+    use bindings::wasi::{
+        clocks::wall_clock::{self, Datetime},
+        otel::{tracing, types},
+    };
+
+    /// Starts and ends a span `name` under the host's span.
+    pub(crate) fn report_span(name: &str) {
+        let host = tracing::outer_span_context();
+        let context = tracing::SpanContext {
+            trace_id: host.trace_id.clone(),
+            span_id: "5e1f".to_owned(),
+            trace_flags: host.trace_flags,
+            is_remote: false,
+            trace_state: Vec::new(),
+        };
+        tracing::on_start(&context);
+        let now: Datetime = wall_clock::now();
+        tracing::on_end(&tracing::SpanData {
+            span_context: context,
+            parent_span_id: host.span_id,
+            span_kind: tracing::SpanKind::Internal,
+            name: name.to_owned(),
+            start_time: now,
+            end_time: now,
+            attributes: vec![types::KeyValue {
+                key: "app.wasi".to_owned(),
+                value: "\"0.3\"".to_owned(),
+            }],
+            events: Vec::new(),
+            links: Vec::new(),
+            status: tracing::Status::Ok,
+            instrumentation_scope: types::InstrumentationScope {
+                name: "service_hello".to_owned(),
+                version: None,
+                schema_url: None,
+                attributes: Vec::new(),
+            },
+            dropped_attributes: 0,
+            dropped_events: 0,
+            dropped_links: 0,
+        });
+    }
+}
