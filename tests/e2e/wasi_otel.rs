@@ -384,3 +384,47 @@ async fn a_wasi_0_3_service_reports_its_spans_through_wasi_otel_too() {
     assert_eq!(work.string("app.wasi"), "0.3");
     assert_eq!(work.string("plugin.name"), "service_hello");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_span_left_open_does_not_outlive_its_call_in_a_reused_instance() {
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["two_ways"],
+        files: &[(
+            "two_ways.toml",
+            b"[limits]\nmax_instance_reuse_count = 10\n",
+        )],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Options::default()
+    });
+    let mut traces = Vec::new();
+    for (path, said) in [
+        ("/two_ways/open", "opened\n"),
+        ("/two_ways/close", "closed\n"),
+        ("/two_ways/otel?n=1", "1 spans\n"),
+    ] {
+        let response = client().get(comb.at(path)).send().await.unwrap();
+        traces.push(trace_id(&response));
+        assert_eq!(response.text().await.unwrap(), said, "{path}");
+    }
+    // The first call left its span open: its data never came, counted.
+    let opened = receiver.trace(&traces[0], 2).await;
+    let invocation = named(&opened, "invoke two_ways");
+    assert_eq!(invocation.int("plugin.telemetry.dropped"), 1);
+    // The next call of the same instance ended it: a span of the first
+    // request's trace, refused.
+    let closed = receiver.trace(&traces[1], 2).await;
+    let invocation = named(&closed, "invoke two_ways");
+    assert_eq!(
+        invocation.int("plugin.instance.call"),
+        2,
+        "a reused instance"
+    );
+    assert_eq!(invocation.int("plugin.telemetry.refused"), 1);
+    // A later call's spans have arrived; `leaked` never did.
+    receiver.trace(&traces[2], 3).await;
+    assert!(receiver.spans().iter().all(|s| s.name != "leaked"));
+}
