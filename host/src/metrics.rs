@@ -8,6 +8,8 @@
 //! faas.init_duration            histogram s  plugin.name, plugin.version (instantiation)
 //! faas.coldstarts               counter      plugin.name, plugin.version (first call after a load)
 //! faas.errors                   counter      plugin.name, plugin.version, error.type
+//! faas.cpu_usage                histogram s  plugin.name, plugin.version, faas.trigger, error.type (guest CPU)
+//! faas.mem_usage                histogram By plugin.name, plugin.version, faas.trigger, error.type (peak memory)
 //! comb.plugin.loads             counter      plugin.load.outcome (loaded / rejected)
 //! ```
 //!
@@ -22,8 +24,8 @@ use opentelemetry::{
     metrics::{Counter, Histogram},
 };
 use opentelemetry_semantic_conventions::metric::{
-    FAAS_COLDSTARTS, FAAS_ERRORS, FAAS_INIT_DURATION, FAAS_INVOKE_DURATION,
-    HTTP_SERVER_REQUEST_DURATION,
+    FAAS_COLDSTARTS, FAAS_CPU_USAGE, FAAS_ERRORS, FAAS_INIT_DURATION, FAAS_INVOKE_DURATION,
+    FAAS_MEM_USAGE, HTTP_SERVER_REQUEST_DURATION,
 };
 
 use crate::spans::{PluginIdentity, attributes};
@@ -40,6 +42,44 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
+/// Buckets for a call's guest CPU time, in seconds: a plugin's handler
+/// takes tens of microseconds, an interpreter's milliseconds.
+const CPU_BUCKETS: [f64; 15] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 5.0,
+];
+
+/// Buckets for a call's peak linear memory, in bytes: 64 KiB pages, from
+/// one page to the 4 GiB a 32-bit memory may hold.
+const MEMORY_BUCKETS: [f64; 14] = [
+    65_536.0,
+    131_072.0,
+    262_144.0,
+    524_288.0,
+    1_048_576.0,
+    2_097_152.0,
+    4_194_304.0,
+    8_388_608.0,
+    16_777_216.0,
+    33_554_432.0,
+    67_108_864.0,
+    134_217_728.0,
+    536_870_912.0,
+    4_294_967_296.0,
+];
+
+/// What one plugin call used, as [`Metrics::record_invocation`] records it.
+pub(crate) struct Usage {
+    /// Instantiating the component for the call.
+    pub instantiate: Duration,
+    /// The call in all: instantiation and the guest's handler.
+    pub total: Duration,
+    /// Time executing guest code.
+    pub guest_cpu: Duration,
+    /// The most linear memory the instance held, in bytes.
+    pub memory_peak: usize,
+}
+
 /// comb's instruments, from the global meter provider (a no-op one unless
 /// metrics are exported). Cheap to clone.
 #[derive(Clone)]
@@ -50,6 +90,8 @@ struct Instruments {
     request_duration: Histogram<f64>,
     invoke_duration: Histogram<f64>,
     init_duration: Histogram<f64>,
+    cpu_usage: Histogram<f64>,
+    mem_usage: Histogram<u64>,
     coldstarts: Counter<u64>,
     errors: Counter<u64>,
     loads: Counter<u64>,
@@ -102,6 +144,18 @@ impl Metrics {
                 FAAS_INIT_DURATION,
                 "Time to instantiate a plugin for a call.",
             ),
+            cpu_usage: meter
+                .f64_histogram(FAAS_CPU_USAGE)
+                .with_unit("s")
+                .with_description("Guest CPU time per plugin call, host calls excluded.")
+                .with_boundaries(CPU_BUCKETS.to_vec())
+                .build(),
+            mem_usage: meter
+                .u64_histogram(FAAS_MEM_USAGE)
+                .with_unit("By")
+                .with_description("Peak linear memory per plugin call.")
+                .with_boundaries(MEMORY_BUCKETS.to_vec())
+                .build(),
             coldstarts: meter
                 .u64_counter(FAAS_COLDSTARTS)
                 .with_unit("{coldstart}")
@@ -151,16 +205,21 @@ impl Metrics {
             .record(request.duration.as_secs_f64(), &attributes);
     }
 
-    /// Records one plugin call: its duration, instantiation time, a cold
-    /// start and a failure's `error.type`.
+    /// Records one plugin call: its duration, instantiation time, guest
+    /// CPU and peak memory, a cold start and a failure's `error.type`.
     pub(crate) fn record_invocation(
         &self,
         plugin: &PluginIdentity,
         coldstart: bool,
-        instantiate: Duration,
-        total: Duration,
+        usage: &Usage,
         error_type: Option<&str>,
     ) {
+        let Usage {
+            instantiate,
+            total,
+            guest_cpu,
+            memory_peak,
+        } = *usage;
         let Some(instruments) = &self.0 else { return };
         // Built at load: a successful call allocates no attribute set.
         let call = &plugin.call_metric_attributes;
@@ -171,19 +230,24 @@ impl Metrics {
         if coldstart {
             instruments.coldstarts.add(1, identity);
         }
-        match error_type {
-            None => instruments
-                .invoke_duration
-                .record(total.as_secs_f64(), call),
+        let failed;
+        let attributes = match error_type {
+            None => call.as_slice(),
             Some(error_type) => {
-                let mut failed = call.to_vec();
-                failed.push(KeyValue::new(attributes::ERROR_TYPE, error_type.to_owned()));
+                let mut with_error = call.to_vec();
+                with_error.push(KeyValue::new(attributes::ERROR_TYPE, error_type.to_owned()));
+                failed = with_error;
                 instruments.errors.add(1, &failed);
-                instruments
-                    .invoke_duration
-                    .record(total.as_secs_f64(), &failed);
+                &failed
             }
-        }
+        };
+        instruments
+            .invoke_duration
+            .record(total.as_secs_f64(), attributes);
+        instruments
+            .cpu_usage
+            .record(guest_cpu.as_secs_f64(), attributes);
+        instruments.mem_usage.record(memory_peak as u64, attributes);
     }
 
     /// Records one plugin file loaded (`true`) or rejected.

@@ -160,6 +160,18 @@ async fn exported_metrics(protocol: &str) {
         .wait_for_metric("faas.init_duration", |m| count(histogram(m), |_| true) >= 6)
         .await;
     assert_eq!(init.unit, "s");
+    // Guest CPU and peak memory per call, with the call's attributes.
+    for (name, unit) in [("faas.cpu_usage", "s"), ("faas.mem_usage", "By")] {
+        let usage = receiver
+            .wait_for_metric(name, |m| count(histogram(m), |_| true) >= 6)
+            .await;
+        assert_eq!(usage.unit, unit);
+        let usage = histogram(&usage);
+        let home = |a: &[KeyValue]| has(a, "plugin.name", "home_activities");
+        assert_eq!(count(usage, home), 3, "{name}: {usage:#?}");
+        let failed = |a: &[KeyValue]| has(a, "error.type", "plugin.error");
+        assert_eq!(count(usage, failed), 2, "{name}: {usage:#?}");
+    }
 
     let errors = receiver.wait_for_metric("faas.errors", |_| true).await;
     let errors = sum(&errors);
@@ -297,5 +309,52 @@ async fn otel_traces_exporter_none_exports_metrics_only_and_the_page_still_recor
         comb.log().contains("traces: OTEL_TRACES_EXPORTER=none"),
         "{}",
         comb.log()
+    );
+}
+
+/// `faas.cpu_usage` and `faas.mem_usage`: every call's guest CPU time and
+/// peak linear memory, by plugin — also for calls no trace samples (the
+/// guest's CPU clock otherwise runs only for recorded invocation spans).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_cpu_and_memory_are_metrics_of_every_call_sampled_or_not() {
+    let receiver = Receiver::start().await;
+    let comb = Comb::start(Options {
+        plugins: &["home_activities"],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+        ],
+        ..Options::default()
+    });
+    for _ in 0..3 {
+        let response = get_response(comb.at("/api/activities/home")).await;
+        assert_eq!(response.status(), 200);
+    }
+    let home = |a: &[KeyValue]| {
+        has(a, "plugin.name", "home_activities") && find(a, "plugin.version").is_some()
+    };
+    let cpu = receiver
+        .wait_for_metric("faas.cpu_usage", |m| count(histogram(m), home) >= 3)
+        .await;
+    assert_eq!(cpu.unit, "s");
+    let point = &histogram(&cpu)[0];
+    assert_eq!(point.count, 3, "{point:#?}");
+    assert!(point.sum.unwrap_or_default() > 0.0, "measured: {point:#?}");
+    let memory = receiver
+        .wait_for_metric("faas.mem_usage", |m| count(histogram(m), home) >= 3)
+        .await;
+    assert_eq!(memory.unit, "By");
+    let point = &histogram(&memory)[0];
+    assert!(
+        point.min.unwrap_or_default() >= 65_536.0,
+        "a page at least: {point:#?}"
+    );
+    // Nothing was traced.
+    assert!(
+        receiver
+            .spans()
+            .iter()
+            .all(|s| s.name != "invoke home_activities")
     );
 }

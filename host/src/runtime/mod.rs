@@ -168,6 +168,9 @@ pub struct Runtime {
     compiling: std::sync::Mutex<()>,
     /// Where guests' error lines and own finished spans go.
     reporters: Reporters,
+    /// Whether every call's guest CPU time is measured, not only that of
+    /// calls whose invocation span records it.
+    measure_guest_cpu: bool,
 }
 
 /// How a plugin's code was compiled.
@@ -271,6 +274,7 @@ impl Runtime {
             cache,
             compiling: std::sync::Mutex::new(()),
             reporters: Reporters::default(),
+            measure_guest_cpu: false,
         })
     }
 
@@ -278,6 +282,15 @@ impl Runtime {
     /// `--rollbar-guest-errors`).
     pub fn report_guest_errors(mut self, errors: GuestErrors) -> Self {
         self.reporters.errors = Some(errors);
+        self
+    }
+
+    /// Measures every call's guest CPU time (for the `faas.cpu_usage`
+    /// metric); otherwise only calls whose invocation span is recorded are
+    /// measured, since nothing else reports it. The clock costs each call
+    /// a hook on every entry to and exit from the guest.
+    pub fn measure_guest_cpu(mut self) -> Self {
+        self.measure_guest_cpu = true;
         self
     }
 
@@ -508,7 +521,7 @@ impl Runtime {
         let request = Request::from(request);
         let (mut store, instantiated) = match guest.idle.take() {
             Some(IdleInstance { mut store, plugin }) => {
-                let clocked = invocation.span().is_recording();
+                let clocked = self.measure_guest_cpu || invocation.span().is_recording();
                 store
                     .data_mut()
                     .next_call(guest, invocation, &self.reporters);
@@ -564,7 +577,7 @@ impl Runtime {
         guest: &Guest<'_>,
         invocation: Context,
     ) -> Result<Store<InvocationState>, InvokeError> {
-        let clocked = invocation.span().is_recording();
+        let clocked = self.measure_guest_cpu || invocation.span().is_recording();
         let state = InvocationState::new(
             guest.tracer.clone(),
             invocation,

@@ -28,7 +28,7 @@ pub use self::run::run;
 use crate::{
     connections::{BodyTimeout, Peer},
     error::ApiError,
-    metrics::{AnsweredRequest, Metrics},
+    metrics::{AnsweredRequest, Metrics, Usage},
     plugins::{Lookup, Plugin, SharedRoutes, invocation},
     rollbar::Rollbar,
     runtime::{InvokeError, RoutedRequest, Runtime},
@@ -238,8 +238,12 @@ async fn call_plugin(
     state.metrics.record_invocation(
         plugin.identity(),
         coldstart,
-        timings.instantiate,
-        timings.instantiate + timings.call,
+        &Usage {
+            instantiate: timings.instantiate,
+            total: timings.instantiate + timings.call,
+            guest_cpu: timings.guest_cpu,
+            memory_peak: timings.memory_peak,
+        },
         result.as_ref().err().map(InvokeError::error_type),
     );
     let answer = result.and_then(|response| {

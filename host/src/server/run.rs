@@ -46,6 +46,11 @@ pub async fn run(
     if let Some(guest_spans) = guest_spans {
         runtime = runtime.export_guest_spans(guest_spans);
     }
+    let exports_metrics = config.telemetry.exports_metrics();
+    if exports_metrics {
+        // faas.cpu_usage needs every call's guest CPU time, sampled or not.
+        runtime = runtime.measure_guest_cpu();
+    }
     let runtime = Arc::new(runtime);
     tracing::info!(
         pooling = runtime.pooled(),
@@ -95,7 +100,7 @@ pub async fn run(
         runtime,
         tracer: (!config.telemetry.sdk_disabled).then(spans::host_tracer),
         cors_allowed_origins: config.cors_allowed_origins,
-        metrics: if config.telemetry.exports_metrics() {
+        metrics: if exports_metrics {
             Metrics::new()
         } else {
             Metrics::off()
