@@ -321,6 +321,11 @@ impl Receiver {
         .await
     }
 
+    /// Every metrics export received so far, with its transport.
+    pub fn metric_exports(&self) -> Vec<(&'static str, ExportMetricsServiceRequest)> {
+        self.metric_exports.lock().unwrap().clone()
+    }
+
     /// Every export received so far.
     pub fn exports(&self) -> Vec<Export> {
         self.exports.lock().unwrap().clone()

@@ -350,12 +350,29 @@ async fn a_component_s_own_metrics_go_out_with_comb_s_under_its_name() {
     }
     let queue = receiver.wait_for_metric("app.queue", |_| true).await;
     assert!(matches!(queue.data, Some(Data::Gauge(_))), "{queue:#?}");
-    // The histogram could not be re-recorded; the forged key was refused.
+    // The histogram could not be re-recorded; the forged key and the
+    // gauge named like comb's `faas.invoke_duration` (a histogram) were
+    // refused.
     assert!(receiver.metric("app.latency").is_none());
+    let gauges = receiver
+        .metric_exports()
+        .into_iter()
+        .flat_map(|(_, request)| {
+            request
+                .resource_metrics
+                .into_iter()
+                .flat_map(|r| r.scope_metrics)
+        });
+    assert!(
+        !gauges
+            .flat_map(|s| s.metrics)
+            .any(|m| m.name == "faas.invoke_duration" && matches!(m.data, Some(Data::Gauge(_)))),
+        "a guest's gauge named like comb's metric"
+    );
     let spans = receiver.trace(&traces[0], 2).await;
     let invocation = named(&spans, "invoke otel_guest");
     assert_eq!(invocation.int("plugin.telemetry.dropped"), 1);
-    assert_eq!(invocation.int("plugin.telemetry.refused"), 1);
+    assert_eq!(invocation.int("plugin.telemetry.refused"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

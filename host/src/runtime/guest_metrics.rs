@@ -22,8 +22,10 @@
 //! Bounded: [`MAX_INSTRUMENTS`] instruments per plugin (comb's meter keeps
 //! every instrument it ever made), [`MAX_POINTS_PER_CALL`] points per call,
 //! [`MAX_SERIES_PER_INSTANCE`] cumulative series per instance, and the
-//! call's telemetry bytes for attributes; past them, points are dropped
-//! and counted. comb's keys (`plugin.*`, `faas.*`) are refused.
+//! call's telemetry bytes for names and attributes; past them, points are
+//! dropped and counted. comb's keys (`plugin.*`, `faas.*`) and metric
+//! names in comb's namespaces (`faas.*`, `http.server.*`, `comb.*`,
+//! `plugin.*`) are refused.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -34,10 +36,14 @@ use opentelemetry::{
 
 use super::{
     bindings::otel::metrics::{self as wit, MetricData, MetricNumber, Temporality},
-    budget::Budget,
+    budget::{Budget, ITEM_COST},
     wasi_otel::key_values,
 };
 use crate::spans::attributes;
+
+/// The namespaces of comb's own metrics (`metrics.rs`): a guest's metric
+/// named in one is refused.
+const COMB_METRIC_PREFIXES: [&str; 4] = ["faas.", "http.server.", "comb.", "plugin."];
 
 /// Instruments one plugin may have comb make for it.
 pub(crate) const MAX_INSTRUMENTS: usize = 64;
@@ -168,8 +174,17 @@ fn record_metric(
         unit,
         data,
     } = metric;
+    // comb's own metrics' names are comb's: a guest's `faas.invoke_duration`
+    // would merge into comb's in any backend that groups by name.
+    if COMB_METRIC_PREFIXES
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+    {
+        budget.refused += 1;
+        return;
+    }
     let (name, unit, description) = (budget.cut(name), budget.cut(unit), budget.cut(description));
-    if !budget.spend(name.len() + unit.len() + description.len()) {
+    if !budget.spend(name.len() + unit.len() + description.len() + ITEM_COST) {
         return;
     }
     let (kind, temporality, data_points) = match data {

@@ -569,9 +569,10 @@ impl Runtime {
     }
 
     /// A fresh store for one call of `guest` under `invocation`, its
-    /// limits armed. Guest CPU time is measured only for a call whose
-    /// invocation span is recorded: one that is not (tracing off, or
-    /// sampled out) pays no clock read at every host call.
+    /// limits armed. Guest CPU time is measured for a call whose
+    /// invocation span is recorded, or for every call when metrics want
+    /// it (`measure_guest_cpu`); otherwise (tracing off, or sampled out)
+    /// the call pays no clock read at every host call.
     fn fresh_store(
         &self,
         guest: &Guest<'_>,

@@ -51,7 +51,7 @@ use super::{
             types,
         },
     },
-    budget::{Budget, comb_owns},
+    budget::{Budget, ITEM_COST, comb_owns},
     guest_log::GuestLog,
     guest_metrics::{self, Cumulative, GuestMeter},
 };
@@ -186,17 +186,21 @@ impl StandardSpans {
         let room = budget.limits.span_attribute_count;
         let over = attributes.len().saturating_sub(room);
         attributes.truncate(room);
-        let dropped_attributes = over as u32 + span.dropped_attributes;
+        // The guest's own counts are its word: added without overflowing.
+        let dropped_attributes = u32::try_from(over)
+            .unwrap_or(u32::MAX)
+            .saturating_add(span.dropped_attributes);
 
         let mut events = SpanEvents::default();
         let room = budget.limits.span_event_count;
         for event in span.events {
             if events.events.len() >= room {
-                events.dropped_count += 1;
+                events.dropped_count = events.dropped_count.saturating_add(1);
                 continue;
             }
             let name = budget.cut(event.name);
-            if budget.spend(name.len()) {
+            // An event costs its slot too: empty ones are not free.
+            if budget.spend(name.len() + ITEM_COST) {
                 let attributes = key_values(event.attributes, budget);
                 let time = system_time(event.time);
                 events.events.push(Event::new(name, time, attributes, 0));
@@ -205,12 +209,12 @@ impl StandardSpans {
         // Records logged on it while it was open, bounded as log lines.
         for event in log_events {
             if events.events.len() >= room {
-                events.dropped_count += 1;
+                events.dropped_count = events.dropped_count.saturating_add(1);
             } else {
                 events.events.push(event);
             }
         }
-        events.dropped_count += span.dropped_events;
+        events.dropped_count = events.dropped_count.saturating_add(span.dropped_events);
 
         let mut links = SpanLinks::default();
         for link in span.links {
@@ -228,16 +232,16 @@ impl StandardSpans {
                     )
                 }
                 _ => {
-                    links.dropped_count += 1;
+                    links.dropped_count = links.dropped_count.saturating_add(1);
                     continue;
                 }
             };
-            if budget.spend(32) {
+            if budget.spend(32 + ITEM_COST) {
                 let attributes = key_values(link.attributes, budget);
                 links.links.push(Link::new(context, attributes, 0));
             }
         }
-        links.dropped_count += span.dropped_links;
+        links.dropped_count = links.dropped_count.saturating_add(span.dropped_links);
 
         let status = match span.status {
             wit::Status::Unset => Status::Unset,
@@ -693,6 +697,71 @@ mod tests {
         );
         assert_eq!(kept, [KeyValue::new("app.kept", 1_i64)]);
         assert_eq!((budget.refused, budget.dropped), (2, 1));
+    }
+
+    #[test]
+    fn a_guest_s_counts_cannot_overflow_and_empty_events_are_not_free() {
+        let trace_id = TraceId::from(7_u128);
+        let invocation = SpanContext::new(
+            trace_id,
+            SpanId::from(1_u64),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        );
+        let mut standard = StandardSpans::new(invocation, KeyValue::new("plugin.name", "p"), None);
+        let mut budget = Budget::new(TelemetryLimits::default());
+        let now = Datetime {
+            seconds: 1,
+            nanoseconds: 0,
+        };
+        let context = wit::SpanContext {
+            trace_id: "7".into(),
+            span_id: "2".into(),
+            trace_flags: wit::TraceFlags::SAMPLED,
+            is_remote: false,
+            trace_state: Vec::new(),
+        };
+        let own = standard.own_span(&context, &mut budget).unwrap();
+        let span = wit::SpanData {
+            span_context: context,
+            parent_span_id: "1".into(),
+            span_kind: wit::SpanKind::Internal,
+            name: "s".into(),
+            start_time: now,
+            end_time: now,
+            attributes: Vec::new(),
+            events: (0..600)
+                .map(|_| wit::Event {
+                    name: String::new(),
+                    time: now,
+                    attributes: Vec::new(),
+                })
+                .collect(),
+            links: Vec::new(),
+            status: wit::Status::Unset,
+            instrumentation_scope: types::InstrumentationScope {
+                name: String::new(),
+                version: None,
+                schema_url: None,
+                attributes: Vec::new(),
+            },
+            dropped_attributes: u32::MAX,
+            dropped_events: u32::MAX,
+            dropped_links: u32::MAX,
+        };
+        let data = standard
+            .span_data(span, own, Vec::new(), &mut budget)
+            .unwrap();
+        assert_eq!(data.dropped_attributes_count, u32::MAX);
+        assert_eq!(data.events.dropped_count, u32::MAX);
+        assert_eq!(data.links.dropped_count, u32::MAX);
+        // 512 events kept, each charged its slot.
+        assert_eq!(data.events.len(), 512);
+        assert_eq!(
+            budget.bytes_left(),
+            TelemetryLimits::default().bytes_per_call - 1 - 512 * ITEM_COST
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //!   `fetch`).
 //! - `…/measured`: exports metrics as an SDK's reader would at the end of
 //!   a call: a cumulative counter, a gauge, a histogram, one point with
-//!   comb's own key.
+//!   comb's own key, and a gauge named like comb's `faas.invoke_duration`.
 //! - `…/hostile`: calls the WIT directly, as no honest SDK would, in this
 //!   order: a span in another trace, comb's own keys and an `invoke …`
 //!   name, a span ended twice, one ended but never started, one whose
@@ -259,6 +259,19 @@ fn export_metrics() {
                     "app.latency",
                     "s",
                     metrics::MetricData::F64Histogram(histogram),
+                ),
+                metric(
+                    "faas.invoke_duration",
+                    "s",
+                    metrics::MetricData::F64Gauge(metrics::Gauge {
+                        data_points: vec![metrics::GaugeDataPoint {
+                            attributes: Vec::new(),
+                            value: metrics::MetricNumber::F64(0.001),
+                            exemplars: Vec::new(),
+                        }],
+                        start_time: None,
+                        time: now,
+                    }),
                 ),
             ],
         }],
