@@ -39,7 +39,6 @@ use crate::config::OtlpTarget;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Sends spans to one collector as OTLP/HTTP protobuf.
-#[derive(Debug)]
 pub(super) struct HttpSpanExporter {
     client: reqwest::Client,
     url: String,
@@ -53,6 +52,18 @@ pub(super) struct HttpSpanExporter {
     /// The resource, encoded once: it is the same in every request.
     resource: Vec<u8>,
     resource_schema_url: String,
+}
+
+/// Header names only: their values may be API keys.
+impl std::fmt::Debug for HttpSpanExporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSpanExporter")
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("gzip", &self.gzip)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpSpanExporter {
@@ -773,5 +784,24 @@ mod tests {
         assert_eq!(decoded, theirs);
         // Not only equal once decoded: the same bytes as prost writes.
         assert_eq!(ours, theirs.encode_to_vec());
+    }
+
+    #[test]
+    fn debug_shows_header_names_never_their_values() {
+        let exporter = HttpSpanExporter::new(
+            &OtlpTarget {
+                url: "http://127.0.0.1:4318/v1/traces".into(),
+                protocol: crate::config::OtlpProtocol::HttpProtobuf,
+                headers: vec![("x-honeycomb-team".into(), "hc-key-123".into())],
+                timeout: Duration::from_secs(1),
+                gzip: false,
+                certificate: None,
+            },
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        let shown = format!("{exporter:?}");
+        assert!(shown.contains("x-honeycomb-team"), "{shown}");
+        assert!(!shown.contains("hc-key-123"), "{shown}");
     }
 }
