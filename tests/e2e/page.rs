@@ -111,6 +111,23 @@ async fn the_json_api_compares_plugins_side_by_side() {
     assert!(ms(slow, "p50_ms") >= 40.0, "{slow:#}");
     assert!(ms(slow, "p50_ms") > ms(home, "p50_ms"), "{stats:#}");
 
+    // What the guests used, beside the latency: every call reached a
+    // guest; CPU time is the guest's own, so misbehave's sleep (in the
+    // host, waiting) is latency but not CPU; peak memory is at least the
+    // page a guest starts with.
+    assert_eq!(home["measured"], 20, "{home:#}");
+    assert_eq!(faulty["measured"], 10, "{faulty:#}");
+    for row in [home, slow, faulty] {
+        assert!(ms(row, "cpu_p50_ms") <= ms(row, "cpu_p95_ms"), "{row:#}");
+        assert!(ms(row, "cpu_p95_ms") <= ms(row, "cpu_p99_ms"), "{row:#}");
+        assert!(ms(row, "memory_p50_mib") >= 0.0625, "{row:#}");
+        assert!(
+            ms(row, "memory_p50_mib") <= ms(row, "memory_p99_mib"),
+            "{row:#}"
+        );
+    }
+    assert!(ms(slow, "cpu_p50_ms") < 40.0, "{slow:#}");
+
     // Per route: the failing route carries all of faulty's errors.
     let routes = faulty["routes"].as_array().unwrap();
     let route = |pattern: &str| routes.iter().find(|r| r["route"] == pattern).unwrap();
@@ -237,6 +254,14 @@ async fn the_page_renders_in_chromium() {
         assert!(
             dom.contains(&format!(r#"data-plugin="{plugin}"></path>"#)),
             "no chart line for {plugin} in:\n{dom}"
+        );
+    }
+    let usage = &dom[dom.find(r#"<table id="usage">"#).expect("the usage table")..];
+    let usage = &usage[..usage.find("</table>").unwrap()];
+    for plugin in ["home_activities", "misbehave", "faulty"] {
+        assert!(
+            usage.contains(&format!(r#"<tr class="plugin" data-plugin="{plugin}">"#)),
+            "no CPU and memory row for {plugin} in:\n{usage}"
         );
     }
     assert!(

@@ -36,6 +36,10 @@ const MAX_SPANS_PER_TRACE: usize = 512;
 const LATENCY_UNIT_MICROS: u64 = 10;
 const LATENCY_MAX_UNITS: u64 = 6_000_000;
 
+/// A call's peak linear memory in KiB, up to 64 GiB (wasm64's reach is
+/// larger, comb's memory limit far smaller), to two significant digits.
+const MEMORY_MAX_KIB: u64 = 64 * 1024 * 1024;
+
 /// How many traces are kept in memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Capacity {
@@ -83,13 +87,26 @@ struct Bucket {
     stats: Stats,
 }
 
-/// Counts and a latency histogram, mergeable.
+/// Counts and histograms of latency and of the guest's CPU time and peak
+/// memory per call, mergeable.
 #[derive(Clone)]
 struct Stats {
     requests: u64,
     errors: u64,
     coldstarts: u64,
     latency: Histogram<u32>,
+    /// Guest CPU per call, in the latency's units; only calls that reached
+    /// a guest (a 404 or a refused request has none) are counted.
+    cpu: Histogram<u32>,
+    /// Peak linear memory per call, in KiB; the same calls.
+    memory: Histogram<u32>,
+}
+
+/// What a request's guest call used, from its invocation span.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    cpu_ms: f64,
+    memory_bytes: i64,
 }
 
 impl Stats {
@@ -100,6 +117,10 @@ impl Stats {
             coldstarts: 0,
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_UNITS, 2)
                 .expect("valid histogram bounds"),
+            cpu: Histogram::new_with_bounds(1, LATENCY_MAX_UNITS, 2)
+                .expect("valid histogram bounds"),
+            memory: Histogram::new_with_bounds(1, MEMORY_MAX_KIB, 2)
+                .expect("valid histogram bounds"),
         }
     }
 
@@ -107,15 +128,18 @@ impl Stats {
         self.requests += other.requests;
         self.errors += other.errors;
         self.coldstarts += other.coldstarts;
-        // Same bounds on both sides, so this cannot fail.
+        // Same bounds on both sides, so these cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.cpu.add(&other.cpu);
+        let _ = self.memory.add(&other.memory);
     }
 
     fn summary(&self) -> Summary {
-        let quantile = |q: f64| {
-            (self.requests > 0)
-                .then(|| (self.latency.value_at_quantile(q) * LATENCY_UNIT_MICROS) as f64 / 1000.0)
+        let quantile = |histogram: &Histogram<u32>, q: f64, unit: f64| {
+            (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 * unit)
         };
+        let ms = LATENCY_UNIT_MICROS as f64 / 1000.0;
+        let mib = 1.0 / 1024.0;
         Summary {
             requests: self.requests,
             errors: self.errors,
@@ -125,9 +149,16 @@ impl Stats {
                 self.errors as f64 / self.requests as f64
             },
             coldstarts: self.coldstarts,
-            p50_ms: quantile(0.50),
-            p95_ms: quantile(0.95),
-            p99_ms: quantile(0.99),
+            p50_ms: quantile(&self.latency, 0.50, ms),
+            p95_ms: quantile(&self.latency, 0.95, ms),
+            p99_ms: quantile(&self.latency, 0.99, ms),
+            measured: self.cpu.len(),
+            cpu_p50_ms: quantile(&self.cpu, 0.50, ms),
+            cpu_p95_ms: quantile(&self.cpu, 0.95, ms),
+            cpu_p99_ms: quantile(&self.cpu, 0.99, ms),
+            memory_p50_mib: quantile(&self.memory, 0.50, mib),
+            memory_p95_mib: quantile(&self.memory, 0.95, mib),
+            memory_p99_mib: quantile(&self.memory, 0.99, mib),
         }
     }
 }
@@ -189,6 +220,12 @@ impl Store {
                 kv.key.as_str() == attributes::FAAS_COLDSTART && kv.value == Value::Bool(true)
             })
         });
+        let usage = spans.iter().find_map(|span| {
+            Some(Usage {
+                cpu_ms: float_attribute(span, attributes::PLUGIN_GUEST_CPU_MS)?,
+                memory_bytes: int_attribute(span, attributes::PLUGIN_MEMORY_PEAK_BYTES)?,
+            })
+        });
         let start = root.start_time;
         let duration = root.end_time.duration_since(start).unwrap_or_default();
         let summary = TraceSummary {
@@ -203,7 +240,7 @@ impl Store {
             plugin,
             route,
         };
-        let slow = self.record(&summary, epoch_secs(root.end_time), coldstart);
+        let slow = self.record(&summary, epoch_secs(root.end_time), coldstart, usage);
         Some(Trace {
             summary: TraceSummary {
                 kept: if failed {
@@ -221,7 +258,13 @@ impl Store {
 
     /// Adds one request to its route's bucket; returns whether it was
     /// slower than the route's recent p95.
-    fn record(&mut self, trace: &TraceSummary, at: u64, coldstart: bool) -> bool {
+    fn record(
+        &mut self,
+        trace: &TraceSummary,
+        at: u64,
+        coldstart: bool,
+        usage: Option<Usage>,
+    ) -> bool {
         let series = self
             .series
             .entry((trace.plugin.clone(), trace.route.clone()))
@@ -251,6 +294,12 @@ impl Store {
         stats.coldstarts += u64::from(coldstart);
         let units = (trace.duration_ms * 1000.0) as u64 / LATENCY_UNIT_MICROS;
         stats.latency.saturating_record(units.max(1));
+        if let Some(usage) = usage {
+            let cpu_units = (usage.cpu_ms * 1000.0) as u64 / LATENCY_UNIT_MICROS;
+            stats.cpu.saturating_record(cpu_units.max(1));
+            let kib = u64::try_from(usage.memory_bytes).unwrap_or(0) / 1024;
+            stats.memory.saturating_record(kib.max(1));
+        }
         series
             .slow_over_ms
             .is_some_and(|p95| trace.duration_ms > p95)
@@ -386,6 +435,16 @@ fn string_attribute(span: &SpanData, key: &str) -> Option<String> {
         .iter()
         .find(|kv| kv.key.as_str() == key)
         .map(|kv| kv.value.as_str().into_owned())
+}
+
+fn float_attribute(span: &SpanData, key: &str) -> Option<f64> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .and_then(|kv| match kv.value {
+            Value::F64(v) => Some(v),
+            _ => None,
+        })
 }
 
 fn int_attribute(span: &SpanData, key: &str) -> Option<i64> {

@@ -30,6 +30,21 @@ pub(crate) struct Summary {
     pub p95_ms: Option<f64>,
     /// 99th percentile latency.
     pub p99_ms: Option<f64>,
+    /// Requests whose guest call was measured (those that reached a guest
+    /// and were recorded): what the CPU and memory percentiles are over.
+    pub measured: u64,
+    /// Median guest CPU time per call (`plugin.guest_cpu_ms`).
+    pub cpu_p50_ms: Option<f64>,
+    /// 95th percentile guest CPU time per call.
+    pub cpu_p95_ms: Option<f64>,
+    /// 99th percentile guest CPU time per call.
+    pub cpu_p99_ms: Option<f64>,
+    /// Median peak linear memory per call (`plugin.memory.peak_bytes`), MiB.
+    pub memory_p50_mib: Option<f64>,
+    /// 95th percentile peak linear memory per call, MiB.
+    pub memory_p95_mib: Option<f64>,
+    /// 99th percentile peak linear memory per call, MiB.
+    pub memory_p99_mib: Option<f64>,
 }
 
 /// One plugin's row: its summary and one per route.
