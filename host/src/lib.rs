@@ -11,6 +11,7 @@
 //!   and standard `wasi:http` components (`wasi:http/proxy@0.2`, `wasi:http/service@0.3`).
 //! - [`spans`]: the span model: names, kinds, attributes.
 //! - [`metrics`]: the metric model: instruments, units, attributes.
+//! - `logs`: plugins' log lines as OTel log records.
 //! - [`telemetry`]: the OTel SDK, OTLP exporters and propagators.
 //! - [`dashboard`]: comb's own page: recent traces and per-plugin latency
 //!   recorded from ended spans.
@@ -36,6 +37,7 @@ pub mod dashboard;
 mod error;
 mod health;
 pub mod limits;
+mod logs;
 pub mod metrics;
 pub mod plugins;
 pub mod registry;
@@ -47,3 +49,12 @@ pub mod spans;
 pub mod telemetry;
 
 pub use server::run;
+
+/// Makes ring rustls's process-wide crypto provider, once: every TLS
+/// connection comb makes (OTLP, registries, Rollbar, a guest's outgoing
+/// HTTPS) is rustls with ring, and reqwest, built without a provider of
+/// its own, takes the process default. Called before any HTTP client is
+/// built; later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -55,11 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Two TLS stacks link rustls with different crypto providers (the OTLP
-    // exporters with aws-lc-rs, wasi:http's client with ring), so rustls
-    // cannot pick one by itself; every TLS connection comb makes uses
-    // aws-lc-rs.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    comb::install_crypto_provider();
     let exporting = matches!(&cli.command, Command::Serve(config)
         if !config.telemetry.sdk_disabled && config.telemetry.otlp_target(Signal::Traces).is_some());
     let default_filter = if exporting {
@@ -166,6 +162,15 @@ async fn serve(config: ServeConfig) -> Result<()> {
             "metrics: OTLP to {} every {} ms",
             target.url,
             config.telemetry.metric_export_interval_ms
+        );
+    }
+    if config.telemetry.logs_exporter == Exporter::None {
+        tracing::info!("logs: OTEL_LOGS_EXPORTER=none, exporting none");
+    }
+    if let Some(target) = telemetry.logs_destination() {
+        tracing::info!(
+            "logs: plugins' log lines as OTLP log records to {}",
+            target.url
         );
     }
     // Spans guests finish themselves (wasi:otel) join comb's pipeline.

@@ -393,6 +393,8 @@ impl Drop for Comb {
 
 /// A plain HTTP client for talking to comb.
 pub fn client() -> reqwest::Client {
+    // reqwest has no crypto provider of its own: ring's, as comb's.
+    comb::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

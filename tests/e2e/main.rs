@@ -12,6 +12,7 @@ mod isolation;
 mod languages;
 mod lifecycle;
 mod limits;
+mod logs;
 mod metrics;
 mod otlp;
 mod outgoing;

@@ -1,12 +1,16 @@
-//! A real OTLP receiver for the tests: http/protobuf on `/v1/traces` and
-//! `/v1/metrics`, gRPC `TraceService` and `MetricsService`, all decoding
-//! with the `opentelemetry-proto` types.
+//! A real OTLP receiver for the tests: http/protobuf on `/v1/traces`,
+//! `/v1/metrics` and `/v1/logs`, gRPC `TraceService`, `MetricsService` and
+//! `LogsService`, all decoding with the `opentelemetry-proto` types.
 
 use std::sync::{Arc, Mutex};
 
 use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
 use opentelemetry_proto::tonic::{
     collector::{
+        logs::v1::{
+            ExportLogsServiceRequest, ExportLogsServiceResponse,
+            logs_service_server::{LogsService, LogsServiceServer},
+        },
         metrics::v1::{
             ExportMetricsServiceRequest, ExportMetricsServiceResponse,
             metrics_service_server::{MetricsService, MetricsServiceServer},
@@ -17,6 +21,7 @@ use opentelemetry_proto::tonic::{
         },
     },
     common::v1::{AnyValue, KeyValue, any_value::Value},
+    logs::v1::LogRecord,
     metrics::v1::Metric,
     trace::v1::span::SpanKind,
 };
@@ -135,10 +140,66 @@ pub struct Receiver {
     pub grpc_url: String,
     exports: Arc<Mutex<Vec<Export>>>,
     metric_exports: MetricExports,
+    log_exports: LogExports,
 }
 
 /// Metric export requests as they arrived, with their transport.
 type MetricExports = Arc<Mutex<Vec<(&'static str, ExportMetricsServiceRequest)>>>;
+
+/// Log export requests as they arrived, with their transport.
+type LogExports = Arc<Mutex<Vec<(&'static str, ExportLogsServiceRequest)>>>;
+
+/// One log record as received, with what it was sent under.
+#[derive(Clone, Debug)]
+pub struct ReceivedLog {
+    /// `http` or `grpc`.
+    pub transport: &'static str,
+    /// Its resource's attributes.
+    pub resource: Vec<KeyValue>,
+    /// Its instrumentation scope's name and version.
+    pub scope: (String, String),
+    /// The record.
+    pub record: LogRecord,
+}
+
+impl ReceivedLog {
+    /// The record's string attribute `key`.
+    pub fn string(&self, key: &str) -> Option<&str> {
+        match find(&self.record.attributes, key) {
+            Some(Value::StringValue(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The body, when it is a string.
+    pub fn body(&self) -> &str {
+        match self.record.body.as_ref().and_then(|b| b.value.as_ref()) {
+            Some(Value::StringValue(s)) => s,
+            other => panic!("a string body, not {other:?}"),
+        }
+    }
+
+    /// Trace and span ids, hex.
+    pub fn ids(&self) -> (String, String) {
+        (hex(&self.record.trace_id), hex(&self.record.span_id))
+    }
+}
+
+#[derive(Clone)]
+struct GrpcLogs(LogExports);
+
+#[tonic::async_trait]
+impl LogsService for GrpcLogs {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().push(("grpc", request.into_inner()));
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
 
 #[derive(Clone)]
 struct Grpc(Arc<Mutex<Vec<Export>>>);
@@ -200,10 +261,11 @@ impl Receiver {
     pub async fn start_on(address: &str) -> std::io::Result<Receiver> {
         let exports = Arc::new(Mutex::new(Vec::new()));
         let metric_exports = MetricExports::default();
+        let log_exports = LogExports::default();
 
         let http_listener = tokio::net::TcpListener::bind(address).await?;
         let http_url = format!("http://{}", http_listener.local_addr()?);
-        let app = http_app(exports.clone(), metric_exports.clone());
+        let app = http_app(exports.clone(), metric_exports.clone(), log_exports.clone());
         tokio::spawn(async move { axum::serve(http_listener, app).await });
 
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -212,10 +274,13 @@ impl Receiver {
         let service = TraceServiceServer::new(Grpc(exports.clone())).accept_compressed(gzip);
         let metrics_service =
             MetricsServiceServer::new(GrpcMetrics(metric_exports.clone())).accept_compressed(gzip);
+        let logs_service =
+            LogsServiceServer::new(GrpcLogs(log_exports.clone())).accept_compressed(gzip);
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
                 .add_service(metrics_service)
+                .add_service(logs_service)
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener))
                 .await
         });
@@ -225,6 +290,7 @@ impl Receiver {
             grpc_url,
             exports,
             metric_exports,
+            log_exports,
         })
     }
 
@@ -233,14 +299,14 @@ impl Receiver {
     pub async fn start_tls(identity: &TlsIdentity) -> Receiver {
         let exports = Arc::new(Mutex::new(Vec::new()));
         let metric_exports = MetricExports::default();
+        let log_exports = LogExports::default();
 
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_url = format!(
             "https://localhost:{}",
             http_listener.local_addr().unwrap().port()
         );
-        // rustls links two crypto providers here (see comb's main); pick one.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        comb::install_crypto_provider();
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(
@@ -250,7 +316,7 @@ impl Receiver {
             .expect("a valid test certificate");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let app = http_app(exports.clone(), metric_exports.clone());
+        let app = http_app(exports.clone(), metric_exports.clone(), log_exports.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = http_listener.accept().await {
                 let (acceptor, app) = (acceptor.clone(), app.clone());
@@ -291,6 +357,7 @@ impl Receiver {
             grpc_url,
             exports,
             metric_exports,
+            log_exports,
         }
     }
 
@@ -317,6 +384,52 @@ impl Receiver {
         let last = || format!("last seen: {:#?}", self.metric(name));
         poll(&what, last, || async {
             self.metric(name).filter(|(_, m)| ready(m)).map(|(_, m)| m)
+        })
+        .await
+    }
+
+    /// Every log record received so far.
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        let exports = self.log_exports.lock().unwrap();
+        let mut logs = Vec::new();
+        for (transport, request) in exports.iter() {
+            for resource_logs in &request.resource_logs {
+                let resource = resource_logs
+                    .resource
+                    .as_ref()
+                    .map(|r| r.attributes.clone())
+                    .unwrap_or_default();
+                for scope_logs in &resource_logs.scope_logs {
+                    let scope = scope_logs
+                        .scope
+                        .as_ref()
+                        .map(|s| (s.name.clone(), s.version.clone()))
+                        .unwrap_or_default();
+                    for record in &scope_logs.log_records {
+                        logs.push(ReceivedLog {
+                            transport,
+                            resource: resource.clone(),
+                            scope: scope.clone(),
+                            record: record.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        logs
+    }
+
+    /// Waits (up to 30 s) until the log records received satisfy `ready`;
+    /// returns them.
+    pub async fn wait_for_logs(
+        &self,
+        what: &str,
+        ready: impl Fn(&[ReceivedLog]) -> bool,
+    ) -> Vec<ReceivedLog> {
+        let last = || format!("received: {:#?}", self.logs());
+        poll(what, last, || async {
+            let logs = self.logs();
+            ready(&logs).then_some(logs)
         })
         .await
     }
@@ -391,7 +504,6 @@ impl Receiver {
     }
 }
 
-/// The receiver's `/v1/traces` and `/v1/metrics` endpoints.
 /// The body, gunzipped when the exporter compressed it.
 fn decompressed(headers: &HeaderMap, body: Bytes) -> Vec<u8> {
     if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
@@ -404,7 +516,25 @@ fn decompressed(headers: &HeaderMap, body: Bytes) -> Vec<u8> {
     }
 }
 
-fn http_app(exports: Arc<Mutex<Vec<Export>>>, metric_exports: MetricExports) -> Router {
+/// The receiver's `/v1/traces`, `/v1/metrics` and `/v1/logs` endpoints.
+fn http_app(
+    exports: Arc<Mutex<Vec<Export>>>,
+    metric_exports: MetricExports,
+    log_exports: LogExports,
+) -> Router {
+    let logs = post(move |headers: HeaderMap, body: Bytes| async move {
+        let body = decompressed(&headers, body);
+        let request = ExportLogsServiceRequest::decode(body.as_slice())
+            .expect("an OTLP protobuf logs request");
+        log_exports.lock().unwrap().push(("http", request));
+        (
+            [("content-type", "application/x-protobuf")],
+            ExportLogsServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec(),
+        )
+    });
     let metrics = post(move |headers: HeaderMap, body: Bytes| async move {
         let body = decompressed(&headers, body);
         let request = ExportMetricsServiceRequest::decode(body.as_slice())
@@ -418,35 +548,38 @@ fn http_app(exports: Arc<Mutex<Vec<Export>>>, metric_exports: MetricExports) -> 
             .encode_to_vec(),
         )
     });
-    Router::new().route("/v1/metrics", metrics).route(
-        "/v1/traces",
-        post(move |headers: HeaderMap, body: Bytes| async move {
-            let body = decompressed(&headers, body);
-            let request = ExportTraceServiceRequest::decode(body.as_slice())
-                .expect("an OTLP protobuf export request");
-            let headers = headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            exports.lock().unwrap().push(Export {
-                transport: "http",
-                headers,
-                request,
-            });
-            (
-                [("content-type", "application/x-protobuf")],
-                ExportTraceServiceResponse {
-                    partial_success: None,
-                }
-                .encode_to_vec(),
-            )
-        }),
-    )
+    Router::new()
+        .route("/v1/logs", logs)
+        .route("/v1/metrics", metrics)
+        .route(
+            "/v1/traces",
+            post(move |headers: HeaderMap, body: Bytes| async move {
+                let body = decompressed(&headers, body);
+                let request = ExportTraceServiceRequest::decode(body.as_slice())
+                    .expect("an OTLP protobuf export request");
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                exports.lock().unwrap().push(Export {
+                    transport: "http",
+                    headers,
+                    request,
+                });
+                (
+                    [("content-type", "application/x-protobuf")],
+                    ExportTraceServiceResponse {
+                        partial_success: None,
+                    }
+                    .encode_to_vec(),
+                )
+            }),
+        )
 }
 
 /// A self-signed certificate for `localhost`, and a PEM file of it that

@@ -894,6 +894,38 @@ mod tests {
     }
 
     #[test]
+    fn logs_have_their_own_path_settings_and_exporter() {
+        let config = telemetry(&[
+            "--otlp-endpoint=http://collector:4318",
+            "--otlp-headers=a=1",
+            "--otlp-logs-headers=l=2",
+            "--otlp-logs-protocol=grpc",
+            "--otlp-logs-endpoint=http://logs:4317",
+            "--otlp-logs-compression=gzip",
+        ]);
+        let logs = config.otlp_target(Signal::Logs).unwrap();
+        assert_eq!(logs.url, "http://logs:4317");
+        assert_eq!(logs.protocol, OtlpProtocol::Grpc);
+        assert_eq!(
+            logs.headers,
+            vec![("a".into(), "1".into()), ("l".into(), "2".into())]
+        );
+        assert!(logs.gzip);
+        assert!(!config.otlp_target(Signal::Traces).unwrap().gzip);
+        let base = telemetry(&["--otlp-endpoint=http://collector:4318"]);
+        assert_eq!(
+            base.otlp_target(Signal::Logs).unwrap().url,
+            "http://collector:4318/v1/logs"
+        );
+        let off = telemetry(&[
+            "--otlp-endpoint=http://collector:4318",
+            "--otel-logs-exporter=none",
+        ]);
+        assert_eq!(off.otlp_target(Signal::Logs), None);
+        assert!(off.otlp_target(Signal::Traces).is_some());
+    }
+
+    #[test]
     fn propagators_come_from_otel_propagators() {
         use Propagator::*;
         assert_eq!(telemetry(&[]).propagators, vec![TraceContext, Baggage]);

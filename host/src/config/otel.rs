@@ -71,6 +71,17 @@ pub struct TelemetryConfig {
     )]
     pub metrics_exporter: Exporter,
 
+    /// Where log records go: `otlp` (the default) or `none`. Plugins' log
+    /// lines (the `log` interface, stdout and stderr, `wasi:otel` logs)
+    /// are OTLP log records besides lines in comb's log and span events.
+    #[arg(
+        long = "otel-logs-exporter",
+        env = "OTEL_LOGS_EXPORTER",
+        default_value = "otlp",
+        value_name = "EXPORTER"
+    )]
+    pub logs_exporter: Exporter,
+
     /// The OTLP base endpoint for all signals, e.g. `https://api.honeycomb.io`.
     /// With http/protobuf, traces go to `<endpoint>/v1/traces`. Unset (and no
     /// traces endpoint either): comb exports nothing.
@@ -223,6 +234,55 @@ pub struct TelemetryConfig {
     )]
     pub metrics_timeout_ms: Option<u64>,
 
+    /// The OTLP endpoint for logs only, used as given (no path added).
+    #[arg(
+        long = "otlp-logs-endpoint",
+        env = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub logs_endpoint: Option<String>,
+
+    /// Headers for log exports only; added to (and override) the general ones.
+    #[arg(
+        long = "otlp-logs-headers",
+        env = "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+        value_name = "PAIRS",
+        hide_env_values = true
+    )]
+    pub logs_headers: Option<Secret>,
+
+    /// The OTLP transport for logs only.
+    #[arg(
+        long = "otlp-logs-protocol",
+        env = "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+        value_name = "PROTOCOL"
+    )]
+    pub logs_protocol: Option<OtlpProtocol>,
+
+    /// Compression for log exports only.
+    #[arg(
+        long = "otlp-logs-compression",
+        env = "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+        value_name = "ALGORITHM"
+    )]
+    pub logs_compression: Option<OtlpCompression>,
+
+    /// The CA certificates for log exports only.
+    #[arg(
+        long = "otlp-logs-certificate",
+        env = "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
+        value_name = "FILE"
+    )]
+    pub logs_certificate: Option<PathBuf>,
+
+    /// The export timeout for logs only, in milliseconds.
+    #[arg(
+        long = "otlp-logs-timeout",
+        env = "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
+        value_name = "MS"
+    )]
+    pub logs_timeout_ms: Option<u64>,
+
     /// Events one span keeps (the SDK's default is 128). Higher here, so
     /// all of a call's log lines (up to 256) fit on its spans.
     #[arg(
@@ -286,10 +346,13 @@ pub enum Signal {
     Traces,
     /// Metrics, to `/v1/metrics`.
     Metrics,
+    /// Log records, to `/v1/logs`.
+    Logs,
 }
 
 /// Where a signal is exported (`OTEL_TRACES_EXPORTER`,
-/// `OTEL_METRICS_EXPORTER`): the spec's `otlp` and `none`.
+/// `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER`): the spec's `otlp` and
+/// `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Exporter {
     /// OTLP, to the configured endpoint.
@@ -357,6 +420,7 @@ impl TelemetryConfig {
         match signal {
             Signal::Traces => self.traces_exporter,
             Signal::Metrics => self.metrics_exporter,
+            Signal::Logs => self.logs_exporter,
         }
     }
 
@@ -393,6 +457,15 @@ impl TelemetryConfig {
                 self.metrics_compression,
                 &self.metrics_certificate,
                 "/v1/metrics",
+            ),
+            Signal::Logs => (
+                &self.logs_endpoint,
+                &self.logs_headers,
+                self.logs_protocol,
+                self.logs_timeout_ms,
+                self.logs_compression,
+                &self.logs_certificate,
+                "/v1/logs",
             ),
         };
         let protocol = protocol
@@ -458,6 +531,7 @@ pub(crate) fn header_names_in_environment() -> Vec<String> {
         "OTEL_EXPORTER_OTLP_HEADERS",
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
     ]
     .iter()
     .filter_map(|variable| std::env::var(variable).ok())

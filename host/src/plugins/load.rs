@@ -22,8 +22,9 @@ use super::{
 };
 use crate::{
     limits::Limits,
+    logs::PluginLogger,
     metrics::Metrics,
-    runtime::{GuestMeter, Manifest, PreparedPlugin, Runtime, reuse::IdleInstances},
+    runtime::{GuestMeter, GuestSignals, Manifest, PreparedPlugin, Runtime, reuse::IdleInstances},
     spans::{self, PluginIdentity, attributes},
 };
 
@@ -185,7 +186,10 @@ async fn load_file(
     let identity = PluginIdentity::new(&manifest.name, &manifest.version, &digest);
     Ok(Plugin {
         tracer: Arc::new(spans::plugin_tracer(&manifest.name, &manifest.version)),
-        meter: Arc::new(GuestMeter::new(&identity.name, &identity.version)),
+        signals: GuestSignals {
+            meter: Some(Arc::new(GuestMeter::new(&identity.name, &identity.version))),
+            logger: PluginLogger::new(&identity.name, &identity.version).map(Arc::new),
+        },
         identity,
         name: manifest.name,
         version: manifest.version,

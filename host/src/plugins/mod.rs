@@ -51,8 +51,8 @@ use crate::{
     limits::Limits,
     metrics::Metrics,
     runtime::{
-        Answer, CallStats, Compiled, Guest, GuestMeter, InvokeError, PreparedPlugin, RoutedRequest,
-        Runtime, reuse::IdleInstances, sandbox::Sandbox,
+        Answer, CallStats, Compiled, Guest, GuestSignals, InvokeError, PreparedPlugin,
+        RoutedRequest, Runtime, reuse::IdleInstances, sandbox::Sandbox,
     },
     spans::PluginIdentity,
 };
@@ -104,8 +104,9 @@ pub struct Plugin {
     pre: PreparedPlugin,
     /// The tracer its spans are started with, scoped to name and version.
     tracer: Arc<BoxedTracer>,
-    /// Its instruments for the metrics it measures itself (`wasi:otel`).
-    meter: Arc<GuestMeter>,
+    /// Its instruments for the metrics it measures itself (`wasi:otel`),
+    /// and its logger.
+    signals: GuestSignals,
     /// Name, version and digest as every request's telemetry carries them.
     identity: PluginIdentity,
     /// Set by the first call: that call is the cold start.
@@ -156,7 +157,7 @@ impl Plugin {
                     Guest {
                         pre: &plugin.pre,
                         tracer: plugin.tracer.clone(),
-                        meter: &plugin.meter,
+                        signals: &plugin.signals,
                         name: &plugin.identity.name,
                         limits: &plugin.limits,
                         sandbox: &plugin.sandbox,

@@ -1,7 +1,8 @@
 //! A plugin's log: the lines it logs through the WIT `log` interface and
 //! the lines it writes to stdout and stderr. Each line becomes a `log`
-//! event on the guest's current span and a line in comb's own log (target
-//! `comb::guest`) with the trace id, span id and plugin name. A call may
+//! event on the guest's current span, a line in comb's own log (target
+//! `comb::guest`) with the trace id, span id and plugin name, and, when
+//! logs are exported, an OTLP log record in that span. A call may
 //! log [`MAX_LINES`] lines and [`MAX_BYTES`] bytes; past that, lines are
 //! counted (`plugin.log.dropped` on the invocation span), not kept.
 //! Error-level lines also go, typed, to a [`GuestErrorSink`] when a
@@ -16,6 +17,7 @@ use std::{
 
 use opentelemetry::{
     KeyValue, StringValue,
+    logs::Severity,
     trace::{SpanContext, TraceContextExt},
 };
 use tokio::io::AsyncWrite;
@@ -24,6 +26,8 @@ use wasmtime_wasi::{
     cli::{IsTerminal, StdoutStream},
     p2::{OutputStream, Pollable, StreamResult},
 };
+
+use crate::logs::PluginLogger;
 
 use super::{
     bindings::comb::plugin::{
@@ -101,6 +105,8 @@ struct LogState {
     plugin: StringValue,
     current: CurrentSpan,
     errors: Option<GuestErrors>,
+    /// The plugin's logger, when logs are exported.
+    logger: Option<Arc<PluginLogger>>,
     lines: usize,
     bytes: usize,
     dropped: u64,
@@ -111,16 +117,18 @@ struct LogState {
 
 impl GuestLog {
     /// Nothing logged yet by `plugin`, whose current span `current` follows;
-    /// error lines also go to `errors`.
+    /// error lines also go to `errors`, every line to `logger`.
     pub(crate) fn new(
         plugin: StringValue,
         current: CurrentSpan,
         errors: Option<GuestErrors>,
+        logger: Option<Arc<PluginLogger>>,
     ) -> Self {
         GuestLog(Arc::new(Mutex::new(LogState {
             plugin,
             current,
             errors,
+            logger,
             lines: 0,
             bytes: 0,
             dropped: 0,
@@ -227,6 +235,9 @@ impl LogState {
         self.lines += 1;
         self.bytes += size;
 
+        if let Some(logger) = &self.logger {
+            logger.emit(severity_number(level), message, &fields, context);
+        }
         let rendered = fields
             .iter()
             .map(|kv| format!("{}={}", kv.key, kv.value))
@@ -412,12 +423,17 @@ impl wit::Host for GuestLog {
 }
 
 fn severity(level: Level) -> &'static str {
+    severity_number(level).name()
+}
+
+/// The log data model's severity for a guest's level.
+fn severity_number(level: Level) -> Severity {
     match level {
-        Level::Trace => "TRACE",
-        Level::Debug => "DEBUG",
-        Level::Info => "INFO",
-        Level::Warn => "WARN",
-        Level::Error => "ERROR",
+        Level::Trace => Severity::Trace,
+        Level::Debug => Severity::Debug,
+        Level::Info => Severity::Info,
+        Level::Warn => Severity::Warn,
+        Level::Error => Severity::Error,
     }
 }
 
@@ -437,7 +453,7 @@ mod tests {
             "p".into(),
             1,
         );
-        GuestLog::new("p".into(), spans.current_span(), None)
+        GuestLog::new("p".into(), spans.current_span(), None, None)
     }
 
     fn log(log: &mut GuestLog, message: &str, value: &str) {

@@ -56,6 +56,7 @@ pub use panic::GuestPanic;
 use proxy::ProxyPre;
 use reuse::{IdleInstance, IdleInstances};
 use sandbox::Sandbox;
+pub(crate) use state::GuestSignals;
 use state::{InvocationState, Reporters};
 pub use wasi_otel::GuestSpans;
 
@@ -188,8 +189,8 @@ pub(crate) struct Guest<'a> {
     pub pre: &'a PreparedPlugin,
     /// The tracer its spans start with.
     pub tracer: Arc<BoxedTracer>,
-    /// Its instruments for what it measures itself (`wasi:otel`).
-    pub meter: &'a Arc<GuestMeter>,
+    /// Its instruments and its logger.
+    pub signals: &'a GuestSignals,
     /// Its name, for `plugin.name` on its spans and log lines.
     pub name: &'a StringValue,
     /// The limits the call runs under.
@@ -401,7 +402,7 @@ impl Runtime {
             &Sandbox::default(),
             &limits,
             &self.reporters,
-            None,
+            GuestSignals::default(),
         );
         let mut store = self.store(pre.engine(), state, &limits)?;
         let describe = async {
@@ -586,7 +587,7 @@ impl Runtime {
             guest.sandbox,
             guest.limits,
             &self.reporters,
-            Some(guest.meter.clone()),
+            guest.signals.clone(),
         );
         let mut store = self
             .store(guest.pre.engine(), state, guest.limits)

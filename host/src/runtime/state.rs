@@ -26,6 +26,7 @@ use super::{
 };
 use crate::{
     limits::{Limits, MemoryLimiter},
+    logs::PluginLogger,
     spans::attributes,
 };
 
@@ -63,7 +64,7 @@ impl InvocationState {
         sandbox: &Sandbox,
         limits: &Limits,
         reporters: &Reporters,
-        meter: Option<Arc<GuestMeter>>,
+        signals: GuestSignals,
     ) -> Self {
         const FIRST: u32 = 1;
         let telemetry = GuestTelemetry::new(
@@ -73,12 +74,13 @@ impl InvocationState {
             limits,
             FIRST,
             reporters,
-            meter,
+            signals.meter,
         );
         let log = GuestLog::new(
             plugin_name.clone(),
             telemetry.spans.current_span(),
             reporters.errors.clone(),
+            signals.logger,
         );
         // Handles and header maps cost comb memory outside the guest's
         // linear memory: both are bounded (see `limits`).
@@ -120,7 +122,7 @@ impl InvocationState {
             guest.limits,
             self.call,
             reporters,
-            Some(guest.meter.clone()),
+            guest.signals.meter.clone(),
         );
         self.log.next_call(self.telemetry.spans.current_span());
         self.wasi = guest.sandbox.wasi(&self.log, invocation.clone());
@@ -210,6 +212,18 @@ impl GuestTelemetry {
             metric_points: 0,
         }
     }
+}
+
+/// What a plugin's calls send under its own name, made at load and shared
+/// by its calls: its instruments (`wasi:otel` metrics, in comb's meter)
+/// and its logger (its lines as log records, when logs are exported).
+/// Cheap to clone; a manifest read has neither.
+#[derive(Clone, Default)]
+pub(crate) struct GuestSignals {
+    /// Its instruments.
+    pub meter: Option<Arc<GuestMeter>>,
+    /// Its logger.
+    pub logger: Option<Arc<PluginLogger>>,
 }
 
 /// Where what guests report goes besides their spans and comb's log: their

@@ -1,5 +1,6 @@
-//! The span export queue: bounded in spans and in bytes, a share of it per
-//! plugin, and each batch sent in requests of bounded size.
+//! The export queues: bounded in items and in bytes, a share of each per
+//! plugin, and each batch of spans sent in requests of bounded size. The
+//! span queue and the log record queue (`log_queue.rs`) share the bounds.
 
 use std::{
     collections::HashMap,
@@ -35,28 +36,30 @@ pub(super) const EXPORT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// client's 404s, theirs), never all of the other plugins'.
 const PLUGIN_SHARE_DIVISOR: usize = 2;
 
-/// Spans admitted for export and not yet exported, by count and bytes, in
-/// all and per plugin.
+/// Items (spans, or log records) admitted for export and not yet
+/// exported, by count and bytes, in all and per plugin.
 ///
-/// Admission counts a span until its export is over, so the count also
+/// Admission counts an item until its export is over, so the count also
 /// covers the SDK's own queue: kept within the queue's size, the SDK never
-/// drops a span behind comb's back, and what is dropped is counted here.
+/// drops an item behind comb's back, and what is dropped is counted here.
 #[derive(Debug)]
 pub(super) struct ExportBudget {
-    spans: AtomicUsize,
+    /// What the queue holds, for its warnings: "span", "log record".
+    item: &'static str,
+    items: AtomicUsize,
     bytes: AtomicUsize,
-    max_spans: usize,
+    max_items: usize,
     max_bytes: usize,
     dropped: AtomicU64,
-    /// What each plugin's spans hold, by plugin name ("" for spans of no
-    /// plugin); only owners with spans in the queue have an entry.
+    /// What each plugin's items hold, by plugin name ("" for spans of no
+    /// plugin); only owners with items in the queue have an entry.
     plugins: Mutex<HashMap<String, Share>>,
 }
 
-/// One plugin's spans in the export queue.
+/// One plugin's items in the export queue.
 #[derive(Debug, Default)]
 struct Share {
-    spans: usize,
+    items: usize,
     bytes: usize,
     /// Whether its dropping was logged since it last had nothing queued.
     warned: bool,
@@ -79,34 +82,46 @@ fn owner_of(span: &SpanData) -> &str {
 }
 
 impl ExportBudget {
-    pub(super) fn new(max_spans: usize, max_bytes: usize) -> Self {
+    /// A queue of at most `max_items` spans and `max_bytes` bytes.
+    pub(super) fn new(max_items: usize, max_bytes: usize) -> Self {
+        Self::of("span", max_items, max_bytes)
+    }
+
+    /// A queue of at most `max_items` `item`s and `max_bytes` bytes.
+    pub(super) fn of(item: &'static str, max_items: usize, max_bytes: usize) -> Self {
         ExportBudget {
-            spans: AtomicUsize::new(0),
+            item,
+            items: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
-            max_spans,
+            max_items,
             max_bytes,
             dropped: AtomicU64::new(0),
             plugins: Mutex::default(),
         }
     }
 
-    /// Takes room for `span`, or counts it dropped: room in the queue, and
-    /// room in its owner's share. Reserves first and backs out when over,
-    /// so concurrent ends never overshoot.
+    /// Takes room for `span`, or counts it dropped.
     fn admit(&self, span: &SpanData) -> bool {
-        let bytes = estimated_size(span);
-        let spans = self.spans.fetch_add(1, Ordering::Relaxed);
+        self.admit_item(owner_of(span), estimated_size(span))
+    }
+
+    /// Takes room for an item of `owner` of about `bytes`, or counts it
+    /// dropped: room in the queue, and room in its owner's share. Reserves
+    /// first and backs out when over, so concurrent ends never overshoot.
+    pub(super) fn admit_item(&self, owner: &str, bytes: usize) -> bool {
+        let item = self.item;
+        let items = self.items.fetch_add(1, Ordering::Relaxed);
         let held = self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        if spans >= self.max_spans || held + bytes > self.max_bytes {
+        if items >= self.max_items || held + bytes > self.max_bytes {
             self.release(1, bytes);
             if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
                 tracing::warn!(
-                    "the span export queue is full; dropping spans until the collector catches up"
+                    "the {item} export queue is full; dropping {item}s until the collector \
+                     catches up"
                 );
             }
             return false;
         }
-        let owner = owner_of(span);
         let mut plugins = self.plugins();
         if !plugins.contains_key(owner) {
             // Only while the owner has spans queued: a String per episode,
@@ -114,10 +129,10 @@ impl ExportBudget {
             plugins.insert(owner.to_owned(), Share::default());
         }
         let share = plugins.get_mut(owner).expect("inserted above");
-        if share.spans < self.max_spans / PLUGIN_SHARE_DIVISOR
+        if share.items < self.max_items / PLUGIN_SHARE_DIVISOR
             && share.bytes + bytes <= self.max_bytes / PLUGIN_SHARE_DIVISOR
         {
-            share.spans += 1;
+            share.items += 1;
             share.bytes += bytes;
             return true;
         }
@@ -128,20 +143,25 @@ impl ExportBudget {
         match owner {
             _ if !warn => {}
             "" => tracing::warn!(
-                "spans of no plugin (such as 404s) fill half the span export queue; dropping \
-                 them until the collector catches up"
+                "{item}s of no plugin (such as 404s) fill half the {item} export queue; \
+                 dropping them until the collector catches up"
             ),
             plugin => tracing::warn!(
                 plugin,
-                "the plugin's spans fill half the span export queue; dropping them until \
+                "the plugin's {item}s fill half the {item} export queue; dropping them until \
                  the collector catches up"
             ),
         }
         false
     }
 
-    fn release(&self, spans: usize, bytes: usize) {
-        self.spans.fetch_sub(spans, Ordering::Relaxed);
+    /// Items dropped so far.
+    pub(super) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn release(&self, items: usize, bytes: usize) {
+        self.items.fetch_sub(items, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
@@ -152,12 +172,22 @@ impl ExportBudget {
 
     /// Holds `batch`'s room until the returned guard drops.
     pub(super) fn held(&self, batch: &[SpanData]) -> Held<'_> {
+        self.held_items(
+            batch
+                .iter()
+                .map(|span| (owner_of(span), estimated_size(span))),
+        )
+    }
+
+    /// Holds the room of `items` (owner, bytes) until the returned guard
+    /// drops.
+    pub(super) fn held_items<'o>(&self, items: impl Iterator<Item = (&'o str, usize)>) -> Held<'_> {
         let mut plugins: Vec<(String, Share)> = Vec::new();
         let mut bytes = 0;
-        for span in batch {
-            let size = estimated_size(span);
+        let mut count = 0;
+        for (owner, size) in items {
+            count += 1;
             bytes += size;
-            let owner = owner_of(span);
             let index = match plugins.iter().position(|(name, _)| name == owner) {
                 Some(index) => index,
                 None => {
@@ -165,12 +195,12 @@ impl ExportBudget {
                     plugins.len() - 1
                 }
             };
-            plugins[index].1.spans += 1;
+            plugins[index].1.items += 1;
             plugins[index].1.bytes += size;
         }
         Held {
             budget: self,
-            spans: batch.len(),
+            items: count,
             bytes,
             plugins,
         }
@@ -180,7 +210,7 @@ impl ExportBudget {
 /// A batch's room in the [`ExportBudget`], released on drop.
 pub(super) struct Held<'a> {
     budget: &'a ExportBudget,
-    spans: usize,
+    items: usize,
     bytes: usize,
     plugins: Vec<(String, Share)>,
 }
@@ -191,15 +221,15 @@ impl Drop for Held<'_> {
             let mut shares = self.budget.plugins();
             for (plugin, held) in &self.plugins {
                 if let Some(share) = shares.get_mut(plugin) {
-                    share.spans -= held.spans.min(share.spans);
+                    share.items -= held.items.min(share.items);
                     share.bytes -= held.bytes.min(share.bytes);
-                    if share.spans == 0 {
+                    if share.items == 0 {
                         shares.remove(plugin);
                     }
                 }
             }
         }
-        self.budget.release(self.spans, self.bytes);
+        self.budget.release(self.items, self.bytes);
     }
 }
 
@@ -226,7 +256,7 @@ impl SpanProcessor for Budgeted {
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let dropped = self.budget.dropped.load(Ordering::Relaxed);
+        let dropped = self.budget.dropped();
         if dropped > 0 {
             // The same field the SDK's own warning uses, for scripts.
             tracing::warn!(
@@ -243,25 +273,30 @@ impl SpanProcessor for Budgeted {
 }
 
 /// Sends `batch` through `send` in requests of at most
-/// [`EXPORT_CHUNK_BYTES`], so a plugin with heavy spans costs at most its
-/// own chunk, never the batch (a guest's data per call is bounded well
-/// below a chunk); the last error, if any request failed.
-pub(super) async fn in_chunks<F, Fut>(batch: Vec<SpanData>, mut send: F) -> OTelSdkResult
+/// [`EXPORT_CHUNK_BYTES`] (each item's size by `size`), so a plugin with
+/// heavy spans or log records costs at most its own chunk, never the
+/// batch (a guest's data per call is bounded well below a chunk); the
+/// last error, if any request failed.
+pub(super) async fn in_chunks<T, F, Fut>(
+    batch: Vec<T>,
+    size: impl Fn(&T) -> usize,
+    mut send: F,
+) -> OTelSdkResult
 where
-    F: FnMut(Vec<SpanData>) -> Fut,
+    F: FnMut(Vec<T>) -> Fut,
     Fut: std::future::Future<Output = OTelSdkResult>,
 {
     let mut result = Ok(());
     let mut chunk = Vec::new();
     let mut chunk_bytes = 0;
-    let mut spans = batch.into_iter().peekable();
-    while let Some(span) = spans.next() {
-        chunk_bytes += estimated_size(&span);
-        chunk.push(span);
-        let full = spans
+    let mut items = batch.into_iter().peekable();
+    while let Some(item) = items.next() {
+        chunk_bytes += size(&item);
+        chunk.push(item);
+        let full = items
             .peek()
-            .is_some_and(|next| chunk_bytes + estimated_size(next) > EXPORT_CHUNK_BYTES);
-        if full || spans.peek().is_none() {
+            .is_some_and(|next| chunk_bytes + size(next) > EXPORT_CHUNK_BYTES);
+        if full || items.peek().is_none() {
             if let Err(error) = send(std::mem::take(&mut chunk)).await {
                 result = Err(error);
             }
@@ -275,25 +310,11 @@ where
 /// number (2 per bool), lists counted element by element — a plugin's
 /// `s64-list` of 32 768 numbers is 256 KiB, not one value; ids, times and
 /// framing are small next to a chunk.
-fn estimated_size(span: &SpanData) -> usize {
-    use opentelemetry::{Array, Value};
+pub(super) fn estimated_size(span: &SpanData) -> usize {
     fn attributes(attributes: &[KeyValue]) -> usize {
         attributes
             .iter()
-            .map(|kv| {
-                kv.key.as_str().len()
-                    + match &kv.value {
-                        Value::String(s) => s.as_str().len(),
-                        Value::Array(Array::String(list)) => {
-                            list.iter().map(|s| s.as_str().len() + 2).sum()
-                        }
-                        Value::Array(Array::I64(list)) => 8 * list.len(),
-                        Value::Array(Array::F64(list)) => 8 * list.len(),
-                        Value::Array(Array::Bool(list)) => 2 * list.len(),
-                        _ => 8,
-                    }
-                    + 4
-            })
+            .map(|kv| kv.key.as_str().len() + value_size(&kv.value) + 4)
             .sum()
     }
     64 + span.name.len()
@@ -307,6 +328,20 @@ fn estimated_size(span: &SpanData) -> usize {
             opentelemetry::trace::Status::Error { description } => description.len(),
             _ => 0,
         }
+}
+
+/// About how many bytes an attribute's value takes encoded (see
+/// [`estimated_size`]).
+fn value_size(value: &opentelemetry::Value) -> usize {
+    use opentelemetry::{Array, Value};
+    match value {
+        Value::String(s) => s.as_str().len(),
+        Value::Array(Array::String(list)) => list.iter().map(|s| s.as_str().len() + 2).sum(),
+        Value::Array(Array::I64(list)) => 8 * list.len(),
+        Value::Array(Array::F64(list)) => 8 * list.len(),
+        Value::Array(Array::Bool(list)) => 2 * list.len(),
+        _ => 8,
+    }
 }
 
 #[cfg(test)]
@@ -404,7 +439,7 @@ mod tests {
         assert_eq!((0..5).filter(|&i| budget.admit(&light(i))).count(), 3);
         // An abandoned export (its future dropped) releases too.
         drop(budget.held(&[light(0), light(1)]));
-        assert_eq!(budget.spans.load(Ordering::Relaxed), 1);
+        assert_eq!(budget.items.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
-//! The OTLP crate's exporters (metrics over either transport, spans over
-//! gRPC), built for a resolved [`OtlpTarget`].
+//! The OTLP crate's exporters (metrics and logs over either transport,
+//! spans over gRPC), built for a resolved [`OtlpTarget`].
 //!
 //! The crate reads `OTEL_EXPORTER_OTLP_[SIGNAL_]HEADERS` itself and puts
 //! those headers over the ones it is given, so a flag's or a settings
@@ -27,7 +27,17 @@ pub(super) fn metric_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp:
     exporter.with_context(|| format!("building the OTLP metric exporter for {}", target.url))
 }
 
-/// An http/protobuf exporter builder set up for `target` (metrics; spans
+/// The log record exporter for `target`, over either transport.
+pub(super) fn log_exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::LogExporter> {
+    let builder = opentelemetry_otlp::LogExporter::builder();
+    let exporter = match target.protocol {
+        OtlpProtocol::HttpProtobuf => http(builder.with_http(), target)?.build(),
+        OtlpProtocol::Grpc => grpc(builder.with_tonic(), target)?.build(),
+    };
+    exporter.with_context(|| format!("building the OTLP log exporter for {}", target.url))
+}
+
+/// An http/protobuf exporter builder set up for `target` (metrics, logs; spans
 /// go through comb's own `HttpSpanExporter`).
 fn http<B: WithExportConfig + WithHttpConfig>(builder: B, target: &OtlpTarget) -> Result<B> {
     let client = ResolvedHeaders {
@@ -49,6 +59,7 @@ fn http<B: WithExportConfig + WithHttpConfig>(builder: B, target: &OtlpTarget) -
 /// The HTTP client for `target`: its timeout, and with a certificate file
 /// trusting exactly that CA (as OTel SDKs do), else the system's roots.
 pub(super) fn http_client(target: &OtlpTarget) -> Result<reqwest::Client> {
+    crate::install_crypto_provider();
     let mut client = reqwest::Client::builder().timeout(target.timeout);
     if let Some(path) = &target.certificate {
         let certificates = reqwest::Certificate::from_pem_bundle(&read_pem(path)?)

@@ -1,13 +1,16 @@
 //! OpenTelemetry setup: the tracer and meter providers, their OTLP
 //! exporters, the propagator, the resource, and the in-memory recorder
-//! behind comb's own page. Besides this module only `dashboard` touches the
-//! SDK (it records ended spans, `SpanData`, for the page); the rest of the
-//! code uses the OTel API through [`crate::spans`] and [`crate::metrics`].
+//! behind comb's own page. Besides this module only `dashboard` (it records
+//! ended spans, `SpanData`, for the page) and `logs` (the API has no global
+//! logger provider: it holds the one installed here) touch the SDK; the rest
+//! of the code uses the OTel API through [`crate::spans`] and
+//! [`crate::metrics`].
 //!
 //! Its rooms: this file sets the providers up and shuts them down;
 //! `on_runtime.rs` runs the SDK's exports on comb's Tokio runtime;
 //! `export_queue.rs` bounds the span export queue (a share per plugin) and
-//! sends batches in chunks; `exporters.rs` builds the exporters (the OTLP
+//! sends batches in chunks; `log_queue.rs` puts plugins' log records
+//! behind the same bounds; `exporters.rs` builds the exporters (the OTLP
 //! crate's, with comb's header precedence); `otlp_http.rs` is comb's own
 //! OTLP/HTTP span exporter and `retry.rs` when it tries again.
 
@@ -28,6 +31,7 @@ use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
+    logs::{BatchLogProcessor, SdkLoggerProvider},
     metrics::{PeriodicReader, SdkMeterProvider},
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{
@@ -38,7 +42,8 @@ use opentelemetry_sdk::{
 
 use self::{
     export_queue::{Budgeted, EXPORT_QUEUE_BYTES, ExportBudget},
-    exporters::{grpc, http_client, metric_exporter},
+    exporters::{grpc, http_client, log_exporter, metric_exporter},
+    log_queue::{BudgetedLogs, LOG_EXPORT_BATCH, LOG_QUEUE_BYTES, LOG_QUEUE_RECORDS},
     on_runtime::OnRuntime,
     otlp_http::HttpSpanExporter,
 };
@@ -49,6 +54,7 @@ use crate::{
 
 mod export_queue;
 mod exporters;
+mod log_queue;
 mod on_runtime;
 mod otlp_http;
 mod retry;
@@ -72,8 +78,10 @@ pub struct Telemetry {
     intake: Option<SpanIntake>,
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
+    logger_provider: Option<SdkLoggerProvider>,
     destination: Destination,
     metrics_target: Option<OtlpTarget>,
+    logs_target: Option<OtlpTarget>,
     /// Set once shutdown has flushed what it could: see `OnRuntime`.
     closing: Arc<AtomicBool>,
 }
@@ -92,8 +100,10 @@ impl Telemetry {
                 intake: None,
                 tracer_provider: None,
                 meter_provider: None,
+                logger_provider: None,
                 destination: Destination::Disabled,
                 metrics_target: None,
+                logs_target: None,
                 closing: Arc::default(),
             });
         }
@@ -173,10 +183,40 @@ impl Telemetry {
                         .with_interval(Duration::from_millis(config.metric_export_interval_ms))
                         .build();
                 let provider = SdkMeterProvider::builder()
-                    .with_resource(resource)
+                    .with_resource(resource.clone())
                     .with_reader(reader)
                     .build();
                 global::set_meter_provider(provider.clone());
+                Some(provider)
+            }
+            None => None,
+        };
+
+        // Plugins' log lines as log records, only with a logs target: with
+        // none there is no provider, and no plugin gets a logger.
+        let logs_target = config.otlp_target(Signal::Logs);
+        let logger_provider = match &logs_target {
+            Some(target) => {
+                let budget = Arc::new(ExportBudget::of(
+                    "log record",
+                    LOG_QUEUE_RECORDS,
+                    LOG_QUEUE_BYTES,
+                ));
+                let batch = BatchLogProcessor::builder(
+                    OnRuntime::new(log_exporter(target)?, &closing).releasing(budget.clone()),
+                )
+                .with_batch_config(
+                    opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                        .with_max_queue_size(LOG_QUEUE_RECORDS)
+                        .with_max_export_batch_size(LOG_EXPORT_BATCH)
+                        .build(),
+                )
+                .build();
+                let provider = SdkLoggerProvider::builder()
+                    .with_resource(resource)
+                    .with_log_processor(BudgetedLogs { batch, budget })
+                    .build();
+                crate::logs::install(provider.clone());
                 Some(provider)
             }
             None => None,
@@ -185,8 +225,10 @@ impl Telemetry {
             intake: pipeline,
             tracer_provider: Some(tracer_provider),
             meter_provider,
+            logger_provider,
             destination: target.map_or(Destination::LogOnly, Destination::Otlp),
             metrics_target,
+            logs_target,
             closing,
         })
     }
@@ -203,23 +245,34 @@ impl Telemetry {
         self.metrics_target.as_ref()
     }
 
+    /// Where plugins' log records go, when they are exported.
+    pub fn logs_destination(&self) -> Option<&OtlpTarget> {
+        self.logs_target.as_ref()
+    }
+
     /// Where spans go.
     pub fn destination(&self) -> &Destination {
         &self.destination
     }
 
-    /// Flushes pending spans and metrics and shuts the exporters down.
+    /// Flushes pending spans, metrics and log records and shuts the
+    /// exporters down.
     ///
     /// The SDK's shutdown blocks its thread until the batch processor and
     /// the metric reader have exported what they hold, which takes a Tokio
     /// worker (see `OnRuntime` in this module); so it runs on a blocking thread, never on
     /// a runtime worker.
     pub async fn shutdown(self) -> Result<()> {
-        let (tracer_provider, meter_provider) = (self.tracer_provider, self.meter_provider);
+        let (tracer_provider, meter_provider, logger_provider) = (
+            self.tracer_provider,
+            self.meter_provider,
+            self.logger_provider,
+        );
         let closing = self.closing;
         tokio::task::spawn_blocking(move || -> Result<()> {
             let traces = tracer_provider.map(|provider| provider.shutdown());
             let metrics = meter_provider.map(|provider| provider.shutdown());
+            let logs = logger_provider.map(|provider| provider.shutdown());
             // Exports still running (the SDK gave up waiting: a stalled
             // collector) must not outlive the runtime they poll on.
             closing.store(true, Ordering::Release);
@@ -227,6 +280,8 @@ impl Telemetry {
             metrics
                 .transpose()
                 .context("flushing metrics at shutdown")?;
+            logs.transpose()
+                .context("flushing log records at shutdown")?;
             Ok(())
         })
         .await

@@ -13,11 +13,15 @@ use std::{
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::{
     error::{OTelSdkError, OTelSdkResult},
+    logs::{LogBatch, LogExporter},
     metrics::{Temporality, data::ResourceMetrics, exporter::PushMetricExporter},
     trace::{SpanData, SpanExporter},
 };
 
-use super::export_queue::{ExportBudget, in_chunks};
+use super::{
+    export_queue::{ExportBudget, estimated_size, in_chunks},
+    log_queue,
+};
 
 /// An async OTLP exporter, polled with comb's Tokio runtime entered.
 ///
@@ -36,7 +40,8 @@ use super::export_queue::{ExportBudget, in_chunks};
 pub(super) struct OnRuntime<E> {
     exporter: E,
     runtime: tokio::runtime::Handle,
-    /// For spans: what each export hands back once it is over.
+    /// For spans and log records: what each export hands back once it is
+    /// over.
     budget: Option<Arc<ExportBudget>>,
     /// Set when comb is about to drop its runtime: polling an export then
     /// would panic in the runtime's timers, so it is abandoned instead.
@@ -85,7 +90,10 @@ impl<E: SpanExporter> SpanExporter for OnRuntime<E> {
     /// then hands its room in the export queue back.
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let _held = self.budget.as_deref().map(|budget| budget.held(&batch));
-        in_chunks(batch, |chunk| self.entered(self.exporter.export(chunk))).await
+        in_chunks(batch, estimated_size, |chunk| {
+            self.entered(self.exporter.export(chunk))
+        })
+        .await
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -120,5 +128,39 @@ impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
 
     fn temporality(&self) -> Temporality {
         self.exporter.temporality()
+    }
+}
+
+impl<E: LogExporter> LogExporter for OnRuntime<E> {
+    /// Exports `batch` in requests of bounded size, then hands its room in
+    /// the log record queue back.
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        let records: Vec<_> = batch.iter().collect();
+        let _held = self.budget.as_deref().map(|budget| {
+            budget.held_items(records.iter().map(|(record, scope)| {
+                (log_queue::owner(scope), log_queue::estimated_size(record))
+            }))
+        });
+        in_chunks(
+            records,
+            |(record, _)| log_queue::estimated_size(record),
+            |chunk| async move {
+                // The SDK's constructor for a batch of borrowed records,
+                // which it documents as meant for its own use: a chunk of
+                // the batch it handed over, re-borrowed.
+                self.entered(self.exporter.export(LogBatch::new(&chunk)))
+                    .await
+            },
+        )
+        .await
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let _entered = self.runtime.enter();
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.exporter.set_resource(resource);
     }
 }

@@ -657,6 +657,12 @@ mod tests {
 
     use super::*;
 
+    /// A client as comb builds them, with ring's provider.
+    fn test_client() -> reqwest::Client {
+        crate::install_crypto_provider();
+        reqwest::Client::new()
+    }
+
     fn context(trace: u128, span: u64, remote: bool, state: &str) -> SpanContext {
         SpanContext::new(
             TraceId::from(trace),
@@ -768,7 +774,7 @@ mod tests {
                 gzip: false,
                 certificate: None,
             },
-            reqwest::Client::new(),
+            test_client(),
         )
         .unwrap();
         exporter.set_resource(&resource);
@@ -797,7 +803,7 @@ mod tests {
                 gzip: false,
                 certificate: None,
             },
-            reqwest::Client::new(),
+            test_client(),
         )
         .unwrap();
         let shown = format!("{exporter:?}");
