@@ -1,24 +1,161 @@
-//! The admin listener: what is deployed, for people and scripts. Served
-//! apart from the plugins' routes, on loopback by default.
+//! The admin listener: what is deployed, for people and scripts, and a
+//! guest profile on demand. Served apart from the plugins' routes, on
+//! loopback by default.
 
-use axum::{Json, Router, extract::State, routing::get};
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
 
 use crate::{
     dashboard::Recorder,
-    plugins::{SharedReports, SourceReport},
+    plugins::{Plugin, ProfileError, SharedReports, SharedRoutes, SourceReport},
+    runtime::{GuestProfile, MAX_PROFILE_WINDOW},
 };
 
+/// A profile's window when the request names none.
+const DEFAULT_PROFILE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How often a profile being taken is checked for its end.
+const PROFILE_POLL: Duration = Duration::from_millis(50);
+
 /// The admin app: comb's page at `/_comb/` with its JSON under
-/// `/_comb/api/`, and `GET /_comb/plugins`, which lists every plugin file
+/// `/_comb/api/`; `GET /_comb/plugins`, which lists every plugin file
 /// with its state (serving, or failed with the reason) and what serves
-/// from it.
-pub(crate) fn app(reports: SharedReports, recorder: Recorder) -> Router {
+/// from it; and `POST /_comb/api/profile`, a plugin's guest profile.
+pub(crate) fn app(reports: SharedReports, routes: SharedRoutes, recorder: Recorder) -> Router {
     Router::new()
         .route("/_comb/plugins", get(list_plugins))
         .with_state(reports)
+        .merge(
+            Router::new()
+                .route("/_comb/api/profile", post(profile))
+                .with_state(routes),
+        )
         .merge(recorder.routes())
 }
 
 async fn list_plugins(State(reports): State<SharedReports>) -> Json<Vec<SourceReport>> {
     Json(reports.load().as_ref().clone())
+}
+
+/// What `POST /_comb/api/profile` is asked.
+#[derive(Debug, Deserialize)]
+struct ProfileRequest {
+    /// The plugin, by `plugin.name`.
+    plugin: String,
+    /// How long to sample its calls (default 10, at most 60).
+    seconds: Option<u64>,
+    /// Or only its next this many calls, if they come sooner.
+    calls: Option<u64>,
+}
+
+/// Samples the guest stacks of one plugin's calls for a while, then
+/// answers the profile: JSON the Firefox Profiler opens (its processed
+/// format), with the calls and samples it holds in headers. 404 for a
+/// plugin that serves nothing, 409 while another profile of it is taken.
+async fn profile(
+    State(routes): State<SharedRoutes>,
+    Query(request): Query<ProfileRequest>,
+) -> Response {
+    let Some(plugin) = routes.load().owner(&request.plugin).cloned() else {
+        let error = format!("no plugin named {:?} serves routes", request.plugin);
+        return (StatusCode::NOT_FOUND, error).into_response();
+    };
+    let window = request
+        .seconds
+        .map_or(DEFAULT_PROFILE_WINDOW, Duration::from_secs)
+        .clamp(Duration::from_secs(1), MAX_PROFILE_WINDOW);
+    let calls = request.calls.filter(|&calls| calls > 0);
+    let started = tokio::task::spawn_blocking({
+        let plugin = plugin.clone();
+        move || plugin.start_profile(window, calls)
+    })
+    .await;
+    let profile = match started {
+        Ok(Ok(profile)) => profile,
+        Ok(Err(busy @ ProfileError::Busy(_))) => {
+            return (StatusCode::CONFLICT, busy.to_string()).into_response();
+        }
+        Ok(Err(error)) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
+        }
+        Err(panicked) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, panicked.to_string()).into_response();
+        }
+    };
+    // Ends the profile however this request ends: a client that gives up
+    // takes the sampling with it.
+    let taking = Taking {
+        plugin: plugin.clone(),
+        profile: Some(profile.clone()),
+    };
+    while !profile.is_over() {
+        tokio::time::sleep(PROFILE_POLL).await;
+    }
+    plugin.end_profile(&profile);
+    // Calls that joined still sample until they end, within their deadline.
+    let until = tokio::time::Instant::now() + plugin.limits.deadline + Duration::from_secs(1);
+    while Arc::strong_count(&profile) > 2 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(PROFILE_POLL).await;
+    }
+    drop(profile);
+    let name = plugin.name.clone();
+    let Some(profile) = taking.into_profile() else {
+        let error = "calls in the profile outlived their deadline";
+        return (StatusCode::INTERNAL_SERVER_ERROR, error).into_response();
+    };
+    let (calls, samples) = (profile.calls(), profile.samples());
+    match tokio::task::spawn_blocking(move || profile.finish()).await {
+        Ok(Ok(json)) => (
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}.profile.json\""),
+                ),
+                (
+                    header::HeaderName::from_static("comb-profile-calls"),
+                    calls.to_string(),
+                ),
+                (
+                    header::HeaderName::from_static("comb-profile-samples"),
+                    samples.to_string(),
+                ),
+            ],
+            json,
+        )
+            .into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")).into_response(),
+        Err(panicked) => (StatusCode::INTERNAL_SERVER_ERROR, panicked.to_string()).into_response(),
+    }
+}
+
+/// A profile being taken of a plugin's calls; ends it when dropped.
+struct Taking {
+    plugin: Arc<Plugin>,
+    profile: Option<Arc<GuestProfile>>,
+}
+
+impl Taking {
+    /// The profile, when no call holds it any more.
+    fn into_profile(mut self) -> Option<GuestProfile> {
+        let profile = self.profile.take()?;
+        self.plugin.end_profile(&profile);
+        Arc::try_unwrap(profile).ok()
+    }
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        if let Some(profile) = &self.profile {
+            self.plugin.end_profile(profile);
+        }
+    }
 }

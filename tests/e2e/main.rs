@@ -17,6 +17,7 @@ mod metrics;
 mod otlp;
 mod outgoing;
 mod page;
+mod profile;
 mod propagation;
 mod proxy;
 mod registry;

@@ -6,7 +6,10 @@ use std::{path::PathBuf, process::Command};
 
 use serde_json::Value;
 
-use crate::harness::{Comb, Options, client, eventually, get_json, trace_id};
+use crate::{
+    harness::{Comb, Options, client, eventually, get_json, trace_id},
+    profile::keep_calling,
+};
 
 /// Known traffic: home_activities fast and healthy, misbehave slowed to
 /// ≥ 40 ms, faulty failing four times in ten. Returns one home trace id.
@@ -290,15 +293,38 @@ async fn the_page_renders_in_chromium() {
         "the chart does not span 1 minute:\n{dom}"
     );
 
-    // A screenshot for people, kept as a test artifact.
+    // A guest profile, taken as the page opens (`#profile=`) while a
+    // plugin computes, drawn as a flame graph with the busy function in it.
+    let traffic = keep_calling(&comb, "/misbehave/spin?ms=5");
+    let url = format!("{url}&profile=misbehave&seconds=1");
+    let dom = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || headless(&url, &["--dump-dom"])
+    })
+    .await
+    .unwrap();
+    let flame = &dom[dom.find(r#"id="flame""#).expect("the flame graph")..];
+    let flame = &flame[..flame.find("</svg>").unwrap()];
+    assert!(
+        flame.contains(r#"data-func="misbehave::spin_for""#),
+        "no spin_for in the flame graph:\n{flame}"
+    );
+    assert!(
+        dom.contains("download it for the Firefox Profiler"),
+        "{dom}"
+    );
+
+    // A screenshot for people, kept as a test artifact: the plugins side
+    // by side, a trace, and the profile.
     let artifacts = xtask::workspace_root().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let screenshot = artifacts.join("comb-page.png");
     let _ = std::fs::remove_file(&screenshot);
     let argument = format!("--screenshot={}", screenshot.display());
-    tokio::task::spawn_blocking(move || headless(&url, &[&argument, "--window-size=1400,1300"]))
+    tokio::task::spawn_blocking(move || headless(&url, &[&argument, "--window-size=1400,1900"]))
         .await
         .unwrap();
+    traffic.store(true, std::sync::atomic::Ordering::Relaxed);
     let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
 }

@@ -202,6 +202,7 @@ async fn load_file(
         compiled,
         slots: Arc::new(Semaphore::new(limits.max_concurrency)),
         idle: IdleInstances::new(limits.max_concurrency),
+        profile: Default::default(),
         limits,
         sandbox,
         pre,

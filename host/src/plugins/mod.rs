@@ -38,11 +38,11 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Result;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures_util::StreamExt as _;
 use opentelemetry::{Context, global::BoxedTracer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -51,8 +51,8 @@ use crate::{
     limits::Limits,
     metrics::Metrics,
     runtime::{
-        Answer, CallStats, Compiled, Guest, GuestSignals, InvokeError, PreparedPlugin,
-        RoutedRequest, Runtime, reuse::IdleInstances, sandbox::Sandbox,
+        Answer, CallStats, Compiled, Guest, GuestProfile, GuestSignals, InvokeError,
+        PreparedPlugin, RoutedRequest, Runtime, reuse::IdleInstances, sandbox::Sandbox,
     },
     spans::PluginIdentity,
 };
@@ -113,6 +113,19 @@ pub struct Plugin {
     called: AtomicBool,
     /// Its instances between calls, when its limits allow reuse.
     idle: IdleInstances,
+    /// The guest profile being taken of its calls, if any.
+    profile: ArcSwapOption<GuestProfile>,
+}
+
+/// Why a guest profile could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// One is being taken of this plugin already.
+    #[error("a profile of {0} is being taken already")]
+    Busy(String),
+    /// wasmtime's profiler refused the component.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
 }
 
 impl RouteOwner for Arc<Plugin> {
@@ -131,6 +144,50 @@ impl Plugin {
     /// already: the caller answers 503 rather than queue without bound.
     pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Starts a guest profile of this plugin's calls for `window` (at most
+    /// [`crate::runtime::MAX_PROFILE_WINDOW`]), or its next `calls` calls if they come
+    /// sooner; one at a time. Reads the component's symbols, which takes
+    /// seconds for an interpreter's: call it on a blocking thread.
+    pub fn start_profile(
+        &self,
+        window: Duration,
+        calls: Option<u64>,
+    ) -> Result<Arc<GuestProfile>, ProfileError> {
+        let busy = || ProfileError::Busy(self.name.clone());
+        if self.profile.load().is_some() {
+            return Err(busy());
+        }
+        let profile = Arc::new(
+            GuestProfile::start(&self.pre, &self.name, window, calls)
+                .map_err(ProfileError::Failed)?,
+        );
+        let before = self
+            .profile
+            .compare_and_swap(&None::<Arc<GuestProfile>>, Some(profile.clone()));
+        match before.as_ref() {
+            Some(_) => Err(busy()),
+            None => Ok(profile),
+        }
+    }
+
+    /// Ends `profile`'s taking: no call joins it after this.
+    pub fn end_profile(&self, profile: &Arc<GuestProfile>) {
+        self.profile.rcu(|current| match current {
+            Some(installed) if Arc::ptr_eq(installed, profile) => None,
+            other => other.clone(),
+        });
+    }
+
+    /// The profile a call starting now samples into, if one is taken and
+    /// the call joins it. Nothing but an empty slot's load when none is.
+    fn profile_for_call(&self) -> Option<Arc<GuestProfile>> {
+        let installed = self.profile.load();
+        installed
+            .as_ref()
+            .filter(|profile| profile.admit_call())
+            .cloned()
     }
 
     /// Whether this is the first call since the plugin was loaded.
@@ -162,6 +219,7 @@ impl Plugin {
                         limits: &plugin.limits,
                         sandbox: &plugin.sandbox,
                         idle: &plugin.idle,
+                        profile: plugin.profile_for_call(),
                     },
                     request,
                     invocation,

@@ -414,6 +414,14 @@ pub struct RouteClash {
 }
 
 impl<P: RouteOwner> RouteTable<P> {
+    /// What serves the routes of the owner named `name`, if it serves any.
+    pub fn owner(&self, name: &str) -> Option<&P> {
+        self.routes
+            .iter()
+            .map(|route| &route.target)
+            .find(|target| target.owner_name() == name)
+    }
+
     /// Adds all of `routes`, or none when one clashes with a route already
     /// in the table (same method, or `*` on either side, and a pattern
     /// matching exactly the same paths): the plugin already serving keeps

@@ -23,6 +23,7 @@ pub(crate) mod guest_pool;
 pub(crate) mod http_client;
 pub(crate) mod outcome;
 mod panic;
+mod profile;
 pub(crate) mod proxy;
 pub(crate) mod reuse;
 pub(crate) mod sandbox;
@@ -53,6 +54,7 @@ pub(crate) use guest_metrics::GuestMeter;
 use guest_pool::{CallPanicked, GuestPool};
 pub use outcome::{Backtrace, ERROR_TYPES, Frame, InvalidResponse, InvokeError, TrapKind};
 pub use panic::GuestPanic;
+pub use profile::{GuestProfile, MAX_WINDOW as MAX_PROFILE_WINDOW};
 use proxy::ProxyPre;
 use reuse::{IdleInstance, IdleInstances};
 use sandbox::Sandbox;
@@ -138,6 +140,14 @@ impl PreparedPlugin {
             PreparedPlugin::Proxy(pre) => pre.engine(),
         }
     }
+
+    /// The component.
+    fn component(&self) -> &Component {
+        match self {
+            PreparedPlugin::Comb(pre) => pre.instance_pre().component(),
+            PreparedPlugin::Proxy(pre) => pre.component(),
+        }
+    }
 }
 
 /// The engines and linkers shared by every plugin.
@@ -199,6 +209,8 @@ pub(crate) struct Guest<'a> {
     pub sandbox: &'a Sandbox,
     /// Its idle instances, when it reuses them.
     pub idle: &'a IdleInstances,
+    /// The profile this call samples into, when one is being taken.
+    pub profile: Option<Arc<GuestProfile>>,
 }
 
 /// What one call took and used.
@@ -592,6 +604,7 @@ impl Runtime {
         let mut store = self
             .store(guest.pre.engine(), state, guest.limits)
             .map_err(|error| InvokeError::Instantiate(format!("{error:#}")))?;
+        store.data_mut().profile = guest.profile.clone();
         if clocked {
             state::clock_guest(&mut store);
         }
@@ -641,7 +654,10 @@ impl Runtime {
         let started = Instant::now();
         let deadline = started + limits.deadline;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |store| {
+            if let Some(profile) = store.data().profile.clone() {
+                profile.sample(&store);
+            }
             if started.elapsed() > guest_pool::LONG_CALL {
                 guest_pool::running_long();
             }

@@ -60,6 +60,14 @@ impl ProxyPre {
         }
     }
 
+    /// The component.
+    pub(crate) fn component(&self) -> &wasmtime::component::Component {
+        match self {
+            ProxyPre::P2(pre) => pre.instance_pre().component(),
+            ProxyPre::P3(pre) => pre.instance_pre().component(),
+        }
+    }
+
     /// The world it serves, as its docs name it.
     fn world(&self) -> &'static str {
         match self {

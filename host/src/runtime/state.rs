@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::{
-    Guest,
+    Guest, GuestProfile,
     budget::Budget,
     guest_log::{self, GuestErrors, GuestLog},
     guest_metrics::{Cumulative, GuestMeter},
@@ -52,6 +52,8 @@ pub(crate) struct InvocationState {
     /// Which call of this store's instance runs now: 1 for a fresh one,
     /// more when the plugin reuses instances.
     call: u32,
+    /// The guest profile this call samples into, at each epoch tick.
+    pub(super) profile: Option<Arc<GuestProfile>>,
 }
 
 impl InvocationState {
@@ -99,6 +101,7 @@ impl InvocationState {
             limiter: MemoryLimiter::new(limits.memory_bytes),
             guest_clock: GuestClock::default(),
             call: FIRST,
+            profile: None,
         }
     }
 
@@ -129,6 +132,7 @@ impl InvocationState {
         let (grants, timeouts) = (guest.sandbox.http_grants(), guest.limits.http);
         self.client = ClientHooks::new(invocation, grants, timeouts);
         self.guest_clock = GuestClock::default();
+        self.profile = guest.profile.clone();
     }
 
     /// Ends what the guest left open when its call returned: its spans
@@ -139,6 +143,8 @@ impl InvocationState {
         telemetry.spans.end_open();
         // `wasi:otel` spans left open never sent their data.
         telemetry.budget.dropped += telemetry.standard.unfinished();
+        // An idle instance holds no profile until its next call joins one.
+        self.profile = None;
     }
 
     /// Which call of its instance this is (1: a fresh instance).

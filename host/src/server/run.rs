@@ -145,7 +145,7 @@ pub async fn run(
         );
         tokio::spawn(connections::serve(
             admin,
-            admin::app(reports, recorder),
+            admin::app(reports, state.routes.clone(), recorder),
             connection_limits,
             stop_rx.clone(),
         ));

@@ -20,7 +20,8 @@
 //!   reported to Rollbar (tests/bench/storm.py), the Rust, Python and
 //!   JavaScript plugins side by side (tests/bench/languages.py), and a
 //!   guest span through comb's API next to one through `wasi:otel`
-//!   (tests/bench/spans.py).
+//!   (tests/bench/spans.py), and what a guest profile costs
+//!   (tests/bench/guest_profile.py).
 
 use std::process::{Command, ExitCode};
 
@@ -126,14 +127,15 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             // How cost grows with connections and over the ten routes;
             // neighbours' latency while guests loop on every core, then
             // while a storm of panics is reported to a slow Rollbar; then
-            // what a plugin costs in each language, and a guest span each
-            // way.
+            // what a plugin costs in each language, a guest span each way,
+            // and a guest profile.
             for script in [
                 "tests/bench/scale.py",
                 "tests/bench/neighbours.py",
                 "tests/bench/storm.py",
                 "tests/bench/languages.py",
                 "tests/bench/spans.py",
+                "tests/bench/guest_profile.py",
             ] {
                 let mut bench = Command::new("python3");
                 bench.current_dir(&root).arg(script);

@@ -24,6 +24,7 @@ impl Plugin for Misbehave {
             "/misbehave/headers",
             "/misbehave/attributes",
             "/misbehave/forge",
+            "/misbehave/spin",
         ]
         .into_iter()
         .fold(Manifest::new("misbehave", "0.0.1"), |m, path| {
@@ -57,6 +58,7 @@ impl Plugin for Misbehave {
                 std::thread::sleep(std::time::Duration::from_millis(number("ms")));
                 Ok(http::json(200, &json!({"slept_ms": number("ms")})))
             }
+            "/misbehave/spin" => Ok(http::json(200, &json!({ "turns": spin_for(number("ms")) }))),
             "/misbehave/respond" => Ok(Response {
                 status: 200,
                 headers: vec![],
@@ -161,6 +163,20 @@ fn outcome<E: ToString>(result: Result<String, E>) -> Response {
         Ok(value) => http::json(200, &json!({ "ok": value })),
         Err(error) => http::json(403, &json!({ "denied": error.to_string() })),
     }
+}
+
+/// Computes for `ms` milliseconds: a function a guest profile of the call
+/// finds on top of its stacks.
+#[inline(never)]
+fn spin_for(ms: u64) -> u64 {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    let mut turns = 0u64;
+    while std::time::Instant::now() < until {
+        for _ in 0..10_000 {
+            turns = std::hint::black_box(turns.wrapping_add(1));
+        }
+    }
+    turns
 }
 
 comb_sdk::export!(Misbehave);
