@@ -1,12 +1,12 @@
-//! The admin listener: what is deployed, for people and scripts, and a
-//! guest profile on demand. Served apart from the plugins' routes, on
-//! loopback by default.
+//! The admin listener: what is deployed, for people and scripts; a guest
+//! profile on demand; canaries promoted or aborted. Served apart from the
+//! plugins' routes, on loopback by default.
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{Query, State},
+    extract::{Path, Query, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -15,7 +15,10 @@ use serde::Deserialize;
 
 use crate::{
     dashboard::Recorder,
-    plugins::{Plugin, ProfileError, SharedReports, SharedRoutes, SourceReport},
+    plugins::{
+        Plugin, ProfileError, SharedReports, SharedRoutes, SourceReport,
+        canary::{Canary, CanaryReport},
+    },
     runtime::{GuestProfile, MAX_PROFILE_WINDOW},
 };
 
@@ -36,6 +39,9 @@ pub(crate) fn app(reports: SharedReports, routes: SharedRoutes, recorder: Record
         .merge(
             Router::new()
                 .route("/_comb/api/profile", post(profile))
+                .route("/_comb/api/canaries", get(list_canaries))
+                .route("/_comb/api/canaries/{plugin}/promote", post(promote))
+                .route("/_comb/api/canaries/{plugin}/abort", post(abort))
                 .with_state(routes),
         )
         .merge(recorder.routes())
@@ -43,6 +49,96 @@ pub(crate) fn app(reports: SharedReports, routes: SharedRoutes, recorder: Record
 
 async fn list_plugins(State(reports): State<SharedReports>) -> Json<Vec<SourceReport>> {
     Json(reports.load().as_ref().clone())
+}
+
+/// How long a promotion waits for the folder's reload to serve the
+/// canary's version as the plugin.
+const PROMOTION_WAIT: Duration = Duration::from_secs(30);
+
+/// Every plugin's canary, with its share and the calls each version
+/// answered since it was attached.
+async fn list_canaries(State(routes): State<SharedRoutes>) -> Json<Vec<CanaryReport>> {
+    let table = routes.load();
+    let mut seen: Vec<&Arc<Plugin>> = Vec::new();
+    let mut reports = Vec::new();
+    for route in table.routes() {
+        if seen.iter().any(|plugin| Arc::ptr_eq(plugin, &route.target)) {
+            continue;
+        }
+        seen.push(&route.target);
+        if let Some(canary) = route.target.canary() {
+            reports.push(canary.report(&route.target));
+        }
+    }
+    Json(reports)
+}
+
+/// The plugin named `name` and its canary, or the answer saying why not.
+fn with_canary(
+    routes: &SharedRoutes,
+    name: &str,
+) -> Result<(Arc<Plugin>, Arc<Canary>), (StatusCode, String)> {
+    let Some(plugin) = routes.load().owner(name).cloned() else {
+        let error = format!("no plugin named {name:?} serves routes");
+        return Err((StatusCode::NOT_FOUND, error));
+    };
+    match plugin.canary() {
+        Some(canary) => Ok((plugin, canary)),
+        None => Err((StatusCode::CONFLICT, format!("{name} has no canary"))),
+    }
+}
+
+/// Promotes a plugin's canary: its file replaces the plugin's, and the
+/// answer comes once the folder's reload serves it as the plugin (or
+/// says it is still to come).
+async fn promote(State(routes): State<SharedRoutes>, Path(name): Path<String>) -> Response {
+    let (plugin, canary) = match with_canary(&routes, &name) {
+        Ok(found) => found,
+        Err(answer) => return answer.into_response(),
+    };
+    let report = canary.report(&plugin);
+    let promoting = plugin.clone();
+    match tokio::task::spawn_blocking(move || promoting.promote_canary()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")).into_response();
+        }
+        Err(panicked) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, panicked.to_string()).into_response();
+        }
+    }
+    tracing::info!(plugin = %name, version = %canary.plugin.version, "canary promoted");
+    let until = tokio::time::Instant::now() + PROMOTION_WAIT;
+    let serving = loop {
+        let digest = routes.load().owner(&name).map(|p| p.digest.clone());
+        if digest.as_deref() == Some(canary.plugin.digest.as_str()) {
+            break true;
+        }
+        if tokio::time::Instant::now() >= until {
+            break false;
+        }
+        tokio::time::sleep(PROFILE_POLL).await;
+    };
+    Json(serde_json::json!({ "promoted": report, "serving": serving })).into_response()
+}
+
+/// Aborts a plugin's canary: every request goes to the plugin from now
+/// on, and the canary's file is set aside as `NAME.wasm.aborted`.
+async fn abort(State(routes): State<SharedRoutes>, Path(name): Path<String>) -> Response {
+    let (plugin, canary) = match with_canary(&routes, &name) {
+        Ok(found) => found,
+        Err(answer) => return answer.into_response(),
+    };
+    let report = canary.report(&plugin);
+    let aborting = plugin.clone();
+    match tokio::task::spawn_blocking(move || aborting.abort_canary()).await {
+        Ok(Ok(_)) => {
+            tracing::info!(plugin = %name, version = %canary.plugin.version, "canary aborted");
+            Json(serde_json::json!({ "aborted": report })).into_response()
+        }
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")).into_response(),
+        Err(panicked) => (StatusCode::INTERNAL_SERVER_ERROR, panicked.to_string()).into_response(),
+    }
 }
 
 /// What `POST /_comb/api/profile` is asked.

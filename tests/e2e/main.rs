@@ -4,6 +4,7 @@
 
 #![allow(missing_docs, unreachable_pub, reason = "test crate")]
 
+mod canary;
 mod cruddur;
 mod harness;
 mod health;

@@ -135,6 +135,9 @@ async fn load_file(
     };
     let limits = defaults.with(&sidecar.limits)?;
     let sandbox = sidecar.sandbox.resolve()?;
+    if let Some(rule) = &sidecar.canary {
+        rule.check()?;
+    }
     // Hashing (up to 256 MiB from a registry) and compiling are CPU-bound
     // and can take a while: keep them off the async workers that serve
     // requests.
@@ -203,6 +206,9 @@ async fn load_file(
         slots: Arc::new(Semaphore::new(limits.max_concurrency)),
         idle: IdleInstances::new(limits.max_concurrency),
         profile: Default::default(),
+        canary_rule: sidecar.canary.clone(),
+        canary: Default::default(),
+        withdrawn: Default::default(),
         limits,
         sandbox,
         pre,

@@ -22,6 +22,7 @@
 //!   start, when none is, by the file that finished loading first (files
 //!   load side by side, and each is published as soon as it is ready).
 
+pub mod canary;
 mod folder;
 pub(crate) mod invocation;
 mod load;
@@ -56,6 +57,7 @@ use crate::{
     },
     spans::PluginIdentity,
 };
+use canary::{Canary, CanaryRule};
 pub use folder::SETTLE_TIME;
 use folder::{Stamp, plugin_files, read_settled};
 use load::Loader;
@@ -115,6 +117,52 @@ pub struct Plugin {
     idle: IdleInstances,
     /// The guest profile being taken of its calls, if any.
     profile: ArcSwapOption<GuestProfile>,
+    /// When its sidecar makes it a canary: of which plugin, and how.
+    canary_rule: Option<CanaryRule>,
+    /// The canary serving a share of its requests, if any.
+    canary: ArcSwapOption<Canary>,
+    /// Set when this version, a canary, was aborted: the lifecycle does
+    /// not attach it again, even before its file is gone.
+    withdrawn: AtomicBool,
+}
+
+/// The version that serves one request: the plugin, or its canary.
+pub struct Served {
+    /// The version that runs the call.
+    pub plugin: Arc<Plugin>,
+    /// The canary attached when the request came, which counts the call.
+    pub canary: Option<Arc<Canary>>,
+}
+
+impl Served {
+    /// Counts the call's outcome against its canary, if it had one, and
+    /// aborts the canary when its error rate crossed its margin.
+    pub fn record(&self, primary: &Arc<Plugin>, failed: bool) {
+        let Some(canary) = &self.canary else {
+            return;
+        };
+        let on_canary = Arc::ptr_eq(&self.plugin, &canary.plugin);
+        if canary.record(on_canary, failed) {
+            let report = canary.report(primary);
+            tracing::warn!(
+                plugin = %primary.name,
+                canary_version = %canary.plugin.version,
+                calls = ?report.calls,
+                errors = ?report.errors,
+                "the canary's error rate exceeds the plugin's by more than its margin: aborting it"
+            );
+            primary.detach_canary(canary);
+            set_canary_aside(canary.plugin.clone());
+        }
+    }
+}
+
+/// Sets an aborted canary's file aside, off the request path.
+fn set_canary_aside(canary: Arc<Plugin>) {
+    tokio::task::spawn_blocking(move || match canary::set_aside(&canary) {
+        Ok(aside) => tracing::info!(file = %aside.display(), "aborted canary set aside"),
+        Err(error) => tracing::error!("aborting the canary of {}: {error:#}", canary.name),
+    });
 }
 
 /// Why a guest profile could not be started.
@@ -188,6 +236,55 @@ impl Plugin {
             .as_ref()
             .filter(|profile| profile.admit_call())
             .cloned()
+    }
+
+    /// The version that serves a request with `headers`: its canary when
+    /// one is attached and picks it, else this plugin. With no canary,
+    /// one empty slot read.
+    pub fn serving(self: &Arc<Self>, headers: &http::HeaderMap) -> Served {
+        let canary = self.canary.load_full();
+        let plugin = match &canary {
+            Some(canary) if canary.picks(headers) => canary.plugin.clone(),
+            _ => self.clone(),
+        };
+        Served { plugin, canary }
+    }
+
+    /// The canary attached to this plugin, if any.
+    pub fn canary(&self) -> Option<Arc<Canary>> {
+        self.canary.load_full()
+    }
+
+    /// Takes `canary` off this plugin (if it is still the one attached):
+    /// every request from now on goes to the plugin.
+    pub fn detach_canary(&self, canary: &Arc<Canary>) {
+        canary.mark_aborted();
+        self.canary.rcu(|current| match current {
+            Some(attached) if Arc::ptr_eq(attached, canary) => None,
+            other => other.clone(),
+        });
+    }
+
+    /// Aborts its canary: detached at once, its file set aside (the folder's
+    /// next reload then forgets it). Fails when it has none.
+    pub fn abort_canary(&self) -> Result<Arc<Canary>> {
+        let Some(canary) = self.canary() else {
+            anyhow::bail!("{} has no canary", self.name);
+        };
+        self.detach_canary(&canary);
+        canary::set_aside(&canary.plugin)?;
+        Ok(canary)
+    }
+
+    /// Promotes its canary: the canary's file replaces this plugin's (the
+    /// folder's next reload serves it as the plugin), and the canary
+    /// serves on until then. Fails when it has none.
+    pub fn promote_canary(&self) -> Result<Arc<Canary>> {
+        let Some(canary) = self.canary() else {
+            anyhow::bail!("{} has no canary", self.name);
+        };
+        canary::promote(self, &canary.plugin)?;
+        Ok(canary)
     }
 
     /// Whether this is the first call since the plugin was loaded.
@@ -473,7 +570,9 @@ impl Plugins {
     fn publish(&mut self, mut candidates: BTreeMap<Source, Arc<Plugin>>) {
         let mut table = RouteTable::default();
         for (file, entry) in &self.sources {
-            if let (Some(serving), false) = (&entry.serving, candidates.contains_key(file)) {
+            if let (Some(serving), false) = (&entry.serving, candidates.contains_key(file))
+                && serving.canary_rule.is_none()
+            {
                 // These coexisted in the previous table, so they cannot clash.
                 let _ = table.add(routes_of(serving));
             }
@@ -482,7 +581,12 @@ impl Plugins {
             let Some(candidate) = candidates.remove(source) else {
                 continue;
             };
-            match table.add(routes_of(&candidate)) {
+            // A canary serves its plugin's routes, attached below.
+            let added = match candidate.canary_rule {
+                Some(_) => Ok(()),
+                None => table.add(routes_of(&candidate)),
+            };
+            match added {
                 Ok(()) => {
                     tracing::info!(
                         plugin = %candidate.name,
@@ -503,12 +607,15 @@ impl Plugins {
                     let reason = format!("{clash}; the plugin already serving keeps it");
                     tracing::error!(source = %source, "plugin rejected: {reason}");
                     entry.failure = Some(reason);
-                    if let Some(previous) = &entry.serving {
+                    if let Some(previous) =
+                        entry.serving.as_ref().filter(|p| p.canary_rule.is_none())
+                    {
                         let _ = table.add(routes_of(previous));
                     }
                 }
             }
         }
+        self.attach_canaries(&table);
         let reports = self
             .sources
             .iter()
@@ -516,6 +623,87 @@ impl Plugins {
             .collect();
         self.routes.store(Arc::new(table));
         self.reports.store(Arc::new(reports));
+    }
+}
+
+impl Plugins {
+    /// Attaches each serving canary to the plugin it names in `table`,
+    /// and takes canaries off plugins whose canary is gone. A canary
+    /// already attached stays (with its counts); one whose plugin is not
+    /// serving, or that serves routes its plugin does not, waits, its
+    /// reason in the plugin list.
+    fn attach_canaries(&mut self, table: &RouteTable<Arc<Plugin>>) {
+        let mut wanted: BTreeMap<String, Arc<Plugin>> = BTreeMap::new();
+        for entry in self.sources.values_mut() {
+            let Some(canary) = entry.serving.clone() else {
+                continue;
+            };
+            let Some(rule) = &canary.canary_rule else {
+                continue;
+            };
+            if canary.withdrawn.load(Ordering::Relaxed) {
+                entry.failure = Some(format!("canary of {}, aborted", rule.of));
+                continue;
+            }
+            let waiting = match table.owner(&rule.of) {
+                None => Some(format!(
+                    "canary of {}, which serves no routes: waiting for it",
+                    rule.of
+                )),
+                Some(primary) => {
+                    let foreign: Vec<String> = canary
+                        .routes
+                        .iter()
+                        .filter(|route| !primary.routes.contains(route))
+                        .map(|(method, pattern)| format!("{method} {pattern}"))
+                        .collect();
+                    (!foreign.is_empty()).then(|| {
+                        format!(
+                            "canary of {} serves routes it does not: {}",
+                            rule.of,
+                            foreign.join(", ")
+                        )
+                    })
+                }
+            };
+            match waiting {
+                Some(reason) => entry.failure = Some(reason),
+                None if wanted.contains_key(&rule.of) => {
+                    entry.failure = Some(format!("{} has a canary already", rule.of));
+                }
+                None => {
+                    entry.failure = None;
+                    wanted.insert(rule.of.clone(), canary);
+                }
+            }
+        }
+        let mut primaries: Vec<&Arc<Plugin>> = table.routes().iter().map(|r| &r.target).collect();
+        primaries.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        for primary in primaries {
+            let attached = primary.canary.load_full();
+            match (wanted.get(&primary.name), &attached) {
+                (Some(canary), Some(current)) if Arc::ptr_eq(canary, &current.plugin) => {}
+                (Some(canary), _) => {
+                    let rule = canary.canary_rule.clone().expect("a canary has its rule");
+                    tracing::info!(
+                        plugin = %primary.name,
+                        version = %primary.version,
+                        canary_version = %canary.version,
+                        weight = rule.weight,
+                        header = ?rule.header,
+                        "canary attached"
+                    );
+                    primary
+                        .canary
+                        .store(Some(Arc::new(Canary::new(canary.clone(), rule))));
+                }
+                (None, Some(_)) => {
+                    tracing::info!(plugin = %primary.name, "canary gone: the plugin serves all of its requests");
+                    primary.canary.store(None);
+                }
+                (None, None) => {}
+            }
+        }
     }
 }
 

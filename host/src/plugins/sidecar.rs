@@ -12,6 +12,10 @@
 //!
 //! [sandbox]           # see crate::runtime::sandbox
 //! env = ["AWS_REGION"]
+//!
+//! [canary]            # see super::canary
+//! of = "home_activities"
+//! weight = 10
 //! ```
 //!
 //! Unknown keys are errors, so a typo is reported (with its line and
@@ -22,10 +26,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Deserialize;
 
+use super::canary::CanaryRule;
 use crate::{limits::LimitsOverride, runtime::sandbox::SandboxGrants};
 
 /// The sidecar's settings.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Sidecar {
     /// Routes that replace the manifest's, when present.
@@ -36,6 +41,8 @@ pub(crate) struct Sidecar {
     /// What this plugin may reach beyond its memory.
     #[serde(default)]
     pub sandbox: SandboxGrants,
+    /// This file is a canary of another plugin, serving its routes.
+    pub canary: Option<CanaryRule>,
 }
 
 /// One route in a sidecar.

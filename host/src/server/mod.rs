@@ -115,13 +115,18 @@ async fn serve_request(
     // without pinning arc-swap's fast-path slots.
     let table = state.routes.load_full();
     let lookup = table.lookup(&parts.method, parts.uri.path());
-    // Borrowed from the table, which outlives the request: no copies.
-    let (route, identity) = match &lookup {
-        Lookup::Found { route, .. } => {
-            (Some(route.pattern.shared()), Some(route.target.identity()))
+    // Which version serves: the route's plugin, or its canary.
+    let served = match &lookup {
+        Lookup::Found { route, .. } => Some(route.target.serving(&parts.headers)),
+        _ => None,
+    };
+    // Borrowed from the table (or the version), which outlive the request.
+    let (route, identity) = match (&lookup, &served) {
+        (Lookup::Found { route, .. }, Some(served)) => {
+            (Some(route.pattern.shared()), Some(served.plugin.identity()))
         }
-        Lookup::MethodNotAllowed { pattern, .. } => (Some(pattern.shared()), None),
-        Lookup::NotFound => (None, None),
+        (Lookup::MethodNotAllowed { pattern, .. }, _) => (Some(pattern.shared()), None),
+        _ => (None, None),
     };
     let plugin = identity.map(|identity| &identity.name);
     let server_cx = spans::start_server_span(
@@ -152,9 +157,12 @@ async fn serve_request(
             None,
         ),
         Lookup::Found { route, params } => {
-            let plugin = route.target.clone();
+            let served = served.as_ref().expect("chosen for a found route");
             let routed = (route.pattern.shared(), params);
-            call_plugin(&state, &server_cx, &plugin, routed, parts, body).await
+            let answered =
+                call_plugin(&state, &server_cx, &served.plugin, routed, parts, body).await;
+            served.record(&route.target, answered.0.status().is_server_error());
+            answered
         }
     };
     spans::end_server_span(&server_cx, response.status(), error_type);
