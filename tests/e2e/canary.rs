@@ -242,3 +242,81 @@ async fn a_canary_failing_past_its_margin_aborts_itself() {
         comb.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_canary_beside_its_plugin() {
+    let comb = start("weight = 10\nheader = \"x-canary\"\n");
+    let client = client();
+    // 40 calls on each version, by the header: both have enough calls.
+    for _ in 0..40 {
+        assert!(home(&client, &comb, Some("always")).await);
+        assert!(!home(&client, &comb, Some("never")).await);
+    }
+    let url = format!("{}/_comb/api/stats?window=300", comb.admin_url);
+    let home_stats = eventually("the recorder saw the 80 calls", &comb, || async {
+        let (_, stats) = get_json(&url).await;
+        stats["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["plugin"] == "home_activities" && p["requests"] == 80)
+            .cloned()
+    })
+    .await;
+    let versions = home_stats["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{home_stats:#}");
+    assert!(versions.iter().all(|v| v["requests"] == 40));
+    assert!(
+        versions
+            .iter()
+            .any(|v| v["build"].as_str().unwrap().starts_with("0.2.0 ("))
+    );
+    let comparison = &home_stats["comparison"];
+    assert_eq!(comparison["enough"], true, "{comparison:#}");
+    assert_eq!(comparison["error_rate"]["estimate"], 0.0);
+    assert_eq!(comparison["error_rate"]["shown"], false);
+    for key in ["p50_ms", "p95_ms", "cpu_p50_ms", "memory_p50_mib"] {
+        let difference = &comparison[key];
+        assert!(difference["estimate"].is_f64(), "{key}: {comparison:#}");
+        if let (Some(low), Some(high)) = (difference["low"].as_f64(), difference["high"].as_f64()) {
+            assert!(low <= high, "{key}: {difference}");
+        }
+    }
+
+    let page = format!("{}/_comb/", comb.admin_url);
+    let dom = tokio::task::spawn_blocking({
+        let page = page.clone();
+        move || crate::page::headless(&page, &["--dump-dom"])
+    })
+    .await
+    .unwrap();
+    let section = &dom[dom
+        .find(r#"id="versions-section""#)
+        .expect("the versions section")..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert!(
+        !section.starts_with(r#"id="versions-section" hidden"#),
+        "{section}"
+    );
+    assert!(section.contains("canary 0.2.0 at 10 %"), "{section}");
+    assert!(section.contains(r#"data-action="promote""#), "{section}");
+    assert!(section.contains(r#"data-action="abort""#), "{section}");
+    assert_eq!(
+        section.matches(r#"<tr class="version""#).count(),
+        2,
+        "{section}"
+    );
+    assert!(section.contains(r#"<tr class="difference""#), "{section}");
+
+    let artifacts = xtask::workspace_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("comb-canary.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let argument = format!("--screenshot={}", screenshot.display());
+    tokio::task::spawn_blocking(move || {
+        crate::page::headless(&page, &[&argument, "--window-size=1400,900"])
+    })
+    .await
+    .unwrap();
+    assert!(std::fs::read(&screenshot).unwrap().starts_with(b"\x89PNG"));
+}

@@ -208,7 +208,7 @@ fn chromium() -> PathBuf {
 
 /// Runs headless Chromium on `url` with `args` (plus the flags a closed
 /// network and a root user need) and returns its stdout.
-fn headless(url: &str, args: &[&str]) -> String {
+pub(crate) fn headless(url: &str, args: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let output = Command::new(chromium())
         .args([

@@ -8,6 +8,7 @@
 //! builds the traces and latency buckets in [`store`]. The admin listener
 //! serves the page at `/_comb/` and its JSON at `/_comb/api/…`.
 
+mod compare;
 pub mod store;
 pub(crate) mod views;
 

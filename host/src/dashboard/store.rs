@@ -15,9 +15,12 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::trace::SpanData;
 
-use super::views::span_view;
 pub(crate) use super::views::{
-    PluginStats, Point, RouteStats, SpanView, Summary, TraceSummary, TraceView,
+    PluginStats, Point, RouteStats, SpanView, Summary, TraceSummary, TraceView, VersionStats,
+};
+use super::{
+    compare::{self, Comparison},
+    views::span_view,
 };
 use crate::spans::{attributes, millis};
 
@@ -59,8 +62,10 @@ pub(crate) struct Store {
     pending_order: VecDeque<TraceId>,
     recent: VecDeque<Arc<Trace>>,
     kept: VecDeque<Arc<Trace>>,
-    /// (plugin, route) → its latency over time.
-    series: BTreeMap<(String, String), Series>,
+    /// (plugin, route, build) → its latency over time; a build is a
+    /// version and its digest's start, so two builds of one version (a
+    /// canary not yet renumbered) stay apart.
+    series: BTreeMap<(String, String, String), Series>,
 }
 
 /// A finished request's trace as recorded: the spans as the SDK ended
@@ -132,6 +137,18 @@ impl Stats {
         let _ = self.latency.add(&other.latency);
         let _ = self.cpu.add(&other.cpu);
         let _ = self.memory.add(&other.memory);
+    }
+
+    /// What a comparison of versions reads.
+    fn sample(&self) -> compare::Sample<'_> {
+        let ms = LATENCY_UNIT_MICROS as f64 / 1000.0;
+        compare::Sample {
+            requests: self.requests,
+            errors: self.errors,
+            latency: (&self.latency, ms),
+            cpu: (&self.cpu, ms),
+            memory: (&self.memory, 1.0 / 1024.0),
+        }
     }
 
     fn summary(&self) -> Summary {
@@ -220,6 +237,14 @@ impl Store {
                 kv.key.as_str() == attributes::FAAS_COLDSTART && kv.value == Value::Bool(true)
             })
         });
+        let build = spans
+            .iter()
+            .find_map(|span| {
+                let version = string_attribute(span, attributes::PLUGIN_VERSION)?;
+                let digest = string_attribute(span, attributes::PLUGIN_DIGEST).unwrap_or_default();
+                Some(format!("{version} ({})", &digest[..digest.len().min(8)]))
+            })
+            .unwrap_or_default();
         let usage = spans.iter().find_map(|span| {
             Some(Usage {
                 cpu_ms: float_attribute(span, attributes::PLUGIN_GUEST_CPU_MS)?,
@@ -240,7 +265,13 @@ impl Store {
             plugin,
             route,
         };
-        let slow = self.record(&summary, epoch_secs(root.end_time), coldstart, usage);
+        let slow = self.record(
+            &summary,
+            &build,
+            epoch_secs(root.end_time),
+            coldstart,
+            usage,
+        );
         Some(Trace {
             summary: TraceSummary {
                 kept: if failed {
@@ -261,13 +292,14 @@ impl Store {
     fn record(
         &mut self,
         trace: &TraceSummary,
+        build: &str,
         at: u64,
         coldstart: bool,
         usage: Option<Usage>,
     ) -> bool {
         let series = self
             .series
-            .entry((trace.plugin.clone(), trace.route.clone()))
+            .entry((trace.plugin.clone(), trace.route.clone(), build.to_owned()))
             .or_default();
         if series.slow_computed_at != at {
             let since = at.saturating_sub(60);
@@ -318,15 +350,16 @@ impl Store {
     pub(crate) fn stats(&self, window: Duration) -> Vec<PluginStats> {
         let now = epoch_secs(SystemTime::now());
         let since = now.saturating_sub(window.as_secs());
-        /// One plugin's numbers while its routes are added up.
+        /// One plugin's numbers while its routes and builds are added up.
         #[derive(Default)]
-        struct Sums {
+        struct Sums<'a> {
             total: Option<Stats>,
-            routes: Vec<RouteStats>,
+            routes: BTreeMap<&'a str, Stats>,
+            builds: BTreeMap<&'a str, Stats>,
             points: BTreeMap<u64, Stats>,
         }
         let mut plugins: BTreeMap<&str, Sums> = BTreeMap::new();
-        for ((plugin, route), series) in &self.series {
+        for ((plugin, route, build), series) in &self.series {
             let in_window = || {
                 series
                     .buckets
@@ -339,10 +372,12 @@ impl Store {
             }
             let sums = plugins.entry(plugin).or_default();
             sums.total.get_or_insert_with(Stats::new).add(&route_stats);
-            sums.routes.push(RouteStats {
-                route: route.clone(),
-                summary: route_stats.summary(),
-            });
+            for into in [
+                sums.routes.entry(route).or_insert_with(Stats::new),
+                sums.builds.entry(build).or_insert_with(Stats::new),
+            ] {
+                into.add(&route_stats);
+            }
             for bucket in in_window() {
                 sums.points
                     .entry(bucket.start)
@@ -355,7 +390,23 @@ impl Store {
             .map(|(plugin, sums)| PluginStats {
                 plugin: plugin.to_owned(),
                 summary: sums.total.unwrap_or_else(Stats::new).summary(),
-                routes: sums.routes,
+                routes: sums
+                    .routes
+                    .iter()
+                    .map(|(route, stats)| RouteStats {
+                        route: (*route).to_owned(),
+                        summary: stats.summary(),
+                    })
+                    .collect(),
+                comparison: compared(&sums.builds),
+                versions: sums
+                    .builds
+                    .iter()
+                    .map(|(build, stats)| VersionStats {
+                        build: (*build).to_owned(),
+                        summary: stats.summary(),
+                    })
+                    .collect(),
                 series: sums
                     .points
                     .into_iter()
@@ -411,6 +462,21 @@ impl Trace {
             spans,
         }
     }
+}
+
+/// With two or more builds of a plugin in the window, the second busiest
+/// against the busiest (a canary against its plugin, at any weight under
+/// half).
+fn compared(builds: &BTreeMap<&str, Stats>) -> Option<Comparison> {
+    let mut by_calls: Vec<(&&str, &Stats)> = builds.iter().collect();
+    by_calls.sort_by_key(|(_, stats)| std::cmp::Reverse(stats.requests));
+    let [(baseline, base), (candidate, other), ..] = by_calls.as_slice() else {
+        return None;
+    };
+    Some(compare::compare(
+        (baseline, &base.sample()),
+        (candidate, &other.sample()),
+    ))
 }
 
 fn merged<'a>(buckets: impl Iterator<Item = &'a Bucket>) -> Stats {

@@ -11,6 +11,7 @@ use opentelemetry_sdk::trace::SpanData;
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
+use super::compare::Comparison;
 use crate::spans::millis;
 
 /// Counts and percentiles over a window.
@@ -57,8 +58,23 @@ pub(crate) struct PluginStats {
     pub summary: Summary,
     /// Per route pattern.
     pub routes: Vec<RouteStats>,
+    /// Per build (`version (digest)`): more than one when a canary, or a
+    /// replaced version, served in the window.
+    pub versions: Vec<VersionStats>,
+    /// With two builds or more: the second busiest against the busiest.
+    pub comparison: Option<Comparison>,
     /// One point per bucket in the window, oldest first.
     pub series: Vec<Point>,
+}
+
+/// One build's row.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct VersionStats {
+    /// `plugin.version (first 8 of plugin.digest)`.
+    pub build: String,
+    /// Its numbers.
+    #[serde(flatten)]
+    pub summary: Summary,
 }
 
 /// One route's row.
