@@ -98,14 +98,8 @@ async fn promote(State(routes): State<SharedRoutes>, Path(name): Path<String>) -
     };
     let report = canary.report(&plugin);
     let promoting = plugin.clone();
-    match tokio::task::spawn_blocking(move || promoting.promote_canary()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")).into_response();
-        }
-        Err(panicked) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, panicked.to_string()).into_response();
-        }
+    if let Err(failed) = blocking(move || promoting.promote_canary()).await {
+        return failed.into_response();
     }
     tracing::info!(plugin = %name, version = %canary.plugin.version, "canary promoted");
     let until = tokio::time::Instant::now() + PROMOTION_WAIT;
@@ -131,13 +125,22 @@ async fn abort(State(routes): State<SharedRoutes>, Path(name): Path<String>) -> 
     };
     let report = canary.report(&plugin);
     let aborting = plugin.clone();
-    match tokio::task::spawn_blocking(move || aborting.abort_canary()).await {
-        Ok(Ok(_)) => {
-            tracing::info!(plugin = %name, version = %canary.plugin.version, "canary aborted");
-            Json(serde_json::json!({ "aborted": report })).into_response()
-        }
-        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")).into_response(),
-        Err(panicked) => (StatusCode::INTERNAL_SERVER_ERROR, panicked.to_string()).into_response(),
+    if let Err(failed) = blocking(move || aborting.abort_canary()).await {
+        return failed.into_response();
+    }
+    tracing::info!(plugin = %name, version = %canary.plugin.version, "canary aborted");
+    Json(serde_json::json!({ "aborted": report })).into_response()
+}
+
+/// Runs `work` (file system or CPU work) on a blocking thread; its error,
+/// or its panic, as a 500 with the reason.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, (StatusCode, String)> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))),
+        Err(panicked) => Err((StatusCode::INTERNAL_SERVER_ERROR, panicked.to_string())),
     }
 }
 
@@ -208,29 +211,29 @@ async fn profile(
         return (StatusCode::INTERNAL_SERVER_ERROR, error).into_response();
     };
     let (calls, samples) = (profile.calls(), profile.samples());
-    match tokio::task::spawn_blocking(move || profile.finish()).await {
-        Ok(Ok(json)) => (
-            [
-                (header::CONTENT_TYPE, "application/json".to_owned()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{name}.profile.json\""),
-                ),
-                (
-                    header::HeaderName::from_static("comb-profile-calls"),
-                    calls.to_string(),
-                ),
-                (
-                    header::HeaderName::from_static("comb-profile-samples"),
-                    samples.to_string(),
-                ),
-            ],
-            json,
-        )
-            .into_response(),
-        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")).into_response(),
-        Err(panicked) => (StatusCode::INTERNAL_SERVER_ERROR, panicked.to_string()).into_response(),
-    }
+    let json = match blocking(move || profile.finish()).await {
+        Ok(json) => json,
+        Err(failed) => return failed.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.profile.json\""),
+            ),
+            (
+                header::HeaderName::from_static("comb-profile-calls"),
+                calls.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("comb-profile-samples"),
+                samples.to_string(),
+            ),
+        ],
+        json,
+    )
+        .into_response()
 }
 
 /// A profile being taken of a plugin's calls; ends it when dropped.

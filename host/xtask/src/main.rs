@@ -18,10 +18,10 @@
 //!   (tests/bench/scale.py), neighbours' latency while guests
 //!   loop (tests/bench/neighbours.py) and during a storm of failures
 //!   reported to Rollbar (tests/bench/storm.py), the Rust, Python and
-//!   JavaScript plugins side by side (tests/bench/languages.py), and a
-//!   guest span through comb's API next to one through `wasi:otel`
-//!   (tests/bench/spans.py), and what a guest profile costs
-//!   (tests/bench/guest_profile.py).
+//!   JavaScript plugins side by side (tests/bench/languages.py), a guest
+//!   span through comb's API next to one through `wasi:otel`
+//!   (tests/bench/spans.py), and what comparing plugins costs: log
+//!   records, a guest profile, a canary (tests/bench/comparing.py).
 
 use std::process::{Command, ExitCode};
 
@@ -128,14 +128,14 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             // neighbours' latency while guests loop on every core, then
             // while a storm of panics is reported to a slow Rollbar; then
             // what a plugin costs in each language, a guest span each way,
-            // and a guest profile.
+            // and what comparing plugins costs.
             for script in [
                 "tests/bench/scale.py",
                 "tests/bench/neighbours.py",
                 "tests/bench/storm.py",
                 "tests/bench/languages.py",
                 "tests/bench/spans.py",
-                "tests/bench/guest_profile.py",
+                "tests/bench/comparing.py",
             ] {
                 let mut bench = Command::new("python3");
                 bench.current_dir(&root).arg(script);
