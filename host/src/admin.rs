@@ -42,9 +42,35 @@ pub(crate) fn app(reports: SharedReports, routes: SharedRoutes, recorder: Record
                 .route("/_comb/api/canaries", get(list_canaries))
                 .route("/_comb/api/canaries/{plugin}/promote", post(promote))
                 .route("/_comb/api/canaries/{plugin}/abort", post(abort))
+                .layer(axum::middleware::from_fn(same_origin_only))
                 .with_state(routes),
         )
         .merge(recorder.routes())
+}
+
+/// Refuses a request a browser sent from another site's page: a POST here
+/// changes what serves (promote, abort) or costs CPU (a profile), and a
+/// page elsewhere could otherwise make the operator's browser send one to
+/// this loopback listener. Browsers name the page's origin on every POST;
+/// it must be the host the request is for. Scripts (`curl`) send none.
+async fn same_origin_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|origin| origin.split_once("://"))
+            .map(|(_, authority)| authority);
+        if origin_host.is_none() || origin_host != host {
+            let error = "a request from another site's page is refused here";
+            return (StatusCode::FORBIDDEN, error).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn list_plugins(State(reports): State<SharedReports>) -> Json<Vec<SourceReport>> {

@@ -23,6 +23,7 @@
 //! - [`rollbar`]: failed plugin calls as Rollbar items.
 //! - [`limits`]: per-plugin limits and their enforcement.
 //! - [`secret`]: settings that are never printed (keys, tokens, passwords).
+//! - `tls`: the one crypto provider every TLS connection comb makes uses.
 //!
 //! [`config`] parses flags, `OTEL_*` / `COMB_*` environment and `comb.toml`
 //! once; [`run`] serves.
@@ -47,14 +48,7 @@ pub mod secret;
 pub mod server;
 pub mod spans;
 pub mod telemetry;
+mod tls;
 
 pub use server::run;
-
-/// Makes ring rustls's process-wide crypto provider, once: every TLS
-/// connection comb makes (OTLP, registries, Rollbar, a guest's outgoing
-/// HTTPS) is rustls with ring, and reqwest, built without a provider of
-/// its own, takes the process default. Called before any HTTP client is
-/// built; later calls do nothing.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use tls::install_crypto_provider;

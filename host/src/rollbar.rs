@@ -135,7 +135,7 @@ impl Rollbar {
             return Ok(None);
         };
         let endpoint = config.endpoint.trim_end_matches('/').to_owned();
-        crate::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder().timeout(SEND_TIMEOUT).build()?;
         let (queue, items) = mpsc::channel(QUEUE);
         let sender = tokio::spawn(deliver(items, client, endpoint, token));

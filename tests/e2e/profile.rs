@@ -113,6 +113,23 @@ async fn a_profile_is_one_at_a_time_bounded_by_its_calls_and_ends_with_its_clien
     let response = ask_profile(&comb, "plugin=nobody").await;
     assert_eq!(response.status(), 404);
     assert!(response.text().await.unwrap().contains("nobody"));
+    // A page on another site cannot make a browser ask: its origin is not
+    // this listener's host. comb's own page's is.
+    let from = |origin: String, plugin: &str| {
+        client()
+            .post(format!(
+                "{}/_comb/api/profile?plugin={plugin}",
+                comb.admin_url
+            ))
+            .header("origin", origin)
+            .send()
+    };
+    let forged = from("http://evil.example".into(), "misbehave")
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let own = from(comb.admin_url.clone(), "nobody").await.unwrap();
+    assert_eq!(own.status(), 404);
 
     // A long profile, then a second of the same plugin: refused while the
     // first is taken.

@@ -58,7 +58,7 @@ impl Distribution {
                 false => attempt.stop(),
             }
         });
-        crate::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(redirects)
             .connect_timeout(std::time::Duration::from_secs(10))

@@ -36,8 +36,7 @@ use opentelemetry::{
 
 use super::{
     bindings::otel::metrics::{self as wit, MetricData, MetricNumber, Temporality},
-    budget::{Budget, ITEM_COST},
-    wasi_otel::key_values,
+    budget::{self, Budget, ITEM_COST},
 };
 use crate::spans::attributes;
 
@@ -229,7 +228,10 @@ fn record_metric(
         let series: Vec<(String, String)> = (guest_attributes.iter())
             .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect();
-        let mut attributes = key_values(guest_attributes, budget);
+        let mut attributes = budget::json_attributes(
+            guest_attributes.into_iter().map(|kv| (kv.key, kv.value)),
+            budget,
+        );
         attributes.extend(meter.identity.iter().cloned());
         let value = number(value);
         // What to add: a cumulative sum's growth since this instance last

@@ -35,7 +35,7 @@ use std::{
 };
 
 use opentelemetry::{
-    Array, InstrumentationScope, KeyValue, StringValue, Value as OtelValue,
+    InstrumentationScope, KeyValue, Value as OtelValue,
     trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
 };
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
@@ -51,17 +51,13 @@ use super::{
             types,
         },
     },
-    budget::{Budget, ITEM_COST, comb_owns},
+    budget::{self, Budget, ITEM_COST},
     guest_log::GuestLog,
     guest_metrics::{self, Cumulative, GuestMeter},
 };
 
 /// Links one span keeps (the SDK's default, `OTEL_SPAN_LINK_COUNT_LIMIT`).
 const LINKS_PER_SPAN: usize = 128;
-
-/// What a byte-array value looks like in the spec's JSON encoding; kept as
-/// that string (the OTel API's values have no bytes).
-const BYTES_PREFIX: &str = "data:application/octet-stream;base64,";
 
 /// Where guests' finished spans go: comb's span pipeline (the page and the
 /// export queue), as the tracer's own spans do. Called on the guest's
@@ -409,10 +405,12 @@ impl logs::Host for OtelView<'_> {
         let (standard, budget) = (&mut *self.standard, &mut *self.budget);
         let level = level(record.severity_number, record.severity_text.as_deref());
         let message = match record.body {
-            Some(body) if body.len() <= budget.bytes_left() => match value(body, budget) {
-                (OtelValue::String(text), _) => text.to_string(),
-                (other, _) => other.to_string(),
-            },
+            Some(body) if body.len() <= budget.bytes_left() => {
+                match budget::json_value(body, budget) {
+                    (OtelValue::String(text), _) => text.to_string(),
+                    (other, _) => other.to_string(),
+                }
+            }
             Some(_) => {
                 budget.dropped += 1;
                 return Ok(());
@@ -534,81 +532,8 @@ fn scope(scope: types::InstrumentationScope, budget: &mut Budget) -> Instrumenta
 }
 
 /// The guest's attributes that fit the budget, comb's keys refused.
-pub(super) fn key_values(attributes: Vec<types::KeyValue>, budget: &mut Budget) -> Vec<KeyValue> {
-    let mut kept = Vec::with_capacity(attributes.len().min(16));
-    for types::KeyValue { key, value: json } in attributes {
-        if comb_owns(&key, false) {
-            budget.refused += 1;
-            continue;
-        }
-        // Parsed only when it could fit: a JSON array of numbers grows
-        // eightfold in memory.
-        if key.len() + json.len() > budget.bytes_left() {
-            budget.dropped += 1;
-            continue;
-        }
-        let (value, size) = value(json, budget);
-        kept.extend(budget.keep(key, value, size));
-    }
-    kept
-}
-
-/// A value in the spec's JSON encoding as an OTel one, its strings cut:
-/// strings, booleans, numbers and arrays of one of them as they are; maps,
-/// mixed arrays and bytes (no OTel API value holds them) as their JSON
-/// text; text that is not JSON as a string, leniently.
-fn value(json: String, budget: &Budget) -> (OtelValue, usize) {
-    use serde_json::Value as Json;
-    let string = |text: String| {
-        let text = budget.cut(text);
-        let size = text.len();
-        (OtelValue::String(text.into()), size)
-    };
-    let parsed = match serde_json::from_str::<Json>(&json) {
-        Ok(parsed) => parsed,
-        Err(_) => return string(json),
-    };
-    match parsed {
-        Json::Bool(b) => (b.into(), 1),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => (i.into(), 8),
-            None => (n.as_f64().unwrap_or(f64::NAN).into(), 8),
-        },
-        Json::String(text) if !text.starts_with(BYTES_PREFIX) => string(text),
-        Json::Array(items) => match array(&items, budget) {
-            Some(array) => array,
-            None => string(json),
-        },
-        _ => string(json),
-    }
-}
-
-/// An array of one kind as an OTel array; `None` for a mixed one.
-fn array(items: &[serde_json::Value], budget: &Budget) -> Option<(OtelValue, usize)> {
-    use serde_json::Value as Json;
-    let size = 8 * items.len();
-    if items.iter().all(Json::is_boolean) {
-        let list = items.iter().filter_map(Json::as_bool).collect();
-        return Some((OtelValue::Array(Array::Bool(list)), size));
-    }
-    if items.iter().all(Json::is_i64) {
-        let list = items.iter().filter_map(Json::as_i64).collect();
-        return Some((OtelValue::Array(Array::I64(list)), size));
-    }
-    if items.iter().all(Json::is_number) {
-        let list = items.iter().filter_map(Json::as_f64).collect();
-        return Some((OtelValue::Array(Array::F64(list)), size));
-    }
-    if items.iter().all(Json::is_string) {
-        let list: Vec<StringValue> = items
-            .iter()
-            .filter_map(Json::as_str)
-            .map(|s| budget.cut(s.to_owned()).into())
-            .collect();
-        let size = list.iter().map(|s| s.as_str().len() + 8).sum();
-        return Some((OtelValue::Array(Array::String(list)), size));
-    }
-    None
+fn key_values(attributes: Vec<types::KeyValue>, budget: &mut Budget) -> Vec<KeyValue> {
+    budget::json_attributes(attributes.into_iter().map(|kv| (kv.key, kv.value)), budget)
 }
 
 /// A record's severity as a log level: OTel's severity numbers (1–4
@@ -653,30 +578,6 @@ mod tests {
         assert_eq!(parse_span_id(&"f".repeat(17)), None);
         assert_eq!(parse_span_id("not hex"), None);
         assert_eq!(parse_span_id(""), None);
-    }
-
-    #[test]
-    fn json_values_become_otel_values_with_strings_cut() {
-        let budget = budget();
-        let value = |json: &str| value(json.to_owned(), &budget).0;
-        assert_eq!(value("\"text\""), OtelValue::from("text"));
-        assert_eq!(value("\"a long text\""), OtelValue::from("a long t"));
-        assert_eq!(value("true"), OtelValue::from(true));
-        assert_eq!(value("-42"), OtelValue::from(-42_i64));
-        assert_eq!(value("2.5"), OtelValue::from(2.5));
-        assert_eq!(value("[1,2]"), OtelValue::Array(Array::I64(vec![1, 2])));
-        assert_eq!(
-            value("[1,2.5]"),
-            OtelValue::Array(Array::F64(vec![1.0, 2.5]))
-        );
-        assert_eq!(
-            value("[\"a\",\"b\"]"),
-            OtelValue::Array(Array::String(vec!["a".into(), "b".into()]))
-        );
-        // What the OTel API cannot hold stays its JSON text (cut).
-        assert_eq!(value("[1,\"a\"]"), OtelValue::from("[1,\"a\"]"));
-        assert_eq!(value("{\"k\":1}"), OtelValue::from("{\"k\":1}"));
-        assert_eq!(value("not json"), OtelValue::from("not json"));
     }
 
     #[test]

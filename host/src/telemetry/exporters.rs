@@ -59,7 +59,7 @@ fn http<B: WithExportConfig + WithHttpConfig>(builder: B, target: &OtlpTarget) -
 /// The HTTP client for `target`: its timeout, and with a certificate file
 /// trusting exactly that CA (as OTel SDKs do), else the system's roots.
 pub(super) fn http_client(target: &OtlpTarget) -> Result<reqwest::Client> {
-    crate::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let mut client = reqwest::Client::builder().timeout(target.timeout);
     if let Some(path) = &target.certificate {
         let certificates = reqwest::Certificate::from_pem_bundle(&read_pem(path)?)

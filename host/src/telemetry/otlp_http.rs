@@ -659,7 +659,7 @@ mod tests {
 
     /// A client as comb builds them, with ring's provider.
     fn test_client() -> reqwest::Client {
-        crate::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         reqwest::Client::new()
     }
 
