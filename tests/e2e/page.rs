@@ -277,6 +277,32 @@ async fn the_page_renders_in_chromium() {
     );
     assert!(dom.contains(r#"data-key="app.result_length""#), "{dom}");
 
+    // A trace's log lines sit in its waterfall, under the span each was
+    // logged on, with their severity.
+    let printed = client()
+        .get(comb.at("/misbehave/print"))
+        .send()
+        .await
+        .unwrap();
+    let printed = trace_id(&printed);
+    let url_printed = format!("{}/_comb/#trace={printed}", comb.admin_url);
+    let dom_printed = eventually("the printing trace is recorded", &comb, || {
+        let url = url_printed.clone();
+        async move {
+            let dom = tokio::task::spawn_blocking(move || headless(&url, &["--dump-dom"]))
+                .await
+                .unwrap();
+            dom.contains(r#"class="log-row""#).then_some(dom)
+        }
+    })
+    .await;
+    let stderr = dom_printed
+        .split(r#"<div class="log-row""#)
+        .find(|row| row.contains("to stderr"))
+        .unwrap_or_else(|| panic!("no stderr line in the waterfall:\n{dom_printed}"));
+    assert!(stderr.contains(r#"data-severity="WARN""#), "{stderr}");
+    assert!(stderr.contains("stderr"), "{stderr}");
+
     // The view comes from the URL: a window and a plugin filter.
     let filtered = format!("{}/_comb/#window=60&plugin=faulty", comb.admin_url);
     let dom = tokio::task::spawn_blocking(move || headless(&filtered, &["--dump-dom"]))
