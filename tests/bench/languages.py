@@ -7,10 +7,12 @@ fresh instance per call (comb's default), then with the Python and
 JavaScript plugins reusing instances as their bundled sidecars ask
 (`max_instance_reuse_count`). Then the standard `wasi:http` components,
 the WASI 0.2 `wasi:http/proxy` test component next to its WASI 0.3
-`wasi:http/service` twin (same answer), beside the Rust home plugin.
+`wasi:http/service` twin (same answer), beside the Rust home plugin; and
+again with the 0.3 service and the home plugin reusing their instances
+(a 0.2 proxy's instance serves one request).
 
 Usage: cargo build --release -p comb && cargo xtask plugins &&
-       python3 tests/bench/languages.py [REQUESTS] [fresh|reused|wasi-http ...]
+       python3 tests/bench/languages.py [REQUESTS] [fresh|reused|wasi-http|wasi-http-reused ...]
 All traffic is on loopback; the run is bounded (REQUESTS per route per
 round, three rounds).
 """
@@ -121,7 +123,8 @@ def main():
     print(f"{'plugin':<30} {'language':<11} {'instances':<10} {'size MB':>8} {'compile s':>10} "
           f"{'cached ms':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
     try:
-        modes = (("fresh", PLUGINS), ("reused", PLUGINS), ("wasi-http", WASI_HTTP))
+        modes = (("fresh", PLUGINS), ("reused", PLUGINS), ("wasi-http", WASI_HTTP),
+                 ("wasi-http-reused", WASI_HTTP))
         for mode, plugins in [m for m in modes if m[0] in (sys.argv[2:] or [m[0]])]:
             folder = os.path.join(scratch, mode, "plugins")
             cache = os.path.join(scratch, mode, "cache")
@@ -132,6 +135,11 @@ def main():
                 sidecar = os.path.join(built, f"{name}.toml")
                 if mode == "reused" and os.path.exists(sidecar):
                     shutil.copy(sidecar, folder)
+                # Every instance that may serve more than one request does
+                # (a 0.2 proxy's serves one).
+                if mode == "wasi-http-reused" and name != "proxy_hello":
+                    with open(os.path.join(folder, f"{name}.toml"), "w") as out:
+                        out.write("[limits]\nmax_instance_reuse_count = 1000\n")
             cold, warm, latencies, cpu, rss_loaded, rss_after = measure(folder, cache, requests, plugins)
             for _, name, _, _, language in plugins:
                 samples = latencies[name]

@@ -106,38 +106,59 @@ async fn a_sidecar_routes_a_proxy_component_elsewhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standard_component_is_refused_instance_reuse() {
-    // Reuse is for comb plugins, whose calls comb frames one by one; a
-    // standard component asking for it is rejected with the reason.
+async fn a_0_3_service_may_reuse_its_instance_and_a_0_2_proxy_may_not() {
+    // A 0.3 service's handler is called per request, so an instance may
+    // serve several, one at a time, as `wasmtime serve` allows; a 0.2
+    // proxy's instance serves one request, and asking is refused with the
+    // reason.
+    let receiver = Receiver::start().await;
+    let reuse = b"[limits]\nmax_instance_reuse_count = 2\n";
     let comb = Comb::start(Options {
         plugins: &STANDARD,
-        files: &[
-            (
-                "proxy_hello.toml",
-                b"[limits]\nmax_instance_reuse_count = 2\n",
-            ),
-            (
-                "service_hello.toml",
-                b"[limits]\nmax_instance_reuse_count = 2\n",
-            ),
+        files: &[("proxy_hello.toml", reuse), ("service_hello.toml", reuse)],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
         ..Options::default()
     });
-    for name in STANDARD {
-        let response = get_response(comb.at(&format!("/{name}/x"))).await;
-        assert_eq!(response.status(), 404, "{name}");
-        let report = crate::lifecycle::report(&comb, &format!("{name}.wasm"))
+    let response = get_response(comb.at("/proxy_hello/x")).await;
+    assert_eq!(response.status(), 404);
+    let report = crate::lifecycle::report(&comb, "proxy_hello.wasm")
+        .await
+        .unwrap();
+    assert_eq!(report["state"], "failed", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("a wasi:http 0.2 proxy component gets a fresh instance per request"),
+        "{report}"
+    );
+
+    // One call after another: the second runs on the first's instance, the
+    // third on a fresh one (two calls each), every one whole and traced.
+    let mut calls = Vec::new();
+    for n in 0..3 {
+        let response = client()
+            .post(comb.at(&format!("/service_hello/call/{n}")))
+            .body("abc")
+            .send()
             .await
             .unwrap();
-        assert_eq!(report["state"], "failed", "{report}");
+        assert_eq!(response.status(), 201);
+        let trace = trace_id(&response);
         assert!(
-            report["reason"]
-                .as_str()
+            response
+                .text()
+                .await
                 .unwrap()
-                .contains("max_instance_reuse_count is for comb plugins"),
-            "{report}"
+                .contains(&format!("path=/service_hello/call/{n}"))
         );
+        let spans = receiver.trace(&trace, 2).await;
+        calls.push(named(&spans, "invoke service_hello").int("plugin.instance.call"));
     }
+    assert_eq!(calls, [1, 2, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -174,10 +174,10 @@ async fn load_file(
         }
         // A standard proxy has no manifest: it is named after its file
         // (or repository).
-        PreparedPlugin::Proxy(_) if limits.max_instance_reuse_count > 1 => {
+        PreparedPlugin::Proxy(pre) if limits.max_instance_reuse_count > 1 && !pre.reusable() => {
             bail!(
-                "limits.max_instance_reuse_count is for comb plugins; a wasi:http proxy \
-                 component gets a fresh instance per request"
+                "limits.max_instance_reuse_count is for comb plugins and WASI 0.3 services; a \
+                 wasi:http 0.2 proxy component gets a fresh instance per request"
             )
         }
         PreparedPlugin::Proxy(pre) => {

@@ -56,7 +56,7 @@ pub use outcome::{Backtrace, ERROR_TYPES, Frame, InvalidResponse, InvokeError, T
 pub use panic::GuestPanic;
 pub use profile::{GuestProfile, MAX_WINDOW as MAX_PROFILE_WINDOW};
 use proxy::ProxyPre;
-use reuse::{IdleInstance, IdleInstances};
+use reuse::{IdleInstance, IdleInstances, Instance};
 use sandbox::Sandbox;
 pub(crate) use state::GuestSignals;
 use state::{InvocationState, Reporters};
@@ -496,27 +496,49 @@ impl Runtime {
     ) -> (Result<Answer, InvokeError>, CallStats) {
         let mut stats = CallStats::default();
         let started = Instant::now();
-        let mut store = match self.fresh_store(guest, invocation.clone()) {
-            Ok(store) => store,
-            Err(error) => return (Err(error), stats),
-        };
         let limits = guest.limits;
+        // A 0.3 service's idle instance, when its plugin keeps them.
+        let warm = guest.idle.take().and_then(|idle| match idle.instance {
+            Instance::Service(service) => Some((idle.store, service)),
+            Instance::Comb(_) => None,
+        });
+        let (mut store, warm) = match warm {
+            Some((mut store, service)) => match self.ready(&mut store, guest, invocation.clone()) {
+                Ok(()) => (store, Some(service)),
+                Err(error) => return (Err(call_error(error, &store)), stats),
+            },
+            None => match self.fresh_store(guest, invocation.clone()) {
+                Ok(store) => (store, None),
+                Err(error) => return (Err(error), stats),
+            },
+        };
         let result = proxy::call(
             pre,
             &mut store,
             request.http,
             &invocation,
-            limits.max_response_body,
-            started + limits.deadline,
+            (limits.max_response_body, started + limits.deadline),
+            warm,
         )
         .await;
         stats.call = started.elapsed();
-        let result = match result {
-            Ok(answered) => answered.map(Answer::Http),
-            Err(proxy::ProxyFailure::Instantiate(error)) => Err(call_error(error, &store)),
-            Err(proxy::ProxyFailure::Call(error)) => Err(trap(error, &store.data().log().stderr())),
+        let (result, reusable) = match result {
+            Ok(answered) => (answered.response.map(Answer::Http), answered.reusable),
+            Err(proxy::ProxyFailure::Instantiate(error)) => (Err(call_error(error, &store)), None),
+            Err(proxy::ProxyFailure::Call(error)) => {
+                (Err(trap(error, &store.data().log().stderr())), None)
+            }
         };
-        (result, self.finish(&mut store, limits, stats))
+        let stats = self.finish(&mut store, limits, stats);
+        if let Some(service) = reusable
+            && store.data().call() < limits.max_instance_reuse_count
+        {
+            guest.idle.put(IdleInstance {
+                store,
+                instance: Instance::Service(service),
+            });
+        }
+        (result, stats)
     }
 
     /// A comb plugin's call: on a warm instance when the plugin keeps
@@ -532,16 +554,13 @@ impl Runtime {
         let started = Instant::now();
         let limits = guest.limits;
         let request = Request::from(request);
-        let (mut store, instantiated) = match guest.idle.take() {
-            Some(IdleInstance { mut store, plugin }) => {
-                let clocked = self.measure_guest_cpu || invocation.span().is_recording();
-                store
-                    .data_mut()
-                    .next_call(guest, invocation, &self.reporters);
-                if clocked {
-                    state::clock_guest(&mut store);
-                }
-                let armed = self.arm(&mut store, limits);
+        let warm = guest.idle.take().and_then(|idle| match idle.instance {
+            Instance::Comb(plugin) => Some((idle.store, plugin)),
+            Instance::Service(_) => None,
+        });
+        let (mut store, instantiated) = match warm {
+            Some((mut store, plugin)) => {
+                let armed = self.ready(&mut store, guest, invocation);
                 (store, armed.map(|()| plugin))
             }
             None => {
@@ -576,9 +595,30 @@ impl Runtime {
         if let Some(plugin) = sound
             && store.data().call() < limits.max_instance_reuse_count
         {
-            guest.idle.put(IdleInstance { store, plugin });
+            guest.idle.put(IdleInstance {
+                store,
+                instance: Instance::Comb(plugin),
+            });
         }
         (result, stats)
+    }
+
+    /// Readies an idle instance's store for its next call of `guest`
+    /// under `invocation`: its call state anew, its clock and limits armed.
+    fn ready(
+        &self,
+        store: &mut Store<InvocationState>,
+        guest: &Guest<'_>,
+        invocation: Context,
+    ) -> wasmtime::Result<()> {
+        let clocked = self.measure_guest_cpu || invocation.span().is_recording();
+        store
+            .data_mut()
+            .next_call(guest, invocation, &self.reporters);
+        if clocked {
+            state::clock_guest(store);
+        }
+        self.arm(store, guest.limits)
     }
 
     /// A fresh store for one call of `guest` under `invocation`, its

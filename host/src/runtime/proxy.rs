@@ -60,6 +60,13 @@ impl ProxyPre {
         }
     }
 
+    /// Whether an instance may serve more than one request, one at a
+    /// time: a 0.3 service's may (its handler is called per request); a 0.2
+    /// proxy's serves one.
+    pub(crate) fn reusable(&self) -> bool {
+        matches!(self, ProxyPre::P3(_))
+    }
+
     /// The component.
     pub(crate) fn component(&self) -> &wasmtime::component::Component {
         match self {
@@ -104,7 +111,18 @@ fn named(stem: &str, world: &str) -> Manifest {
     }
 }
 
-/// Instantiates `pre` in `store` and hands it `request` as it arrived
+/// What a proxy call answered, and the 0.3 service instance to call again
+/// when it answered whole.
+pub(crate) struct Answered {
+    /// The response, or the guest's failure.
+    pub response: Result<http::Response<Bytes>, InvokeError>,
+    /// The service, sound for another call (only a 0.3 service's, only
+    /// after a whole response).
+    pub reusable: Option<p3::bindings::Service>,
+}
+
+/// Instantiates `pre` in `store` (or, for a 0.3 service, calls `warm`,
+/// an instance already in it) and hands it `request` as it arrived
 /// (header bytes intact), with the trace context of `invocation` in place
 /// of the caller's so a guest that traces joins the trace. The response
 /// body is read up to `max_body + 1` bytes (enough for the caller to see it
@@ -114,15 +132,32 @@ pub(crate) async fn call(
     store: &mut Store<InvocationState>,
     request: http::Request<Bytes>,
     invocation: &Context,
-    max_body: usize,
-    deadline: std::time::Instant,
-) -> Result<Result<http::Response<Bytes>, InvokeError>, ProxyFailure> {
+    (max_body, deadline): (usize, std::time::Instant),
+    warm: Option<p3::bindings::Service>,
+) -> Result<Answered, ProxyFailure> {
     let request = as_received(request, invocation);
-    let answered = match pre {
-        ProxyPre::P2(pre) => call_p2(pre, store, request, max_body, deadline).await?,
-        ProxyPre::P3(pre) => call_p3(pre, store, request, max_body, deadline).await?,
+    let (answered, reusable) = match pre {
+        ProxyPre::P2(pre) => (
+            call_p2(pre, store, request, max_body, deadline).await?,
+            None,
+        ),
+        ProxyPre::P3(pre) => {
+            let service = match warm {
+                Some(service) => service,
+                None => {
+                    (pre.instantiate_async(&mut *store).await).map_err(ProxyFailure::Instantiate)?
+                }
+            };
+            let answered = call_p3(&service, store, request, max_body, deadline).await?;
+            let whole = answered.is_ok();
+            (answered, whole.then_some(service))
+        }
     };
-    Ok(answered.map_err(|failed| InvokeError::Guest(HandlerError::Internal(failed.to_string()))))
+    Ok(Answered {
+        response: answered
+            .map_err(|failed| InvokeError::Guest(HandlerError::Internal(failed.to_string()))),
+        reusable,
+    })
 }
 
 /// Why a proxy that ran gave no response comb can send: the guest's
@@ -228,13 +263,12 @@ async fn call_p2(
 /// that the guest's own tasks may go on writing, so it is read while the
 /// store runs them.
 async fn call_p3(
-    pre: &p3::bindings::ServicePre<InvocationState>,
+    service: &p3::bindings::Service,
     store: &mut Store<InvocationState>,
     request: http::Request<Bytes>,
     max_body: usize,
     deadline: std::time::Instant,
 ) -> Result<Result<http::Response<Bytes>, NoResponse>, ProxyFailure> {
-    let service = (pre.instantiate_async(&mut *store).await).map_err(ProxyFailure::Instantiate)?;
     let (request, request_io) =
         p3::Request::from_http(store.data_mut().http().hooks, request.map(Full::new));
     store

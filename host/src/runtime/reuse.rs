@@ -1,6 +1,8 @@
 //! Instances kept warm between calls, for plugins whose sidecar allows it
 //! (`[limits] max_instance_reuse_count = N`, as `wasmtime serve`'s option
-//! of the same name).
+//! of the same name): comb plugins and WASI 0.3 services, one call at a
+//! time per instance (a 0.2 proxy's instance serves one request, as
+//! `wasmtime serve` has it).
 //!
 //! A fresh instance per call is comb's default and its isolation promise.
 //! But a large guest pays for it on every request: a CPython or
@@ -22,6 +24,8 @@ use std::sync::Mutex;
 
 use wasmtime::Store;
 
+use wasmtime_wasi_http::p3;
+
 use super::{bindings::Plugin, state::InvocationState};
 
 /// One plugin's idle instances.
@@ -34,7 +38,15 @@ pub(crate) struct IdleInstances {
 /// An instance between two calls, with the store it lives in.
 pub(super) struct IdleInstance {
     pub store: Store<InvocationState>,
-    pub plugin: Plugin,
+    pub instance: Instance,
+}
+
+/// What an idle store holds instantiated.
+pub(super) enum Instance {
+    /// A comb plugin.
+    Comb(Plugin),
+    /// A WASI 0.3 service.
+    Service(p3::bindings::Service),
 }
 
 impl IdleInstances {
