@@ -20,8 +20,10 @@
 //!   reported to Rollbar (tests/bench/storm.py), the Rust, Python and
 //!   JavaScript plugins side by side (tests/bench/languages.py), a guest
 //!   span through comb's API next to one through `wasi:otel`
-//!   (tests/bench/spans.py), and what comparing plugins costs: log
-//!   records, a guest profile, a canary (tests/bench/comparing.py).
+//!   (tests/bench/spans.py), what comparing plugins costs: log
+//!   records, a guest profile, a canary (tests/bench/comparing.py), and
+//!   how cost grows with 10, 100 and 1 000 plugins loaded
+//!   (tests/bench/many.py).
 
 use std::process::{Command, ExitCode};
 
@@ -136,6 +138,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
                 "tests/bench/languages.py",
                 "tests/bench/spans.py",
                 "tests/bench/comparing.py",
+                "tests/bench/many.py",
             ] {
                 let mut bench = Command::new("python3");
                 bench.current_dir(&root).arg(script);
