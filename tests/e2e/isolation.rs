@@ -494,9 +494,9 @@ async fn looping_guests_on_every_core_leave_other_routes_answering() {
 async fn a_plugin_flooding_a_stalled_collector_takes_half_the_queue_not_the_others_room() {
     // Every export hangs on a collector that never answers, so spans pile
     // up. Each call puts ~240 KiB into its span (30 values of 8 KiB), so
-    // 400 calls are ~94 MiB in under 1 600 spans: far below the queue's
-    // 8 192 spans, past its ~64 MiB and past the half of it the spans of
-    // one plugin's calls may hold. Only that plugin's spans are dropped.
+    // 200 calls are ~47 MiB in under 800 spans: far below the queue's
+    // 8 192 spans, past the half of its ~64 MiB the spans of one plugin's
+    // calls may hold. Only that plugin's spans are dropped.
     let collector = SilentListener::start().await;
     let endpoint = format!("http://{}", collector.address);
     let env = [
@@ -510,7 +510,7 @@ async fn a_plugin_flooding_a_stalled_collector_takes_half_the_queue_not_the_othe
         env: &env,
         ..Default::default()
     });
-    for _ in 0..400 {
+    for _ in 0..200 {
         let (status, _) = get_json(&comb.at("/misbehave/attributes?kib=8&count=30")).await;
         assert_eq!(status, 200, "the plugin's callers lose nothing");
     }
