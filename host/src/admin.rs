@@ -85,17 +85,10 @@ const PROMOTION_WAIT: Duration = Duration::from_secs(30);
 /// answered since it was attached.
 async fn list_canaries(State(routes): State<SharedRoutes>) -> Json<Vec<CanaryReport>> {
     let table = routes.load();
-    let mut seen: Vec<&Arc<Plugin>> = Vec::new();
-    let mut reports = Vec::new();
-    for route in table.routes() {
-        if seen.iter().any(|plugin| Arc::ptr_eq(plugin, &route.target)) {
-            continue;
-        }
-        seen.push(&route.target);
-        if let Some(canary) = route.target.canary() {
-            reports.push(canary.report(&route.target));
-        }
-    }
+    let reports = table
+        .owners()
+        .filter_map(|plugin| Some(plugin.canary()?.report(plugin)))
+        .collect();
     Json(reports)
 }
 

@@ -295,12 +295,14 @@ async fn secrets_are_printed_by_no_help_debug_log_or_failed_export() {
         ("OTEL_EXPORTER_OTLP_HEADERS", headers.as_str()),
         ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", headers.as_str()),
         ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", headers.as_str()),
+        ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", headers.as_str()),
         ("ROLLBAR_ACCESS_TOKEN", CANARY),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
         ("RUST_LOG", "debug"),
     ];
     let help = comb_output(&["serve", "--help"], &env, "");
     assert!(help.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{help}");
+    assert!(help.contains("OTEL_EXPORTER_OTLP_LOGS_HEADERS"), "{help}");
     assert!(!help.contains(CANARY), "--help prints a secret:\n{help}");
     // A push's password, from standard input, to a registry that is down.
     let push = comb_output(

@@ -66,6 +66,8 @@ pub(crate) struct Store {
     /// version and its digest's start, so two builds of one version (a
     /// canary not yet renumbered) stay apart.
     series: BTreeMap<(String, String, String), Series>,
+    /// When series with nothing left in [`RETENTION`] were last dropped.
+    pruned_at: u64,
 }
 
 /// A finished request's trace as recorded: the spans as the SDK ended
@@ -190,6 +192,7 @@ impl Store {
             recent: VecDeque::new(),
             kept: VecDeque::new(),
             series: BTreeMap::new(),
+            pruned_at: 0,
         }
     }
 
@@ -242,7 +245,8 @@ impl Store {
             .find_map(|span| {
                 let version = string_attribute(span, attributes::PLUGIN_VERSION)?;
                 let digest = string_attribute(span, attributes::PLUGIN_DIGEST).unwrap_or_default();
-                Some(format!("{version} ({})", &digest[..digest.len().min(8)]))
+                let short: String = digest.chars().take(8).collect();
+                Some(format!("{version} ({short})"))
             })
             .unwrap_or_default();
         let usage = spans.iter().find_map(|span| {
@@ -332,9 +336,18 @@ impl Store {
             let kib = u64::try_from(usage.memory_bytes).unwrap_or(0) / 1024;
             stats.memory.saturating_record(kib.max(1));
         }
-        series
+        let slow = series
             .slow_over_ms
-            .is_some_and(|p95| trace.duration_ms > p95)
+            .is_some_and(|p95| trace.duration_ms > p95);
+        // Builds come and go (every reload, every version a registry
+        // serves is a new one): a series with nothing left in the
+        // retention window goes, checked at most once a minute.
+        if at >= self.pruned_at + 60 {
+            self.series
+                .retain(|_, series| series.buckets.back().is_some_and(|b| b.start >= oldest));
+            self.pruned_at = at;
+        }
+        slow
     }
 
     fn keep(&mut self, trace: Trace) {
@@ -575,6 +588,44 @@ mod tests {
     fn request(store: &mut Store, trace: u128, end: SystemTime, millis: u64, status: i64) {
         store.add(span(trace, SpanKind::Internal, end, millis, status));
         store.add(span(trace, SpanKind::Server, end, millis, status));
+    }
+
+    /// A request of plugin `p` served by build `version`, ending at `end`.
+    fn request_of(store: &mut Store, trace: u128, end: SystemTime, version: &str) {
+        let mut invocation = span(trace, SpanKind::Internal, end, 1, 200);
+        invocation.attributes.extend([
+            KeyValue::new(attributes::PLUGIN_VERSION, version.to_owned()),
+            KeyValue::new(attributes::PLUGIN_DIGEST, "ab".repeat(32)),
+        ]);
+        store.add(invocation);
+        store.add(span(trace, SpanKind::Server, end, 1, 200));
+    }
+
+    #[test]
+    fn builds_gone_for_longer_than_the_retention_are_forgotten() {
+        let mut store = Store::new(Capacity { recent: 5, kept: 3 });
+        let now = SystemTime::now();
+        let then = now - RETENTION - Duration::from_secs(120);
+        // A registry serving a new version every minute, long ago…
+        for n in 0..100u128 {
+            request_of(
+                &mut store,
+                n + 1,
+                then + Duration::from_secs(n as u64),
+                &format!("0.{n}.0"),
+            );
+        }
+        // …and the one serving now.
+        request_of(&mut store, 1000, now, "1.0.0");
+        assert_eq!(
+            store.series.len(),
+            1,
+            "{:?}",
+            store.series.keys().collect::<Vec<_>>()
+        );
+        let stats = store.stats(RETENTION);
+        assert_eq!(stats[0].versions.len(), 1);
+        assert_eq!(stats[0].versions[0].build, "1.0.0 (abababab)");
     }
 
     fn kept(store: &Store, trace: u128) -> Option<&'static str> {

@@ -677,9 +677,7 @@ impl Plugins {
                 }
             }
         }
-        let mut primaries: Vec<&Arc<Plugin>> = table.routes().iter().map(|r| &r.target).collect();
-        primaries.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        for primary in primaries {
+        for primary in table.owners() {
             let attached = primary.canary.load_full();
             match (wanted.get(&primary.name), &attached) {
                 (Some(canary), Some(current)) if Arc::ptr_eq(canary, &current.plugin) => {}

@@ -414,6 +414,16 @@ pub struct RouteClash {
 }
 
 impl<P: RouteOwner> RouteTable<P> {
+    /// Each owner serving routes, once (by name), in the order they were
+    /// added.
+    pub fn owners(&self) -> impl Iterator<Item = &P> {
+        let mut seen = std::collections::HashSet::new();
+        self.routes
+            .iter()
+            .map(|route| &route.target)
+            .filter(move |target| seen.insert(target.owner_name()))
+    }
+
     /// What serves the routes of the owner named `name`, if it serves any.
     pub fn owner(&self, name: &str) -> Option<&P> {
         self.routes

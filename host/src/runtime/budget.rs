@@ -213,16 +213,24 @@ fn array(items: &[serde_json::Value], budget: &Budget) -> Option<(OtelValue, usi
 }
 
 #[cfg(test)]
+impl Budget {
+    /// A default budget whose strings are cut at `length` bytes.
+    pub(super) fn cutting_at(length: usize) -> Self {
+        Budget::new(TelemetryLimits {
+            attribute_value_length: length,
+            ..TelemetryLimits::default()
+        })
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use opentelemetry::Array;
 
     use super::*;
 
     fn budget() -> Budget {
-        Budget::new(TelemetryLimits {
-            attribute_value_length: 8,
-            ..TelemetryLimits::default()
-        })
+        Budget::cutting_at(8)
     }
 
     #[test]

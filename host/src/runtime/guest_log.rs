@@ -34,6 +34,7 @@ use super::{
         log::{self as wit, Level},
         tracing::KeyValue as WitKeyValue,
     },
+    budget::ITEM_COST,
     span_api::{self, CurrentSpan},
 };
 
@@ -223,10 +224,13 @@ impl LogState {
         fields: Vec<KeyValue>,
         context: &SpanContext,
     ) -> Option<Vec<KeyValue>> {
+        // Each field pays a slot besides its bytes, as attributes do in the
+        // telemetry budget: a line of thousands of empty fields is not free
+        // (it becomes a span event and a log record of that many).
         let size = message.len()
             + fields
                 .iter()
-                .map(|kv| kv.key.as_str().len() + kv.value.as_str().len())
+                .map(|kv| ITEM_COST + kv.key.as_str().len() + kv.value.as_str().len())
                 .sum::<usize>();
         if self.lines >= MAX_LINES || self.bytes + size > MAX_BYTES {
             self.dropped += 1;
@@ -480,6 +484,19 @@ mod tests {
         }
         assert_eq!(guest.state().lines, MAX_LINES);
         assert_eq!(guest.dropped(), 11);
+    }
+
+    #[test]
+    fn empty_fields_are_not_free() {
+        let mut guest = guest_log();
+        let empty = WitKeyValue {
+            key: String::new(),
+            value: Value::String(String::new()),
+        };
+        let fields = vec![empty; MAX_BYTES / ITEM_COST + 1];
+        wit::Host::log(&mut guest, Level::Info, String::new(), fields).unwrap();
+        assert_eq!(guest.dropped(), 1);
+        assert_eq!(guest.state().lines, 0);
     }
 
     #[test]

@@ -560,10 +560,7 @@ mod tests {
     use crate::limits::TelemetryLimits;
 
     fn budget() -> Budget {
-        Budget::new(TelemetryLimits {
-            attribute_value_length: 8,
-            ..TelemetryLimits::default()
-        })
+        Budget::cutting_at(8)
     }
 
     #[test]
