@@ -157,6 +157,9 @@ def run_comb(folder, env_extra, binary=COMB):
     text = log.read()
     result["export_warnings"] = sum(1 for line in text.splitlines() if "opentelemetry" in line)
     result["dropped_logged"] = "Dropped" in text or "dropped" in text
+    # Spans comb dropped (export queue full), from its warning at shutdown.
+    found = re.search(r"dropped_span_count=(\d+)", text)
+    result["dropped_spans"] = int(found.group(1)) if found else 0
     return result
 
 
@@ -215,8 +218,11 @@ def main():
         received = sink_count(sink)
         print(f"\nsink received {received['requests']} export requests, {received['bytes'] / 1e6:.1f} MB")
         for name, runs in raw.items():
-            if any(r.get("dropped_logged") for r in runs):
-                print(f"{name}: comb logged dropped spans")
+            if name.startswith("1 "):
+                continue
+            dropped = [r.get("dropped_spans", 0) for r in runs]
+            print(f"{name}: spans dropped {sum(dropped)} ({', '.join(map(str, dropped))} by round)"
+                  + (" — comb logged dropping" if any(r.get("dropped_logged") for r in runs) else ""))
         os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
         with open(os.path.join(ROOT, "target", "bench", "throughput.json"), "w") as f:
             json.dump({"rounds": ROUNDS, "duration": DURATION, "connections": CONNECTIONS, "raw": raw}, f, indent=2)

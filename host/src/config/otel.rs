@@ -316,9 +316,9 @@ pub struct TelemetryConfig {
     )]
     pub bsp_max_queue_size: usize,
 
-    /// Spans per export request (the SDK's default is 512). Exports go out
-    /// one at a time, so the batch bounds how many spans a second reach
-    /// the collector; larger requests are still cut at about 1 MiB.
+    /// Spans per export request (the SDK's default is 512); larger
+    /// requests are still cut at about 1 MiB. Up to four exports go out at
+    /// once, holding at most half the queue.
     #[arg(
         long = "otel-bsp-max-export-batch-size",
         env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
@@ -327,6 +327,27 @@ pub struct TelemetryConfig {
         value_parser = super::at_least_one::<usize>
     )]
     pub bsp_max_export_batch_size: usize,
+
+    /// How long an ended span waits for a full batch before it is
+    /// exported anyway, in milliseconds (the SDK's default).
+    #[arg(
+        long = "otel-bsp-schedule-delay",
+        env = "OTEL_BSP_SCHEDULE_DELAY",
+        default_value_t = 5000,
+        value_name = "MS"
+    )]
+    pub bsp_schedule_delay_ms: u64,
+
+    /// How long one export of spans may take, retries included, before it
+    /// is abandoned, in milliseconds (the SDK's default).
+    #[arg(
+        long = "otel-bsp-export-timeout",
+        env = "OTEL_BSP_EXPORT_TIMEOUT",
+        default_value_t = 30_000,
+        value_name = "MS",
+        value_parser = super::at_least_one::<u64>
+    )]
+    pub bsp_export_timeout_ms: u64,
 
     /// How often metrics are exported, in milliseconds.
     #[arg(

@@ -2,11 +2,11 @@
 //! from memory, with no account anywhere — the embedded default a first
 //! run lands on.
 //!
-//! The [`Recorder`] is one more span processor on the SDK's provider (see
-//! [`crate::telemetry`]). On the request path it only hands the ended span
-//! to a bounded queue (a full queue drops and counts); a thread of its own
-//! builds the traces and latency buckets in [`store`]. The admin listener
-//! serves the page at `/_comb/` and its JSON at `/_comb/api/…`.
+//! The [`Recorder`] sees every sampled span comb's span pipeline takes
+//! (see [`crate::telemetry`]), on the pipeline's thread, shared with the
+//! export queue rather than copied, and builds the traces and latency
+//! buckets in [`store`]. The admin listener serves the page at `/_comb/`
+//! and its JSON at `/_comb/api/…`.
 
 mod compare;
 pub mod store;
@@ -16,7 +16,6 @@ use std::{
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
-        mpsc::{Receiver, SyncSender, TryRecvError, sync_channel},
     },
     time::Duration,
 };
@@ -28,21 +27,10 @@ use axum::{
     routing::get,
 };
 use http::StatusCode;
-use opentelemetry::Context;
-use opentelemetry_sdk::{
-    error::OTelSdkResult,
-    trace::{Span, SpanData, SpanProcessor},
-};
+use opentelemetry_sdk::trace::SpanData;
 use serde::{Deserialize, Serialize};
 
 use self::store::{Capacity, PluginStats, Store};
-
-/// Ended spans waiting for the recorder's thread; beyond this, dropped.
-/// Room for well over one [`POLL`] of spans at full load.
-const QUEUE: usize = 16_384;
-
-/// How often the recorder's thread takes the queued spans.
-const POLL: Duration = Duration::from_millis(25);
 
 /// The windows the page offers, in seconds.
 pub(crate) const WINDOWS: [u64; 3] = [60, 300, 900];
@@ -51,48 +39,44 @@ pub(crate) const WINDOWS: [u64; 3] = [60, 300, 900];
 #[derive(Clone)]
 pub struct Recorder {
     store: Arc<Mutex<Store>>,
-    sender: SyncSender<SpanData>,
+    /// Spans the pipeline dropped before the page saw them.
     dropped: Arc<AtomicU64>,
     /// False when OpenTelemetry is off: the page then says why it is empty.
     recording: bool,
 }
 
 impl Recorder {
-    /// Starts the recorder's thread, keeping `capacity` traces.
+    /// A recorder keeping `capacity` traces.
     pub fn start(capacity: Capacity) -> Recorder {
-        let store = Arc::new(Mutex::new(Store::new(capacity)));
-        let (sender, receiver) = sync_channel(QUEUE);
-        let aggregating = store.clone();
-        std::thread::Builder::new()
-            .name("comb-dashboard".into())
-            .spawn(move || aggregate(receiver, &aggregating))
-            .expect("spawning the dashboard thread");
         Recorder {
-            store,
-            sender,
+            store: Arc::new(Mutex::new(Store::new(capacity))),
             dropped: Arc::default(),
             recording: true,
         }
     }
 
     /// A recorder that records nothing, for when OpenTelemetry is off
-    /// (`OTEL_SDK_DISABLED`): no thread, and a page that says so.
+    /// (`OTEL_SDK_DISABLED`): a page that says so.
     pub fn off() -> Recorder {
-        let (sender, _) = sync_channel(0);
         Recorder {
             store: Arc::new(Mutex::new(Store::new(Capacity { recent: 0, kept: 0 }))),
-            sender,
             dropped: Arc::default(),
             recording: false,
         }
     }
 
-    /// The span processor to add to the tracer provider.
-    pub fn processor(&self) -> RecordingProcessor {
-        RecordingProcessor {
-            sender: self.sender.clone(),
-            dropped: self.dropped.clone(),
+    /// Adds ended spans, in the order they ended.
+    pub(crate) fn record<'a>(&self, spans: impl Iterator<Item = &'a Arc<SpanData>>) {
+        let mut store = self.store();
+        for span in spans {
+            store.add(span.clone());
         }
+    }
+
+    /// Where the span pipeline counts the spans it dropped before the page
+    /// saw them (it fell a whole queue behind).
+    pub(crate) fn dropped(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -109,66 +93,6 @@ impl Recorder {
             .route("/_comb/api/traces", get(traces))
             .route("/_comb/api/traces/{trace_id}", get(trace))
             .with_state(self)
-    }
-}
-
-/// Takes what queued up every [`POLL`]; ends when every sender is gone
-/// (the provider shut down).
-///
-/// Polling, not a blocking `recv`: with the receiver blocked, every span's
-/// send would wake this thread — a futex call and a context switch per
-/// span, on the request path. Polled, a send is a push onto the queue.
-fn aggregate(receiver: Receiver<SpanData>, store: &Mutex<Store>) {
-    let mut batch = Vec::new();
-    loop {
-        std::thread::sleep(POLL);
-        let disconnected = loop {
-            match receiver.try_recv() {
-                Ok(span) => batch.push(span),
-                Err(TryRecvError::Empty) => break false,
-                Err(TryRecvError::Disconnected) => break true,
-            }
-        };
-        if !batch.is_empty() {
-            let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-            for span in batch.drain(..) {
-                store.add(span);
-            }
-        }
-        if disconnected {
-            return;
-        }
-    }
-}
-
-/// The [`Recorder`]'s side of the SDK: a non-blocking hand-off.
-#[derive(Debug)]
-pub struct RecordingProcessor {
-    sender: SyncSender<SpanData>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl SpanProcessor for RecordingProcessor {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        if self.sender.try_send(span).is_err() && self.dropped.fetch_add(1, Ordering::Relaxed) == 0
-        {
-            tracing::warn!(
-                "comb's page cannot keep up; dropping spans from it (export is unaffected)"
-            );
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! What comb's page shows, aggregated from ended spans: recent traces
 //! (slow and failed ones kept longer) and per-plugin, per-route latency in
-//! time buckets. Owned by the recorder's thread; readers take a snapshot.
+//! time buckets. Written on the span pipeline's thread; readers take a
+//! snapshot.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -57,7 +58,7 @@ pub struct Capacity {
 pub(crate) struct Store {
     capacity: Capacity,
     /// Spans of traces whose server span has not ended yet.
-    pending: HashMap<TraceId, Vec<SpanData>>,
+    pending: HashMap<TraceId, Vec<Arc<SpanData>>>,
     /// Arrival order of `pending`, to evict the oldest when full.
     pending_order: VecDeque<TraceId>,
     recent: VecDeque<Arc<Trace>>,
@@ -75,7 +76,7 @@ pub(crate) struct Store {
 pub(crate) struct Trace {
     /// The numbers shown in the list.
     pub summary: TraceSummary,
-    spans: Vec<SpanData>,
+    spans: Vec<Arc<SpanData>>,
 }
 
 /// One route's buckets, oldest first, and when a trace counts as slow.
@@ -198,7 +199,7 @@ impl Store {
 
     /// Takes one ended span. Children end before their parents, so a
     /// request's trace is complete when its server span arrives.
-    pub(crate) fn add(&mut self, span: SpanData) {
+    pub(crate) fn add(&mut self, span: Arc<SpanData>) {
         let trace_id = span.span_context.trace_id();
         if span.span_kind != SpanKind::Server {
             let spans = self.pending.entry(trace_id).or_insert_with(|| {
@@ -226,7 +227,7 @@ impl Store {
     }
 
     /// Records a complete trace's numbers; returns it to keep.
-    fn finish(&mut self, spans: Vec<SpanData>) -> Option<Trace> {
+    fn finish(&mut self, spans: Vec<Arc<SpanData>>) -> Option<Trace> {
         let root = spans.last()?;
         let plugin = string_attribute(root, attributes::PLUGIN_NAME)?;
         let route = string_attribute(root, attributes::HTTP_ROUTE).unwrap_or_default();
@@ -586,8 +587,14 @@ mod tests {
     }
 
     fn request(store: &mut Store, trace: u128, end: SystemTime, millis: u64, status: i64) {
-        store.add(span(trace, SpanKind::Internal, end, millis, status));
-        store.add(span(trace, SpanKind::Server, end, millis, status));
+        store.add(Arc::new(span(
+            trace,
+            SpanKind::Internal,
+            end,
+            millis,
+            status,
+        )));
+        store.add(Arc::new(span(trace, SpanKind::Server, end, millis, status)));
     }
 
     /// A request of plugin `p` served by build `version`, ending at `end`.
@@ -597,8 +604,8 @@ mod tests {
             KeyValue::new(attributes::PLUGIN_VERSION, version.to_owned()),
             KeyValue::new(attributes::PLUGIN_DIGEST, "ab".repeat(32)),
         ]);
-        store.add(invocation);
-        store.add(span(trace, SpanKind::Server, end, 1, 200));
+        store.add(Arc::new(invocation));
+        store.add(Arc::new(span(trace, SpanKind::Server, end, 1, 200)));
     }
 
     #[test]
@@ -668,12 +675,12 @@ mod tests {
         let now = SystemTime::now();
         // Plugin loads and dropped requests: spans that never complete.
         for trace in 1..=100 {
-            store.add(span(trace, SpanKind::Internal, now, 1, 200));
+            store.add(Arc::new(span(trace, SpanKind::Internal, now, 1, 200)));
         }
         assert_eq!(store.pending.len(), 4 * 16);
         assert_eq!(store.pending_order.len(), 4 * 16);
         // The oldest were dropped: a late server span finds only itself.
-        store.add(span(1, SpanKind::Server, now, 1, 200));
+        store.add(Arc::new(span(1, SpanKind::Server, now, 1, 200)));
         assert_eq!(
             store
                 .trace(&TraceId::from(1).to_string())
@@ -683,7 +690,7 @@ mod tests {
             1
         );
         // A recent one is still whole.
-        store.add(span(100, SpanKind::Server, now, 1, 200));
+        store.add(Arc::new(span(100, SpanKind::Server, now, 1, 200)));
         assert_eq!(
             store
                 .trace(&TraceId::from(100).to_string())

@@ -1,287 +1,341 @@
-//! The export queues: bounded in items and in bytes, a share of each per
-//! plugin, and each batch of spans sent in requests of bounded size. The
-//! span queue and the log record queue (`log_queue.rs`) share the bounds.
+//! The export queue: items (spans, or log records) waiting for export,
+//! bounded in count and in bytes, and shared between plugins without
+//! reserving room for any.
+//!
+//! Any owner (a plugin, or "" for comb's spans of no plugin) may fill the
+//! whole queue while nobody else needs the room: one busy plugin behind a
+//! healthy collector loses nothing to a share it cannot use. When an item
+//! finds the queue full, the owner holding the most makes room: its oldest
+//! queued item is pushed out ("longest queue drop", as router buffers
+//! share a port). When the arriving item's owner is that owner, the
+//! arriving item is dropped instead. So a plugin flooding a stalled
+//! collector loses its own items, never a quiet plugin's.
+//!
+//! Exports in flight count until they end, but at most half of either
+//! bound is ever in flight: the other half is queued, and can always be
+//! pushed out for an arriving owner.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::collections::{HashMap, VecDeque};
 
-use opentelemetry::KeyValue;
-use opentelemetry_sdk::{
-    Resource,
-    error::OTelSdkResult,
-    trace::{BatchSpanProcessor, Span, SpanData, SpanProcessor},
-};
+use opentelemetry_sdk::error::OTelSdkResult;
 
-/// The most span data one export request carries, estimated: collectors
+use super::pipeline::Item;
+
+/// The most item data one export request carries, estimated: collectors
 /// refuse larger requests whole (4 MiB for gRPC by default, less for some
-/// HTTP receivers), and with them every other plugin's spans in the batch.
-const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
+/// HTTP receivers), and with them every other plugin's items in the batch.
+pub(super) const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// The most span data waiting for export or being exported, estimated.
-/// The SDK's queue bounds only the number of spans, and a plugin's call may
-/// put up to its telemetry budget (256 KiB) into one span: behind a
-/// stalled collector, 8192 such spans would hold 2 GiB. Ordinary spans
-/// are under 1 KiB, so this is never reached by honest traffic.
-pub(super) const EXPORT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// How many items a batch takes from one owner before the next owner's
+/// turn: batches interleave owners, so a backlog of one plugin's items
+/// does not hold another's back for a whole batch.
+const TURN: usize = 64;
 
-/// The part of the export queue the spans of one plugin's calls may hold,
-/// and comb's spans of no plugin: half. A plugin (or a client) flooding
-/// spans behind a slow collector then loses that plugin's spans (or a
-/// client's 404s, theirs), never all of the other plugins'.
-const PLUGIN_SHARE_DIVISOR: usize = 2;
-
-/// Items (spans, or log records) admitted for export and not yet
-/// exported, by count and bytes, in all and per plugin.
-///
-/// Admission counts an item until its export is over, so the count also
-/// covers the SDK's own queue: kept within the queue's size, the SDK never
-/// drops an item behind comb's back, and what is dropped is counted here.
+/// Items waiting for export and being exported, by owner.
 #[derive(Debug)]
-pub(super) struct ExportBudget {
-    /// What the queue holds, for its warnings: "span", "log record".
+pub(super) struct FairQueue<T> {
+    /// What it holds, for its warnings: "span", "log record".
     item: &'static str,
-    items: AtomicUsize,
-    bytes: AtomicUsize,
+    owners: HashMap<String, Owner<T>>,
+    /// Owners with queued items, in the order batches take from them.
+    turns: VecDeque<String>,
     max_items: usize,
     max_bytes: usize,
-    dropped: AtomicU64,
-    /// What each plugin's items hold, by plugin name ("" for spans of no
-    /// plugin); only owners with items in the queue have an entry.
-    plugins: Mutex<HashMap<String, Share>>,
-}
-
-/// One plugin's items in the export queue.
-#[derive(Debug, Default)]
-struct Share {
+    /// Queued and in flight.
     items: usize,
     bytes: usize,
+    in_flight_items: usize,
+    in_flight_bytes: usize,
+    dropped: u64,
+}
+
+/// One owner's items.
+#[derive(Debug)]
+struct Owner<T> {
+    queued: VecDeque<(T, usize)>,
+    queued_bytes: usize,
+    in_flight_items: usize,
+    in_flight_bytes: usize,
     /// Whether its dropping was logged since it last had nothing queued.
     warned: bool,
 }
 
-/// Whose share `span` counts in: the plugin whose call it belongs to, by
-/// its first `plugin.name`, which comb sets when it starts the server,
-/// invocation, guest and outgoing spans of a plugin's calls (a guest
-/// cannot set `plugin.*` keys); "" (no plugin's name) for comb's spans of
-/// no plugin, such as a 404's.
-fn owner_of(span: &SpanData) -> &str {
-    let name = span
-        .attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == crate::spans::attributes::PLUGIN_NAME);
-    match name.map(|kv| &kv.value) {
-        Some(opentelemetry::Value::String(name)) => name.as_str(),
-        _ => "",
+impl<T> Default for Owner<T> {
+    fn default() -> Self {
+        Owner {
+            queued: VecDeque::new(),
+            queued_bytes: 0,
+            in_flight_items: 0,
+            in_flight_bytes: 0,
+            warned: false,
+        }
     }
 }
 
-impl ExportBudget {
-    /// A queue of at most `max_items` spans and `max_bytes` bytes.
-    pub(super) fn new(max_items: usize, max_bytes: usize) -> Self {
-        Self::of("span", max_items, max_bytes)
+impl<T> Owner<T> {
+    fn items(&self) -> usize {
+        self.queued.len() + self.in_flight_items
     }
 
-    /// A queue of at most `max_items` `item`s and `max_bytes` bytes.
-    pub(super) fn of(item: &'static str, max_items: usize, max_bytes: usize) -> Self {
-        ExportBudget {
+    fn bytes(&self) -> usize {
+        self.queued_bytes + self.in_flight_bytes
+    }
+}
+
+/// What one export took, as runs of consecutive items of one owner:
+/// (owner, items, bytes). Handed back with [`FairQueue::release`].
+pub(super) type Taken = Vec<(String, usize, usize)>;
+
+/// Items taken for one export, and whose they were, to hand back once
+/// the export is over.
+#[derive(Debug)]
+pub(super) struct Batch<T> {
+    pub(super) items: Vec<(T, usize)>,
+    owners: Taken,
+}
+
+/// What became of an arriving item.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Admitted {
+    /// Queued, nothing dropped.
+    Queued,
+    /// Queued after pushing out the oldest items of the owner holding the
+    /// most; or dropped, when its own owner holds the most.
+    Dropped {
+        /// The owner whose items were dropped.
+        owner: String,
+        /// Whether this is the first drop of its episode (to log once).
+        first: bool,
+    },
+}
+
+impl<T> FairQueue<T> {
+    /// A queue of at most `max_items` `item`s and about `max_bytes` bytes.
+    pub(super) fn new(item: &'static str, max_items: usize, max_bytes: usize) -> Self {
+        FairQueue {
             item,
-            items: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
+            owners: HashMap::new(),
+            turns: VecDeque::new(),
             max_items,
             max_bytes,
-            dropped: AtomicU64::new(0),
-            plugins: Mutex::default(),
+            items: 0,
+            bytes: 0,
+            in_flight_items: 0,
+            in_flight_bytes: 0,
+            dropped: 0,
         }
     }
 
-    /// Takes room for `span`, or counts it dropped.
-    fn admit(&self, span: &SpanData) -> bool {
-        self.admit_item(owner_of(span), estimated_size(span))
+    /// What it holds: "span", "log record".
+    pub(super) fn item(&self) -> &'static str {
+        self.item
     }
 
-    /// Takes room for an item of `owner` of about `bytes`, or counts it
-    /// dropped: room in the queue, and room in its owner's share. Reserves
-    /// first and backs out when over, so concurrent ends never overshoot.
-    pub(super) fn admit_item(&self, owner: &str, bytes: usize) -> bool {
-        let item = self.item;
-        let items = self.items.fetch_add(1, Ordering::Relaxed);
-        let held = self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        if items >= self.max_items || held + bytes > self.max_bytes {
-            self.release(1, bytes);
-            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::warn!(
-                    "the {item} export queue is full; dropping {item}s until the collector \
-                     catches up"
-                );
-            }
-            return false;
-        }
-        let mut plugins = self.plugins();
-        if !plugins.contains_key(owner) {
-            // Only while the owner has spans queued: a String per episode,
-            // not per span.
-            plugins.insert(owner.to_owned(), Share::default());
-        }
-        let share = plugins.get_mut(owner).expect("inserted above");
-        if share.items < self.max_items / PLUGIN_SHARE_DIVISOR
-            && share.bytes + bytes <= self.max_bytes / PLUGIN_SHARE_DIVISOR
-        {
-            share.items += 1;
-            share.bytes += bytes;
-            return true;
-        }
-        let warn = !std::mem::replace(&mut share.warned, true);
-        drop(plugins);
-        self.release(1, bytes);
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        match owner {
-            _ if !warn => {}
-            "" => tracing::warn!(
-                "{item}s of no plugin (such as 404s) fill half the {item} export queue; \
-                 dropping them until the collector catches up"
-            ),
-            plugin => tracing::warn!(
-                plugin,
-                "the plugin's {item}s fill half the {item} export queue; dropping them until \
-                 the collector catches up"
-            ),
-        }
-        false
-    }
-
-    /// Items dropped so far.
+    /// Items dropped or pushed out so far.
     pub(super) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped
     }
 
-    fn release(&self, items: usize, bytes: usize) {
-        self.items.fetch_sub(items, Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    /// Items waiting for a batch.
+    pub(super) fn queued(&self) -> usize {
+        self.items - self.in_flight_items
     }
 
-    fn plugins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Share>> {
-        // Counts stay consistent: nothing in the lock can panic halfway.
-        self.plugins.lock().unwrap_or_else(|e| e.into_inner())
+    /// Whether nothing is queued or in flight.
+    pub(super) fn is_empty(&self) -> bool {
+        self.items == 0
     }
 
-    /// Holds `batch`'s room until the returned guard drops.
-    pub(super) fn held(&self, batch: &[SpanData]) -> Held<'_> {
-        self.held_items(
-            batch
-                .iter()
-                .map(|span| (owner_of(span), estimated_size(span))),
-        )
-    }
-
-    /// Holds the room of `items` (owner, bytes) until the returned guard
-    /// drops.
-    pub(super) fn held_items<'o>(&self, items: impl Iterator<Item = (&'o str, usize)>) -> Held<'_> {
-        let mut plugins: Vec<(String, Share)> = Vec::new();
-        let mut bytes = 0;
-        let mut count = 0;
-        for (owner, size) in items {
-            count += 1;
-            bytes += size;
-            let index = match plugins.iter().position(|(name, _)| name == owner) {
-                Some(index) => index,
-                None => {
-                    plugins.push((owner.to_owned(), Share::default()));
-                    plugins.len() - 1
+    /// Queues `item`, about `bytes` large, making room as the module says.
+    pub(super) fn admit(&mut self, item: T, bytes: usize) -> Admitted
+    where
+        T: Item,
+    {
+        let owner = item.owner();
+        let mut outcome = Admitted::Queued;
+        if bytes > self.max_bytes {
+            return self.count_drop(owner);
+        }
+        while self.items + 1 > self.max_items || self.bytes + bytes > self.max_bytes {
+            let evict = match self.heaviest_with_queued() {
+                // Pushing out a lighter owner's item would make it the
+                // loser for holding less: the arriving item goes instead.
+                Some(heaviest) if heaviest != owner && self.weighs_more(heaviest, owner, bytes) => {
+                    heaviest.to_owned()
                 }
+                // Nothing queued to push out (only an item larger than
+                // what may be in flight gets here).
+                _ => return self.count_drop(owner),
             };
-            plugins[index].1.items += 1;
-            plugins[index].1.bytes += size;
+            outcome = self.count_drop(&evict);
+            let entry = self.owners.get_mut(&evict).expect("found above");
+            let (_, size) = entry.queued.pop_front().expect("has queued items");
+            entry.queued_bytes -= size;
+            self.items -= 1;
+            self.bytes -= size;
+            if entry.queued.is_empty() {
+                // Rare: the heaviest owner has little queued.
+                if entry.items() == 0 {
+                    self.owners.remove(&evict);
+                }
+                self.turns.retain(|name| *name != evict);
+            }
         }
-        Held {
-            budget: self,
-            items: count,
-            bytes,
-            plugins,
+        // A String per owner's episode, not per item.
+        if !self.owners.contains_key(owner) {
+            self.owners.insert(owner.to_owned(), Owner::default());
+        }
+        let entry = self.owners.get_mut(owner).expect("inserted above");
+        if entry.queued.is_empty() {
+            self.turns.push_back(owner.to_owned());
+        }
+        entry.queued.push_back((item, bytes));
+        entry.queued_bytes += bytes;
+        self.items += 1;
+        self.bytes += bytes;
+        outcome
+    }
+
+    /// Counts a drop of `owner`'s; says whether it starts an episode.
+    fn count_drop(&mut self, owner: &str) -> Admitted {
+        self.dropped += 1;
+        let first = match self.owners.get_mut(owner) {
+            Some(entry) => !std::mem::replace(&mut entry.warned, true),
+            // Nothing of its queued: every drop of it is news.
+            None => true,
+        };
+        Admitted::Dropped {
+            owner: owner.to_owned(),
+            first,
         }
     }
-}
 
-/// A batch's room in the [`ExportBudget`], released on drop.
-pub(super) struct Held<'a> {
-    budget: &'a ExportBudget,
-    items: usize,
-    bytes: usize,
-    plugins: Vec<(String, Share)>,
-}
+    /// How much of the queue an owner holding `items` and `bytes` takes:
+    /// the larger of its fractions of the two bounds, as a fraction of
+    /// `u128` arithmetic (no float rounding between close owners).
+    fn weight(&self, items: usize, bytes: usize) -> u128 {
+        let by_items = items as u128 * self.max_bytes.max(1) as u128;
+        let by_bytes = bytes as u128 * self.max_items.max(1) as u128;
+        by_items.max(by_bytes)
+    }
 
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        if !self.plugins.is_empty() {
-            let mut shares = self.budget.plugins();
-            for (plugin, held) in &self.plugins {
-                if let Some(share) = shares.get_mut(plugin) {
-                    share.items -= held.items.min(share.items);
-                    share.bytes -= held.bytes.min(share.bytes);
-                    if share.items == 0 {
-                        shares.remove(plugin);
+    /// Whether `heaviest` holds more than `owner` would with an arriving
+    /// item of `bytes`.
+    fn weighs_more(&self, heaviest: &str, owner: &str, bytes: usize) -> bool {
+        let weight_of = |name: &str, extra_items, extra_bytes| {
+            let (items, held) = self
+                .owners
+                .get(name)
+                .map_or((0, 0), |entry| (entry.items(), entry.bytes()));
+            self.weight(items + extra_items, held + extra_bytes)
+        };
+        weight_of(heaviest, 0, 0) > weight_of(owner, 1, bytes)
+    }
+
+    /// The owner holding the most among those with items still queued
+    /// (items in flight cannot be taken back). A scan of the owners, only
+    /// while the queue is full.
+    fn heaviest_with_queued(&self) -> Option<&str> {
+        self.owners
+            .iter()
+            .filter(|(_, entry)| !entry.queued.is_empty())
+            .max_by_key(|(_, entry)| self.weight(entry.items(), entry.bytes()))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Takes up to `max_items` queued items for one export, owners taking
+    /// turns, within what may be in flight (half of each bound); `None`
+    /// when nothing may go now.
+    pub(super) fn take_batch(&mut self, max_items: usize) -> Option<Batch<T>> {
+        let room_items = (self.max_items / 2).saturating_sub(self.in_flight_items);
+        let room_bytes = (self.max_bytes / 2).saturating_sub(self.in_flight_bytes);
+        let limit = max_items.min(room_items);
+        let mut batch = Batch {
+            items: Vec::new(),
+            owners: Vec::new(),
+        };
+        let mut bytes = 0;
+        'turns: while batch.items.len() < limit {
+            let Some(name) = self.turns.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.owners.get_mut(&name) else {
+                continue;
+            };
+            let (mut taken, mut taken_bytes) = (0, 0);
+            while taken < TURN && batch.items.len() < limit {
+                let Some(&(_, size)) = entry.queued.front() else {
+                    break;
+                };
+                // One item always goes, so a single big item cannot stall.
+                if bytes + size > room_bytes && !(batch.items.is_empty() && taken == 0) {
+                    self.turns.push_front(name.clone());
+                    if taken > 0 {
+                        self.settle_taken(&name, taken, taken_bytes, &mut batch);
                     }
+                    break 'turns;
+                }
+                let item = entry.queued.pop_front().expect("front checked");
+                entry.queued_bytes -= size;
+                batch.items.push(item);
+                bytes += size;
+                taken += 1;
+                taken_bytes += size;
+            }
+            let more = !entry.queued.is_empty();
+            if taken > 0 {
+                self.settle_taken(&name, taken, taken_bytes, &mut batch);
+            }
+            if more {
+                self.turns.push_back(name);
+            }
+        }
+        (!batch.items.is_empty()).then_some(batch)
+    }
+
+    /// Moves `items` and `bytes` of `owner` from queued to in flight.
+    fn settle_taken(&mut self, owner: &str, items: usize, bytes: usize, batch: &mut Batch<T>) {
+        let entry = self.owners.get_mut(owner).expect("taken from it");
+        entry.in_flight_items += items;
+        entry.in_flight_bytes += bytes;
+        self.in_flight_items += items;
+        self.in_flight_bytes += bytes;
+        batch.owners.push((owner.to_owned(), items, bytes));
+    }
+
+    /// Hands back what an export took, once it is over (sent, failed or
+    /// abandoned).
+    pub(super) fn release(&mut self, owners: Taken) {
+        for (owner, items, bytes) in owners {
+            self.items -= items;
+            self.bytes -= bytes;
+            self.in_flight_items -= items;
+            self.in_flight_bytes -= bytes;
+            if let Some(entry) = self.owners.get_mut(&owner) {
+                entry.in_flight_items -= items;
+                entry.in_flight_bytes -= bytes;
+                if entry.items() == 0 {
+                    self.owners.remove(&owner);
                 }
             }
         }
-        self.budget.release(self.items, self.bytes);
     }
 }
 
-/// The batch span processor behind an [`ExportBudget`].
-#[derive(Debug)]
-pub(super) struct Budgeted {
-    pub(super) batch: BatchSpanProcessor,
-    pub(super) budget: Arc<ExportBudget>,
-}
-
-impl SpanProcessor for Budgeted {
-    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
-        self.batch.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: SpanData) {
-        if self.budget.admit(&span) {
-            self.batch.on_end(span);
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.batch.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let dropped = self.budget.dropped();
-        if dropped > 0 {
-            // The same field the SDK's own warning uses, for scripts.
-            tracing::warn!(
-                dropped_span_count = dropped,
-                "spans dropped because the export queue was full"
-            );
-        }
-        self.batch.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.batch.set_resource(resource);
+impl<T> Batch<T> {
+    /// Splits the batch: its items, and the receipt to hand back with
+    /// [`FairQueue::release`].
+    pub(super) fn into_parts(self) -> (Vec<(T, usize)>, Taken) {
+        (self.items, self.owners)
     }
 }
 
 /// Sends `batch` through `send` in requests of at most
-/// [`EXPORT_CHUNK_BYTES`] (each item's size by `size`), so a plugin with
-/// heavy spans or log records costs at most its own chunk, never the
+/// [`EXPORT_CHUNK_BYTES`] (each item with its estimated size), so a plugin
+/// with heavy spans or log records costs at most its own chunk, never the
 /// batch (a guest's data per call is bounded well below a chunk); the
 /// last error, if any request failed.
-pub(super) async fn in_chunks<T, F, Fut>(
-    batch: Vec<T>,
-    size: impl Fn(&T) -> usize,
-    mut send: F,
-) -> OTelSdkResult
+pub(super) async fn in_chunks<T, F, Fut>(batch: Vec<(T, usize)>, mut send: F) -> OTelSdkResult
 where
     F: FnMut(Vec<T>) -> Fut,
     Fut: std::future::Future<Output = OTelSdkResult>,
@@ -290,12 +344,12 @@ where
     let mut chunk = Vec::new();
     let mut chunk_bytes = 0;
     let mut items = batch.into_iter().peekable();
-    while let Some(item) = items.next() {
-        chunk_bytes += size(&item);
+    while let Some((item, size)) = items.next() {
+        chunk_bytes += size;
         chunk.push(item);
         let full = items
             .peek()
-            .is_some_and(|next| chunk_bytes + size(next) > EXPORT_CHUNK_BYTES);
+            .is_some_and(|(_, next)| chunk_bytes + next > EXPORT_CHUNK_BYTES);
         if full || items.peek().is_none() {
             if let Err(error) = send(std::mem::take(&mut chunk)).await {
                 result = Err(error);
@@ -306,198 +360,189 @@ where
     result
 }
 
-/// About how many bytes `span` takes encoded: its strings, and 8 bytes per
-/// number (2 per bool), lists counted element by element — a plugin's
-/// `s64-list` of 32 768 numbers is 256 KiB, not one value; ids, times and
-/// framing are small next to a chunk.
-pub(super) fn estimated_size(span: &SpanData) -> usize {
-    fn attributes(attributes: &[KeyValue]) -> usize {
-        attributes
-            .iter()
-            .map(|kv| kv.key.as_str().len() + value_size(&kv.value) + 4)
-            .sum()
-    }
-    64 + span.name.len()
-        + attributes(&span.attributes)
-        + span
-            .events
-            .iter()
-            .map(|event| 16 + event.name.len() + attributes(&event.attributes))
-            .sum::<usize>()
-        + match &span.status {
-            opentelemetry::trace::Status::Error { description } => description.len(),
-            _ => 0,
-        }
-}
-
-/// About how many bytes an attribute's value takes encoded (see
-/// [`estimated_size`]).
-fn value_size(value: &opentelemetry::Value) -> usize {
-    use opentelemetry::{Array, Value};
-    match value {
-        Value::String(s) => s.as_str().len(),
-        Value::Array(Array::String(list)) => list.iter().map(|s| s.as_str().len() + 2).sum(),
-        Value::Array(Array::I64(list)) => 8 * list.len(),
-        Value::Array(Array::F64(list)) => 8 * list.len(),
-        Value::Array(Array::Bool(list)) => 2 * list.len(),
-        _ => 8,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::{
-        sync::{Arc, Mutex},
-        time::SystemTime,
-    };
+    use std::sync::{Arc, Mutex};
 
-    use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use super::*;
 
-    use opentelemetry_sdk::trace::SpanExporter;
+    /// A test item: its owner and a number.
+    #[derive(Debug)]
+    struct Owned(&'static str, u32);
 
-    use super::{super::on_runtime::OnRuntime, *};
-
-    /// Records the number of spans in each export request.
-    #[derive(Debug, Clone, Default)]
-    struct Requests(Arc<Mutex<Vec<usize>>>);
-
-    impl SpanExporter for Requests {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.lock().unwrap().push(batch.len());
-            Ok(())
+    impl Item for Owned {
+        fn owner(&self) -> &str {
+            self.0
         }
     }
 
-    fn span_with(bytes: usize) -> SpanData {
-        SpanData {
-            span_context: SpanContext::empty_context(),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: "span".into(),
-            start_time: SystemTime::UNIX_EPOCH,
-            end_time: SystemTime::UNIX_EPOCH,
-            attributes: vec![KeyValue::new("app.value", "x".repeat(bytes))],
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: Default::default(),
-        }
+    /// Admits `count` items of `owner`, each `bytes` large; how many
+    /// were queued without anything dropped.
+    fn fill(
+        queue: &mut FairQueue<Owned>,
+        owner: &'static str,
+        count: usize,
+        bytes: usize,
+    ) -> usize {
+        (0..count)
+            .filter(|&i| queue.admit(Owned(owner, i as u32), bytes) == Admitted::Queued)
+            .count()
     }
 
-    /// A span of `bytes` in a call of plugin `name`.
-    fn plugin_span(name: &str, bytes: usize) -> SpanData {
-        let mut span = span_with(bytes);
-        span.attributes
-            .insert(0, KeyValue::new("plugin.name", name.to_owned()));
-        span
+    fn held_by(queue: &FairQueue<Owned>, owner: &str) -> usize {
+        queue.owners.get(owner).map_or(0, Owner::items)
     }
 
     #[test]
-    fn number_lists_count_by_their_length() {
-        let mut span = span_with(0);
-        span.attributes = vec![
-            KeyValue::new(
-                "app.s64",
-                opentelemetry::Value::Array(vec![1_i64; 32 * 1024].into()),
-            ),
-            KeyValue::new(
-                "app.f64",
-                opentelemetry::Value::Array(vec![1.0; 1024].into()),
-            ),
-            KeyValue::new(
-                "app.bool",
-                opentelemetry::Value::Array(vec![true; 1024].into()),
-            ),
-        ];
-        assert!(estimated_size(&span) >= 256 * 1024 + 8 * 1024 + 2 * 1024);
+    fn one_owner_alone_may_fill_the_whole_queue() {
+        let mut queue = FairQueue::new("span", 100, usize::MAX);
+        assert_eq!(fill(&mut queue, "busy", 100, 10), 100, "no share held back");
+        // Past the bound, the owner holding the most (itself) loses the
+        // arriving item, once logged.
+        assert_eq!(
+            queue.admit(Owned("busy", 0), 10),
+            Admitted::Dropped {
+                owner: "busy".into(),
+                first: true
+            }
+        );
+        assert_eq!(
+            queue.admit(Owned("busy", 0), 10),
+            Admitted::Dropped {
+                owner: "busy".into(),
+                first: false
+            }
+        );
+        assert_eq!((queue.items, queue.dropped()), (100, 2));
     }
 
-    #[tokio::test]
-    async fn spans_waiting_for_export_are_bounded_in_bytes_and_count_until_exported() {
-        // Each span another plugin's, so that only the whole queue's bounds apply.
-        let heavy = |i: usize| plugin_span(&format!("p{i}"), 100 * 1024);
-        let size = estimated_size(&heavy(0));
-        let budget = Arc::new(ExportBudget::new(1000, 3 * size));
-        let admitted: Vec<_> = (0..5)
-            .map(heavy)
-            .filter(|span| budget.admit(span))
-            .collect();
-        assert_eq!(admitted.len(), 3, "three heavy spans fit, not five");
-        assert_eq!(budget.dropped.load(Ordering::Relaxed), 2);
-        // The export hands the room back once it is over.
-        let exporter =
-            OnRuntime::new(Requests::default(), &Arc::default()).releasing(budget.clone());
-        exporter.export(admitted).await.unwrap();
-        assert_eq!(budget.bytes.load(Ordering::Relaxed), 0);
-        assert!(budget.admit(&heavy(9)), "room again after the export");
-        // Light spans stop at the count, the SDK queue's size.
-        let budget = ExportBudget::new(3, usize::MAX);
-        let light = |i: usize| plugin_span(&format!("p{i}"), 10);
-        assert_eq!((0..5).filter(|&i| budget.admit(&light(i))).count(), 3);
-        // An abandoned export (its future dropped) releases too.
-        drop(budget.held(&[light(0), light(1)]));
-        assert_eq!(budget.items.load(Ordering::Relaxed), 1);
+    #[test]
+    fn an_arriving_owner_pushes_out_the_flooders_oldest_down_to_an_even_split() {
+        let mut queue = FairQueue::new("span", 100, usize::MAX);
+        fill(&mut queue, "flood", 100, 10);
+        // A quiet plugin and comb's spans of no plugin still get in: each
+        // pushes out one of the flood's, the oldest.
+        for i in 0..30 {
+            let owner = if i % 2 == 0 { "quiet" } else { "" };
+            assert!(matches!(
+                queue.admit(Owned(owner, 1000 + i), 10),
+                Admitted::Dropped { ref owner, .. } if owner == "flood"
+            ));
+        }
+        assert_eq!(held_by(&queue, "flood"), 70);
+        assert_eq!(
+            queue.owners["flood"].queued.front().unwrap().0.1,
+            30,
+            "oldest went first"
+        );
+        // Down to an even split: then the flooder keeps what it has and
+        // the quiet one, at its fair share, loses its own newest.
+        fill(&mut queue, "quiet", 100, 10);
+        assert_eq!(
+            (held_by(&queue, "quiet"), held_by(&queue, "flood")),
+            (42, 43)
+        );
+        assert_eq!(held_by(&queue, ""), 15);
+        assert_eq!(queue.items, 100);
     }
 
-    #[tokio::test]
-    async fn one_plugins_spans_take_at_most_half_the_queue() {
-        let budget = Arc::new(ExportBudget::new(100, usize::MAX));
-        let flood: Vec<_> = (0..100)
-            .map(|_| plugin_span("flood", 10))
-            .filter(|span| budget.admit(span))
-            .collect();
-        assert_eq!(flood.len(), 50, "half the count");
-        // Spans of no plugin (a 404's) and another plugin's still get in.
-        let others: Vec<_> = (0..30)
-            .map(|i| match i % 2 {
-                0 => span_with(10),
-                _ => plugin_span("quiet", 10),
-            })
-            .filter(|span| budget.admit(span))
-            .collect();
-        assert_eq!(others.len(), 30);
-        assert_eq!(budget.dropped.load(Ordering::Relaxed), 50);
-        // Exported, the flood's share is free again, and its entry gone.
-        let exporter =
-            OnRuntime::new(Requests::default(), &Arc::default()).releasing(budget.clone());
-        exporter.export(flood).await.unwrap();
-        assert!(!budget.plugins().contains_key("flood"));
-        assert!(budget.admit(&plugin_span("flood", 10)));
-        // So do spans of no plugin, up to their own half.
-        let nobody = (0..100)
-            .map(|_| span_with(10))
-            .filter(|span| budget.admit(span))
-            .count();
-        assert_eq!(nobody, 50 - 15, "15 were admitted above");
-        // The share holds for bytes as well: half of 4 heavy spans.
-        let heavy = plugin_span("heavy", 1000);
-        let budget = ExportBudget::new(1000, 4 * estimated_size(&heavy));
-        assert_eq!((0..4).filter(|_| budget.admit(&heavy)).count(), 2);
+    #[test]
+    fn bytes_count_as_items_do() {
+        let mut queue = FairQueue::new("span", 1000, 1000);
+        assert_eq!(fill(&mut queue, "heavy", 10, 100), 10);
+        // Ten light items of another owner: the first pushes out one heavy
+        // item, whose room the other nine take.
+        assert_eq!(fill(&mut queue, "light", 10, 10), 9);
+        assert_eq!(
+            held_by(&queue, "heavy"),
+            9,
+            "one heavy item made room for ten"
+        );
+        assert!(queue.bytes <= 1000);
+        // An item larger than the whole queue never gets in, and takes
+        // nobody's room.
+        assert!(matches!(
+            queue.admit(Owned("huge", 0), 5000),
+            Admitted::Dropped { .. }
+        ));
+        assert_eq!(held_by(&queue, "heavy"), 9);
+    }
+
+    #[test]
+    fn batches_take_turns_and_at_most_half_is_ever_in_flight() {
+        let mut queue = FairQueue::new("span", 1000, usize::MAX);
+        fill(&mut queue, "a", 900, 1);
+        fill(&mut queue, "b", 10, 1);
+        let batch = queue.take_batch(100).unwrap();
+        let (items, receipt) = batch.into_parts();
+        assert_eq!(items.len(), 100);
+        // b's ten went in the first batch, after a's first turn.
+        assert_eq!(
+            receipt,
+            vec![
+                ("a".into(), TURN, TURN),
+                ("b".into(), 10, 10),
+                ("a".into(), 26, 26)
+            ]
+        );
+        // Half the count is in flight at most: 400 more go, not 500.
+        let more: usize = std::iter::from_fn(|| queue.take_batch(1000))
+            .map(|batch| batch.items.len())
+            .sum();
+        assert_eq!(more, 400);
+        // Room hands back with the receipt; in-flight items are counted
+        // until then, so the queue stays bounded.
+        assert_eq!(queue.items, 910);
+        queue.release(receipt);
+        assert_eq!((queue.items, queue.in_flight_items), (810, 400));
+        assert!(!queue.owners.contains_key("b"), "b has nothing left");
+    }
+
+    #[test]
+    fn in_flight_items_are_not_pushed_out() {
+        let mut queue = FairQueue::new("span", 10, usize::MAX);
+        fill(&mut queue, "flood", 10, 1);
+        let _in_flight = queue.take_batch(100).unwrap();
+        assert_eq!(queue.queued(), 5);
+        // Five queued can make room; then nothing can, and the arriving
+        // item is dropped.
+        assert_eq!(fill(&mut queue, "quiet", 10, 1), 0);
+        assert_eq!(held_by(&queue, "quiet"), 5);
+        assert_eq!(queue.items, 10);
+    }
+
+    /// Records the number of items in each request.
+    #[derive(Clone, Default)]
+    struct Requests(Arc<Mutex<Vec<usize>>>);
+
+    impl Requests {
+        async fn send(&self, chunk: Vec<u32>) -> OTelSdkResult {
+            self.0.lock().unwrap().push(chunk.len());
+            Ok(())
+        }
     }
 
     #[tokio::test]
     async fn a_batch_goes_out_in_requests_of_bounded_size() {
         let requests = Requests::default();
-        let exporter = OnRuntime::new(requests.clone(), &Arc::default());
-        // Ten heavy spans (300 KiB each) among a hundred light ones.
+        // Ten heavy items (300 KiB each) among a hundred light ones.
         let batch = (0..100)
-            .map(|i| span_with(if i % 10 == 0 { 300 * 1024 } else { 10 }))
+            .map(|i| (i, if i % 10 == 0 { 300 * 1024 } else { 10 }))
             .collect();
-        exporter.export(batch).await.unwrap();
-        let sizes = requests.0.lock().unwrap().clone();
-        assert_eq!(sizes.iter().sum::<usize>(), 100, "every span sent once");
-        // At most three heavy spans fit in a request of 1 MiB.
-        assert!(sizes.len() >= 4, "{sizes:?}");
-        // A batch of light spans is one request.
-        let requests = Requests::default();
-        let exporter = OnRuntime::new(requests.clone(), &Arc::default());
-        exporter
-            .export((0..512).map(|_| span_with(100)).collect())
+        in_chunks(batch, |chunk| requests.send(chunk))
             .await
             .unwrap();
+        let sizes = requests.0.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 100, "every item sent once");
+        // At most three heavy items fit in a request of 1 MiB.
+        assert!(sizes.len() >= 4, "{sizes:?}");
+        // A batch of light items is one request.
+        let requests = Requests::default();
+        in_chunks((0..512).map(|i| (i, 100)).collect(), |chunk| {
+            requests.send(chunk)
+        })
+        .await
+        .unwrap();
         assert_eq!(*requests.0.lock().unwrap(), vec![512]);
     }
 }

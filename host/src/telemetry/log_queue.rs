@@ -1,7 +1,6 @@
-//! The log record export queue: plugins' records behind the same bounds
-//! as spans (an [`ExportBudget`]: a count, bytes, and half of each for one
-//! plugin), then the SDK's batch processor, whose thread exports them on
-//! comb's runtime in requests of bounded size.
+//! Log records into comb's [`Pipeline`]: the one log processor on the
+//! logger provider, whose records are whose (the plugin its logger was
+//! made for), how large they are, and their exporter.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,13 +8,12 @@ use opentelemetry::{InstrumentationScope, logs::AnyValue};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
-    logs::{BatchLogProcessor, LogProcessor, SdkLogRecord},
+    logs::{LogBatch, LogExporter as _, LogProcessor, SdkLogRecord},
 };
 
-use super::export_queue::ExportBudget;
+use super::pipeline::{Exporter, Item, Pipeline};
 
-/// Records waiting for export, at most; also the SDK queue's size, so it
-/// never drops one behind comb's back. A call logs at most 256 lines.
+/// Records waiting for export, at most. A call logs at most 256 lines.
 pub(super) const LOG_QUEUE_RECORDS: usize = 8192;
 
 /// The most record data waiting for export, estimated: a call may log
@@ -26,10 +24,30 @@ pub(super) const LOG_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 /// Records per export request, before the byte bound cuts it.
 pub(super) const LOG_EXPORT_BATCH: usize = 1024;
 
+/// How long a record waits for a full batch: the SDK's default
+/// (`OTEL_BLRP_SCHEDULE_DELAY`).
+pub(super) const LOG_EXPORT_DELAY: Duration = Duration::from_secs(1);
+
+/// How long one export of records may take: the SDK's default
+/// (`OTEL_BLRP_EXPORT_TIMEOUT`).
+pub(super) const LOG_EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a flush the SDK asks for (`force_flush`) may wait.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One record and the scope of the logger that emitted it.
+#[derive(Debug)]
+pub(super) struct LogItem {
+    record: SdkLogRecord,
+    scope: InstrumentationScope,
+}
+
 /// Whose share a record counts in: its plugin, the scope of the logger
-/// comb made for it (see `crate::logs`).
-pub(super) fn owner(scope: &InstrumentationScope) -> &str {
-    scope.name()
+/// comb made for it (see `crate::logs`): data comb sets, not read back.
+impl Item for LogItem {
+    fn owner(&self) -> &str {
+        self.scope.name()
+    }
 }
 
 /// About how many bytes `record` takes encoded: its body and attributes,
@@ -53,36 +71,44 @@ pub(super) fn estimated_size(record: &SdkLogRecord) -> usize {
             .sum::<usize>()
 }
 
-/// The batch log processor behind an [`ExportBudget`].
+/// comb's log record pipeline as the logger provider's one processor.
 #[derive(Debug)]
-pub(super) struct BudgetedLogs {
-    pub(super) batch: BatchLogProcessor,
-    pub(super) budget: Arc<ExportBudget>,
-}
+pub(super) struct LogIntake(pub(super) Arc<Pipeline<LogItem>>);
 
-impl LogProcessor for BudgetedLogs {
+impl LogProcessor for LogIntake {
     fn emit(&self, record: &mut SdkLogRecord, scope: &InstrumentationScope) {
-        if self.budget.admit_item(owner(scope), estimated_size(record)) {
-            self.batch.emit(record, scope);
-        }
+        let size = estimated_size(record);
+        let item = LogItem {
+            record: record.clone(),
+            scope: scope.clone(),
+        };
+        self.0.push(item, size);
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.batch.force_flush()
+        self.0.flush(FLUSH_TIMEOUT)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let dropped = self.budget.dropped();
-        if dropped > 0 {
-            tracing::warn!(
-                dropped_log_record_count = dropped,
-                "log records dropped because the export queue was full"
-            );
-        }
-        self.batch.shutdown_with_timeout(timeout)
+        self.0.shutdown(timeout)
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
-        self.batch.set_resource(resource);
+    /// The exporter has it, set before the pipeline starts.
+    fn set_resource(&mut self, _resource: &Resource) {}
+}
+
+/// The OTLP crate's log exporter, either transport.
+#[derive(Debug)]
+pub(super) struct LogSender(pub(super) opentelemetry_otlp::LogExporter);
+
+impl Exporter<LogItem> for LogSender {
+    async fn send(&self, items: Vec<LogItem>) -> OTelSdkResult {
+        let records: Vec<_> = items
+            .iter()
+            .map(|item| (&item.record, &item.scope))
+            .collect();
+        // The SDK's constructor for a batch of borrowed records, which it
+        // documents as meant for its own use (its batch processor's).
+        self.0.export(LogBatch::new(&records)).await
     }
 }

@@ -1,18 +1,19 @@
-//! OpenTelemetry setup: the tracer and meter providers, their OTLP
-//! exporters, the propagator, the resource, and the in-memory recorder
-//! behind comb's own page. Besides this module only `dashboard` (it records
-//! ended spans, `SpanData`, for the page) and `logs` (the API has no global
-//! logger provider: it holds the one installed here) touch the SDK; the rest
-//! of the code uses the OTel API through [`crate::spans`] and
-//! [`crate::metrics`].
+//! OpenTelemetry setup: the tracer, meter and logger providers, their
+//! OTLP exporters, the propagator, the resource, and comb's own span and
+//! log record pipelines, which feed comb's page too. Besides this module
+//! only `dashboard` (it reads ended spans, `SpanData`, for the page) and
+//! `logs` (the API has no global logger provider: it holds the one
+//! installed here) touch the SDK; the rest of the code uses the OTel API
+//! through [`crate::spans`] and [`crate::metrics`].
 //!
 //! Its rooms: this file sets the providers up and shuts them down;
-//! `on_runtime.rs` runs the SDK's exports on comb's Tokio runtime;
-//! `export_queue.rs` bounds the span export queue (a share per plugin) and
-//! sends batches in chunks; `log_queue.rs` puts plugins' log records
-//! behind the same bounds; `exporters.rs` builds the exporters (the OTLP
-//! crate's, with comb's header precedence); `otlp_http.rs` is comb's own
-//! OTLP/HTTP span exporter and `retry.rs` when it tries again.
+//! `pipeline.rs` is the export pipeline (one thread per signal, exports as
+//! tasks on comb's runtime) and `export_queue.rs` its queue, bounded and
+//! shared fairly between plugins; `span_queue.rs` and `log_queue.rs` put
+//! spans and log records into it; `exporters.rs` builds the OTLP crate's
+//! exporters (with comb's header precedence); `otlp_http.rs` is comb's own
+//! OTLP/HTTP span exporter and `retry.rs` when it tries again;
+//! `on_runtime.rs` runs the metric reader's exports on comb's runtime.
 
 use std::{
     sync::{
@@ -30,22 +31,23 @@ use opentelemetry::{
 use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
 use opentelemetry_sdk::{
     Resource,
-    error::OTelSdkResult,
-    logs::{BatchLogProcessor, SdkLoggerProvider},
+    logs::{LogExporter as _, SdkLoggerProvider},
     metrics::{PeriodicReader, SdkMeterProvider},
     propagation::{BaggagePropagator, TraceContextPropagator},
-    trace::{
-        BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
-        SpanProcessor,
-    },
+    trace::{SdkTracerProvider, SpanData},
 };
 
+pub use self::span_queue::SpanIntake;
 use self::{
-    export_queue::{Budgeted, EXPORT_QUEUE_BYTES, ExportBudget},
     exporters::{grpc, http_client, log_exporter, metric_exporter},
-    log_queue::{BudgetedLogs, LOG_EXPORT_BATCH, LOG_QUEUE_BYTES, LOG_QUEUE_RECORDS},
+    log_queue::{
+        LOG_EXPORT_BATCH, LOG_EXPORT_DELAY, LOG_EXPORT_TIMEOUT, LOG_QUEUE_BYTES, LOG_QUEUE_RECORDS,
+        LogIntake, LogSender,
+    },
     on_runtime::OnRuntime,
     otlp_http::HttpSpanExporter,
+    pipeline::{Observer, Pipeline, Settings},
+    span_queue::{SPAN_QUEUE_BYTES, SpanSender},
 };
 use crate::{
     config::{OtlpProtocol, OtlpTarget, Propagator, Signal, TelemetryConfig},
@@ -57,7 +59,9 @@ mod exporters;
 mod log_queue;
 mod on_runtime;
 mod otlp_http;
+mod pipeline;
 mod retry;
+mod span_queue;
 
 /// Where comb's spans go, for the start-up log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +96,8 @@ impl Telemetry {
     /// page, when served) gets every ended span too, exported or not.
     ///
     /// Must run inside the Tokio runtime: both OTLP transports (async
-    /// reqwest, tonic) run their exports on it, see `OnRuntime` in this module.
+    /// reqwest, tonic) run their exports on it, the pipelines' as tasks,
+    /// the metric reader's through `OnRuntime`.
     pub fn init(config: &TelemetryConfig, recorder: Option<&Recorder>) -> Result<Telemetry> {
         global::set_text_map_propagator(propagator(&config.propagators));
         if config.sdk_disabled {
@@ -125,48 +130,53 @@ impl Telemetry {
             tracing = tracing.with_id_generator(XrayIdGenerator::default());
         }
         let target = config.otlp_target(Signal::Traces);
-        let mut export = None;
-        if let Some(target) = &target {
-            let budget = Arc::new(ExportBudget::new(
-                config.bsp_max_queue_size,
-                EXPORT_QUEUE_BYTES,
-            ));
-            let batch = |exporter| {
-                BatchSpanProcessor::builder(
-                    OnRuntime::new(exporter, &closing).releasing(budget.clone()),
-                )
-                .with_batch_config(
-                    BatchConfigBuilder::default()
-                        .with_max_queue_size(config.bsp_max_queue_size)
-                        .with_max_export_batch_size(config.bsp_max_export_batch_size)
-                        .build(),
-                )
-                .build()
-            };
-            let batch = match target.protocol {
-                OtlpProtocol::HttpProtobuf => batch(SpanSender::Http(HttpSpanExporter::new(
-                    target,
-                    http_client(target)?,
-                )?)),
-                OtlpProtocol::Grpc => batch(SpanSender::Grpc(
-                    grpc(
-                        opentelemetry_otlp::SpanExporter::builder().with_tonic(),
-                        target,
-                    )?
-                    .build()
-                    .with_context(|| {
-                        format!("building the OTLP span exporter for {}", target.url)
-                    })?,
-                )),
-            };
-            export = Some(Budgeted { batch, budget });
-        }
-        let pipeline = match (recorder.map(Recorder::processor), export) {
-            (Some(page), Some(export)) => Some(SpanIntake::new(Both(page, export), &resource)),
-            (Some(page), None) => Some(SpanIntake::new(page, &resource)),
-            (None, Some(export)) => Some(SpanIntake::new(export, &resource)),
-            (None, None) => None,
+        let exporter = match &target {
+            None => None,
+            Some(target) => Some(
+                match target.protocol {
+                    OtlpProtocol::HttpProtobuf => {
+                        SpanSender::Http(HttpSpanExporter::new(target, http_client(target)?)?)
+                    }
+                    OtlpProtocol::Grpc => SpanSender::Grpc(
+                        grpc(
+                            opentelemetry_otlp::SpanExporter::builder().with_tonic(),
+                            target,
+                        )?
+                        .build()
+                        .with_context(|| {
+                            format!("building the OTLP span exporter for {}", target.url)
+                        })?,
+                    ),
+                }
+                .with_resource(&resource),
+            ),
         };
+        // comb's page sees every span the pipeline takes; spans it dropped
+        // before that are counted on the page.
+        let (observe, dropped) = match recorder {
+            Some(recorder) => {
+                let page = recorder.clone();
+                let observe: Observer<Arc<SpanData>> =
+                    Box::new(move |spans| page.record(spans.iter().map(|(span, _)| span)));
+                (Some(observe), recorder.dropped())
+            }
+            None => (None, Arc::default()),
+        };
+        let pipeline = (observe.is_some() || exporter.is_some()).then(|| {
+            SpanIntake(Arc::new(Pipeline::start(
+                Settings {
+                    item: "span",
+                    max_items: config.bsp_max_queue_size,
+                    max_bytes: SPAN_QUEUE_BYTES,
+                    batch: config.bsp_max_export_batch_size,
+                    delay: Duration::from_millis(config.bsp_schedule_delay_ms),
+                    timeout: Duration::from_millis(config.bsp_export_timeout_ms),
+                },
+                observe,
+                exporter,
+                dropped,
+            )))
+        });
         if let Some(pipeline) = &pipeline {
             tracing = tracing.with_span_processor(pipeline.clone());
         }
@@ -197,24 +207,24 @@ impl Telemetry {
         let logs_target = config.otlp_target(Signal::Logs);
         let logger_provider = match &logs_target {
             Some(target) => {
-                let budget = Arc::new(ExportBudget::of(
-                    "log record",
-                    LOG_QUEUE_RECORDS,
-                    LOG_QUEUE_BYTES,
-                ));
-                let batch = BatchLogProcessor::builder(
-                    OnRuntime::new(log_exporter(target)?, &closing).releasing(budget.clone()),
-                )
-                .with_batch_config(
-                    opentelemetry_sdk::logs::BatchConfigBuilder::default()
-                        .with_max_queue_size(LOG_QUEUE_RECORDS)
-                        .with_max_export_batch_size(LOG_EXPORT_BATCH)
-                        .build(),
-                )
-                .build();
+                let mut exporter = log_exporter(target)?;
+                exporter.set_resource(&resource);
+                let pipeline = Pipeline::start(
+                    Settings {
+                        item: "log record",
+                        max_items: LOG_QUEUE_RECORDS,
+                        max_bytes: LOG_QUEUE_BYTES,
+                        batch: LOG_EXPORT_BATCH,
+                        delay: LOG_EXPORT_DELAY,
+                        timeout: LOG_EXPORT_TIMEOUT,
+                    },
+                    None,
+                    Some(LogSender(exporter)),
+                    Arc::default(),
+                );
                 let provider = SdkLoggerProvider::builder()
                     .with_resource(resource)
-                    .with_log_processor(BudgetedLogs { batch, budget })
+                    .with_log_processor(LogIntake(Arc::new(pipeline)))
                     .build();
                 crate::logs::install(provider.clone());
                 Some(provider)
@@ -258,10 +268,10 @@ impl Telemetry {
     /// Flushes pending spans, metrics and log records and shuts the
     /// exporters down.
     ///
-    /// The SDK's shutdown blocks its thread until the batch processor and
-    /// the metric reader have exported what they hold, which takes a Tokio
-    /// worker (see `OnRuntime` in this module); so it runs on a blocking thread, never on
-    /// a runtime worker.
+    /// Each provider's shutdown blocks its thread until its pipeline or
+    /// metric reader has exported what it holds (at most 5 s each), which
+    /// takes the runtime's workers; so it runs on a blocking thread, never
+    /// on a worker.
     pub async fn shutdown(self) -> Result<()> {
         let (tracer_provider, meter_provider, logger_provider) = (
             self.tracer_provider,
@@ -305,117 +315,4 @@ fn propagator(names: &[Propagator]) -> TextMapCompositePropagator {
         })
         .collect();
     TextMapCompositePropagator::new(propagators)
-}
-
-/// Two span processors as one: the SDK clones every ended span once per
-/// processor on its provider, so comb's page and the exporter side by
-/// side cost two clones (2 % of comb's CPU under load); as one, only the
-/// page's copy is made and the exporter takes the span itself.
-#[derive(Debug)]
-struct Both<A, B>(A, B);
-
-impl<A: SpanProcessor, B: SpanProcessor> SpanProcessor for Both<A, B> {
-    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
-        self.0.on_start(span, cx);
-        self.1.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: SpanData) {
-        self.0.on_end(span.clone());
-        self.1.on_end(span);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        let first = self.0.force_flush();
-        first.and(self.1.force_flush())
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let first = self.0.shutdown_with_timeout(timeout);
-        first.and(self.1.shutdown_with_timeout(timeout))
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.0.set_resource(resource);
-        self.1.set_resource(resource);
-    }
-}
-
-/// comb's span pipeline (the page and the export queue) as one shared
-/// processor: the tracer provider holds one handle, and spans finished
-/// elsewhere (a guest's own, already ended, with its own ids and times)
-/// come in through another, so they meet the same bounds and shares.
-#[derive(Debug, Clone)]
-pub struct SpanIntake(Arc<dyn SpanProcessor>);
-
-impl SpanIntake {
-    /// `pipeline`, with its resource set now: once shared it cannot be set.
-    fn new(mut pipeline: impl SpanProcessor + 'static, resource: &Resource) -> Self {
-        pipeline.set_resource(resource);
-        SpanIntake(Arc::new(pipeline))
-    }
-
-    /// One finished span, as the tracer hands over its own when they end.
-    pub fn end(&self, span: SpanData) {
-        self.0.on_end(span);
-    }
-}
-
-impl SpanProcessor for SpanIntake {
-    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
-        self.0.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: SpanData) {
-        self.0.on_end(span);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.0.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-
-    /// Set once, in [`SpanIntake::new`].
-    fn set_resource(&mut self, _resource: &Resource) {}
-}
-
-/// The span exporter for either transport: over HTTP comb's own (see
-/// [`otlp_http`]), over gRPC the OTLP crate's.
-#[derive(Debug)]
-enum SpanSender {
-    Http(HttpSpanExporter),
-    Grpc(opentelemetry_otlp::SpanExporter),
-}
-
-impl SpanExporter for SpanSender {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        match self {
-            SpanSender::Http(exporter) => exporter.export(batch).await,
-            SpanSender::Grpc(exporter) => exporter.export(batch).await,
-        }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        match self {
-            SpanSender::Http(exporter) => exporter.shutdown_with_timeout(timeout),
-            SpanSender::Grpc(exporter) => exporter.shutdown_with_timeout(timeout),
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        match self {
-            SpanSender::Http(exporter) => exporter.force_flush(),
-            SpanSender::Grpc(exporter) => exporter.force_flush(),
-        }
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        match self {
-            SpanSender::Http(exporter) => exporter.set_resource(resource),
-            SpanSender::Grpc(exporter) => exporter.set_resource(resource),
-        }
-    }
 }

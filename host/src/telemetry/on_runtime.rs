@@ -1,4 +1,6 @@
-//! The bridge between the SDK's export threads and comb's Tokio runtime.
+//! The bridge between the SDK's metric reader thread and comb's Tokio
+//! runtime. (Spans and log records need none: comb's pipeline starts
+//! their exports as tasks on the runtime.)
 
 use std::{
     future::Future,
@@ -10,39 +12,22 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::{
     error::{OTelSdkError, OTelSdkResult},
-    logs::{LogBatch, LogExporter},
     metrics::{Temporality, data::ResourceMetrics, exporter::PushMetricExporter},
-    trace::{SpanData, SpanExporter},
-};
-
-use super::{
-    export_queue::{ExportBudget, estimated_size, in_chunks},
-    log_queue,
 };
 
 /// An async OTLP exporter, polled with comb's Tokio runtime entered.
 ///
-/// The SDK's batch span processor and periodic metric reader call their
-/// exporter from threads of their own, where reqwest and tonic find no
-/// reactor and panic (every span silently lost). Entering the runtime for
-/// each poll lets their sockets and timers register with it, while the
-/// runtime's workers drive them.
-///
-/// Why not the SDK's Tokio-task span processor: it sends every ended span
-/// to its task through a channel, a task wake per span on the request path.
-/// The thread processor pushes onto a bounded queue and wakes its thread
-/// once per batch; with a healthy local sink it also stopped dropping
-/// spans under load.
+/// The SDK's periodic metric reader calls its exporter from a thread of
+/// its own, where reqwest and tonic find no reactor and panic (every
+/// export silently lost). Entering the runtime for each poll lets their
+/// sockets and timers register with it, while the runtime's workers drive
+/// them.
 #[derive(Debug)]
 pub(super) struct OnRuntime<E> {
     exporter: E,
     runtime: tokio::runtime::Handle,
-    /// For spans and log records: what each export hands back once it is
-    /// over.
-    budget: Option<Arc<ExportBudget>>,
     /// Set when comb is about to drop its runtime: polling an export then
     /// would panic in the runtime's timers, so it is abandoned instead.
     closing: Arc<AtomicBool>,
@@ -54,17 +39,7 @@ impl<E> OnRuntime<E> {
         OnRuntime {
             exporter,
             runtime: tokio::runtime::Handle::current(),
-            budget: None,
             closing: closing.clone(),
-        }
-    }
-
-    /// Releases each exported batch from `budget` when its export is over
-    /// (sent, failed, or abandoned).
-    pub(super) fn releasing(self, budget: Arc<ExportBudget>) -> Self {
-        OnRuntime {
-            budget: Some(budget),
-            ..self
         }
     }
 
@@ -85,32 +60,6 @@ impl<E> OnRuntime<E> {
     }
 }
 
-impl<E: SpanExporter> SpanExporter for OnRuntime<E> {
-    /// Exports `batch` in requests of bounded size (see [`in_chunks`]),
-    /// then hands its room in the export queue back.
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let _held = self.budget.as_deref().map(|budget| budget.held(&batch));
-        in_chunks(batch, estimated_size, |chunk| {
-            self.entered(self.exporter.export(chunk))
-        })
-        .await
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let _entered = self.runtime.enter();
-        self.exporter.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        let _entered = self.runtime.enter();
-        self.exporter.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.exporter.set_resource(resource);
-    }
-}
-
 impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
         self.entered(self.exporter.export(metrics)).await
@@ -128,39 +77,5 @@ impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
 
     fn temporality(&self) -> Temporality {
         self.exporter.temporality()
-    }
-}
-
-impl<E: LogExporter> LogExporter for OnRuntime<E> {
-    /// Exports `batch` in requests of bounded size, then hands its room in
-    /// the log record queue back.
-    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
-        let records: Vec<_> = batch.iter().collect();
-        let _held = self.budget.as_deref().map(|budget| {
-            budget.held_items(records.iter().map(|(record, scope)| {
-                (log_queue::owner(scope), log_queue::estimated_size(record))
-            }))
-        });
-        in_chunks(
-            records,
-            |(record, _)| log_queue::estimated_size(record),
-            |chunk| async move {
-                // The SDK's constructor for a batch of borrowed records,
-                // which it documents as meant for its own use: a chunk of
-                // the batch it handed over, re-borrowed.
-                self.entered(self.exporter.export(LogBatch::new(&chunk)))
-                    .await
-            },
-        )
-        .await
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let _entered = self.runtime.enter();
-        self.exporter.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.exporter.set_resource(resource);
     }
 }

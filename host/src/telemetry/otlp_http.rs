@@ -12,7 +12,7 @@
 //! gRPC still goes through the OTLP crate.
 
 use std::{
-    borrow::Cow,
+    borrow::{Borrow, Cow},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -26,7 +26,7 @@ use opentelemetry::{
 use opentelemetry_sdk::{
     Resource,
     error::{OTelSdkError, OTelSdkResult},
-    trace::{SpanData, SpanExporter},
+    trace::SpanData,
 };
 use prost::encoding::{encode_varint, encoded_len_varint};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -154,10 +154,10 @@ struct Attempt {
     again: Option<Option<Duration>>,
 }
 
-impl SpanExporter for HttpSpanExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let mut body = export_request(&batch, &self.resource, &self.resource_schema_url);
-        drop(batch);
+impl HttpSpanExporter {
+    /// Sends `batch` as one request, trying again as [`retry`] says.
+    pub(super) async fn export(&self, batch: &[impl Borrow<SpanData>]) -> OTelSdkResult {
+        let mut body = export_request(batch, &self.resource, &self.resource_schema_url);
         if self.gzip {
             body = gzipped(&body).map_err(|error| self.failed(error))?;
         }
@@ -194,7 +194,8 @@ impl SpanExporter for HttpSpanExporter {
         }
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
+    /// Encodes `resource` once, for every request.
+    pub(super) fn set_resource(&mut self, resource: &Resource) {
         let mut encoded = Vec::new();
         for (key, value) in resource.iter() {
             message(&mut encoded, 1, &Attribute(key.as_str(), value));
@@ -235,9 +236,14 @@ fn gzipped(body: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// An `ExportTraceServiceRequest` for `spans`, one `ResourceSpans` with a
 /// `ScopeSpans` per instrumentation scope (in order of first appearance).
-pub(super) fn export_request(spans: &[SpanData], resource: &[u8], schema_url: &str) -> Vec<u8> {
+pub(super) fn export_request(
+    spans: &[impl Borrow<SpanData>],
+    resource: &[u8],
+    schema_url: &str,
+) -> Vec<u8> {
     let mut scopes: Vec<(&InstrumentationScope, Vec<Span<'_>>)> = Vec::new();
     for data in spans {
+        let data = data.borrow();
         let span = Span::new(data);
         let scope = &data.instrumentation_scope;
         // A handful of scopes (comb's and each plugin's): a scan beats a hash.
