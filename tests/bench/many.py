@@ -78,6 +78,8 @@ def measure(n, scratch, cache):
         assert get(port, route) == 201
         time.sleep(1.0)
         rss = status_kib(comb.pid, "VmRSS")
+        # The peak: the first load's, unless serving grew past it.
+        peak = status_kib(comb.pid, "VmHWM")
         before = cpu_seconds(comb.pid)
         latencies = []
         for _ in range(REQUESTS):
@@ -97,7 +99,7 @@ def measure(n, scratch, cache):
     finally:
         comb.terminate()
         comb.wait()
-    return loaded, rss, cpu, quantile(latencies, 0.5), swap
+    return loaded, rss, peak, cpu, quantile(latencies, 0.5), swap
 
 
 def main():
@@ -113,14 +115,14 @@ def main():
         subprocess.run([COMB, "plugins", "--cache-dir", cache, "--plugins", warmup],
                        stdout=subprocess.DEVNULL, check=True)
         print(f"{'plugins':>8} {'first load s':>13} {'ms/plugin':>10} {'RSS MiB':>8} "
-              f"{'KiB/plugin':>11} {'CPU us/req':>11} {'p50 ms':>7} {'swap ms':>8}")
+              f"{'peak MiB':>9} {'KiB/plugin':>11} {'CPU us/req':>11} {'p50 ms':>7} {'swap ms':>8}")
         first = None
         for n in counts:
-            loaded, rss, cpu, p50, swap = measure(n, scratch, cache)
+            loaded, rss, peak, cpu, p50, swap = measure(n, scratch, cache)
             first = first or (n, rss, cpu)
             per_plugin = (rss - first[1]) / (n - first[0]) if n > first[0] else float("nan")
             print(f"{n:>8} {loaded:>13.2f} {loaded / n * 1000:>10.2f} {rss / 1024:>8.0f} "
-                  f"{per_plugin:>11.0f} {cpu * 1e6:>11.0f} {p50 * 1000:>7.2f} {swap * 1000:>8.0f}")
+                  f"{peak / 1024:>9.0f} {per_plugin:>11.0f} {cpu * 1e6:>11.0f} {p50 * 1000:>7.2f} {swap * 1000:>8.0f}")
         print(f"(KiB/plugin: RSS growth over the first row's, per plugin more; tracing off; "
               f"CPU from /proc, 10 ms ticks; the swap includes the folder's settle time)")
     finally:

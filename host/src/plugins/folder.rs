@@ -6,7 +6,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use sha2::{Digest, Sha256};
 
 use super::{SidecarFile, sidecar};
@@ -55,8 +55,10 @@ impl Stamp {
     }
 }
 
-/// A file's key (sha256 of its bytes and its sidecar's), bytes and sidecar,
-/// or `None` while it (or its sidecar) was modified too recently.
+/// A file's key (sha256 of its bytes and its sidecar's), size and
+/// sidecar, or `None` while it (or its sidecar) was modified too recently.
+/// The bytes are hashed as they are read and not kept: [`read_again`]
+/// reads them when the file's load starts.
 pub(super) fn read_settled(file: &Path) -> Result<Option<Settled>> {
     let sidecar_path = sidecar::path_for(file);
     for path in [file, sidecar_path.as_path()] {
@@ -67,30 +69,90 @@ pub(super) fn read_settled(file: &Path) -> Result<Option<Settled>> {
             return Ok(None);
         }
     }
-    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let reading = || format!("reading {}", file.display());
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(
+        &mut std::fs::File::open(file).with_context(reading)?,
+        &mut hasher,
+    )
+    .with_context(reading)?;
     let sidecar = std::fs::read_to_string(&sidecar_path)
         .ok()
         .map(|text| SidecarFile {
             path: sidecar_path,
             text,
         });
+    Ok(Some(Settled {
+        key: key(hasher, sidecar.as_ref()),
+        size,
+        sidecar,
+    }))
+}
+
+/// Reads `file` for its load: its bytes, as long as they (with `sidecar`)
+/// still hash to `key`, the key they were read under.
+pub(super) fn read_again(file: &Path, key: &str, sidecar: Option<&SidecarFile>) -> Result<Vec<u8>> {
+    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let mut hasher = Sha256::new();
     hasher.update(&wasm);
-    if let Some(sidecar) = &sidecar {
+    if self::key(hasher, sidecar) != key {
+        // The next look at the folder sees the change and reads it anew.
+        bail!("the file changed while it was being loaded");
+    }
+    Ok(wasm)
+}
+
+/// The key of a file hashed into `hasher`, with its sidecar.
+fn key(mut hasher: Sha256, sidecar: Option<&SidecarFile>) -> String {
+    if let Some(sidecar) = sidecar {
         hasher.update(b"\0sidecar\0");
         hasher.update(sidecar.text.as_bytes());
     }
-    Ok(Some(Settled {
-        key: hex::encode(hasher.finalize()),
-        wasm,
-        sidecar,
-    }))
+    hex::encode(hasher.finalize())
 }
 
 /// A file read once it settled.
 pub(super) struct Settled {
     /// sha256 of its bytes and its sidecar's.
     pub key: String,
-    pub wasm: Vec<u8>,
+    /// How many bytes it held.
+    pub size: u64,
     pub sidecar: Option<SidecarFile>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_hashed_without_keeping_its_bytes_and_read_again_only_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.wasm");
+        std::fs::write(&file, b"\0asm one").unwrap();
+        std::fs::write(dir.path().join("p.toml"), "[limits]\n").unwrap();
+        let old = SystemTime::now() - 2 * SETTLE_TIME;
+        for path in [file.clone(), dir.path().join("p.toml")] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let settled = read_settled(&file).unwrap().expect("settled");
+        assert_eq!(settled.size, 8);
+        let sidecar = settled.sidecar.as_ref();
+        assert_eq!(
+            read_again(&file, &settled.key, sidecar).unwrap(),
+            b"\0asm one"
+        );
+        // Changed between the look and the load: refused, not loaded
+        // under the old key.
+        std::fs::write(&file, b"\0asm two").unwrap();
+        let changed = read_again(&file, &settled.key, sidecar).unwrap_err();
+        assert!(changed.to_string().contains("changed"), "{changed}");
+        // The sidecar is part of the key.
+        std::fs::write(&file, b"\0asm one").unwrap();
+        assert!(read_again(&file, &settled.key, None).is_err());
+    }
 }

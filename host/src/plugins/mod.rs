@@ -64,7 +64,7 @@ use load::Loader;
 pub(crate) use load::{check_header, one_line};
 pub use report::{LoadState, PluginReport, SourceKind, SourceReport};
 pub use routes::{Lookup, Route, RouteMethod, RouteOwner, RoutePattern, RouteTable};
-pub(crate) use source::{Candidate, SidecarFile, Source, Update};
+pub(crate) use source::{Candidate, Component, SidecarFile, Source, Update};
 
 /// The default cap on routes per plugin: the Cruddur services declare one
 /// or two; a cap keeps a manifest from making the table huge.
@@ -451,7 +451,7 @@ impl Plugins {
             let settled = tokio::task::spawn_blocking(move || read_settled(&reading))
                 .await
                 .unwrap_or_else(|panicked| Err(anyhow::anyhow!("reading panicked: {panicked}")));
-            let folder::Settled { key, wasm, sidecar } = match settled {
+            let folder::Settled { key, size, sidecar } = match settled {
                 Ok(Some(read)) => read,
                 Ok(None) => {
                     outcome.settling += 1;
@@ -482,7 +482,7 @@ impl Plugins {
                 key,
                 stamp,
                 artifact: None,
-                wasm,
+                wasm: Component::InFile { size },
                 sidecar,
             });
         }
@@ -520,34 +520,38 @@ impl Plugins {
         self.load(to_load).await;
     }
 
-    /// Loads candidates side by side, each published as soon as it is
-    /// ready: a slow manifest (it has a deadline) or a big compile does not
-    /// hold the others back. Then publishes once more, for removed files
-    /// and the reports, even when nothing loaded.
+    /// Loads candidates [`LOADS_AT_ONCE`] at a time, each published as
+    /// soon as it is ready: a slow manifest (it has a deadline) or a big
+    /// compile does not hold the others back. Then publishes once more, for
+    /// removed files and the reports, even when nothing loaded.
     async fn load(&mut self, mut to_load: Vec<Candidate>) {
         // Smallest first: compiles run one at a time, in this order, and a
         // 20 MB Python component compiled early would keep every small
         // plugin's routes out for its whole compile (seconds; ~30 s in a
         // debug build with a cold cache).
-        to_load.sort_by_key(|candidate| candidate.wasm.len());
-        let mut loads: futures_util::stream::FuturesUnordered<_> = to_load
-            .into_iter()
-            .map(|candidate| {
-                let loader = self.loader.clone();
-                async move {
-                    let loaded = loader
-                        .load(
-                            &candidate.file,
-                            &candidate.stem,
-                            candidate.artifact.clone(),
-                            candidate.wasm,
-                            candidate.sidecar,
-                        )
-                        .await;
-                    (candidate.source, candidate.key, candidate.stamp, loaded)
-                }
-            })
-            .collect();
+        to_load.sort_by_key(|candidate| candidate.wasm.size());
+        let loader = self.loader.clone();
+        let mut loads = futures_util::stream::iter(to_load.into_iter().map(move |candidate| {
+            let loader = loader.clone();
+            async move {
+                let Candidate {
+                    source,
+                    key,
+                    stamp,
+                    file,
+                    stem,
+                    artifact,
+                    wasm,
+                    sidecar,
+                } = candidate;
+                let loaded = match bytes_of(wasm, &file, &key, sidecar.as_ref()).await {
+                    Ok(wasm) => loader.load(&file, &stem, artifact, wasm, sidecar).await,
+                    Err(error) => Err(error),
+                };
+                (source, key, stamp, loaded)
+            }
+        }))
+        .buffer_unordered(LOADS_AT_ONCE);
         while let Some((source, key, stamp, loaded)) = loads.next().await {
             let entry = self.sources.entry(source.clone()).or_default();
             entry.key = key;
@@ -703,6 +707,29 @@ impl Plugins {
             }
         }
     }
+}
+
+/// How many candidates load at once. Compiles go one at a time anyway;
+/// the others wait in a manifest call (up to its deadline) or for the
+/// compiler, each holding its component's bytes: a bound here bounds the
+/// bytes a first load of a thousand files holds.
+const LOADS_AT_ONCE: usize = 4;
+
+/// A candidate's bytes: as pulled, or read from its `file` now (still
+/// hashing to `key`), off the async workers: 20 MB for a Python plugin.
+async fn bytes_of(
+    wasm: Component,
+    file: &Path,
+    key: &str,
+    sidecar: Option<&SidecarFile>,
+) -> Result<Vec<u8>> {
+    if let Component::Bytes(bytes) = wasm {
+        return Ok(bytes);
+    }
+    let (file, key, sidecar) = (file.to_owned(), key.to_owned(), sidecar.cloned());
+    tokio::task::spawn_blocking(move || folder::read_again(&file, &key, sidecar.as_ref()))
+        .await
+        .unwrap_or_else(|panicked| Err(anyhow::anyhow!("reading panicked: {panicked}")))
 }
 
 /// The routes of a plugin as table entries.

@@ -26,6 +26,7 @@ impl std::fmt::Display for Source {
 }
 
 /// A sidecar as read: its path (for messages) and text.
+#[derive(Clone)]
 pub(crate) struct SidecarFile {
     /// Where it was read.
     pub path: PathBuf,
@@ -50,9 +51,33 @@ pub(crate) struct Candidate {
     /// `REF@sha256:...` for a registry's.
     pub artifact: Option<String>,
     /// The component.
-    pub wasm: Vec<u8>,
+    pub wasm: Component,
     /// Its sidecar, if it has one.
     pub sidecar: Option<SidecarFile>,
+}
+
+/// A candidate's component bytes: in memory (pulled from a registry), or
+/// in its folder file, read again only when its load starts. A first load
+/// of many files then holds a few files' bytes at once, not all of them.
+pub(crate) enum Component {
+    /// The bytes, as pulled.
+    Bytes(Vec<u8>),
+    /// `size` bytes in [`Candidate::file`], whose hash (with the sidecar's
+    /// text) is [`Candidate::key`].
+    InFile {
+        /// Its size when it was hashed, to load small files first.
+        size: u64,
+    },
+}
+
+impl Component {
+    /// How many bytes it is.
+    pub(crate) fn size(&self) -> u64 {
+        match self {
+            Component::Bytes(bytes) => bytes.len() as u64,
+            Component::InFile { size } => *size,
+        }
+    }
 }
 
 /// What one round of a registry's checks found for one reference.

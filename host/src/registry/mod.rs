@@ -38,7 +38,7 @@ use oci_client::{
 use tokio::sync::mpsc;
 
 use self::distribution::{Distribution, sha256_digest};
-use crate::plugins::{Candidate, SidecarFile, Source, Update};
+use crate::plugins::{Candidate, Component, SidecarFile, Source, Update};
 use crate::secret::Secret;
 
 mod distribution;
@@ -383,7 +383,7 @@ impl RegistrySource {
                 .unwrap_or_else(|| PathBuf::from(plugin_ref.name())),
             stem: plugin_ref.stem(),
             artifact: Some(artifact),
-            wasm,
+            wasm: Component::Bytes(wasm),
             sidecar,
         })
     }
