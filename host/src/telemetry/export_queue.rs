@@ -19,7 +19,12 @@ use std::collections::{HashMap, VecDeque};
 
 use opentelemetry_sdk::error::OTelSdkResult;
 
-use super::pipeline::Item;
+/// What the queue holds: an item that knows whose it is.
+pub(super) trait Item: Send + 'static {
+    /// Whose share of the export queue it counts in: its plugin's name, ""
+    /// for comb's own items of no plugin.
+    fn owner(&self) -> &str;
+}
 
 /// The most item data one export request carries, estimated: collectors
 /// refuse larger requests whole (4 MiB for gRPC by default, less for some

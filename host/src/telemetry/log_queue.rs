@@ -11,7 +11,10 @@ use opentelemetry_sdk::{
     logs::{LogBatch, LogExporter as _, LogProcessor, SdkLogRecord},
 };
 
-use super::pipeline::{Exporter, Item, Pipeline};
+use super::{
+    export_queue::Item,
+    pipeline::{Exporter, Pipeline},
+};
 
 /// Records waiting for export, at most. A call logs at most 256 lines.
 pub(super) const LOG_QUEUE_RECORDS: usize = 8192;

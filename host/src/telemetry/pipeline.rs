@@ -24,7 +24,7 @@ use std::{
 
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 
-use super::export_queue::{Admitted, FairQueue, Taken, in_chunks};
+use super::export_queue::{Admitted, FairQueue, Item, Taken, in_chunks};
 
 /// How long the pipeline's thread gathers items before taking them: a
 /// hand-off is a push onto a vector, not a wake-up per item.
@@ -34,13 +34,6 @@ const POLL: Duration = Duration::from_millis(25);
 /// the queue). Two keep a local collector's round trip from capping what
 /// reaches it; more only add contention on two cores.
 const MAX_EXPORTS: usize = 4;
-
-/// What the pipeline carries: an item that knows whose it is.
-pub(super) trait Item: Send + 'static {
-    /// Whose share of the export queue it counts in: its plugin's name, ""
-    /// for comb's own items of no plugin.
-    fn owner(&self) -> &str;
-}
 
 /// Where a signal's items go: one request's worth at a time.
 pub(super) trait Exporter<T>: Send + Sync + 'static {

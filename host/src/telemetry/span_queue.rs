@@ -12,8 +12,9 @@ use opentelemetry_sdk::{
 };
 
 use super::{
+    export_queue::Item,
     otlp_http::HttpSpanExporter,
-    pipeline::{Exporter, Item, Pipeline},
+    pipeline::{Exporter, Pipeline},
 };
 
 /// The most span data waiting for export or being exported, estimated.
