@@ -86,9 +86,17 @@ struct Intake<T> {
     /// The thread waits for the next item with no timeout: the next push
     /// wakes it (once per idle spell, not per item).
     idle: bool,
-    /// Exports that ended: what they took, to hand back to the queue.
-    receipts: Vec<Taken>,
+    /// Exports that ended.
+    receipts: Vec<Ended>,
     asks: Vec<Ask>,
+}
+
+/// An export that ended: what it took, to hand back to the queue, and
+/// whether the collector took it.
+#[derive(Debug)]
+struct Ended {
+    taken: Taken,
+    sent: bool,
 }
 
 /// A flush or shutdown waiting for the queue to empty.
@@ -96,7 +104,8 @@ struct Intake<T> {
 struct Ask {
     shutdown: bool,
     deadline: Instant,
-    done: mpsc::Sender<()>,
+    /// Answered with the number of exports that failed meanwhile.
+    done: mpsc::Sender<usize>,
 }
 
 impl<T: Item> Pipeline<T> {
@@ -134,6 +143,7 @@ impl<T: Item> Pipeline<T> {
             exports: 0,
             oldest: None,
             asks: Vec::new(),
+            failed: 0,
         };
         let name = format!("comb-{}s", shared.settings.item.replace(' ', "-"));
         let thread = std::thread::Builder::new()
@@ -206,7 +216,11 @@ impl<T> Pipeline<T> {
         self.shared.wake.notify_one();
         let item = self.shared.settings.item;
         match answer.recv_timeout(timeout) {
-            Ok(()) => Ok(()),
+            Ok(0) => Ok(()),
+            // Sent, but not delivered: what the collector lost is lost.
+            Ok(failed) => Err(OTelSdkError::InternalFailure(format!(
+                "{failed} {item} export(s) failed while flushing"
+            ))),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(timeout)),
             // The thread dropped the ask: past its deadline, or ended.
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(OTelSdkError::InternalFailure(
@@ -236,15 +250,20 @@ struct Worker<T, E> {
     /// went from nothing queued to something.
     oldest: Option<Instant>,
     asks: Vec<Ask>,
+    /// Exports that failed while an ask waited.
+    failed: usize,
 }
 
 impl<T: Item, E: Exporter<T>> Worker<T, E> {
     fn run(mut self) {
         loop {
             let (items, receipts) = self.gather();
-            for receipt in receipts {
-                self.queue.release(receipt);
+            for ended in receipts {
+                self.queue.release(ended.taken);
                 self.exports -= 1;
+                if !ended.sent && !self.asks.is_empty() {
+                    self.failed += 1;
+                }
             }
             if !items.is_empty() {
                 if let Some(observe) = &mut self.observe {
@@ -263,7 +282,7 @@ impl<T: Item, E: Exporter<T>> Worker<T, E> {
 
     /// Waits for work, then takes what waits: items, ended exports' receipts
     /// and asks.
-    fn gather(&mut self) -> (Vec<(T, usize)>, Vec<Taken>) {
+    fn gather(&mut self) -> (Vec<(T, usize)>, Vec<Ended>) {
         let shared = self.shared.clone();
         let mut intake = shared.lock();
         let quiet = |intake: &Intake<T>| {
@@ -338,9 +357,10 @@ impl<T: Item, E: Exporter<T>> Worker<T, E> {
             }
             self.exports += 1;
             let (items, owners) = batch.into_parts();
-            let receipt = Receipt {
+            let mut receipt = Receipt {
                 shared: self.shared.clone(),
                 owners,
+                sent: false,
             };
             let exporter = exporter.clone();
             let (item, timeout) = (settings.item, settings.timeout);
@@ -349,7 +369,7 @@ impl<T: Item, E: Exporter<T>> Worker<T, E> {
                     tokio::time::timeout(timeout, in_chunks(items, |chunk| exporter.send(chunk)))
                         .await;
                 match sent {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => receipt.sent = true,
                     Ok(Err(error)) => tracing::warn!("{item} export failed: {error}"),
                     Err(_) => tracing::warn!("{item} export abandoned after {timeout:?}"),
                 }
@@ -364,8 +384,9 @@ impl<T: Item, E: Exporter<T>> Worker<T, E> {
         let now = Instant::now();
         if self.queue.is_empty() || self.exporter.is_none() {
             let shutdown = self.asks.iter().any(|ask| ask.shutdown);
+            let failed = std::mem::take(&mut self.failed);
             for ask in self.asks.drain(..) {
-                let _ = ask.done.send(());
+                let _ = ask.done.send(failed);
             }
             return shutdown;
         }
@@ -405,12 +426,17 @@ impl<T, E> Drop for Worker<T, E> {
 struct Receipt<T> {
     shared: Arc<Shared<T>>,
     owners: Taken,
+    /// Whether the collector took it.
+    sent: bool,
 }
 
 impl<T> Drop for Receipt<T> {
     fn drop(&mut self) {
         let owners = std::mem::take(&mut self.owners);
-        self.shared.lock().receipts.push(owners);
+        self.shared.lock().receipts.push(Ended {
+            taken: owners,
+            sent: self.sent,
+        });
         self.shared.wake.notify_one();
     }
 }
@@ -438,6 +464,8 @@ mod tests {
         running: AtomicUsize,
         most_at_once: AtomicUsize,
         gate: Option<Arc<tokio::sync::Semaphore>>,
+        /// Refuse every request, as a collector that is down.
+        refuse: bool,
     }
 
     impl Exporter<u32> for Arc<Recording> {
@@ -449,7 +477,10 @@ mod tests {
             }
             self.requests.lock().unwrap().push(items);
             self.running.fetch_sub(1, Ordering::SeqCst);
-            Ok(())
+            match self.refuse {
+                true => Err(OTelSdkError::InternalFailure("refused".into())),
+                false => Ok(()),
+            }
         }
     }
 
@@ -531,5 +562,33 @@ mod tests {
                 .unwrap();
         assert!(stopped.is_err(), "{stopped:?}");
         gate.add_permits(1000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_whose_exports_failed_says_so() {
+        let exporter = Arc::new(Recording {
+            refuse: true,
+            ..Default::default()
+        });
+        let pipeline = Arc::new(Pipeline::start(
+            settings(10, Duration::from_secs(3600)),
+            None,
+            Some(exporter.clone()),
+            Arc::default(),
+        ));
+        for i in 0..25 {
+            pipeline.push(i, 1);
+        }
+        let flushed =
+            tokio::task::spawn_blocking(move || pipeline.shutdown(Duration::from_secs(30)))
+                .await
+                .unwrap();
+        let error = flushed.unwrap_err().to_string();
+        assert!(error.contains("span export(s) failed"), "{error}");
+        assert_eq!(
+            exporter.requests.lock().unwrap().len(),
+            3,
+            "each tried once"
+        );
     }
 }
