@@ -52,6 +52,9 @@ pub(super) struct FairQueue<T> {
     in_flight_items: usize,
     in_flight_bytes: usize,
     dropped: u64,
+    /// The owner last found heaviest, and pushes-out since that scan.
+    heaviest: Option<String>,
+    since_scan: usize,
 }
 
 /// One owner's items.
@@ -107,12 +110,18 @@ pub(super) enum Admitted {
     /// Queued after pushing out the oldest items of the owner holding the
     /// most; or dropped, when its own owner holds the most.
     Dropped {
-        /// The owner whose items were dropped.
-        owner: String,
-        /// Whether this is the first drop of its episode (to log once).
-        first: bool,
+        /// The owner whose items were dropped, when this is the first drop
+        /// of its episode (to log once).
+        first_of: Option<String>,
     },
 }
+
+/// How many pushes-out may follow the owner last found heaviest before
+/// the owners are scanned again: a scan visits every owner with items,
+/// and a stalled collector behind a thousand busy plugins would scan a
+/// thousand owners per arriving span. Between scans an arriving item
+/// still only ever takes from an owner holding more than its own.
+const RESCAN_EVERY: usize = 64;
 
 impl<T> FairQueue<T> {
     /// A queue of at most `max_items` `item`s and about `max_bytes` bytes.
@@ -128,6 +137,8 @@ impl<T> FairQueue<T> {
             in_flight_items: 0,
             in_flight_bytes: 0,
             dropped: 0,
+            heaviest: None,
+            since_scan: 0,
         }
     }
 
@@ -162,15 +173,12 @@ impl<T> FairQueue<T> {
             return self.count_drop(owner);
         }
         while self.items + 1 > self.max_items || self.bytes + bytes > self.max_bytes {
-            let evict = match self.heaviest_with_queued() {
-                // Pushing out a lighter owner's item would make it the
-                // loser for holding less: the arriving item goes instead.
-                Some(heaviest) if heaviest != owner && self.weighs_more(heaviest, owner, bytes) => {
-                    heaviest.to_owned()
-                }
-                // Nothing queued to push out (only an item larger than
-                // what may be in flight gets here).
-                _ => return self.count_drop(owner),
+            // Pushing out a lighter owner's item would make it the loser
+            // for holding less: then the arriving item goes instead (and
+            // when nothing is queued to push out, which only an item larger
+            // than what may be in flight meets).
+            let Some(evict) = self.heavier_than(owner, bytes) else {
+                return self.count_drop(owner);
             };
             outcome = self.count_drop(&evict);
             let entry = self.owners.get_mut(&evict).expect("found above");
@@ -184,6 +192,8 @@ impl<T> FairQueue<T> {
                     self.owners.remove(&evict);
                 }
                 self.turns.retain(|name| *name != evict);
+            } else {
+                self.heaviest = Some(evict);
             }
         }
         // A String per owner's episode, not per item.
@@ -201,7 +211,7 @@ impl<T> FairQueue<T> {
         outcome
     }
 
-    /// Counts a drop of `owner`'s; says whether it starts an episode.
+    /// Counts a drop of `owner`'s; names it when it starts an episode.
     fn count_drop(&mut self, owner: &str) -> Admitted {
         self.dropped += 1;
         let first = match self.owners.get_mut(owner) {
@@ -210,9 +220,27 @@ impl<T> FairQueue<T> {
             None => true,
         };
         Admitted::Dropped {
-            owner: owner.to_owned(),
-            first,
+            first_of: first.then(|| owner.to_owned()),
         }
+    }
+
+    /// The owner to push an item out of for an arriving item of `owner`
+    /// of `bytes`: the heaviest with items queued, if it holds more than
+    /// `owner` would. The last one found, for up to [`RESCAN_EVERY`]
+    /// pushes-out, while it still holds more.
+    fn heavier_than(&mut self, owner: &str, bytes: usize) -> Option<String> {
+        if self.since_scan < RESCAN_EVERY
+            && let Some(last) = self.heaviest.take()
+            && last != owner
+            && self.owners.get(&last).is_some_and(|e| !e.queued.is_empty())
+            && self.weighs_more(&last, owner, bytes)
+        {
+            self.since_scan += 1;
+            return Some(last);
+        }
+        self.since_scan = 0;
+        let heaviest = self.heaviest_with_queued()?;
+        (heaviest != owner && self.weighs_more(heaviest, owner, bytes)).then(|| heaviest.to_owned())
     }
 
     /// How much of the queue an owner holding `items` and `bytes` takes:
@@ -407,16 +435,12 @@ mod tests {
         assert_eq!(
             queue.admit(Owned("busy", 0), 10),
             Admitted::Dropped {
-                owner: "busy".into(),
-                first: true
+                first_of: Some("busy".into())
             }
         );
         assert_eq!(
             queue.admit(Owned("busy", 0), 10),
-            Admitted::Dropped {
-                owner: "busy".into(),
-                first: false
-            }
+            Admitted::Dropped { first_of: None }
         );
         assert_eq!((queue.items, queue.dropped()), (100, 2));
     }
@@ -431,7 +455,7 @@ mod tests {
             let owner = if i % 2 == 0 { "quiet" } else { "" };
             assert!(matches!(
                 queue.admit(Owned(owner, 1000 + i), 10),
-                Admitted::Dropped { ref owner, .. } if owner == "flood"
+                Admitted::Dropped { .. }
             ));
         }
         assert_eq!(held_by(&queue, "flood"), 70);

@@ -319,8 +319,10 @@ impl<T: Item, E: Exporter<T>> Worker<T, E> {
                 self.oldest = Some(Instant::now());
             }
             match self.queue.admit(entry, bytes) {
-                Admitted::Queued | Admitted::Dropped { first: false, .. } => {}
-                Admitted::Dropped { owner, first: true } => match owner.as_str() {
+                Admitted::Queued | Admitted::Dropped { first_of: None } => {}
+                Admitted::Dropped {
+                    first_of: Some(owner),
+                } => match owner.as_str() {
                     "" => tracing::warn!(
                         "{item}s of no plugin (such as 404s) fill the {item} export queue; \
                          dropping them until the collector catches up"
