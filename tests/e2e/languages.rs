@@ -289,6 +289,33 @@ async fn a_javascript_plugin_may_reuse_its_instances_and_each_call_stays_its_own
     reuses_instances_call_by_call("js").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_javascript_instance_gives_its_span_handles_back_call_by_call() {
+    // Each call makes two span handles (the invocation span's and its own
+    // span's). An instance serving many calls must give them back as it
+    // goes, not when its garbage collector runs: held, 32 handles would
+    // last 16 calls (it took 500 at comb's default of 1000, then every
+    // call answered 500 until the instance was replaced).
+    let comb = Comb::start(Options {
+        plugins: &["notifications_activities_js"],
+        files: &[(
+            "notifications_activities_js.toml",
+            b"[limits]\nmax_instance_reuse_count = 1000\n",
+        )],
+        args: &[
+            "--max-host-resources",
+            "32",
+            "--deadline-ms",
+            ROOMY_DEADLINE_MS,
+        ],
+        ..Default::default()
+    });
+    for call in 1..=50 {
+        let (status, body, _) = get(&comb, "/api/js/activities/notifications").await;
+        assert_eq!(status, 200, "call {call}: {body}");
+    }
+}
+
 /// The `misbehave` plugin of `lang` with `max_instance_reuse_count = 5` in
 /// its sidecar: its globals outlive a call, up to five calls per instance;
 /// a trapped instance is never reused, one whose handler failed is; a span

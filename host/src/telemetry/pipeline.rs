@@ -185,25 +185,29 @@ impl<T: Item> Pipeline<T> {
 impl<T> Pipeline<T> {
     /// Exports everything queued, waiting at most `timeout`.
     pub(super) fn flush(&self, timeout: Duration) -> OTelSdkResult {
+        if self.thread().is_none() {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
         self.ask(false, timeout)
     }
 
     /// Exports everything queued, waiting at most `timeout`, and ends the
     /// thread. Later calls find it ended.
     pub(super) fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
+        let Some(thread) = self.thread().take() else {
+            return Err(OTelSdkError::AlreadyShutdown);
+        };
         let result = self.ask(true, timeout);
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        // Ended or past its deadline, the thread returns at once.
-        if let Some(thread) = thread
-            && result.is_ok()
-        {
+        // Answered, the thread returns at once; past its deadline it
+        // returns by itself, and is not waited for.
+        if result.is_ok() {
             let _ = thread.join();
         }
         result
+    }
+
+    fn thread(&self) -> MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.thread.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn ask(&self, shutdown: bool, timeout: Duration) -> OTelSdkResult {
@@ -526,10 +530,21 @@ mod tests {
         assert_eq!(exported, (0..95).collect::<Vec<_>>(), "each item once");
         assert!(requests.iter().all(|r| r.len() <= 10), "{requests:?}");
         assert_eq!(seen.load(Ordering::SeqCst), 95);
-        tokio::task::spawn_blocking(move || pipeline.shutdown(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .unwrap();
+        let ended = tokio::task::spawn_blocking(move || {
+            pipeline.shutdown(Duration::from_secs(30)).unwrap();
+            // Once ended, asking again answers at once.
+            let again = Duration::from_secs(3600);
+            (pipeline.flush(again), pipeline.shutdown(again))
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            ended,
+            (
+                Err(OTelSdkError::AlreadyShutdown),
+                Err(OTelSdkError::AlreadyShutdown)
+            )
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,6 +140,9 @@ export class Plugin {
       console.error(error?.stack ?? String(error));
       invocation.recordException(error);
       throw { tag: 'internal', val: error instanceof Error ? `${error.name}: ${error.message}` : String(error) };
+    } finally {
+      // Its handle, given back now (see `CombSpan.release`).
+      invocation.release();
     }
     const response = result instanceof Response ? result : Response.json(result);
     return { status: response.status, headers: response.headers, body: response.body };

@@ -31,6 +31,9 @@ function keyValues(attributes) {
     .filter((pair) => pair.value !== undefined);
 }
 
+/** How the bindings name a resource's drop (as they define it). */
+const dispose = Symbol.dispose ?? Symbol.for('dispose');
+
 /** One comb span, as the API's `Span`. */
 export class CombSpan {
   /** `owned`: false for the invocation span, which comb ends. */
@@ -38,27 +41,32 @@ export class CombSpan {
     this.span = span;
     this.owned = owned;
     this.ended = false;
+    /** Its context, kept once the handle is given back. */
+    this.context = undefined;
   }
 
   spanContext() {
-    const { traceId, spanId } = this.span.context();
-    return { traceId, spanId, traceFlags: TraceFlags.SAMPLED, isRemote: false };
+    if (this.context === undefined) {
+      const { traceId, spanId } = this.span.context();
+      this.context = { traceId, spanId, traceFlags: TraceFlags.SAMPLED, isRemote: false };
+    }
+    return this.context;
   }
 
   setAttribute(key, v) {
     const converted = value(v);
-    if (converted !== undefined) this.span.setAttribute(key, converted);
+    if (converted !== undefined && !this.ended) this.span.setAttribute(key, converted);
     return this;
   }
 
   setAttributes(attributes) {
-    this.span.setAttributes(keyValues(attributes));
+    if (!this.ended) this.span.setAttributes(keyValues(attributes));
     return this;
   }
 
   addEvent(name, attributesOrTime) {
     const attributes = typeof attributesOrTime === 'object' && !(attributesOrTime instanceof Date) ? attributesOrTime : {};
-    this.span.addEvent(name, keyValues(attributes));
+    if (!this.ended) this.span.addEvent(name, keyValues(attributes));
     return this;
   }
 
@@ -71,21 +79,35 @@ export class CombSpan {
   }
 
   setStatus({ code, message }) {
+    if (this.ended) return this;
     if (code === SpanStatusCode.ERROR) this.span.setStatus({ tag: 'error', val: message ?? '' });
     else if (code === SpanStatusCode.OK) this.span.setStatus({ tag: 'ok' });
     return this;
   }
 
   updateName(name) {
-    this.span.updateName(name);
+    if (!this.ended) this.span.updateName(name);
     return this;
   }
 
+  /** Ends the span (the invocation span is comb's to end) and gives its
+   * handle back. */
   end() {
     if (this.owned && !this.ended) {
-      this.ended = true;
       this.span.end();
+      this.release();
     }
+  }
+
+  /** Gives the host handle back now, not when the garbage collector gets
+   * to it: an instance that serves many requests would otherwise hold a
+   * handle per span it ever made, and meet comb's handle limit. The span
+   * ignores updates from then on, as an ended span does. */
+  release() {
+    if (this.ended) return;
+    this.spanContext();
+    this.ended = true;
+    this.span[dispose]();
   }
 
   isRecording() {
@@ -93,6 +115,7 @@ export class CombSpan {
   }
 
   recordException(exception) {
+    if (this.ended) return;
     const type = typeof exception === 'string' ? 'Error' : (exception?.name ?? exception?.constructor?.name ?? 'Error');
     const message = typeof exception === 'string' ? exception : (exception?.message ?? String(exception));
     this.span.recordError(String(type), String(message));
