@@ -317,8 +317,16 @@ async fn shutdown_abandons_calls_still_running_after_its_own_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_that_sleeps_is_rejected_while_comb_listens_and_loads_the_rest() {
+    // Six of them, smaller than home and so loaded before it: their
+    // manifest calls run side by side, none holds home back.
+    let sleepy = std::fs::read(crate::harness::plugins().wasm("sleepy_manifest")).unwrap();
+    let copies: Vec<(String, &[u8])> = (2..=6)
+        .map(|i| (format!("sleepy_manifest_{i}.wasm"), sleepy.as_slice()))
+        .collect();
+    let files: Vec<(&str, &[u8])> = copies.iter().map(|(n, b)| (n.as_str(), *b)).collect();
     let comb = Comb::start(Options {
         plugins: &["sleepy_manifest", "home_activities"],
+        files: &files,
         ..Default::default()
     });
     let log = comb.log();

@@ -14,7 +14,7 @@ use opentelemetry::{
     trace::{Status, TraceContextExt, Tracer},
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
     Plugin, RouteMethod, RoutePattern, SidecarFile,
@@ -53,6 +53,7 @@ impl Loader {
         artifact: Option<String>,
         wasm: Vec<u8>,
         sidecar: Option<SidecarFile>,
+        compiling: OwnedSemaphorePermit,
     ) -> Result<Arc<Plugin>> {
         let tracer = spans::host_tracer();
         let parent = match self.trace_loads {
@@ -74,7 +75,7 @@ impl Loader {
         let result = load_file(
             &self.runtime,
             (file, stem, artifact),
-            wasm,
+            (wasm, compiling),
             sidecar,
             (&self.limits, self.max_routes),
             &cx,
@@ -123,7 +124,7 @@ pub(crate) fn one_line(error: &anyhow::Error) -> String {
 async fn load_file(
     runtime: &Arc<Runtime>,
     (file, stem, artifact): (&Path, &str, Option<String>),
-    wasm: Vec<u8>,
+    (wasm, compiling): (Vec<u8>, OwnedSemaphorePermit),
     sidecar: Option<SidecarFile>,
     (defaults, max_routes): (&Limits, usize),
     load: &Context,
@@ -148,6 +149,8 @@ async fn load_file(
     })
     .await
     .context("the compile task panicked")?;
+    // The bytes are gone: the next candidate may read its own.
+    drop(compiling);
     let (pre, compiled) = prepared.context(
         "not a component targeting comb:plugin@0.1.0 (the `plugin` world of wit/plugin.wit) \
              or wasi:http (wasi:http/proxy@0.2, wasi:http/service@0.3)",

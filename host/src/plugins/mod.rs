@@ -520,38 +520,47 @@ impl Plugins {
         self.load(to_load).await;
     }
 
-    /// Loads candidates [`LOADS_AT_ONCE`] at a time, each published as
-    /// soon as it is ready: a slow manifest (it has a deadline) or a big
-    /// compile does not hold the others back. Then publishes once more, for
-    /// removed files and the reports, even when nothing loaded.
+    /// Loads candidates side by side, each published as soon as it is
+    /// ready: a slow manifest (it has a deadline) or a big compile does not
+    /// hold the others back. Then publishes once more, for removed files
+    /// and the reports, even when nothing loaded.
     async fn load(&mut self, mut to_load: Vec<Candidate>) {
         // Smallest first: compiles run one at a time, in this order, and a
         // 20 MB Python component compiled early would keep every small
         // plugin's routes out for its whole compile (seconds; ~30 s in a
         // debug build with a cold cache).
         to_load.sort_by_key(|candidate| candidate.wasm.size());
-        let loader = self.loader.clone();
-        let mut loads = futures_util::stream::iter(to_load.into_iter().map(move |candidate| {
-            let loader = loader.clone();
-            async move {
-                let Candidate {
-                    source,
-                    key,
-                    stamp,
-                    file,
-                    stem,
-                    artifact,
-                    wasm,
-                    sidecar,
-                } = candidate;
-                let loaded = match bytes_of(wasm, &file, &key, sidecar.as_ref()).await {
-                    Ok(wasm) => loader.load(&file, &stem, artifact, wasm, sidecar).await,
-                    Err(error) => Err(error),
-                };
-                (source, key, stamp, loaded)
-            }
-        }))
-        .buffer_unordered(LOADS_AT_ONCE);
+        let compiling = Arc::new(tokio::sync::Semaphore::new(LOADS_AT_ONCE));
+        let mut loads: futures_util::stream::FuturesUnordered<_> = to_load
+            .into_iter()
+            .map(|candidate| {
+                let loader = self.loader.clone();
+                let compiling = compiling.clone();
+                async move {
+                    let Candidate {
+                        source,
+                        key,
+                        stamp,
+                        file,
+                        stem,
+                        artifact,
+                        wasm,
+                        sidecar,
+                    } = candidate;
+                    // Taken in this order, and held until the bytes are compiled.
+                    let slot = compiling.acquire_owned().await.expect("never closed");
+                    let loaded = match bytes_of(wasm, &file, &key, sidecar.as_ref()).await {
+                        Ok(wasm) => {
+                            loader
+                                .load(&file, &stem, artifact, wasm, sidecar, slot)
+                                .await
+                        }
+                        Err(error) => Err(error),
+                    };
+                    (source, key, stamp, loaded)
+                }
+            })
+            .collect();
         while let Some((source, key, stamp, loaded)) = loads.next().await {
             let entry = self.sources.entry(source.clone()).or_default();
             entry.key = key;
@@ -709,10 +718,12 @@ impl Plugins {
     }
 }
 
-/// How many candidates load at once. Compiles go one at a time anyway;
-/// the others wait in a manifest call (up to its deadline) or for the
-/// compiler, each holding its component's bytes: a bound here bounds the
-/// bytes a first load of a thousand files holds.
+/// How many candidates may hold their component's bytes at once, from
+/// reading them until they are compiled. Compiles go one at a time anyway;
+/// without this bound a first load of a thousand files held all their bytes
+/// while each waited for the compiler. Manifest calls (each with its
+/// deadline) come after and are not bounded here, so slow ones do not
+/// hold back the others' loads.
 const LOADS_AT_ONCE: usize = 4;
 
 /// A candidate's bytes: as pulled, or read from its `file` now (still
