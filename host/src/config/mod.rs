@@ -751,6 +751,8 @@ mod tests {
             "--max-concurrency",
             "--otel-bsp-max-queue-size",
             "--otel-bsp-max-export-batch-size",
+            "--otel-bsp-export-timeout",
+            "--otel-blrp-export-timeout",
             "--header-read-timeout-ms",
             "--idle-timeout-ms",
             "--deadline-ms",

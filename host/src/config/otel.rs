@@ -349,6 +349,27 @@ pub struct TelemetryConfig {
     )]
     pub bsp_export_timeout_ms: u64,
 
+    /// How long a plugin's log record waits for a full batch before it is
+    /// exported anyway, in milliseconds (the SDK's default).
+    #[arg(
+        long = "otel-blrp-schedule-delay",
+        env = "OTEL_BLRP_SCHEDULE_DELAY",
+        default_value_t = 1000,
+        value_name = "MS"
+    )]
+    pub blrp_schedule_delay_ms: u64,
+
+    /// How long one export of log records may take, retries included,
+    /// before it is abandoned, in milliseconds (the SDK's default).
+    #[arg(
+        long = "otel-blrp-export-timeout",
+        env = "OTEL_BLRP_EXPORT_TIMEOUT",
+        default_value_t = 30_000,
+        value_name = "MS",
+        value_parser = super::at_least_one::<u64>
+    )]
+    pub blrp_export_timeout_ms: u64,
+
     /// How often metrics are exported, in milliseconds.
     #[arg(
         long = "metric-export-interval",

@@ -27,14 +27,6 @@ pub(super) const LOG_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 /// Records per export request, before the byte bound cuts it.
 pub(super) const LOG_EXPORT_BATCH: usize = 1024;
 
-/// How long a record waits for a full batch: the SDK's default
-/// (`OTEL_BLRP_SCHEDULE_DELAY`).
-pub(super) const LOG_EXPORT_DELAY: Duration = Duration::from_secs(1);
-
-/// How long one export of records may take: the SDK's default
-/// (`OTEL_BLRP_EXPORT_TIMEOUT`).
-pub(super) const LOG_EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long a flush the SDK asks for (`force_flush`) may wait.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 

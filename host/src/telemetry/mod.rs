@@ -40,10 +40,7 @@ use opentelemetry_sdk::{
 pub use self::span_queue::SpanIntake;
 use self::{
     exporters::{grpc, http_client, log_exporter, metric_exporter},
-    log_queue::{
-        LOG_EXPORT_BATCH, LOG_EXPORT_DELAY, LOG_EXPORT_TIMEOUT, LOG_QUEUE_BYTES, LOG_QUEUE_RECORDS,
-        LogIntake, LogSender,
-    },
+    log_queue::{LOG_EXPORT_BATCH, LOG_QUEUE_BYTES, LOG_QUEUE_RECORDS, LogIntake, LogSender},
     on_runtime::OnRuntime,
     otlp_http::HttpSpanExporter,
     pipeline::{Observer, Pipeline, Settings},
@@ -215,8 +212,8 @@ impl Telemetry {
                         max_items: LOG_QUEUE_RECORDS,
                         max_bytes: LOG_QUEUE_BYTES,
                         batch: LOG_EXPORT_BATCH,
-                        delay: LOG_EXPORT_DELAY,
-                        timeout: LOG_EXPORT_TIMEOUT,
+                        delay: Duration::from_millis(config.blrp_schedule_delay_ms),
+                        timeout: Duration::from_millis(config.blrp_export_timeout_ms),
                     },
                     None,
                     Some(LogSender(exporter)),
