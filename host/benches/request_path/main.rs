@@ -4,9 +4,12 @@
 //! by an SDK provider that exports nothing), and the whole axum app without
 //! a socket.
 //!
-//! `cargo bench -p comb` (plugins are built first, as for the tests).
+//! `cargo bench -p comb` (plugins are built first, as for the tests);
+//! `instantiation.rs` breaks a fresh instance down part by part.
 
 #![allow(missing_docs, reason = "benchmark binary")]
+
+mod instantiation;
 
 use std::sync::Arc;
 
@@ -116,6 +119,8 @@ fn bench(c: &mut Criterion) {
         panic!("no route")
     };
     let plugin = route.target.clone();
+    let home_activities = std::fs::read(built.wasm("home_activities")).unwrap();
+    instantiation::bench(c, &tokio, &home_activities);
     c.bench_function("instantiate + call home_activities, tracing off", |b| {
         b.to_async(&tokio).iter(|| async {
             let (result, _) = plugin
