@@ -231,19 +231,34 @@ async fn a_half_copied_file_is_never_served() {
     let url = comb.at("/api/activities/home");
     let bytes = std::fs::read(plugins().wasm("home_activities_v2")).unwrap();
     let path = comb.plugin_path("home_activities.wasm");
-    // A slow copy in place: a tenth of the file every 100 ms. Each write is
-    // a change; loaded at any of them, the file would be rejected as
-    // truncated and reported failed.
+    // A slow copy in place: a tenth of the file every 50 ms, from a thread
+    // of its own, so the gaps between writes stay far below the settle
+    // time however long the checks below wait on a busy machine (they ran
+    // between the writes, and a loaded machine stretched a gap past it).
+    // Each write is a change; loaded at any of them, the file would be
+    // rejected as truncated and reported failed.
     let mut file = std::fs::File::create(&path).unwrap();
-    for chunk in bytes.chunks(bytes.len().div_ceil(10)) {
-        std::io::Write::write_all(&mut file, chunk).unwrap();
+    let copy = std::thread::spawn(move || {
+        for chunk in bytes.chunks(bytes.len().div_ceil(10)) {
+            std::io::Write::write_all(&mut file, chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        file
+    });
+    let mut checked = 0;
+    while !copy.is_finished() || checked == 0 {
         let (status, body) = get_json(&url).await;
         assert_eq!(status, 200, "{body}");
-        assert!(!is_v2(&body), "the half file is not loaded");
+        // The whole file may serve once written (and settled), not before.
+        assert!(
+            copy.is_finished() || !is_v2(&body),
+            "the half file is not loaded"
+        );
         let listed = report(&comb, "home_activities.wasm").await.unwrap();
         assert_eq!(listed["state"], "serving", "mid-copy: {listed}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        checked += 1;
     }
+    let file = copy.join().unwrap();
     drop(file);
     eventually("the complete file serves", &comb, || async {
         is_v2(&get_json(&url).await.1)
