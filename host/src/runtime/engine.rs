@@ -3,7 +3,10 @@
 //! the pooling allocator where the machine allows it and comb's imports
 //! linked; and the epoch ticker that drives every deadline.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc, Condvar, Mutex, PoisonError,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
 
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
@@ -131,38 +134,163 @@ fn engine(
     Ok((Engine::new(&config)?, false))
 }
 
-/// Advances the engines' epoch every [`EPOCH_TICK`] on its own thread,
+/// Advances the engines' epoch every [`EPOCH_TICK`] on its own thread
+/// while any store exists and for [`LINGER_TICKS`] after the last one,
 /// which it joins when dropped.
+///
+/// Why not always: a tick is a wake-up a millisecond, and an idle comb
+/// spent a third of its CPU on them (`perf record` of a debug build). Only
+/// a store's code reads the epoch (its deadline is checked at the ticks),
+/// and every store holds [`Ticks`] from its creation to its drop. The
+/// linger keeps one client's requests in a row from waking the thread each.
 pub(super) struct EpochTicker {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    shared: Arc<Ticking>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Ticks the thread goes on with after the last store, before it parks.
+const LINGER_TICKS: u32 = 100;
+
+/// What the ticker's thread and the stores share.
+#[derive(Default)]
+struct Ticking {
+    /// Stores alive: the thread ticks while there is one.
+    stores: AtomicUsize,
+    stop: AtomicBool,
+    /// Whether the thread waits for a store (and ticks no more).
+    parked: AtomicBool,
+    /// Held while the thread checks `stores` and parks, and by whoever
+    /// wakes it: a store made in between cannot be missed.
+    park: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Ticking {
+    fn wake(&self) {
+        let _park = self.park.lock().unwrap_or_else(PoisonError::into_inner);
+        self.wake.notify_one();
+    }
+}
+
+/// Keeps the epoch ticking while it lives; every store holds one.
+pub(super) struct Ticks(Arc<Ticking>);
+
+impl Drop for Ticks {
+    fn drop(&mut self) {
+        self.0.stores.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl EpochTicker {
     pub(super) fn start(engines: Vec<Engine>) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = stop.clone();
+        Self::with_tick(move || engines.iter().for_each(Engine::increment_epoch))
+    }
+
+    fn with_tick(tick: impl Fn() + Send + 'static) -> Self {
+        let shared = Arc::new(Ticking::default());
+        let ticking = shared.clone();
         let thread = std::thread::Builder::new()
             .name("comb-epoch".into())
             .spawn(move || {
-                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                // Parked from the start: no store exists yet.
+                let mut idle = LINGER_TICKS;
+                loop {
+                    if ticking.stores.load(Ordering::SeqCst) == 0 {
+                        idle += 1;
+                    } else {
+                        idle = 0;
+                    }
+                    if idle > LINGER_TICKS {
+                        let mut park = ticking.park.lock().unwrap_or_else(PoisonError::into_inner);
+                        while ticking.stores.load(Ordering::SeqCst) == 0
+                            && !ticking.stop.load(Ordering::SeqCst)
+                        {
+                            ticking.parked.store(true, Ordering::SeqCst);
+                            park = ticking
+                                .wake
+                                .wait(park)
+                                .unwrap_or_else(PoisonError::into_inner);
+                        }
+                        ticking.parked.store(false, Ordering::SeqCst);
+                        idle = 0;
+                    }
+                    if ticking.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
                     std::thread::sleep(EPOCH_TICK);
-                    engines.iter().for_each(Engine::increment_epoch);
+                    tick();
                 }
             })
             .expect("spawning the epoch thread");
         EpochTicker {
-            stop,
+            shared,
             thread: Some(thread),
         }
+    }
+
+    /// Ticks for a store about to be made, waking the thread if it was the
+    /// only one.
+    pub(super) fn ticks(&self) -> Ticks {
+        if self.shared.stores.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.shared.wake();
+        }
+        Ticks(self.shared.clone())
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epoch_ticks_only_while_a_store_exists() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = count.clone();
+        let ticker = EpochTicker::with_tick(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        std::thread::sleep(EPOCH_TICK * 20);
+        assert_eq!(count.load(Ordering::SeqCst), 0, "no store, no tick");
+
+        let ticks = ticker.ticks();
+        let waiting = std::time::Instant::now();
+        while count.load(Ordering::SeqCst) < 3 {
+            assert!(
+                waiting.elapsed() < std::time::Duration::from_secs(30),
+                "a store, and no ticks"
+            );
+            std::thread::sleep(EPOCH_TICK);
+        }
+        drop(ticks);
+        // It lingers a while, then parks and ticks no more.
+        let waiting = std::time::Instant::now();
+        while !ticker.shared.parked.load(Ordering::SeqCst) {
+            assert!(
+                waiting.elapsed() < std::time::Duration::from_secs(30),
+                "no store, and still ticking"
+            );
+            std::thread::sleep(EPOCH_TICK);
+        }
+        let after = count.load(Ordering::SeqCst);
+        std::thread::sleep(EPOCH_TICK * 20);
+        assert_eq!(count.load(Ordering::SeqCst), after, "parked, yet ticking");
+
+        // Woken again by the next store.
+        let _ticks = ticker.ticks();
+        let waiting = std::time::Instant::now();
+        while count.load(Ordering::SeqCst) < after + 3 {
+            assert!(waiting.elapsed() < std::time::Duration::from_secs(30));
+            std::thread::sleep(EPOCH_TICK);
         }
     }
 }

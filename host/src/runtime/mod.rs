@@ -166,8 +166,9 @@ pub struct Runtime {
     sync: Linked,
     /// The engine with the component model's concurrency, for WASI 0.3.
     concurrent: Linked,
-    /// Advances the epoch that deadlines are counted in; stops on drop.
-    _ticker: EpochTicker,
+    /// Advances the epoch that deadlines are counted in while a store
+    /// exists; stops on drop.
+    ticker: EpochTicker,
     /// Whether instances come from the pooling allocator.
     pooled: bool,
     /// Whether fuel metering is on.
@@ -279,7 +280,7 @@ impl Runtime {
         let (concurrent, _) = Linked::new(config, settings, true)?;
         Ok(Runtime {
             pool: GuestPool::new((POOL_INSTANCES + CONCURRENT_POOL_INSTANCES) as usize + 16),
-            _ticker: EpochTicker::start(vec![sync.engine.clone(), concurrent.engine.clone()]),
+            ticker: EpochTicker::start(vec![sync.engine.clone(), concurrent.engine.clone()]),
             sync,
             concurrent,
             pooled,
@@ -678,9 +679,10 @@ impl Runtime {
     fn store(
         &self,
         engine: &Engine,
-        state: InvocationState,
+        mut state: InvocationState,
         limits: &Limits,
     ) -> wasmtime::Result<Store<InvocationState>> {
+        state.ticks = Some(self.ticker.ticks());
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
         self.arm(&mut store, limits)?;

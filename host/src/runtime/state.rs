@@ -54,6 +54,9 @@ pub(crate) struct InvocationState {
     call: u32,
     /// The guest profile this call samples into, at each epoch tick.
     pub(super) profile: Option<Arc<GuestProfile>>,
+    /// Keeps the epoch ticking while the store lives (set by
+    /// `Runtime::store`): its deadline is checked at the ticks.
+    pub(super) ticks: Option<super::engine::Ticks>,
 }
 
 impl InvocationState {
@@ -102,6 +105,7 @@ impl InvocationState {
             guest_clock: GuestClock::default(),
             call: FIRST,
             profile: None,
+            ticks: None,
         }
     }
 
